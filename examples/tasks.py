@@ -1,0 +1,69 @@
+"""A small Celery app to try celery-jobmon with.
+
+Run a worker that sends events::
+
+    CELERY_BROKER_URL=redis://127.0.0.1:6379/0 celery -A examples.tasks worker -E -Q a,b
+
+Queues: ``a`` (quick work) and ``b`` (work that fails). Producers send ``task-sent`` events
+(``task_send_sent_event``), so the exporter knows each task's queue.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from celery import Celery
+
+app = Celery("examples")
+app.conf.update(
+    broker_url=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
+    result_backend=os.environ.get("CELERY_RESULT_BACKEND") or None,
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+    task_routes={
+        "examples.tasks.fail_value": {"queue": "b"},
+        "examples.tasks.fail_key": {"queue": "b"},
+    },
+    task_default_queue="a",
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+)
+
+
+class PaymentDeclined(Exception):
+    """A domain error, so dashboards show more than built-in exception names."""
+
+
+@app.task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task
+def sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task
+def fail_value(message: str = "bad value") -> None:
+    raise ValueError(message)
+
+
+@app.task
+def fail_key(key: str = "missing") -> None:
+    raise KeyError(key)
+
+
+@app.task
+def charge(amount: int) -> None:
+    raise PaymentDeclined(f"card declined for {amount}")
+
+
+@app.task(bind=True, max_retries=5, default_retry_delay=0)
+def flaky(self, failures: int = 2) -> int:
+    """Retry ``failures`` times (countdown 0), then succeed and return the number of tries."""
+    if self.request.retries < failures:
+        raise self.retry(exc=ConnectionError("upstream busy"), countdown=0)
+    return self.request.retries + 1

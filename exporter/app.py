@@ -1,0 +1,142 @@
+"""App assembly: wire settings, Celery app, model, threads and the HTTP server together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import celery
+import uvicorn
+from celery import Celery
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from kombu.utils.url import maybe_sanitize_url
+from prometheus_client import CollectorRegistry, make_asgi_app
+from starlette.routing import Route
+
+from . import __version__
+from .collectors import ModelCollector
+from .config import Settings
+from .consumer import EventConsumer
+from .model import Model
+from .poller import Poller
+
+log = logging.getLogger(__name__)
+
+
+def make_celery_app(settings: Settings) -> Celery:
+    """A Celery app for the exporter's own use (events, control); not set as current.
+
+    The exporter's event queue gets ``event_queue_ttl``/``event_queue_expires`` from the
+    settings (RabbitMQ honours them; Redis ignores them).
+    """
+    app = Celery("celery-jobmon", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        broker_transport_options=dict(settings.transport_options),
+        broker_connection_retry_on_startup=True,
+        event_queue_ttl=settings.event_queue_ttl,
+        event_queue_expires=settings.event_queue_expires,
+        accept_content=list(settings.accept_content),
+    )
+    return app
+
+
+class _AsgiEndpoint:
+    """Wraps an ASGI callable so Starlette's ``Route`` serves it as an app at that exact path
+    (a plain function would be taken for a request handler; ``mount`` would redirect
+    ``/metrics`` to ``/metrics/``).
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+def create_http_app(registry: CollectorRegistry, model: Model) -> FastAPI:
+    """The ASGI app: ``/metrics`` (prometheus-client's ASGI app over ``registry``), ``/healthz``
+    (200 while the process serves) and ``/readyz`` (200 when connected to the broker, else
+    503); both answer JSON ``{"status": ...}``.
+    """
+    http = FastAPI(title="celery-jobmon", version=__version__, docs_url=None, redoc_url=None,
+                   openapi_url=None)
+    http.router.routes.append(Route("/metrics", _AsgiEndpoint(make_asgi_app(registry)),
+                                    methods=["GET"], include_in_schema=False))
+
+    @http.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @http.get("/readyz")
+    def readyz() -> JSONResponse:
+        connected = model.snapshot().broker_connected
+        return JSONResponse({"status": "ready" if connected else "broker disconnected"},
+                            status_code=200 if connected else 503)
+
+    return http
+
+
+@dataclass
+class Service:
+    """Everything `celery-jobmon serve` runs: model, registry, threads and the ASGI app."""
+
+    settings: Settings
+    model: Model
+    registry: CollectorRegistry
+    consumer: EventConsumer
+    poller: Poller
+    http: FastAPI
+
+    def start(self) -> None:
+        """Start the event consumer and poller threads."""
+        self.consumer.start()
+        self.poller.start()
+
+    def stop(self) -> None:
+        """Stop the threads (each given a few seconds)."""
+        self.poller.stop()
+        self.consumer.stop()
+
+
+def build_service(settings: Settings) -> Service:
+    """Wire a :class:`Service` from validated settings; nothing is started or connected."""
+    model = Model(
+        runtime_buckets=settings.runtime_buckets,
+        queue_wait_buckets=settings.queue_wait_buckets,
+        max_tasks=settings.max_tasks_in_memory,
+        max_task_names=settings.max_task_names,
+        worker_timeout=settings.worker_timeout,
+        worker_retention=settings.worker_retention,
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ModelCollector(
+        model.snapshot, settings.metric_prefix,
+        {"version": __version__, "celery_version": celery.__version__},
+    ))
+    app = make_celery_app(settings)
+    consumer = EventConsumer(app, model, accept=settings.accept_content,
+                             reconnect_max_interval=settings.reconnect_max_interval)
+    poller = Poller(app, model, interval=settings.inspect_interval,
+                    timeout=settings.inspect_timeout, enable_events=settings.enable_events)
+    return Service(settings, model, registry, consumer, poller, create_http_app(registry, model))
+
+
+def serve(settings: Settings) -> None:
+    """Run the exporter until SIGINT/SIGTERM: threads in the background, uvicorn here."""
+    service = build_service(settings)
+    host, port = settings.listen
+    log.info("starting version=%s broker=%s listen=%s:%d",
+             __version__, maybe_sanitize_url(settings.broker_url), host, port)
+    service.start()
+    server = uvicorn.Server(uvicorn.Config(
+        service.http, host=host, port=port, log_config=None, access_log=False,
+        lifespan="off",
+    ))
+    try:
+        server.run()
+    finally:
+        service.stop()
+        log.info("stopped")

@@ -1,0 +1,197 @@
+"""Settings of `celery-jobmon serve`: named defaults, value parsers and one validated object.
+
+Every option of the CLI ends up in :class:`Settings`. The defaults are module constants so that
+``--help``, the README and the tests quote the same numbers. Parsers raise :class:`ValueError`
+with a one-line message; the CLI turns that into an error naming the flag.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_LISTEN = "0.0.0.0:9808"
+DEFAULT_METRIC_PREFIX = "celery_"
+#: Runtime buckets in seconds: 5 ms ... 1 h.
+DEFAULT_RUNTIME_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+)
+#: Queue-wait buckets in seconds: 5 ms ... 1 h.
+DEFAULT_QUEUE_WAIT_BUCKETS: tuple[float, ...] = DEFAULT_RUNTIME_BUCKETS
+DEFAULT_MAX_TASKS_IN_MEMORY = 100_000
+DEFAULT_MAX_TASK_NAMES = 1_000
+DEFAULT_WORKER_TIMEOUT = 30.0
+DEFAULT_WORKER_RETENTION = 24 * 3600.0
+#: RabbitMQ: how long an event may wait in the exporter's own event queue (Celery's default, 5 s,
+#: silently drops events a busy consumer has not read yet).
+DEFAULT_EVENT_QUEUE_TTL = 300.0
+#: RabbitMQ: how long the exporter's event queue lives after the exporter went away.
+DEFAULT_EVENT_QUEUE_EXPIRES = 3600.0
+DEFAULT_INSPECT_INTERVAL = 15.0
+DEFAULT_INSPECT_TIMEOUT = 2.0
+DEFAULT_RECONNECT_MAX_INTERVAL = 30.0
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_METRIC_PREFIX_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def parse_duration(text: str) -> float:
+    """Parse a duration such as ``500ms``, ``30s``, ``5m``, ``24h``, ``7d`` or ``90`` (seconds).
+
+    Returns:
+        The duration in seconds (float, >= 0).
+
+    Raises:
+        ValueError: the text is not a number followed by an optional unit ms/s/m/h/d/w.
+
+    """
+    match = _DURATION_RE.match(text)
+    if not match:
+        raise ValueError(f"invalid duration {text!r} (examples: 30s, 5m, 24h, 7d)")
+    number, unit = match.groups()
+    return float(number) * _DURATION_UNITS[unit or "s"]
+
+
+def parse_buckets(text: str) -> tuple[float, ...]:
+    """Parse histogram bucket upper bounds in seconds: ``"0.01,0.1,1,10"``.
+
+    Returns:
+        A strictly increasing tuple of positive finite floats (``+Inf`` is added by the
+        exposition, not here).
+
+    Raises:
+        ValueError: an entry is not a number, not positive, or the list is not increasing.
+
+    """
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"invalid bucket list {text!r}: comma-separated seconds") from None
+    if not values:
+        raise ValueError("bucket list is empty")
+    if any(not 0 < v < float("inf") for v in values):
+        raise ValueError(f"invalid bucket list {text!r}: bounds must be positive and finite")
+    if any(b <= a for a, b in zip(values, values[1:], strict=False)):
+        raise ValueError(f"invalid bucket list {text!r}: bounds must increase")
+    return values
+
+
+def parse_option_value(text: str) -> Any:
+    """Turn a ``k=v`` option value into int, float, bool or str, as kombu expects.
+
+    ``"3"`` → 3, ``"1.5"`` → 1.5, ``"true"``/``"false"`` → bool, anything else stays a string.
+    """
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_transport_options(pairs: Iterable[str]) -> dict[str, Any]:
+    """Parse repeated ``--broker-transport-option key=value`` into kombu transport options.
+
+    Returns:
+        ``{key: typed value}``; a later key wins.
+
+    Raises:
+        ValueError: an entry has no ``=`` or an empty key.
+
+    """
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"invalid transport option {pair!r}: key=value expected")
+        options[key.strip()] = parse_option_value(value.strip())
+    return options
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """Parse ``host:port`` (``[::1]:9808`` for IPv6) into ``(host, port)``.
+
+    Raises:
+        ValueError: no port, or a port outside 0..65535.
+
+    """
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"invalid listen address {text!r}: host:port expected")
+    return host.strip("[]") or "0.0.0.0", int(port_text)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `celery-jobmon serve` needs, validated (see :meth:`validate`).
+
+    Durations are float seconds; bucket bounds are float seconds; ``transport_options`` is
+    passed to kombu as ``broker_transport_options``.
+    """
+
+    broker_url: str = DEFAULT_BROKER_URL
+    listen: tuple[str, int] = ("0.0.0.0", 9808)
+    transport_options: Mapping[str, Any] = field(default_factory=dict)
+    accept_content: tuple[str, ...] = ("json",)
+    enable_events: bool = True
+    log_level: str = "INFO"
+    log_format: str = "text"
+    metric_prefix: str = DEFAULT_METRIC_PREFIX
+    runtime_buckets: tuple[float, ...] = DEFAULT_RUNTIME_BUCKETS
+    queue_wait_buckets: tuple[float, ...] = DEFAULT_QUEUE_WAIT_BUCKETS
+    max_tasks_in_memory: int = DEFAULT_MAX_TASKS_IN_MEMORY
+    max_task_names: int = DEFAULT_MAX_TASK_NAMES
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT
+    worker_retention: float = DEFAULT_WORKER_RETENTION
+    event_queue_ttl: float = DEFAULT_EVENT_QUEUE_TTL
+    event_queue_expires: float = DEFAULT_EVENT_QUEUE_EXPIRES
+    inspect_interval: float = DEFAULT_INSPECT_INTERVAL
+    inspect_timeout: float = DEFAULT_INSPECT_TIMEOUT
+    reconnect_max_interval: float = DEFAULT_RECONNECT_MAX_INTERVAL
+
+    def problems(self) -> list[str]:
+        """Return every invalid setting as a one-line message (empty list: all valid)."""
+        found: list[str] = []
+        if "://" not in self.broker_url:
+            found.append("--broker-url: a URL such as redis://host:6379/0 or amqp://user@host//")
+        if self.log_level.upper() not in LOG_LEVELS:
+            found.append(f"--log-level: one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            found.append(f"--log-format: one of {', '.join(LOG_FORMATS)}")
+        if not _METRIC_PREFIX_RE.match(self.metric_prefix):
+            found.append("--metric-prefix: letters, digits, underscores; no leading digit")
+        if self.max_tasks_in_memory < 1:
+            found.append("--max-tasks-in-memory: at least 1")
+        if self.max_task_names < 1:
+            found.append("--max-task-names: at least 1")
+        if self.worker_timeout <= 0:
+            found.append("--worker-timeout: greater than 0")
+        if self.worker_retention < self.worker_timeout:
+            found.append("--worker-retention: at least --worker-timeout")
+        if self.inspect_interval <= 0 or self.inspect_timeout <= 0:
+            found.append("--inspect-interval / --inspect-timeout: greater than 0")
+        if not self.accept_content:
+            found.append("--accept-content: at least one content type")
+        return found
+
+    def validate(self) -> Settings:
+        """Return ``self`` when valid.
+
+        Raises:
+            ValueError: with every problem, one per line.
+
+        """
+        found = self.problems()
+        if found:
+            raise ValueError("\n".join(found))
+        return self

@@ -1,0 +1,120 @@
+"""Pure checks and parsers for Celery event dicts, shared by the consumer and the model.
+
+An event is the dict Celery's ``EventDispatcher`` publishes (``celery.events.event.Event``):
+``type``, ``timestamp`` (worker or client ``time.time()``, seconds since the epoch, UTC),
+``utcoffset``, ``pid``, ``clock``, ``hostname`` and the type's own fields. The consumer adds
+``local_received`` (exporter clock). Timestamps are used as sent: ``time.time()`` is already UTC,
+so Celery's ``utcoffset`` "localisation" (which shifts epoch values by the zone difference) is
+not applied.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+TASK_EVENT_TYPES = frozenset({
+    "task-sent", "task-received", "task-started", "task-succeeded", "task-failed",
+    "task-retried", "task-revoked", "task-rejected", "task-cancelled",
+})
+WORKER_EVENT_TYPES = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
+KNOWN_TYPES = TASK_EVENT_TYPES | WORKER_EVENT_TYPES
+
+#: Fields whose type is checked when present: field → accepted Python types.
+_OPTIONAL_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "queue": (str,),
+    "routing_key": (str,),
+    "retries": (int,),
+    "runtime": (int, float),
+    "active": (int,),
+    "processed": (int,),
+    "freq": (int, float),
+}
+_EXCEPTION_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*[(:]|^\s*([A-Za-z_][\w.]*)\s*$")
+
+UNKNOWN = "unknown"
+
+
+class MalformedEvent(ValueError):
+    """An event that cannot be used; ``reason`` is a short label value for the metric."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    )
+
+
+def check_event(body: Any) -> str:
+    """Check that ``body`` is an event the model can use and return its type.
+
+    Required: a dict with a known ``type``, a finite numeric ``timestamp``; task events a
+    non-empty string ``uuid``; worker events a non-empty string ``hostname``. Optional fields in
+    ``_OPTIONAL_FIELD_TYPES`` must have the right type when present and not ``None``.
+
+    Raises:
+        MalformedEvent: reason ``not_a_dict``, ``missing_type``, ``unknown_type``,
+            ``bad_timestamp``, ``missing_uuid``, ``missing_hostname`` or ``bad_field``.
+
+    """
+    if not isinstance(body, dict):
+        raise MalformedEvent("not_a_dict", type(body).__name__)
+    event_type = body.get("type")
+    if not isinstance(event_type, str) or not event_type:
+        raise MalformedEvent("missing_type")
+    if event_type not in KNOWN_TYPES:
+        raise MalformedEvent("unknown_type", event_type[:100])
+    if not _is_number(body.get("timestamp")):
+        raise MalformedEvent("bad_timestamp", repr(body.get("timestamp"))[:100])
+    if event_type in TASK_EVENT_TYPES:
+        uuid = body.get("uuid")
+        if not isinstance(uuid, str) or not uuid:
+            raise MalformedEvent("missing_uuid", event_type)
+    else:
+        hostname = body.get("hostname")
+        if not isinstance(hostname, str) or not hostname:
+            raise MalformedEvent("missing_hostname", event_type)
+    for key, types in _OPTIONAL_FIELD_TYPES.items():
+        value = body.get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            raise MalformedEvent("bad_field", key)
+    return event_type
+
+
+def exception_class(text: Any) -> str:
+    """Exception class name from the ``exception`` field of ``task-failed``.
+
+    Celery sends ``safe_repr(exc)``: ``"ValueError('boom')"`` → ``ValueError``;
+    ``"billing.errors.CardDeclined('x')"`` → ``billing.errors.CardDeclined``. Anything that does
+    not start with a dotted identifier (or is not a string) gives ``"unknown"``.
+    """
+    if not isinstance(text, str):
+        return UNKNOWN
+    match = _EXCEPTION_RE.match(text[:300])
+    if not match:
+        return UNKNOWN
+    return match.group(1) or match.group(2)
+
+
+def parse_eta(value: Any) -> float | None:
+    """Seconds since the epoch from the ISO 8601 ``eta`` field of ``task-sent``/``task-received``.
+
+    A naive datetime is taken as UTC (Celery's default ``enable_utc``). ``None``, an empty or
+    unparseable value gives ``None``.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()

@@ -1,0 +1,46 @@
+"""Logging set-up: one line per record, ``key=value`` text or JSON (``--log-format``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+
+class JsonFormatter(logging.Formatter):
+    """Format a record as one JSON object: ``ts`` (ISO 8601 UTC), ``level``, ``logger``,
+    ``message`` and, when present, ``exc_info`` as text.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the record as a JSON line."""
+        data = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            data["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Send every log record to stderr at ``level`` (DEBUG/INFO/WARNING/ERROR) as ``fmt``
+    (``text`` or ``json``), replacing handlers set before.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        formatter = logging.Formatter(
+            "ts=%(asctime)s.%(msecs)03dZ level=%(levelname)s logger=%(name)s %(message)s",
+            datefmt="%Y-%m-%dT%H:%M:%S",
+        )
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

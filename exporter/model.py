@@ -1,0 +1,377 @@
+"""The in-memory model: what the events said, kept as plain counts under one lock.
+
+The event consumer calls :meth:`Model.process_many` with decoded event dicts; collectors call
+:meth:`Model.snapshot` at scrape time and render the frozen :class:`ModelSnapshot`. Nothing here
+does I/O.
+
+Which event sets what (the handler table ``_HANDLERS``):
+
+======================  =====================================================================
+event                   effect
+======================  =====================================================================
+task-sent               index: name, queue (``queue`` field, else ``routing_key``), sent time,
+                        ETA, retries; ``task_sent_total`` +1
+task-received           index: name, received time, worker; queue from the worker's queues
+                        when still unknown; ``task_received_total`` +1
+task-started            ``task_started_total`` +1, running +1, queue-wait observed
+task-succeeded          ``task_succeeded_total`` +1, runtime (``runtime`` field) observed
+task-failed             ``task_failed_total`` +1, exceptions +1, runtime (finished − started)
+task-retried/revoked/   their counter +1; the execution ends (running −1 if it was running)
+rejected
+task-cancelled          the execution ends (no counter of its own)
+worker-*                worker table (liveness, active, processed)
+======================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .events import UNKNOWN, MalformedEvent, check_event, exception_class, parse_eta
+from .histogram import Histogram, HistogramValue
+from .task_index import TaskIndex, TaskRecord
+from .workers import WorkerState, WorkerTable
+
+Labels = tuple[str, ...]
+OTHER = "other"
+#: How many folded task names are remembered to count each one once.
+_FOLDED_MEMORY = 100_000
+
+#: Event type → the Celery state it puts the task in.
+EVENT_STATE = {
+    "task-sent": "PENDING",
+    "task-received": "RECEIVED",
+    "task-started": "STARTED",
+    "task-succeeded": "SUCCESS",
+    "task-failed": "FAILURE",
+    "task-retried": "RETRY",
+    "task-revoked": "REVOKED",
+    "task-rejected": "REJECTED",
+    "task-cancelled": "CANCELLED",
+}
+#: When two events carry the same timestamp, the state later in this order wins.
+STATE_PRECEDENCE = {
+    state: rank for rank, state in enumerate(
+        ("PENDING", "RECEIVED", "STARTED", "RETRY", "CANCELLED", "REJECTED", "REVOKED",
+         "FAILURE", "SUCCESS")
+    )
+}
+LIFECYCLE_TYPES = (
+    "task-sent", "task-received", "task-started", "task-succeeded", "task-failed",
+    "task-retried", "task-revoked", "task-rejected",
+)
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """An immutable copy of the model at one instant (``taken_at``, exporter clock).
+
+    ``lifecycle`` maps a task event type (``task-sent`` …) to ``{(name, queue_name): count}``;
+    ``exceptions`` is ``{(name, exception): count}``; ``runtime`` is
+    ``{(name, queue_name, state): HistogramValue}``; ``queue_wait`` and ``running`` are keyed by
+    ``(name, queue_name)``; the remaining fields are the exporter's own counters and gauges.
+    """
+
+    taken_at: float
+    lifecycle: Mapping[str, Mapping[Labels, int]]
+    exceptions: Mapping[Labels, int]
+    runtime: Mapping[Labels, HistogramValue]
+    queue_wait: Mapping[Labels, HistogramValue]
+    running: Mapping[Labels, int]
+    workers: tuple[WorkerState, ...]
+    events_received: Mapping[str, int]
+    events_malformed: Mapping[str, int]
+    last_event: float | None
+    broker_connected: bool
+    broker_reconnects: int
+    tasks_in_memory: int
+    task_index_evictions: int
+    task_names_folded: int
+    poll_errors: Mapping[str, int]
+
+
+class Model:
+    """Counts, histograms, in-flight tasks and workers built from Celery events.
+
+    Args:
+        runtime_buckets: upper bounds (seconds) of ``task_runtime_seconds``.
+        queue_wait_buckets: upper bounds (seconds) of ``task_queue_wait_seconds``.
+        max_tasks: capacity of the task index (``--max-tasks-in-memory``).
+        max_task_names: distinct task names kept as labels; more fold into ``other``.
+        worker_timeout / worker_retention: seconds, see :mod:`exporter.workers`.
+        clock: returns the exporter's time in seconds since the epoch (injected for tests).
+
+    """
+
+    def __init__(
+        self,
+        *,
+        runtime_buckets: tuple[float, ...],
+        queue_wait_buckets: tuple[float, ...],
+        max_tasks: int,
+        max_task_names: int,
+        worker_timeout: float,
+        worker_retention: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.lock = threading.Lock()
+        self.clock = clock
+        self.index = TaskIndex(max_tasks)
+        self.workers = WorkerTable(worker_timeout, worker_retention)
+        self._runtime_buckets = runtime_buckets
+        self._queue_wait_buckets = queue_wait_buckets
+        self._max_task_names = max_task_names
+        self._names: set[str] = set()
+        self._folded: set[str] = set()
+        self._folded_total = 0
+        self._pairs: set[Labels] = set()
+        self._lifecycle: dict[str, dict[Labels, int]] = {t: {} for t in LIFECYCLE_TYPES}
+        self._exceptions: dict[Labels, int] = {}
+        self._runtime: dict[Labels, Histogram] = {}
+        self._queue_wait: dict[Labels, Histogram] = {}
+        self._running: dict[Labels, int] = {}
+        self._worker_queues: dict[str, tuple[str, ...]] = {}
+        self._events_received: dict[str, int] = {}
+        self._events_malformed: dict[str, int] = {}
+        self._last_event: float | None = None
+        self._broker_connected = False
+        self._broker_reconnects = 0
+        self._evictions = 0
+        self._poll_errors: dict[str, int] = {}
+
+    # -- input ---------------------------------------------------------------------------
+
+    def process_many(self, events: Iterable[Any], received_at: float | None = None) -> None:
+        """Apply decoded event dicts in order; a malformed one is counted and skipped.
+
+        ``received_at`` is the exporter time the message arrived (default: the clock); it is
+        stored in each event as ``local_received``. Never raises for bad input.
+        """
+        now = self.clock() if received_at is None else received_at
+        with self.lock:
+            for event in events:
+                try:
+                    event_type = check_event(event)
+                except MalformedEvent as exc:
+                    self._count_malformed_locked(exc.reason)
+                    continue
+                event["local_received"] = now
+                self._events_received[event_type] = self._events_received.get(event_type, 0) + 1
+                self._last_event = now
+                _HANDLERS[event_type](self, event_type, event, now)
+
+    def count_malformed(self, reason: str) -> None:
+        """Count a message the consumer could not even decode (``reason``: label value)."""
+        with self.lock:
+            self._count_malformed_locked(reason)
+
+    def set_broker_connected(self, connected: bool, *, reconnected: bool = False) -> None:
+        """Record the consumer's connection state; ``reconnected`` counts a reconnect."""
+        with self.lock:
+            self._broker_connected = connected
+            if reconnected:
+                self._broker_reconnects += 1
+
+    def count_poll_error(self, call: str) -> None:
+        """Count a failed broadcast (``call``: ``enable_events``, ``active_queues``, …)."""
+        with self.lock:
+            self._poll_errors[call] = self._poll_errors.get(call, 0) + 1
+
+    def set_worker_queues(self, queues: Mapping[str, Iterable[str]]) -> None:
+        """Record which queues each worker consumes (``inspect active_queues`` reply, by
+        hostname); a worker consuming exactly one queue lets ``task-received`` name it.
+        """
+        frozen = {hostname: tuple(names) for hostname, names in queues.items()}
+        with self.lock:
+            self._worker_queues.update(frozen)
+
+    # -- output --------------------------------------------------------------------------
+
+    def snapshot(self) -> ModelSnapshot:
+        """Copy everything under the lock and return it frozen (see :class:`ModelSnapshot`)."""
+        with self.lock:
+            now = self.clock()
+            return ModelSnapshot(
+                taken_at=now,
+                lifecycle={t: dict(counts) for t, counts in self._lifecycle.items()},
+                exceptions=dict(self._exceptions),
+                runtime={k: h.freeze() for k, h in self._runtime.items()},
+                queue_wait={k: h.freeze() for k, h in self._queue_wait.items()},
+                running=dict(self._running),
+                workers=tuple(self.workers.states(now)),
+                events_received=dict(self._events_received),
+                events_malformed=dict(self._events_malformed),
+                last_event=self._last_event,
+                broker_connected=self._broker_connected,
+                broker_reconnects=self._broker_reconnects,
+                tasks_in_memory=len(self.index),
+                task_index_evictions=self._evictions,
+                task_names_folded=self._folded_total,
+                poll_errors=dict(self._poll_errors),
+            )
+
+    # -- helpers (lock held) ---------------------------------------------------------------
+
+    def _count_malformed_locked(self, reason: str) -> None:
+        self._events_malformed[reason] = self._events_malformed.get(reason, 0) + 1
+
+    def _label_name(self, name: str) -> str:
+        if name in self._names:
+            return name
+        if len(self._names) < self._max_task_names:
+            self._names.add(name)
+            return name
+        if name not in self._folded and len(self._folded) < _FOLDED_MEMORY:
+            self._folded.add(name)
+            self._folded_total += 1
+        return OTHER
+
+    def _record(self, event: dict) -> TaskRecord:
+        record, evicted = self.index.get_or_create(event["uuid"])
+        if evicted is not None:
+            self._evictions += 1
+            self._end_execution(evicted)
+        name = event.get("name")
+        if name and record.name == UNKNOWN:
+            record.name = self._label_name(name)
+        return record
+
+    def _count(self, event_type: str, record: TaskRecord) -> Labels:
+        labels = (record.name, record.queue)
+        counts = self._lifecycle[event_type]
+        counts[labels] = counts.get(labels, 0) + 1
+        if labels not in self._pairs:
+            # First sighting: succeeded/failed exist at 0, so the first failure is an increase.
+            self._pairs.add(labels)
+            self._lifecycle["task-succeeded"].setdefault(labels, 0)
+            self._lifecycle["task-failed"].setdefault(labels, 0)
+        return labels
+
+    def _set_state(self, record: TaskRecord, event_type: str, timestamp: float) -> bool:
+        """Move ``record`` to the event's state unless a newer event already set one; return
+        whether the state changed (out-of-order events lose to newer ones).
+        """
+        state = EVENT_STATE[event_type]
+        if record.state_ts is not None and (
+            timestamp < record.state_ts
+            or (timestamp == record.state_ts
+                and STATE_PRECEDENCE[state] < STATE_PRECEDENCE[record.state])
+        ):
+            return False
+        record.state = state
+        record.state_ts = timestamp
+        return True
+
+    def _end_execution(self, record: TaskRecord) -> None:
+        if record.running:
+            record.running = False
+            labels = (record.name, record.queue)
+            self._running[labels] = self._running.get(labels, 1) - 1
+
+    @staticmethod
+    def _observe(
+        table: dict[Labels, Histogram], labels: Labels, bounds: tuple[float, ...], value: float,
+    ) -> None:
+        histogram = table.get(labels)
+        if histogram is None:
+            histogram = table[labels] = Histogram(bounds)
+        histogram.observe(value)
+
+    # -- handlers (lock held) --------------------------------------------------------------
+
+    def _on_sent(self, event_type: str, event: dict, now: float) -> None:
+        record = self._record(event)
+        queue = event.get("queue") or event.get("routing_key")
+        if queue:
+            record.queue = queue
+        record.routing_key = event.get("routing_key") or record.routing_key
+        record.sent = event["timestamp"]
+        record.eta = parse_eta(event.get("eta"))
+        record.retries = event.get("retries") or 0
+        self._set_state(record, event_type, event["timestamp"])
+        self._count(event_type, record)
+
+    def _on_received(self, event_type: str, event: dict, now: float) -> None:
+        record = self._record(event)
+        hostname = event.get("hostname")
+        record.hostname = hostname if isinstance(hostname, str) else record.hostname
+        if record.queue == UNKNOWN and record.hostname:
+            queues = self._worker_queues.get(record.hostname, ())
+            if len(queues) == 1:
+                record.queue = queues[0]
+        record.received = event["timestamp"]
+        eta = parse_eta(event.get("eta"))
+        if eta is not None:
+            record.eta = eta
+        record.retries = event.get("retries") or record.retries
+        self._set_state(record, event_type, event["timestamp"])
+        self._count(event_type, record)
+
+    def _on_started(self, event_type: str, event: dict, now: float) -> None:
+        record = self._record(event)
+        timestamp = event["timestamp"]
+        labels = self._count(event_type, record)
+        record.started = timestamp
+        if self._set_state(record, event_type, timestamp) and not record.running:
+            record.running = True
+            self._running[labels] = self._running.get(labels, 0) + 1
+        base = record.sent if record.sent is not None else record.received
+        if base is not None:
+            if record.eta is not None and record.eta > base:
+                base = record.eta
+            self._observe(
+                self._queue_wait, labels, self._queue_wait_buckets, max(0.0, timestamp - base)
+            )
+
+    def _on_succeeded(self, event_type: str, event: dict, now: float) -> None:
+        record = self._record(event)
+        labels = self._count(event_type, record)
+        runtime = event.get("runtime")
+        if runtime is not None:
+            self._observe(
+                self._runtime, (*labels, "SUCCESS"), self._runtime_buckets, max(0.0, runtime)
+            )
+        self._finish(record, event_type, event)
+
+    def _on_failed(self, event_type: str, event: dict, now: float) -> None:
+        record = self._record(event)
+        labels = self._count(event_type, record)
+        key = (record.name, exception_class(event.get("exception")))
+        self._exceptions[key] = self._exceptions.get(key, 0) + 1
+        if record.started is not None:
+            runtime = max(0.0, event["timestamp"] - record.started)
+            self._observe(self._runtime, (*labels, "FAILURE"), self._runtime_buckets, runtime)
+        self._finish(record, event_type, event)
+
+    def _on_ended(self, event_type: str, event: dict, now: float) -> None:
+        record = self._record(event)
+        if event_type in self._lifecycle:
+            self._count(event_type, record)
+        self._finish(record, event_type, event)
+
+    def _finish(self, record: TaskRecord, event_type: str, event: dict) -> None:
+        if self._set_state(record, event_type, event["timestamp"]):
+            self._end_execution(record)
+
+    def _on_worker(self, event_type: str, event: dict, now: float) -> None:
+        self.workers.update(event_type, event, now)
+
+
+_HANDLERS: dict[str, Callable[[Model, str, dict, float], None]] = {
+    "task-sent": Model._on_sent,
+    "task-received": Model._on_received,
+    "task-started": Model._on_started,
+    "task-succeeded": Model._on_succeeded,
+    "task-failed": Model._on_failed,
+    "task-retried": Model._on_ended,
+    "task-revoked": Model._on_ended,
+    "task-rejected": Model._on_ended,
+    "task-cancelled": Model._on_ended,
+    "worker-online": Model._on_worker,
+    "worker-heartbeat": Model._on_worker,
+    "worker-offline": Model._on_worker,
+}
