@@ -1,0 +1,107 @@
+"""The event consumer survives bad messages and broker restarts without a process restart."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from celery.events.event import get_exchange
+from kombu import Connection, Producer
+
+from .conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _publish(url: str, *messages: tuple[object, dict]) -> None:
+    """Publish raw messages to the Celery event exchange, as a broken producer would."""
+    with Connection(url) as conn:
+        exchange = get_exchange(conn)
+        producer = Producer(conn.default_channel, exchange=exchange)
+        for body, options in messages:
+            producer.publish(body, routing_key="task.bad", declare=[exchange], **options)
+
+
+def test_malformed_events_are_counted_and_skipped(broker_url, start_exporter):
+    exporter = start_exporter(broker_url)
+    now = time.time()
+    good = {"type": "task-sent", "uuid": "good-1", "timestamp": now, "name": "x.good",
+            "queue": "a"}
+    _publish(
+        broker_url,
+        (b"{not json", {"content_type": "application/json", "content_encoding": "utf-8"}),
+        ({"type": "task-sent", "uuid": "p1", "timestamp": now}, {"serializer": "pickle"}),
+        ("just a string", {"serializer": "json"}),
+        ({"type": "task-started", "timestamp": now, "hostname": "w@h"}, {"serializer": "json"}),
+        ({"type": "task-succeeded", "uuid": "u1", "timestamp": "yesterday"},
+         {"serializer": "json"}),
+        ({"type": "task-sent", "uuid": "u2", "timestamp": now, "name": 5},
+         {"serializer": "json"}),
+        ({"type": "task-exploded", "uuid": "u3", "timestamp": now}, {"serializer": "json"}),
+        ({"timestamp": now, "uuid": "u4"}, {"serializer": "json"}),
+        ({"type": "worker-heartbeat", "timestamp": now}, {"serializer": "json"}),
+        # A batch (list) with a bad event first: the good one after it is still counted.
+        ([{"type": "task-received", "timestamp": now}, good], {"serializer": "json"}),
+    )
+    expected = {
+        "decode_error": 1,
+        "content_disallowed": 1,
+        "not_a_dict": 1,
+        "missing_uuid": 2,
+        "bad_timestamp": 1,
+        "bad_field": 1,
+        "unknown_type": 1,
+        "missing_type": 1,
+        "missing_hostname": 1,
+    }
+
+    def counted():
+        metrics = exporter.metrics()
+        got = {s["reason"]: metrics.value("celery_jobmon_events_malformed_total", **s)
+               for s in metrics.series("celery_jobmon_events_malformed_total")}
+        return metrics if got == expected else None
+
+    metrics = wait_for(counted, 20, what=f"malformed counts\n{exporter.output()}")
+    assert metrics.value("celery_task_sent_total", name="x.good", queue_name="a") == 1
+    assert metrics.value("celery_jobmon_events_received_total", type="task-sent") == 1
+    assert len(metrics.series("celery_jobmon_events_received_total")) == 1
+    assert exporter.proc.poll() is None
+    assert exporter.get("/readyz").status_code == 200
+
+
+def test_exporter_reconnects_after_broker_restart(redis_server, producer, start_exporter,
+                                                   start_worker):
+    url = redis_server.url
+    exporter = start_exporter(url, "--reconnect-max-interval", "1s")
+    worker = start_worker(url, "a")
+    wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
+             60, what=f"worker up\n{worker.output()}")
+    app = producer(url)
+    for i in range(3):
+        app.send_task("examples.tasks.add", (i, i), queue="a")
+
+    def succeeded(n):
+        return lambda: exporter.metrics().value(
+            "celery_task_succeeded_total", name="examples.tasks.add", queue_name="a") == n
+
+    wait_for(succeeded(3), 30, what="first three tasks")
+    assert exporter.metrics().value("celery_jobmon_broker_reconnects_total") == 0
+
+    redis_server.kill()
+    wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 0, 30,
+             what="disconnect noticed")
+    assert exporter.get("/readyz").status_code == 503
+    time.sleep(3)
+    redis_server.start()
+    wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 1, 30,
+             what=f"reconnect\n{exporter.output()}")
+    assert exporter.metrics().value("celery_jobmon_broker_reconnects_total") == 1
+
+    app = producer(url)
+    for i in range(3):
+        app.send_task("examples.tasks.add", (i, i), queue="a")
+    wait_for(succeeded(6), 90, what=f"counting resumed\n{worker.output()}")
+    metrics = exporter.metrics()
+    assert metrics.value("celery_task_sent_total", name="examples.tasks.add", queue_name="a") == 6
+    assert metrics.value("celery_jobmon_broker_reconnects_total") == 1
+    assert exporter.proc.poll() is None
