@@ -1,0 +1,170 @@
+"""Ingest benchmark: how many events/s `celery-jobmon serve` counts, next to Celery's receiver.
+
+    python benchmarks/ingest.py [--tasks 2000] [--copies 10]
+
+Renders ``--tasks`` lifecycles (20 names, 4 queues, 4 workers, 5 % failures) once through
+Celery's dispatcher, then replays them ``--copies`` times as a burst into a private Redis
+(pub/sub output limit lifted: this measures capacity, not Redis' disconnect policy). Two
+consumers are measured in the same run: a plain ``celery.events.EventReceiver`` whose handler
+only counts (the kombu path's ceiling) and the real exporter process. Printed per consumer:
+events, seconds until all were counted, events/s, CPU seconds per 100k events, peak RSS, loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eventload import RedisServer, free_port, render, replay  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+BASELINE = r"""
+import sys, time, resource
+from celery import Celery
+url, expected = sys.argv[1], int(sys.argv[2])
+app = Celery("baseline", broker=url, set_as_current=False)
+count = 0
+first = None
+def on_event(event):
+    global count, first
+    if first is None:
+        first = time.perf_counter()
+    count += 1
+    if count >= expected:
+        recv.should_stop = True
+with app.connection_for_read() as conn:
+    recv = app.events.Receiver(conn, handlers={"*": on_event})
+    orig = recv.on_consume_ready
+    def ready(*a, **k):
+        orig(*a, **k)
+        print("ready", flush=True)
+    recv.on_consume_ready = ready
+    recv.capture(limit=None, timeout=None, wakeup=False)
+done = time.perf_counter()
+print(f"done {count} {done:.6f}", flush=True)
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def counted(url: str) -> int:
+    text = httpx.get(url, timeout=10).text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "celery_jobmon_events_received":
+            total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return int(total)
+
+
+def measure_baseline(server: RedisServer, template, copies: int) -> dict:
+    expected = len(template.messages) * copies
+    proc = subprocess.Popen([sys.executable, "-c", BASELINE, server.url(2), str(expected)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    cpu0 = cpu_seconds(proc.pid)
+    start = time.perf_counter()
+    replay(server, 2, template, copies)
+    line = ""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("done"):
+            break
+    cpu = cpu_seconds(proc.pid) - cpu0
+    rss = peak_rss_mb(proc.pid)
+    elapsed = time.perf_counter() - start
+    proc.wait(10)
+    count = int(line.split()[1]) if line else 0
+    return {"events": count, "seconds": elapsed, "cpu": cpu, "rss": rss, "expected": expected}
+
+
+def measure_exporter(server: RedisServer, template, copies: int) -> dict:
+    expected = len(template.messages) * copies
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "serve", "--broker-url", server.url(3),
+         "--listen", f"127.0.0.1:{port}", "--no-enable-events", "--log-level", "WARNING"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    ready = f"http://127.0.0.1:{port}/readyz"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(ready, timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("exporter did not become ready")
+        time.sleep(0.1)
+    cpu0 = cpu_seconds(proc.pid)
+    start = time.perf_counter()
+    replay(server, 3, template, copies)
+    count = 0
+    last_change = time.perf_counter()
+    while True:
+        now_count = counted(url)
+        now = time.perf_counter()
+        if now_count != count:
+            count, last_change = now_count, now
+        if count >= expected or now - last_change > 10:
+            break
+        time.sleep(0.05)
+    elapsed = (last_change if count >= expected else last_change) - start
+    cpu = cpu_seconds(proc.pid) - cpu0
+    rss = peak_rss_mb(proc.pid)
+    proc.terminate()
+    proc.wait(10)
+    return {"events": count, "seconds": elapsed, "cpu": cpu, "rss": rss, "expected": expected}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--copies", type=int, default=10)
+    args = parser.parse_args()
+    server = RedisServer(lift_pubsub_limit=True)
+    try:
+        template = render(server, tasks=args.tasks)
+        print(f"template: {len(template.messages)} events ({args.tasks} lifecycles), "
+              f"replayed {args.copies}x as a burst")
+        rows = [("celery EventReceiver (count only)", measure_baseline(server, template,
+                                                                       args.copies)),
+                ("celery-jobmon serve", measure_exporter(server, template, args.copies))]
+    finally:
+        server.stop()
+    base_rate = rows[0][1]["events"] / rows[0][1]["seconds"]
+    print(f"{'consumer':36} {'events':>8} {'seconds':>8} {'events/s':>9} {'x base':>7} "
+          f"{'CPU s/100k':>10} {'peak RSS MB':>11} {'lost %':>7}")
+    for label, r in rows:
+        rate = r["events"] / r["seconds"]
+        lost = 100.0 * (r["expected"] - r["events"]) / r["expected"]
+        print(f"{label:36} {r['events']:>8} {r['seconds']:>8.2f} {rate:>9.0f} "
+              f"{rate / base_rate:>7.2f} {r['cpu'] / r['events'] * 1e5:>10.2f} "
+              f"{r['rss']:>11.1f} {lost:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()
