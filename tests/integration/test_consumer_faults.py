@@ -8,7 +8,7 @@ import pytest
 from celery.events.event import get_exchange
 from kombu import Connection, Producer
 
-from .conftest import wait_for
+from .conftest import Exporter, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +105,19 @@ def test_exporter_reconnects_after_broker_restart(redis_server, producer, start_
     assert metrics.value("celery_task_sent_total", name="examples.tasks.add", queue_name="a") == 6
     assert metrics.value("celery_jobmon_broker_reconnects_total") == 1
     assert exporter.proc.poll() is None
+
+
+def test_exporter_started_before_the_broker_serves_and_then_connects(redis_server):
+    redis_server.kill()
+    exporter = Exporter(redis_server.url, "--reconnect-max-interval", "1s")
+    try:
+        wait_for(lambda: exporter.get("/healthz").status_code == 200, 30, what="serving")
+        assert exporter.get("/readyz").status_code == 503
+        assert exporter.metrics().value("celery_jobmon_broker_connected") == 0
+        redis_server.start()
+        wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 1, 30,
+                 what=f"connected\n{exporter.output()}")
+        assert exporter.metrics().value("celery_jobmon_broker_reconnects_total") == 0
+        assert exporter.proc.poll() is None
+    finally:
+        exporter.stop()
