@@ -118,7 +118,8 @@ def build_service(settings: Settings) -> Service:
     ))
     app = make_celery_app(settings)
     consumer = EventConsumer(app, model, accept=settings.accept_content,
-                             reconnect_max_interval=settings.reconnect_max_interval)
+                             reconnect_max_interval=settings.reconnect_max_interval,
+                             redis_fast_path=settings.redis_fast_path)
     poller = Poller(app, model, interval=settings.inspect_interval,
                     timeout=settings.inspect_timeout, enable_events=settings.enable_events)
     return Service(settings, model, registry, consumer, poller, create_http_app(registry, model))

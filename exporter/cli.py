@@ -102,6 +102,9 @@ def main() -> None:
 @_option("--reconnect-max-interval", type=DURATION,
          default=_seconds(c.DEFAULT_RECONNECT_MAX_INTERVAL),
          help="Longest wait between two broker connection attempts.")
+@_option("--redis-fast-path/--no-redis-fast-path", default=True,
+         help="On redis:// and rediss:// brokers, read events with redis-py directly "
+              "(several times faster); off: Celery's kombu receiver, as on RabbitMQ.")
 def serve(**options: Any) -> None:
     """Consume Celery events and serve Prometheus metrics on --listen."""
     from .app import serve as run

@@ -122,11 +122,17 @@ def parse_listen(text: str) -> tuple[str, int]:
     """Parse ``host:port`` (``[::1]:9808`` for IPv6) into ``(host, port)``.
 
     Raises:
-        ValueError: no port, or a port outside 0..65535.
+        ValueError: no port, a port outside 0..65535, or an IPv6 host without brackets.
 
     """
     host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if (
+        not sep
+        or not (port_text.isascii() and port_text.isdigit())
+        or not 0 <= int(port_text) <= 65535
+        # "::1" would otherwise parse as host ":" port 1.
+        or (":" in host and not (host.startswith("[") and host.endswith("]")))
+    ):
         raise ValueError(f"invalid listen address {text!r}: host:port expected")
     return host.strip("[]") or "0.0.0.0", int(port_text)
 
@@ -158,6 +164,7 @@ class Settings:
     inspect_interval: float = DEFAULT_INSPECT_INTERVAL
     inspect_timeout: float = DEFAULT_INSPECT_TIMEOUT
     reconnect_max_interval: float = DEFAULT_RECONNECT_MAX_INTERVAL
+    redis_fast_path: bool = True
 
     def problems(self) -> list[str]:
         """Return every invalid setting as a one-line message (empty list: all valid)."""

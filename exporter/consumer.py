@@ -1,10 +1,21 @@
 """The event consumer thread: Celery events from the broker into the model.
 
-It consumes the exporter's own event queue through Celery's :class:`EventReceiver` (same queue,
-exchange and bindings as Flower or ``celery events``), decodes each message with kombu, and hands
-the event dicts to :meth:`Model.process_many`. It never gives up: a lost broker connection is
-re-established with kombu's capped backoff (``ensure_connection``: 1 s, then +2 s per attempt,
-at most ``--reconnect-max-interval``), an undecodable message is counted and skipped.
+Two paths, one behaviour:
+
+- **Redis fast path** (``redis://``/``rediss://`` with the default topic layout): subscribe to
+  kombu's event topic with redis-py, read payloads in batches, decode them with
+  :mod:`exporter.redis_events`, and hand each batch to :meth:`Model.process_many` (one lock
+  acquisition per batch). Reconnects use redis-py's capped exponential backoff
+  (1 s, 2 s, 4 s … at most ``--reconnect-max-interval``).
+- **kombu path** (RabbitMQ, Sentinel, anything else): Celery's :class:`EventReceiver` (same
+  queue, exchange and bindings as Flower or ``celery events``), decoding with kombu; reconnects
+  use kombu's capped backoff (``ensure_connection``: 1 s, then +2 s per attempt, at most
+  ``--reconnect-max-interval``).
+
+It never gives up and never exits on a broker error; an undecodable message is counted and
+skipped. Losing a connection that was consuming is counted as an event gap: what the broker
+published meanwhile is lost (Redis pub/sub keeps nothing; the exporter's RabbitMQ queue is
+deleted with its last consumer).
 """
 
 from __future__ import annotations
@@ -15,13 +26,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import redis
 from celery import Celery
 from celery.events.receiver import EventReceiver
 from kombu import Connection
 from kombu.exceptions import ContentDisallowed
 from kombu.utils.url import maybe_sanitize_url
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from .model import Model
+from .redis_events import RedisEventStream, accept_content, decode_payload, fanout_pattern
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +46,15 @@ class _Stopping(Exception):
 
 
 class _Receiver(EventReceiver):
-    """Celery's receiver, with per-message error isolation and connection bookkeeping."""
+    """Celery's receiver, with per-message error isolation; connection bookkeeping is the
+    owning :class:`EventConsumer`'s.
+    """
 
     def __init__(self, connection: Connection, *, model: Model, consumer: EventConsumer,
                  **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
         self.model = model
         self.owner = consumer
-        self.connections = 0
 
     def get_consumers(self, Consumer: Any, channel: Any) -> list[Any]:  # noqa: N803 (kombu API)
         return [Consumer(queues=[self.queue], callbacks=[self._receive], no_ack=True,
@@ -49,39 +65,20 @@ class _Receiver(EventReceiver):
         self.model.process_many(body if isinstance(body, list) else (body,))
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        reason = "content_disallowed" if isinstance(exc, ContentDisallowed) else "decode_error"
-        self.model.count_malformed(reason)
-        log.warning("event skipped reason=%s content_type=%s error=%s",
-                    reason, message.content_type, type(exc).__name__)
+        self.owner.count_undecodable(exc)
 
     @contextmanager
     def establish_connection(self) -> Iterator[Connection]:
         with self.create_connection() as conn:
-            conn.ensure_connection(
-                self.on_connection_error, None,
-                interval_start=1, interval_step=2,
-                interval_max=self.owner.reconnect_max_interval,
-                callback=self._check_stopping,
-            )
+            self.owner.ensure_connection(conn)
             yield conn
 
-    def _check_stopping(self) -> None:
-        if self.should_stop:
-            raise _Stopping()
-
     def on_connection_error(self, exc: Exception, interval: float) -> None:
-        self.model.set_broker_connected(False)
-        log.warning("broker unreachable error=%s retry_in=%.0fs", type(exc).__name__, interval)
-        self._check_stopping()
-
-    def on_connection_revived(self) -> None:
-        self.connections += 1
+        self.owner.on_connection_error(exc, interval)
 
     def on_consume_ready(self, connection: Any, channel: Any, consumers: Any,
                          **kwargs: Any) -> None:
-        self.model.set_broker_connected(True, reconnected=self.connections > 1)
-        log.info("consuming events broker=%s reconnect=%s",
-                 maybe_sanitize_url(connection.as_uri()), self.connections > 1)
+        self.owner.on_consume_ready(connection.as_uri())
         super().on_consume_ready(connection, channel, consumers, **kwargs)
 
 
@@ -95,22 +92,95 @@ class EventConsumer(threading.Thread):
         accept: content types accepted for event messages (others are counted as
             ``content_disallowed``).
         reconnect_max_interval: the longest wait between two connection attempts, seconds.
+        redis_fast_path: use the Redis fast path where :func:`fanout_pattern` allows it.
+        batch_size: most payloads read and processed together on the fast path.
 
     """
 
     def __init__(self, app: Celery, model: Model, *, accept: tuple[str, ...],
-                 reconnect_max_interval: float) -> None:
+                 reconnect_max_interval: float, redis_fast_path: bool = True,
+                 batch_size: int = 1000) -> None:
         super().__init__(name="event-consumer", daemon=True)
         self.app = app
         self.model = model
         self.accept = accept
         self.reconnect_max_interval = reconnect_max_interval
+        self.batch_size = batch_size
         self._stopping = threading.Event()
         self._receiver: _Receiver | None = None
+        self._connected_once = False
+        url = app.conf.broker_url
+        self.fast_path_pattern = fanout_pattern(
+            url, app.conf.broker_transport_options or {}, app.conf.event_exchange,
+        ) if redis_fast_path else None
+
+    @property
+    def path(self) -> str:
+        """``redis`` when the fast path is used, else ``kombu``."""
+        return "redis" if self.fast_path_pattern else "kombu"
+
+    def count_undecodable(self, exc: Exception) -> None:
+        """Count a message that could not be decoded (``content_disallowed`` when its content
+        type is not accepted, else ``decode_error``) and log it once, without its body.
+        """
+        reason = "content_disallowed" if isinstance(exc, ContentDisallowed) else "decode_error"
+        self.model.count_malformed(reason)
+        log.warning("event skipped reason=%s error=%s", reason, type(exc).__name__)
+
+    def ensure_connection(self, conn: Connection) -> None:
+        """Block until ``conn`` is connected, with kombu's capped backoff.
+
+        Raises:
+            _Stopping: :meth:`stop` was called while waiting.
+
+        """
+        conn.ensure_connection(
+            self.on_connection_error, None,
+            interval_start=1, interval_step=2, interval_max=self.reconnect_max_interval,
+            callback=self._check_stopping,
+        )
+
+    def _check_stopping(self) -> None:
+        if self._stopping.is_set():
+            raise _Stopping()
+
+    def on_connection_error(self, exc: Exception, interval: float) -> None:
+        """Kombu's errback before each wait: mark disconnected, log, leave if stopping."""
+        self.model.set_broker_connected(False)
+        log.warning("broker unreachable error=%s retry_in=%.0fs", type(exc).__name__, interval)
+        self._check_stopping()
+
+    def on_consume_ready(self, broker: str) -> None:
+        """Consuming (again): mark connected; every connection after the first is a
+        reconnect.
+        """
+        reconnected, self._connected_once = self._connected_once, True
+        self.model.set_broker_connected(True, reconnected=reconnected)
+        log.info("consuming events broker=%s reconnect=%s",
+                 maybe_sanitize_url(broker), reconnected)
 
     def run(self) -> None:
         """Consume until stopped; every error leads to a reconnect, never to an exit."""
+        log.info("event consumer path=%s", self.path)
+        while not self._stopping.is_set():
+            try:
+                if self.fast_path_pattern:
+                    self._consume_redis(self.fast_path_pattern)
+                else:
+                    self._consume()
+            except _Stopping:
+                break
+            except Exception:
+                # A bug must not end event consumption: log it, pause, consume again.
+                self.model.set_broker_connected(False)
+                log.exception("event consumer error; reconnecting")
+                self._stopping.wait(1.0)
+        self.model.set_broker_connected(False)
+
+    def _consume(self) -> None:
         with self.app.connection_for_read() as conn:
+            # The receiver opens a channel when it is built: connect first, with backoff.
+            self.ensure_connection(conn)
             receiver = self._receiver = _Receiver(
                 conn, model=self.model, consumer=self, app=self.app, accept=set(self.accept),
             )
@@ -124,17 +194,50 @@ class EventConsumer(threading.Thread):
                             pass
                     else:
                         self._stopping.wait(receiver.restart_limit.expected_time(1))
-                except _Stopping:
-                    break
                 except errors as exc:
                     self.model.set_broker_connected(False)
                     log.warning("broker connection lost error=%s", type(exc).__name__)
-                except Exception:
-                    # A bug must not end event consumption: log it, back off, consume again.
+
+    def _consume_redis(self, pattern: str) -> None:
+        stream = RedisEventStream(self.app.conf.broker_url, pattern)
+        retry = Retry(ExponentialBackoff(cap=self.reconnect_max_interval, base=1), retries=-1,
+                      supported_errors=(redis.ConnectionError, redis.TimeoutError, OSError))
+        accept = accept_content(self.accept)
+        try:
+            while not self._stopping.is_set():
+                retry.call_with_retry(stream.connect, self._on_redis_error)
+                self.on_consume_ready(self.app.conf.broker_url)
+                self._wakeup_workers()
+                try:
+                    while not self._stopping.is_set():
+                        payloads = stream.read_batch(self.batch_size, timeout=1.0)
+                        if payloads:
+                            self._process_payloads(payloads, accept)
+                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                     self.model.set_broker_connected(False)
-                    log.exception("event consumer error; reconnecting")
-                    self._stopping.wait(1.0)
-        self.model.set_broker_connected(False)
+                    log.warning("broker connection lost error=%s", type(exc).__name__)
+        finally:
+            stream.close()
+
+    def _on_redis_error(self, exc: Exception) -> None:
+        self.on_connection_error(exc, 0)
+
+    def _process_payloads(self, payloads: list[bytes], accept: frozenset[str]) -> None:
+        events: list[Any] = []
+        for payload in payloads:
+            try:
+                events.extend(decode_payload(payload, accept))
+            except Exception as exc:
+                self.count_undecodable(exc)
+        if events:
+            self.model.process_many(events)
+
+    def _wakeup_workers(self) -> None:
+        """Ask workers for a heartbeat now (as Celery's receiver does) so workers show up."""
+        try:
+            self.app.control.broadcast("heartbeat")
+        except Exception as exc:
+            log.warning("heartbeat broadcast failed error=%s", type(exc).__name__)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the thread to stop and wait up to ``timeout`` seconds for it."""

@@ -124,6 +124,12 @@ BROKER_RECONNECTS = MetricSpec(
     "Times the event consumer connected to the broker again after losing the connection.",
     (), "", "exporter",
 )
+EVENT_GAPS = MetricSpec(
+    "jobmon_event_gaps_total", "counter",
+    "Times a consuming event connection was lost: events published until the reconnect are "
+    "missing from every count.",
+    (), "", "exporter",
+)
 TASKS_IN_MEMORY = MetricSpec(
     "jobmon_tasks_in_memory", "gauge", "Tasks held in the in-memory task index.",
     (), "", "exporter",
@@ -140,7 +146,8 @@ TASK_NAMES_FOLDED = MetricSpec(
 )
 POLL_ERRORS = MetricSpec(
     "jobmon_poll_errors_total", "counter",
-    "Failed broadcasts to workers (enable_events, inspect), by call.",
+    "Failed poller calls (broadcasts to workers, broker queue reads), by call: enable_events, "
+    "active_queues, active, reserved, scheduled, stats, queue_lengths.",
     ("call",), "", "exporter",
 )
 BUILD_INFO = MetricSpec(
@@ -148,10 +155,100 @@ BUILD_INFO = MetricSpec(
     ("version", "celery_version", "python_version"), "", "exporter",
 )
 
+# -- from the poller (inspect broadcasts and broker queue reads), see exporter/poll_collector.py
+
+QUEUE_LENGTH = MetricSpec(
+    "queue_length", "gauge",
+    "Messages waiting in a broker queue. Redis: LLEN of each priority sub-list, priority = the "
+    "kombu priority step (0, 3, 6, 9 by default); RabbitMQ: message_count of a passive "
+    "queue.declare (ready messages), priority=\"\" (no per-priority breakdown). Messages "
+    "prefetched by workers are not here (see task_reserved / task_scheduled).",
+    ("queue_name", "priority"), "", "Redis LLEN, AMQP queue.declare(passive=True)",
+)
+QUEUE_CONSUMERS = MetricSpec(
+    "queue_consumers", "gauge",
+    "Consumers of a queue. RabbitMQ: consumer_count of a passive queue.declare; Redis (which "
+    "cannot tell): workers whose `inspect active_queues` reply lists the queue. "
+    "consumers == 0 while length > 0: messages wait and nobody takes them.",
+    ("queue_name",), "", "AMQP queue.declare(passive=True), inspect active_queues",
+)
+QUEUE_OLDEST_MESSAGE_AGE = MetricSpec(
+    "queue_oldest_message_age_seconds", "gauge",
+    "Age of the oldest waiting message (Redis only): now minus its `task-sent` time (or ETA, "
+    "whichever is later), for the oldest message of each priority sub-list, the largest. Absent "
+    "when the send time of those messages is unknown (no task-sent event seen).",
+    ("queue_name",), "seconds", "Redis LRANGE (message headers) + task-sent events",
+)
+TASK_RESERVED = MetricSpec(
+    "task_reserved", "gauge",
+    "Tasks prefetched by workers and not started (`inspect reserved`), all workers together.",
+    TASK, "", "inspect reserved",
+)
+TASK_SCHEDULED = MetricSpec(
+    "task_scheduled", "gauge",
+    "Tasks held by workers until their ETA/countdown (`inspect scheduled`), all workers.",
+    TASK, "", "inspect scheduled",
+)
+TASK_SCHEDULED_EARLIEST_ETA = MetricSpec(
+    "task_scheduled_earliest_eta_timestamp_seconds", "gauge",
+    "Earliest ETA among the scheduled tasks of this name, seconds since the epoch.",
+    ("name",), "seconds", "inspect scheduled (eta)",
+)
+TASK_OLDEST_RUNNING = MetricSpec(
+    "task_oldest_running_seconds", "gauge",
+    "Exporter clock at scrape minus `time_start` (worker clock) of the oldest running task of "
+    "this name (stuck jobs).",
+    ("name",), "seconds", "inspect active (time_start)",
+)
+WORKER_POOL_SIZE = MetricSpec(
+    "worker_pool_size", "gauge",
+    "Pool size of the worker: `pool.max-concurrency` of `inspect stats` (else the number of "
+    "pool processes).",
+    ("hostname",), "", "inspect stats (pool)",
+)
+WORKER_CPU_USER = MetricSpec(
+    "worker_cpu_user_seconds_total", "counter",
+    "User CPU time of the worker's main process (`rusage.utime`; pool children not included).",
+    ("hostname",), "seconds", "inspect stats (rusage)",
+)
+WORKER_CPU_SYSTEM = MetricSpec(
+    "worker_cpu_system_seconds_total", "counter",
+    "System CPU time of the worker's main process (`rusage.stime`).",
+    ("hostname",), "seconds", "inspect stats (rusage)",
+)
+WORKER_MAX_RSS = MetricSpec(
+    "worker_max_rss_bytes", "gauge",
+    "Peak resident set size of the worker's main process (`rusage.maxrss`, kilobytes on Linux, "
+    "converted to bytes).",
+    ("hostname",), "bytes", "inspect stats (rusage)",
+)
+INSPECT_TIMEOUTS = MetricSpec(
+    "inspect_timeouts_total", "counter",
+    "Poll rounds in which a worker that answered before did not answer one of the inspect "
+    "calls in time; its previous values are kept for one round.",
+    ("hostname",), "", "inspect (missing replies)",
+)
+POLL_AGE = MetricSpec(
+    "jobmon_poll_age_seconds", "gauge",
+    "Seconds since the poller's last completed round (inspect + queue lengths).",
+    (), "seconds", "exporter",
+)
+POLL_DURATION = MetricSpec(
+    "jobmon_poll_duration_seconds", "gauge",
+    "How long the poller's last round took (all broadcasts and queue reads).",
+    (), "seconds", "exporter",
+)
+#: Families rendered by :class:`exporter.poll_collector.PollCollector`, in exposition order.
+POLL: tuple[MetricSpec, ...] = (
+    QUEUE_LENGTH, QUEUE_CONSUMERS, QUEUE_OLDEST_MESSAGE_AGE, TASK_RESERVED, TASK_SCHEDULED,
+    TASK_SCHEDULED_EARLIEST_ETA, TASK_OLDEST_RUNNING, WORKER_POOL_SIZE, WORKER_CPU_USER,
+    WORKER_CPU_SYSTEM, WORKER_MAX_RSS, INSPECT_TIMEOUTS, POLL_AGE, POLL_DURATION,
+)
+
 #: Every family, in exposition order.
 CATALOGUE: tuple[MetricSpec, ...] = (
     *LIFECYCLE.values(), TASK_EXCEPTIONS, TASK_RUNTIME, TASK_QUEUE_WAIT, TASK_RUNNING,
     WORKER_UP, WORKER_TASKS_ACTIVE, WORKER_LAST_HEARTBEAT, WORKER_PROCESSED,
-    EVENTS_RECEIVED, EVENTS_MALFORMED, LAST_EVENT, BROKER_CONNECTED, BROKER_RECONNECTS,
-    TASKS_IN_MEMORY, TASK_INDEX_EVICTIONS, TASK_NAMES_FOLDED, POLL_ERRORS, BUILD_INFO,
+    EVENTS_RECEIVED, EVENTS_MALFORMED, LAST_EVENT, BROKER_CONNECTED, BROKER_RECONNECTS, EVENT_GAPS,
+    TASKS_IN_MEMORY, TASK_INDEX_EVICTIONS, TASK_NAMES_FOLDED, POLL_ERRORS, BUILD_INFO, *POLL,
 )

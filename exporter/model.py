@@ -88,6 +88,7 @@ class ModelSnapshot:
     last_event: float | None
     broker_connected: bool
     broker_reconnects: int
+    event_gaps: int
     tasks_in_memory: int
     task_index_evictions: int
     task_names_folded: int
@@ -140,6 +141,7 @@ class Model:
         self._last_event: float | None = None
         self._broker_connected = False
         self._broker_reconnects = 0
+        self._event_gaps = 0
         self._evictions = 0
         self._poll_errors: dict[str, int] = {}
 
@@ -170,8 +172,12 @@ class Model:
             self._count_malformed_locked(reason)
 
     def set_broker_connected(self, connected: bool, *, reconnected: bool = False) -> None:
-        """Record the consumer's connection state; ``reconnected`` counts a reconnect."""
+        """Record the consumer's connection state; ``reconnected`` counts a reconnect, and
+        losing a connection that was consuming counts an event gap.
+        """
         with self.lock:
+            if self._broker_connected and not connected:
+                self._event_gaps += 1
             self._broker_connected = connected
             if reconnected:
                 self._broker_reconnects += 1
@@ -208,6 +214,7 @@ class Model:
                 last_event=self._last_event,
                 broker_connected=self._broker_connected,
                 broker_reconnects=self._broker_reconnects,
+                event_gaps=self._event_gaps,
                 tasks_in_memory=len(self.index),
                 task_index_evictions=self._evictions,
                 task_names_folded=self._folded_total,
@@ -267,9 +274,10 @@ class Model:
         return True
 
     def _end_execution(self, record: TaskRecord) -> None:
-        if record.running:
-            record.running = False
-            labels = (record.name, record.queue)
+        if record.running is not None:
+            # The labels it was counted under: a late task-sent/received may have changed
+            # the record's name or queue since task-started.
+            labels, record.running = record.running, None
             self._running[labels] = self._running.get(labels, 1) - 1
 
     @staticmethod
@@ -316,8 +324,8 @@ class Model:
         timestamp = event["timestamp"]
         labels = self._count(event_type, record)
         record.started = timestamp
-        if self._set_state(record, event_type, timestamp) and not record.running:
-            record.running = True
+        if self._set_state(record, event_type, timestamp) and record.running is None:
+            record.running = labels
             self._running[labels] = self._running.get(labels, 0) + 1
         base = record.sent if record.sent is not None else record.received
         if base is not None:
