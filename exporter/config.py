@@ -185,6 +185,10 @@ class Settings:
             found.append("--worker-timeout: greater than 0")
         if self.worker_retention < self.worker_timeout:
             found.append("--worker-retention: at least --worker-timeout")
+        if self.event_queue_ttl <= 0 or self.event_queue_expires <= 0:
+            found.append("--event-queue-ttl / --event-queue-expires: greater than 0")
+        if self.reconnect_max_interval <= 0:
+            found.append("--reconnect-max-interval: greater than 0")
         if self.inspect_interval <= 0 or self.inspect_timeout <= 0:
             found.append("--inspect-interval / --inspect-timeout: greater than 0")
         if not self.accept_content:

@@ -57,7 +57,8 @@ def check_event(body: Any) -> str:
 
     Required: a dict with a known ``type``, a finite numeric ``timestamp``; task events a
     non-empty string ``uuid``; worker events a non-empty string ``hostname``. Optional fields in
-    ``_OPTIONAL_FIELD_TYPES`` must have the right type when present and not ``None``.
+    ``_OPTIONAL_FIELD_TYPES`` must have the right type when present and not ``None`` (numbers
+    finite).
 
     Raises:
         MalformedEvent: reason ``not_a_dict``, ``missing_type``, ``unknown_type``,
@@ -83,7 +84,11 @@ def check_event(body: Any) -> str:
             raise MalformedEvent("missing_hostname", event_type)
     for key, types in _OPTIONAL_FIELD_TYPES.items():
         value = body.get(key)
-        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+        if value is not None and (
+            not isinstance(value, types) or isinstance(value, bool)
+            # An infinite runtime would make the histogram's _sum infinite for good.
+            or (isinstance(value, float) and not math.isfinite(value))
+        ):
             raise MalformedEvent("bad_field", key)
     return event_type
 

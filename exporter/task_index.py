@@ -21,8 +21,9 @@ class TaskRecord:
     ``name`` is the label value (already folded to ``other`` by the name guard); ``queue`` is
     ``unknown`` until an event or the worker's queues tell it. ``state`` is Celery's state name
     (PENDING, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REVOKED, REJECTED, CANCELLED) and
-    ``state_ts`` the timestamp of the event that set it; ``running`` is true while the task
-    counts in the running gauge.
+    ``state_ts`` the timestamp of the event that set it; ``running`` is the ``(name, queue)``
+    the task counts under in the running gauge while it runs, else ``None`` (kept because a late
+    event can still change ``name``/``queue`` after ``task-started``).
     """
 
     name: str = UNKNOWN
@@ -36,7 +37,7 @@ class TaskRecord:
     eta: float | None = None
     retries: int = 0
     state_ts: float | None = None
-    running: bool = False
+    running: tuple[str, ...] | None = None
 
 
 class TaskIndex:

@@ -1,0 +1,264 @@
+"""Render the model through ModelCollector, parse the exposition back and check every sample."""
+
+from __future__ import annotations
+
+import platform
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter import metrics as m
+from exporter.collectors import ModelCollector
+from exporter.model import Model
+
+T0 = 1_700_000_000.0
+WORKER = "celery@w1"
+VERSIONS = {"version": "1.2.3", "celery_version": "5.4.0"}
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def k(metric: str, /, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """Sample key: the metric name and its labels (``name`` is a label here)."""
+    return metric, tuple(sorted(labels.items()))
+
+
+def registry_for(model: Model, prefix: str = "celery_") -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(ModelCollector(model.snapshot, prefix, VERSIONS))
+    return registry
+
+
+def scrape(registry: CollectorRegistry) -> Samples:
+    """Every sample of one scrape: ``{(name, sorted labels): value}``; no duplicates."""
+    samples: Samples = {}
+    text = generate_latest(registry).decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = k(sample.name, **sample.labels)
+            assert key not in samples, key
+            samples[key] = sample.value
+    return samples
+
+
+def family_types(registry: CollectorRegistry) -> dict[str, str]:
+    text = generate_latest(registry).decode()
+    return {family.name: family.type for family in text_string_to_metric_families(text)}
+
+
+def build_info(prefix: str = "celery_") -> Samples:
+    return {k(f"{prefix}jobmon_build_info", version="1.2.3", celery_version="5.4.0",
+              python_version=platform.python_version()): 1.0}
+
+
+@pytest.fixture
+def registry(model: Model) -> CollectorRegistry:
+    return registry_for(model)
+
+
+def test_empty_model_renders_only_the_exporters_own_series(registry) -> None:
+    assert scrape(registry) == {
+        k("celery_jobmon_broker_connected"): 0.0,
+        k("celery_jobmon_broker_reconnects_total"): 0.0,
+        k("celery_jobmon_event_gaps_total"): 0.0,
+        k("celery_jobmon_tasks_in_memory"): 0.0,
+        k("celery_jobmon_task_index_evictions_total"): 0.0,
+        k("celery_jobmon_task_names_folded_total"): 0.0,
+        **build_info(),
+    }
+
+
+def test_scrape_renders_every_sample_of_a_small_workload(model, registry, ev, clock) -> None:
+    model.set_broker_connected(True)
+    model.count_poll_error("stats")
+    model.process_many([
+        *ev.success("u1", T0, "app.add", runtime=0.25),
+        *ev.failure("u2", T0, "app.pay", queue="billing", runtime=3.0,
+                    exception="billing.errors.CardDeclined('x')"),
+        ev.heartbeat(WORKER, T0 - 0.5, active=1, processed=5),
+        None,
+    ])
+    clock.advance(1.0)
+    add = {"name": "app.add", "queue_name": "default"}
+    pay = {"name": "app.pay", "queue_name": "billing"}
+    assert scrape(registry) == {
+        k("celery_task_sent_total", **add): 1.0,
+        k("celery_task_sent_total", **pay): 1.0,
+        k("celery_task_received_total", **add): 1.0,
+        k("celery_task_received_total", **pay): 1.0,
+        k("celery_task_started_total", **add): 1.0,
+        k("celery_task_started_total", **pay): 1.0,
+        k("celery_task_succeeded_total", **add): 1.0,
+        k("celery_task_succeeded_total", **pay): 0.0,
+        k("celery_task_failed_total", **add): 0.0,
+        k("celery_task_failed_total", **pay): 1.0,
+        k("celery_task_exceptions_total", name="app.pay",
+          exception="billing.errors.CardDeclined"): 1.0,
+        k("celery_task_runtime_seconds_bucket", **add, state="SUCCESS", le="0.5"): 1.0,
+        k("celery_task_runtime_seconds_bucket", **add, state="SUCCESS", le="1.0"): 1.0,
+        k("celery_task_runtime_seconds_bucket", **add, state="SUCCESS", le="5.0"): 1.0,
+        k("celery_task_runtime_seconds_bucket", **add, state="SUCCESS", le="+Inf"): 1.0,
+        k("celery_task_runtime_seconds_count", **add, state="SUCCESS"): 1.0,
+        k("celery_task_runtime_seconds_sum", **add, state="SUCCESS"): 0.25,
+        k("celery_task_runtime_seconds_bucket", **pay, state="FAILURE", le="0.5"): 0.0,
+        k("celery_task_runtime_seconds_bucket", **pay, state="FAILURE", le="1.0"): 0.0,
+        k("celery_task_runtime_seconds_bucket", **pay, state="FAILURE", le="5.0"): 1.0,
+        k("celery_task_runtime_seconds_bucket", **pay, state="FAILURE", le="+Inf"): 1.0,
+        k("celery_task_runtime_seconds_count", **pay, state="FAILURE"): 1.0,
+        k("celery_task_runtime_seconds_sum", **pay, state="FAILURE"): 3.0,
+        # Queue wait: started (sent + 1/8 s) minus sent.
+        k("celery_task_queue_wait_seconds_bucket", **add, le="0.1"): 0.0,
+        k("celery_task_queue_wait_seconds_bucket", **add, le="1.0"): 1.0,
+        k("celery_task_queue_wait_seconds_bucket", **add, le="10.0"): 1.0,
+        k("celery_task_queue_wait_seconds_bucket", **add, le="+Inf"): 1.0,
+        k("celery_task_queue_wait_seconds_count", **add): 1.0,
+        k("celery_task_queue_wait_seconds_sum", **add): 0.125,
+        k("celery_task_queue_wait_seconds_bucket", **pay, le="0.1"): 0.0,
+        k("celery_task_queue_wait_seconds_bucket", **pay, le="1.0"): 1.0,
+        k("celery_task_queue_wait_seconds_bucket", **pay, le="10.0"): 1.0,
+        k("celery_task_queue_wait_seconds_bucket", **pay, le="+Inf"): 1.0,
+        k("celery_task_queue_wait_seconds_count", **pay): 1.0,
+        k("celery_task_queue_wait_seconds_sum", **pay): 0.125,
+        k("celery_task_running", **add): 0.0,
+        k("celery_task_running", **pay): 0.0,
+        k("celery_worker_up", hostname=WORKER): 1.0,
+        k("celery_worker_tasks_active", hostname=WORKER): 1.0,
+        k("celery_worker_last_heartbeat_timestamp_seconds", hostname=WORKER): T0 - 0.5,
+        k("celery_worker_processed_total", hostname=WORKER): 5.0,
+        k("celery_jobmon_events_received_total", type="task-sent"): 2.0,
+        k("celery_jobmon_events_received_total", type="task-received"): 2.0,
+        k("celery_jobmon_events_received_total", type="task-started"): 2.0,
+        k("celery_jobmon_events_received_total", type="task-succeeded"): 1.0,
+        k("celery_jobmon_events_received_total", type="task-failed"): 1.0,
+        k("celery_jobmon_events_received_total", type="worker-heartbeat"): 1.0,
+        k("celery_jobmon_events_malformed_total", reason="not_a_dict"): 1.0,
+        k("celery_jobmon_last_event_timestamp_seconds"): T0,
+        k("celery_jobmon_broker_connected"): 1.0,
+        k("celery_jobmon_broker_reconnects_total"): 0.0,
+        k("celery_jobmon_event_gaps_total"): 0.0,
+        k("celery_jobmon_tasks_in_memory"): 2.0,
+        k("celery_jobmon_task_index_evictions_total"): 0.0,
+        k("celery_jobmon_task_names_folded_total"): 0.0,
+        k("celery_jobmon_poll_errors_total", call="stats"): 1.0,
+        **build_info(),
+    }
+
+
+def test_lifecycle_counter_value_grows_with_events(model, registry, ev) -> None:
+    model.process_many([ev.sent(f"u{i}", T0 + i, "app.add") for i in range(3)])
+    first = scrape(registry)
+    model.process_many([ev.sent("u9", T0 + 9, "app.add")])
+    second = scrape(registry)
+    key = k("celery_task_sent_total", name="app.add", queue_name="default")
+    assert (first[key], second[key]) == (3.0, 4.0)
+
+
+def test_histogram_inf_bucket_equals_count_and_buckets_are_cumulative(model, registry,
+                                                                     ev) -> None:
+    runtimes = [0.125, 0.5, 0.75, 2.0, 4.5, 9.0, 60.0]
+    for i, runtime in enumerate(runtimes):
+        model.process_many(ev.success(f"u{i}", T0 + i, "app.add", runtime=runtime))
+    samples = scrape(registry)
+    labels = {"name": "app.add", "queue_name": "default", "state": "SUCCESS"}
+    buckets = [samples[k("celery_task_runtime_seconds_bucket", **labels, le=le)]
+               for le in ("0.5", "1.0", "5.0", "+Inf")]
+    assert buckets == [2.0, 3.0, 5.0, 7.0]
+    assert samples[k("celery_task_runtime_seconds_count", **labels)] == 7.0
+    assert samples[k("celery_task_runtime_seconds_sum", **labels)] == 76.875
+
+
+def test_custom_prefix_is_applied_to_every_family(model, ev) -> None:
+    model.process_many(ev.success("u1", T0, "app.add"))
+    samples = scrape(registry_for(model, prefix="myapp_"))
+    assert samples[k("myapp_task_sent_total", name="app.add", queue_name="default")] == 1.0
+    assert samples[k("myapp_jobmon_broker_connected")] == 0.0
+    assert {name for name, _ in samples if not name.startswith("myapp_")} == set()
+    assert {key: v for key, v in samples.items() if key[0] == "myapp_jobmon_build_info"} == \
+        build_info("myapp_")
+
+
+def test_build_info_carries_the_versions(registry) -> None:
+    samples = scrape(registry)
+    assert {key: v for key, v in samples.items() if key[0] == "celery_jobmon_build_info"} == \
+        build_info()
+
+
+def test_broker_connected_is_0_then_1_once_connected(model, registry) -> None:
+    before = scrape(registry)[k("celery_jobmon_broker_connected")]
+    model.set_broker_connected(True)
+    after = scrape(registry)[k("celery_jobmon_broker_connected")]
+    assert (before, after) == (0.0, 1.0)
+
+
+def test_reconnect_is_counted(model, registry) -> None:
+    model.set_broker_connected(True)
+    model.set_broker_connected(False)
+    model.set_broker_connected(True, reconnected=True)
+    assert scrape(registry)[k("celery_jobmon_broker_reconnects_total")] == 1.0
+
+
+def test_down_worker_renders_0_then_a_forgotten_worker_is_not_rendered(model, registry, ev,
+                                                                       clock) -> None:
+    model.process_many([ev.heartbeat(WORKER, T0, active=2, processed=5)])
+
+    def worker_samples() -> Samples:
+        return {key: v for key, v in scrape(registry).items()
+                if key[0].startswith("celery_worker_")}
+
+    up = worker_samples()
+    clock.advance(31.0)
+    down = worker_samples()
+    clock.advance(3600.0)
+    gone = worker_samples()
+    host = {"hostname": WORKER}
+    assert up == {
+        k("celery_worker_up", **host): 1.0,
+        k("celery_worker_tasks_active", **host): 2.0,
+        k("celery_worker_last_heartbeat_timestamp_seconds", **host): T0,
+        k("celery_worker_processed_total", **host): 5.0,
+    }
+    assert down == {
+        k("celery_worker_up", **host): 0.0,
+        k("celery_worker_tasks_active", **host): 0.0,
+        k("celery_worker_last_heartbeat_timestamp_seconds", **host): T0,
+        k("celery_worker_processed_total", **host): 5.0,
+    }
+    assert gone == {}
+
+
+def test_worker_without_heartbeat_counts_renders_only_up_and_last_heartbeat(model, registry,
+                                                                           ev) -> None:
+    model.process_many([ev.online(WORKER, T0)])
+    assert {key: v for key, v in scrape(registry).items()
+            if key[0].startswith("celery_worker_")} == {
+        k("celery_worker_up", hostname=WORKER): 1.0,
+        k("celery_worker_last_heartbeat_timestamp_seconds", hostname=WORKER): T0,
+    }
+
+
+def test_rendered_families_have_their_catalogue_type(model, registry, ev) -> None:
+    model.process_many(ev.success("u1", T0, "app.add"))
+    # The text format has no info type: an info family is a gauge named <name>_info.
+    by_name = {
+        "celery_" + (spec.name + "_info" if spec.kind == "info"
+                     else spec.name.removesuffix("_total")): spec.kind.replace("info", "gauge")
+        for spec in m.CATALOGUE
+    }
+    rendered = family_types(registry)
+    assert {name: by_name.get(name) for name in rendered} == rendered
+    poll_only = {"celery_" + spec.name.removesuffix("_total") for spec in m.POLL}
+    assert set(by_name) - poll_only - set(rendered) == set()
+
+
+def test_no_label_value_is_the_string_none(model, registry, ev) -> None:
+    model.process_many([ev.started("u1", T0), ev.sent("u2", T0, "app.add", queue=None,
+                                                      routing_key=None),
+                        ev.failed("u3", T0, exception=None)])
+    samples = scrape(registry)
+    assert {value for (_, labels) in samples for _, value in labels if value == "None"} == set()
+    unknown = {"name": "unknown", "queue_name": "unknown"}
+    assert samples[k("celery_task_started_total", **unknown)] == 1.0
+    assert samples[k("celery_task_failed_total", **unknown)] == 1.0
+    assert samples[k("celery_task_sent_total", name="app.add", queue_name="unknown")] == 1.0
+    assert samples[k("celery_task_exceptions_total", name="unknown", exception="unknown")] == 1.0
