@@ -107,6 +107,10 @@ class ModelCollector(Collector):
         yield self._scalar(m.BROKER_CONNECTED, float(snap.broker_connected))
         yield self._scalar(m.BROKER_RECONNECTS, snap.broker_reconnects)
         yield self._scalar(m.EVENT_GAPS, snap.event_gaps)
+        if snap.event_lag is not None:
+            yield self._scalar(m.EVENT_LAG, snap.event_lag)
+        yield self._scalar(m.EVENT_BATCHES, snap.event_batches)
+        yield self._scalar(m.EVENT_PROCESSING, snap.event_processing_seconds)
         yield self._scalar(m.TASKS_IN_MEMORY, snap.tasks_in_memory)
         yield self._scalar(m.TASK_INDEX_EVICTIONS, snap.task_index_evictions)
         yield self._scalar(m.TASK_NAMES_FOLDED, snap.task_names_folded)

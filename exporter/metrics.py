@@ -130,6 +130,23 @@ EVENT_GAPS = MetricSpec(
     "missing from every count.",
     (), "", "exporter",
 )
+EVENT_LAG = MetricSpec(
+    "jobmon_event_lag_seconds", "gauge",
+    "Exporter clock at receipt minus the `timestamp` of the last event processed: grows when "
+    "the consumer falls behind (includes clock skew between hosts).",
+    (), "seconds", "exporter",
+)
+EVENT_BATCHES = MetricSpec(
+    "jobmon_event_batches_total", "counter",
+    "Batches of events applied to the model (one per broker message on the kombu path).",
+    (), "", "exporter",
+)
+EVENT_PROCESSING = MetricSpec(
+    "jobmon_event_processing_seconds_total", "counter",
+    "Wall time spent applying events to the model; its rate near 1 means the consumer is "
+    "saturated.",
+    (), "seconds", "exporter",
+)
 TASKS_IN_MEMORY = MetricSpec(
     "jobmon_tasks_in_memory", "gauge", "Tasks held in the in-memory task index.",
     (), "", "exporter",
@@ -250,5 +267,6 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     *LIFECYCLE.values(), TASK_EXCEPTIONS, TASK_RUNTIME, TASK_QUEUE_WAIT, TASK_RUNNING,
     WORKER_UP, WORKER_TASKS_ACTIVE, WORKER_LAST_HEARTBEAT, WORKER_PROCESSED,
     EVENTS_RECEIVED, EVENTS_MALFORMED, LAST_EVENT, BROKER_CONNECTED, BROKER_RECONNECTS, EVENT_GAPS,
+    EVENT_LAG, EVENT_BATCHES, EVENT_PROCESSING,
     TASKS_IN_MEMORY, TASK_INDEX_EVICTIONS, TASK_NAMES_FOLDED, POLL_ERRORS, BUILD_INFO, *POLL,
 )

@@ -25,6 +25,7 @@ worker-*                worker table (liveness, active, processed)
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -36,6 +37,7 @@ from .histogram import Histogram, HistogramValue
 from .task_index import TaskIndex, TaskRecord
 from .workers import WorkerState, WorkerTable
 
+log = logging.getLogger(__name__)
 Labels = tuple[str, ...]
 OTHER = "other"
 #: How many folded task names are remembered to count each one once.
@@ -89,6 +91,9 @@ class ModelSnapshot:
     broker_connected: bool
     broker_reconnects: int
     event_gaps: int
+    event_lag: float | None
+    event_batches: int
+    event_processing_seconds: float
     tasks_in_memory: int
     task_index_evictions: int
     task_names_folded: int
@@ -105,6 +110,7 @@ class Model:
         max_task_names: distinct task names kept as labels; more fold into ``other``.
         worker_timeout / worker_retention: seconds, see :mod:`exporter.workers`.
         clock: returns the exporter's time in seconds since the epoch (injected for tests).
+        timer: monotonic seconds, for the time spent applying events (injected for tests).
 
     """
 
@@ -118,9 +124,11 @@ class Model:
         worker_timeout: float,
         worker_retention: float,
         clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.lock = threading.Lock()
         self.clock = clock
+        self.timer = timer
         self.index = TaskIndex(max_tasks)
         self.workers = WorkerTable(worker_timeout, worker_retention)
         self._runtime_buckets = runtime_buckets
@@ -142,6 +150,9 @@ class Model:
         self._broker_connected = False
         self._broker_reconnects = 0
         self._event_gaps = 0
+        self._event_lag: float | None = None
+        self._batches = 0
+        self._processing_seconds = 0.0
         self._evictions = 0
         self._poll_errors: dict[str, int] = {}
 
@@ -155,6 +166,8 @@ class Model:
         """
         now = self.clock() if received_at is None else received_at
         with self.lock:
+            started = self.timer()
+            last_timestamp = None
             for event in events:
                 try:
                     event_type = check_event(event)
@@ -163,8 +176,18 @@ class Model:
                     continue
                 event["local_received"] = now
                 self._events_received[event_type] = self._events_received.get(event_type, 0) + 1
+                try:
+                    _HANDLERS[event_type](self, event_type, event, now)
+                except Exception:
+                    # A bug in a handler must cost one event, not the batch or the thread.
+                    self._count_malformed_locked("handler_error")
+                    log.exception("event handler failed type=%s", event_type)
+                last_timestamp = event["timestamp"]
+            if last_timestamp is not None:
                 self._last_event = now
-                _HANDLERS[event_type](self, event_type, event, now)
+                self._event_lag = now - last_timestamp
+            self._batches += 1
+            self._processing_seconds += self.timer() - started
 
     def count_malformed(self, reason: str) -> None:
         """Count a message the consumer could not even decode (``reason``: label value)."""
@@ -215,6 +238,9 @@ class Model:
                 broker_connected=self._broker_connected,
                 broker_reconnects=self._broker_reconnects,
                 event_gaps=self._event_gaps,
+                event_lag=self._event_lag,
+                event_batches=self._batches,
+                event_processing_seconds=self._processing_seconds,
                 tasks_in_memory=len(self.index),
                 task_index_evictions=self._evictions,
                 task_names_folded=self._folded_total,

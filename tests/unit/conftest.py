@@ -148,6 +148,7 @@ def make_model(clock: FakeClock) -> Callable[..., Model]:
             "worker_timeout": 30.0,
             "worker_retention": 3600.0,
             "clock": clock,
+            "timer": clock,
         }
         settings.update(overrides)
         return Model(**settings)
