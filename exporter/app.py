@@ -12,7 +12,6 @@ import uvicorn
 from celery import Celery
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from kombu.utils.url import maybe_sanitize_url
 from prometheus_client import CollectorRegistry, make_asgi_app
 from starlette.routing import Route
 
@@ -22,6 +21,7 @@ from .config import Settings
 from .consumer import EventConsumer
 from .model import Model
 from .poller import Poller
+from .secrets import mask_url
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def serve(settings: Settings) -> None:
     service = build_service(settings)
     host, port = settings.listen
     log.info("starting version=%s broker=%s listen=%s:%d",
-             __version__, maybe_sanitize_url(settings.broker_url), host, port)
+             __version__, mask_url(settings.broker_url), host, port)
     service.start()
     server = uvicorn.Server(uvicorn.Config(
         service.http, host=host, port=port, log_config=None, access_log=False,

@@ -114,7 +114,7 @@ def serve(**options: Any) -> None:
         settings = _settings(options)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.secrets())
     run(settings)
 
 

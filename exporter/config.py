@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .secrets import option_passwords, url_passwords
+
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_LISTEN = "0.0.0.0:9808"
 DEFAULT_METRIC_PREFIX = "celery_"
@@ -165,6 +167,10 @@ class Settings:
     inspect_timeout: float = DEFAULT_INSPECT_TIMEOUT
     reconnect_max_interval: float = DEFAULT_RECONNECT_MAX_INTERVAL
     redis_fast_path: bool = True
+
+    def secrets(self) -> set[str]:
+        """Values that must never be logged or shown: URL passwords, password options."""
+        return url_passwords(self.broker_url) | option_passwords(self.transport_options)
 
     def problems(self) -> list[str]:
         """Return every invalid setting as a one-line message (empty list: all valid)."""

@@ -31,12 +31,12 @@ from celery import Celery
 from celery.events.receiver import EventReceiver
 from kombu import Connection
 from kombu.exceptions import ContentDisallowed
-from kombu.utils.url import maybe_sanitize_url
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from .model import Model
 from .redis_events import RedisEventStream, accept_content, decode_payload, fanout_pattern
+from .secrets import mask_url
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class EventConsumer(threading.Thread):
         reconnected, self._connected_once = self._connected_once, True
         self.model.set_broker_connected(True, reconnected=reconnected)
         log.info("consuming events broker=%s reconnect=%s",
-                 maybe_sanitize_url(broker), reconnected)
+                 mask_url(broker), reconnected)
 
     def run(self) -> None:
         """Consume until stopped; every error leads to a reconnect, never to an exit."""

@@ -6,6 +6,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterable
+
+from .secrets import RedactingFormatter
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,20 +30,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False)
 
 
-def configure_logging(level: str, fmt: str) -> None:
+def configure_logging(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
     """Send every log record to stderr at ``level`` (DEBUG/INFO/WARNING/ERROR) as ``fmt``
-    (``text`` or ``json``), replacing handlers set before.
+    (``text`` or ``json``), replacing handlers set before; any of ``secrets`` appearing in a
+    line (message, arguments or traceback, from any library) is replaced by ``**``.
     """
     handler = logging.StreamHandler(sys.stderr)
+    formatter: logging.Formatter
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        formatter = JsonFormatter()
     else:
         formatter = logging.Formatter(
             "ts=%(asctime)s.%(msecs)03dZ level=%(levelname)s logger=%(name)s %(message)s",
             datefmt="%Y-%m-%dT%H:%M:%S",
         )
         formatter.converter = time.gmtime
-        handler.setFormatter(formatter)
+    handler.setFormatter(RedactingFormatter(formatter, secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
