@@ -20,6 +20,7 @@ from .collectors import ModelCollector
 from .config import Settings
 from .consumer import EventConsumer
 from .model import Model
+from .poll_collector import PollCollector
 from .poller import Poller
 from .secrets import mask_url
 
@@ -121,7 +122,10 @@ def build_service(settings: Settings) -> Service:
                              reconnect_max_interval=settings.reconnect_max_interval,
                              redis_fast_path=settings.redis_fast_path)
     poller = Poller(app, model, interval=settings.inspect_interval,
-                    timeout=settings.inspect_timeout, enable_events=settings.enable_events)
+                    timeout=settings.inspect_timeout, enable_events=settings.enable_events,
+                    queues=settings.queues, queue_forget_after=settings.queue_forget_after,
+                    sent_time=model.sent_time)
+    registry.register(PollCollector(poller.latest, settings.metric_prefix))
     return Service(settings, model, registry, consumer, poller, create_http_app(registry, model))
 
 

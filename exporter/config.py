@@ -36,6 +36,8 @@ DEFAULT_EVENT_QUEUE_EXPIRES = 3600.0
 DEFAULT_INSPECT_INTERVAL = 15.0
 DEFAULT_INSPECT_TIMEOUT = 2.0
 DEFAULT_RECONNECT_MAX_INTERVAL = 30.0
+#: A queue no worker consumes any more (and not given with --queue) is dropped after this long.
+DEFAULT_QUEUE_FORGET_AFTER = 600.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 
@@ -167,6 +169,8 @@ class Settings:
     inspect_timeout: float = DEFAULT_INSPECT_TIMEOUT
     reconnect_max_interval: float = DEFAULT_RECONNECT_MAX_INTERVAL
     redis_fast_path: bool = True
+    queues: tuple[str, ...] = ()
+    queue_forget_after: float = DEFAULT_QUEUE_FORGET_AFTER
 
     def secrets(self) -> set[str]:
         """Values that must never be logged or shown: URL passwords, password options."""
@@ -195,6 +199,8 @@ class Settings:
             found.append("--event-queue-ttl / --event-queue-expires: greater than 0")
         if self.reconnect_max_interval <= 0:
             found.append("--reconnect-max-interval: greater than 0")
+        if self.queue_forget_after < 0:
+            found.append("--queue-forget-after: 0 or more")
         if self.inspect_interval <= 0 or self.inspect_timeout <= 0:
             found.append("--inspect-interval / --inspect-timeout: greater than 0")
         if not self.accept_content:

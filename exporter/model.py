@@ -189,6 +189,13 @@ class Model:
             self._batches += 1
             self._processing_seconds += self.timer() - started
 
+    def label_name(self, name: str) -> str:
+        """The label value for task ``name``: itself, or ``other`` once ``max_task_names``
+        distinct names are kept; shared with the poller so both sources agree.
+        """
+        with self.lock:
+            return self._label_name(name)
+
     def count_malformed(self, reason: str) -> None:
         """Count a message the consumer could not even decode (``reason``: label value)."""
         with self.lock:
@@ -219,6 +226,15 @@ class Model:
             self._worker_queues.update(frozen)
 
     # -- output --------------------------------------------------------------------------
+
+    def sent_time(self, task_id: str) -> float | None:
+        """``task-sent`` timestamp of an indexed task (seconds since the epoch), ``None`` when
+        unknown; does not create a record nor refresh its LRU position (the poller's lookup for
+        the age of waiting messages).
+        """
+        with self.lock:
+            record = self.index.peek(task_id)
+            return None if record is None else record.sent
 
     def snapshot(self) -> ModelSnapshot:
         """Copy everything under the lock and return it frozen (see :class:`ModelSnapshot`)."""

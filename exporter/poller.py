@@ -1,89 +1,370 @@
-"""The poller thread: the only place that broadcasts to workers.
+"""The poller thread: the only place that broadcasts to workers or reads broker queues.
 
-Every ``--inspect-interval`` seconds it asks the workers to send events (``enable_events``
-broadcast, when ``--enable-events``) and which queues they consume (``inspect active_queues``);
-the latter lets ``task-received`` name the queue of a task whose producer sent no
-``task-sent``. A failed call is logged and counted in ``celery_jobmon_poll_errors_total{call}``;
-the next round tries again.
+One round every ``--inspect-interval`` seconds (start to start):
+
+1. ``enable_events`` broadcast (when ``--enable-events``), so workers started without ``-E``
+   send task events;
+2. ``inspect active_queues`` to every worker, waiting the full ``--inspect-timeout`` (the
+   poller cannot know how many workers exist); this also feeds
+   :meth:`Model.set_worker_queues`, which lets ``task-received`` name a task's queue;
+3. ``inspect active`` (``safe=True``), ``reserved``, ``scheduled``, ``stats`` — separate
+   broadcasts addressed to the workers that answered step 2, each returning as soon as all of
+   them answered (``limit``), so a round takes about one timeout plus a few round trips;
+4. queue lengths (Redis ``LLEN`` pipeline / RabbitMQ passive declare) of the ``--queue`` names,
+   every queue a worker reports consuming, and queues consumed within
+   ``--queue-forget-after``.
+
+The round ends by publishing a new immutable :class:`PollSnapshot` with one attribute
+assignment; scrapes read it through :meth:`Poller.latest` and never cause a broker call.
+
+A worker that answered a call before but not this round keeps its previous values for this one
+round (then they are dropped) and the round counts in ``celery_inspect_timeouts_total``; a
+worker is remembered for that counter until ``worker_forget_after`` seconds after its last
+answer. A failed call (exception) is logged and counted in ``celery_jobmon_poll_errors_total
+{call}``; its previous values are also kept for one round; a failed queue read keeps the
+previous round's lengths once, then drops them. The next round tries again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from celery import Celery
 
+from .config import DEFAULT_QUEUE_FORGET_AFTER
+from .inspect_poll import (
+    MAXRSS_SCALE_LINUX,
+    parse_active_queues,
+    parse_scheduled,
+    parse_stats,
+    parse_tasks,
+)
 from .model import Model
+from .poll_snapshot import (
+    Carried,
+    PollSnapshot,
+    QueueState,
+    SentTime,
+    carry_over,
+    consumer_counts,
+    task_gauges,
+    worker_states,
+)
+from .queues_amqp import AmqpQueueReader
+from .queues_redis import RedisQueueReader
 
 log = logging.getLogger(__name__)
 
+DEFAULT_WORKER_FORGET_AFTER = 600.0
+#: Inspect calls addressed to the workers that answered ``active_queues``, in order.
+TARGETED_CALLS = ("active", "reserved", "scheduled", "stats")
+INSPECT_CALLS = ("active_queues", *TARGETED_CALLS)
 
-def parse_active_queues(reply: Mapping[str, Any] | None) -> dict[str, list[str]]:
-    """Turn an ``inspect().active_queues()`` reply into ``{hostname: [queue name, ...]}``.
 
-    The reply is ``{hostname: [{"name": "a", "routing_key": "a", ...}, ...]}`` or ``None``
-    when no worker answered; entries that are not of that shape are left out.
+class Broadcaster(Protocol):
+    """The worker remote-control calls the poller makes (``app.control``)."""
+
+    def enable_events(self) -> None:
+        """Broadcast ``enable_events`` (no reply awaited)."""
+
+    def inspect(self, call: str, destination: Sequence[str] | None) -> Mapping[str, Any] | None:
+        """Run ``inspect().<call>()``; ``{hostname: payload}`` or ``None`` (no answer)."""
+
+
+class QueueReader(Protocol):
+    """Reads broker queues (:class:`RedisQueueReader`, :class:`AmqpQueueReader`)."""
+
+    def read(self, queues: Sequence[str], sent_time: SentTime | None = None
+             ) -> dict[str, QueueState]:
+        """States of the queues that exist."""
+
+    def close(self) -> None:
+        """Drop the connection; the next read reconnects."""
+
+
+class CeleryBroadcaster:
+    """:class:`Broadcaster` over ``app.control``; ``timeout``: seconds to wait for replies.
+
+    With a ``destination`` the call goes to those workers only and returns as soon as all of
+    them answered (``limit=len(destination)``); without, it waits the whole timeout.
     """
-    queues: dict[str, list[str]] = {}
-    for hostname, entries in (reply or {}).items():
-        if not isinstance(entries, list):
-            continue
-        queues[hostname] = [
-            e["name"] for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)
-        ]
-    return queues
+
+    def __init__(self, app: Celery, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    def enable_events(self) -> None:
+        """Broadcast ``enable_events``."""
+        self.app.control.enable_events()
+
+    def inspect(self, call: str, destination: Sequence[str] | None) -> Mapping[str, Any] | None:
+        """Run one inspect broadcast; raises what kombu raises when the broker is unreachable."""
+        inspector = self.app.control.inspect(
+            timeout=self.timeout,
+            destination=list(destination) if destination else None,
+            limit=len(destination) if destination else None,
+        )
+        if call == "active":
+            return inspector.active(safe=True)  # argument reprs: nothing to deserialize
+        result: Mapping[str, Any] | None = getattr(inspector, call)()
+        return result
+
+
+def queue_reader_for(app: Celery) -> QueueReader | None:
+    """A queue reader for the app's broker: Redis (``redis``, ``rediss``, ``sentinel``) or AMQP
+    (``amqp``, ``pyamqp``, ``amqps``); ``None`` for other transports (no queue lengths).
+    """
+    connection = app.connection_for_read()
+    driver = connection.transport.driver_type
+    if driver == "redis":
+        return RedisQueueReader(connection)
+    if driver == "amqp":
+        return AmqpQueueReader(connection)
+    connection.release()
+    log.warning("queue lengths not supported transport=%s", driver)
+    return None
+
+
+_PARSERS: dict[str, Callable[[Mapping[str, Any] | None], Mapping[str, Any]]] = {
+    "active_queues": parse_active_queues,
+    "active": parse_tasks,
+    "reserved": parse_tasks,
+    "scheduled": parse_scheduled,
+}
 
 
 class Poller(threading.Thread):
-    """Daemon thread running one broadcast round every ``interval`` seconds until stopped.
+    """Daemon thread running one round every ``interval`` seconds until stopped.
 
     Args:
-        app: Celery app connected to the broker (``app.control`` is used).
-        model: receives the worker → queues map and the error counts.
-        interval: seconds between rounds; timeout: seconds to wait for inspect replies.
+        app: Celery app connected to the broker (``app.control``; the broker connection for
+            queue reads). May be ``None`` when ``broadcaster`` and ``queue_reader`` are given.
+        model: receives the worker → queues map (:meth:`Model.set_worker_queues`) and the
+            failed calls (:meth:`Model.count_poll_error`).
+        interval: seconds between round starts; timeout: seconds to wait for inspect replies.
         enable_events: also broadcast ``enable_events`` each round.
+        queues: queue names always read (``--queue``), consumed or not.
+        queue_forget_after: seconds a queue no worker consumes any more (and not in
+            ``queues``) is still read.
+        worker_forget_after: seconds after its last answer a worker still counts for
+            ``celery_inspect_timeouts_total``.
+        maxrss_scale: ``rusage.maxrss`` → bytes (1024: Linux workers).
+        sent_time: task id → task-sent time (the model's task index), for the oldest message
+            age; ``None``: no age.
+        broadcaster / queue_reader: injected clients (default: built from ``app``; the queue
+            reader is created in the poller thread on first use).
+        clock: seconds since the epoch; monotonic: for durations.
 
     """
 
-    def __init__(self, app: Celery, model: Model, *, interval: float, timeout: float,
-                 enable_events: bool) -> None:
+    def __init__(
+        self,
+        app: Celery | None,
+        model: Model,
+        *,
+        interval: float,
+        timeout: float,
+        enable_events: bool,
+        queues: Iterable[str] = (),
+        queue_forget_after: float = DEFAULT_QUEUE_FORGET_AFTER,
+        worker_forget_after: float = DEFAULT_WORKER_FORGET_AFTER,
+        maxrss_scale: int = MAXRSS_SCALE_LINUX,
+        sent_time: SentTime | None = None,
+        broadcaster: Broadcaster | None = None,
+        queue_reader: QueueReader | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(name="poller", daemon=True)
+        if broadcaster is None:
+            if app is None:
+                raise ValueError("app is required unless broadcaster is given")
+            broadcaster = CeleryBroadcaster(app, timeout)
         self.app = app
         self.model = model
         self.interval = interval
         self.timeout = timeout
         self.enable_events = enable_events
+        self.queues = tuple(dict.fromkeys(queues))
+        self.queue_forget_after = queue_forget_after
+        self.worker_forget_after = worker_forget_after
+        self.maxrss_scale = maxrss_scale
+        self.sent_time = sent_time
+        self.broadcaster = broadcaster
+        self._reader = queue_reader
+        self._reader_unavailable = queue_reader is None and app is None
+        self._clock = clock
+        self._monotonic = monotonic
+        self._names = model.label_name
         self._stopping = threading.Event()
+        self._latest: PollSnapshot | None = None
+        self._carried: dict[str, dict[str, Carried[Any]]] = {c: {} for c in INSPECT_CALLS}
+        self._last_answer: dict[str, float] = {}
+        self._timeouts: dict[str, int] = {}
+        self._queue_seen: dict[str, float] = {}
+        self._last_queues: tuple[QueueState, ...] = ()
+        self._queues_fresh = False
 
-    def poll_once(self) -> None:
-        """Run one round; errors are counted and logged, never raised."""
+    # -- reading side (any thread) ---------------------------------------------------------
+
+    def latest(self) -> PollSnapshot | None:
+        """The snapshot of the last completed round (``None`` before the first); no I/O."""
+        return self._latest
+
+    # -- the round (poller thread) ---------------------------------------------------------
+
+    def poll_once(self) -> PollSnapshot:
+        """Run one round, publish and return its snapshot; errors are counted, never raised."""
+        started = self._monotonic()
+        now = self._clock()
         if self.enable_events:
-            try:
-                self.app.control.enable_events()
-            except Exception as exc:
-                self._failed("enable_events", exc)
-        try:
-            reply = self.app.control.inspect(timeout=self.timeout).active_queues()
-        except Exception as exc:
-            self._failed("active_queues", exc)
-        else:
-            self.model.set_worker_queues(parse_active_queues(reply))
+            self._guarded("enable_events", self.broadcaster.enable_events)
+        replies = self._inspect_round(now)
+        values = {call: {h: c.value for h, c in self._carried[call].items()}
+                  for call in INSPECT_CALLS}
+        queue_states = self._read_queues(now, values["active_queues"])
+        reserved, scheduled, earliest, oldest = task_gauges(
+            values["active"], values["reserved"], values["scheduled"], values["active_queues"],
+            self._names,
+        )
+        fresh_queues = replies["active_queues"]
+        if fresh_queues:
+            self.model.set_worker_queues({
+                hostname: [q.name for q in queues] for hostname, queues in fresh_queues.items()})
+        snapshot = PollSnapshot(
+            taken_at=self._clock(),
+            duration=self._monotonic() - started,
+            queues=queue_states,
+            reserved=reserved,
+            scheduled=scheduled,
+            earliest_eta=earliest,
+            oldest_running_start=oldest,
+            workers=worker_states(values["stats"]),
+            inspect_timeouts=dict(self._timeouts),
+        )
+        self._latest = snapshot  # one assignment: readers see the old or the new round
+        return snapshot
 
-    def _failed(self, call: str, exc: Exception) -> None:
+    def _inspect_round(self, now: float) -> dict[str, Mapping[str, Any] | None]:
+        """The inspect calls of one round; updates carried values, timeouts and worker memory.
+
+        Returns the parsed replies of this round by call (``None``: the call failed).
+        """
+        replies: dict[str, Mapping[str, Any] | None] = {}
+        replies["active_queues"] = self._inspect("active_queues", None)
+        answered = sorted(replies["active_queues"] or ())
+        for call in TARGETED_CALLS:
+            if replies["active_queues"] is None:
+                replies[call] = None  # workers unknown this round: carry, count nothing
+            else:
+                replies[call] = self._inspect(call, answered) if answered else {}
+        known = {h for h, t in self._last_answer.items() if now - t <= self.worker_forget_after}
+        missing: set[str] = set()
+        for call in INSPECT_CALLS:
+            reply = replies[call]
+            self._carried[call] = carry_over(self._carried[call], reply)
+            if reply is not None:
+                missing |= known - set(reply)
+                for hostname in reply:
+                    self._last_answer[hostname] = now
+        for hostname in sorted(missing):
+            self._timeouts[hostname] = self._timeouts.get(hostname, 0) + 1
+            log.info("inspect timeout hostname=%s", hostname)
+        for hostname in [h for h, t in self._last_answer.items()
+                         if now - t > self.worker_forget_after]:
+            del self._last_answer[hostname]
+            self._timeouts.pop(hostname, None)
+        return replies
+
+    def _inspect(self, call: str, destination: Sequence[str] | None
+                 ) -> Mapping[str, Any] | None:
+        def fetch() -> Mapping[str, Any]:
+            reply = self.broadcaster.inspect(call, destination)
+            if call == "stats":
+                return parse_stats(reply, self.maxrss_scale)
+            return _PARSERS[call](reply)
+
+        ok, parsed = self._guarded(call, fetch)
+        return parsed if ok else None
+
+    def _guarded(self, call: str, fn: Callable[[], Any]) -> tuple[bool, Any]:
+        try:
+            return True, fn()
+        except Exception as exc:
+            self._count_error(call, exc)
+            return False, None
+
+    def _count_error(self, call: str, exc: Exception) -> None:
         self.model.count_poll_error(call)
-        log.warning("broadcast failed call=%s error=%s", call, type(exc).__name__)
+        log.warning("poll call failed call=%s error=%s", call, type(exc).__name__)
+
+    def _queue_names(self, now: float, consumed: Mapping[str, Any]) -> list[str]:
+        for queues in consumed.values():
+            for queue in queues:
+                self._queue_seen[queue.name] = now
+        for name in [n for n, t in self._queue_seen.items()
+                     if now - t > self.queue_forget_after and n not in self.queues]:
+            del self._queue_seen[name]
+            log.info("queue forgotten queue=%s", name)
+        return sorted(set(self.queues) | set(self._queue_seen))
+
+    def _read_queues(self, now: float, consumed: Mapping[str, Any]) -> tuple[QueueState, ...]:
+        names = self._queue_names(now, consumed)
+        reader = self._queue_reader()
+        if reader is None or not names:
+            return ()
+        ok, states = self._guarded("queue_lengths", lambda: reader.read(names, self.sent_time))
+        if not ok:
+            reader.close()
+            carried = self._last_queues if self._queues_fresh else ()
+            self._queues_fresh = False
+            return carried
+        workers = consumer_counts(consumed)
+        result = tuple(
+            state if state.consumers is not None
+            else dataclasses.replace(state, consumers=workers.get(state.name, 0))
+            for name in names if (state := states.get(name)) is not None
+        )
+        self._last_queues, self._queues_fresh = result, True
+        return result
+
+    def _queue_reader(self) -> QueueReader | None:
+        if self._reader is None and not self._reader_unavailable and self.app is not None:
+            try:
+                self._reader = queue_reader_for(self.app)
+            except Exception as exc:
+                self._count_error("queue_lengths", exc)
+                return None
+            self._reader_unavailable = self._reader is None
+        return self._reader
+
+    # -- thread ----------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Poll until :meth:`stop`."""
+        """Poll until :meth:`stop`; a bug in a round is logged and the next round runs."""
         while not self._stopping.is_set():
-            self.poll_once()
-            self._stopping.wait(self.interval)
+            started = self._monotonic()
+            try:
+                self.poll_once()
+            except Exception:
+                log.exception("poll round failed")
+            elapsed = self._monotonic() - started
+            self._stopping.wait(max(self.interval - elapsed, self.interval / 10))
+        self.close()
+
+    def close(self) -> None:
+        """Release the queue reader's broker connection (the thread does it when it ends)."""
+        if self._reader is not None:
+            self._reader.close()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the thread to stop and wait up to ``timeout`` seconds for it."""
         self._stopping.set()
         if self.is_alive():
             self.join(timeout)
+

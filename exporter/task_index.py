@@ -67,6 +67,10 @@ class TaskIndex:
             self._entries.move_to_end(task_id)
         return record
 
+    def peek(self, task_id: str) -> TaskRecord | None:
+        """Return the record for ``task_id`` without marking it used, or ``None``."""
+        return self._entries.get(task_id)
+
     def get_or_create(self, task_id: str) -> tuple[TaskRecord, TaskRecord | None]:
         """Return ``(record, evicted)``: the record for ``task_id``, created when absent.
 

@@ -9,8 +9,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from exporter import cli
 from exporter import config as c
+from exporter import options
 from exporter.cli import main
 
 
@@ -162,12 +162,13 @@ def test_every_option_reads_jobmon_option_from_the_environment() -> None:
     c.DEFAULT_RECONNECT_MAX_INTERVAL, 0.5, 90.0, 7 * 86400.0,
 ])
 def test_shown_default_duration_parses_back_to_the_same_seconds(seconds: float) -> None:
-    assert c.parse_duration(cli._seconds(seconds)) == seconds
+    assert c.parse_duration(options.seconds(seconds)) == seconds
 
 
 def test_shown_default_buckets_parse_back_to_the_defaults() -> None:
-    assert c.parse_buckets(cli._buckets(c.DEFAULT_RUNTIME_BUCKETS)) == c.DEFAULT_RUNTIME_BUCKETS
-    assert c.parse_buckets(cli._buckets(c.DEFAULT_QUEUE_WAIT_BUCKETS)) == \
+    assert c.parse_buckets(options.buckets_text(c.DEFAULT_RUNTIME_BUCKETS)) == \
+        c.DEFAULT_RUNTIME_BUCKETS
+    assert c.parse_buckets(options.buckets_text(c.DEFAULT_QUEUE_WAIT_BUCKETS)) == \
         c.DEFAULT_QUEUE_WAIT_BUCKETS
 
 
@@ -180,7 +181,7 @@ def test_valid_options_become_one_settings_object() -> None:
         "--accept-content", "json, msgpack", "--runtime-buckets", "0.1,1,10",
         "--log-level", "debug", "--broker-url", "amqp://guest@rabbit//",
     ])
-    assert cli._settings(dict(ctx.params)) == c.Settings(
+    assert options.settings_from(dict(ctx.params)) == c.Settings(
         broker_url="amqp://guest@rabbit//",
         listen=("::1", 9900),
         transport_options={"visibility_timeout": 3600, "global_keyprefix": "app1:"},
@@ -193,4 +194,4 @@ def test_valid_options_become_one_settings_object() -> None:
 
 def test_defaults_become_the_default_settings() -> None:
     ctx = main.commands["serve"].make_context("serve", [])
-    assert cli._settings(dict(ctx.params)) == c.Settings()
+    assert options.settings_from(dict(ctx.params)) == c.Settings()

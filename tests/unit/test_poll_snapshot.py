@@ -5,7 +5,6 @@ from __future__ import annotations
 from exporter.inspect_poll import ConsumedQueue, ScheduledTask, TaskInfo
 from exporter.poll_snapshot import (
     Carried,
-    NameGuard,
     carry_over,
     consumer_counts,
     task_gauges,
@@ -61,12 +60,16 @@ def test_task_queue_comes_from_the_workers_bindings_or_is_unknown():
     assert res == {("add", "high"): 1, ("add", "unknown"): 1}
 
 
-def test_names_beyond_the_limit_fold_into_other():
-    guard = NameGuard(2)
+def test_names_are_labelled_through_the_models_guard():
+    from exporter.model import Model
+
+    model = Model(runtime_buckets=(1.0,), queue_wait_buckets=(1.0,), max_tasks=10,
+                  max_task_names=2, worker_timeout=30.0, worker_retention=60.0)
     reserved = {"w": [info("1", "a"), info("2", "b"), info("3", "c"), info("4", "d")]}
-    res, _, _, _ = task_gauges({}, reserved, {}, {}, guard)
+    res, _, _, _ = task_gauges({}, reserved, {}, {}, model.label_name)
     assert res == {("a", "a"): 1, ("b", "a"): 1, ("other", "a"): 2}
-    assert guard("a") == "a" and guard("e") == "other"
+    assert model.label_name("a") == "a" and model.label_name("e") == "other"
+    assert model.snapshot().task_names_folded == 3
 
 
 def test_consumers_count_workers_per_queue_once():

@@ -1,0 +1,150 @@
+"""Options of the ``celery-jobmon`` commands (click): every option also reads ``JOBMON_<OPTION>``;
+defaults come from :mod:`exporter.config` and show in ``--help``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import config as c
+
+
+class _Parsed(click.ParamType):
+    """A click type backed by one of the pure parsers in :mod:`exporter.config`."""
+
+    def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
+        self.name = name
+        self._parse = parse
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return self._parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = _Parsed("duration", c.parse_duration)
+BUCKETS = _Parsed("buckets", c.parse_buckets)
+LISTEN = _Parsed("host:port", c.parse_listen)
+
+
+def option(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``click.option`` that also reads ``JOBMON_<FLAG>`` and shows defaults and env vars."""
+    env = "JOBMON_" + decls[0].lstrip("-").split("/")[0].replace("-", "_").upper()
+    kwargs.setdefault("envvar", env)
+    kwargs.setdefault("show_envvar", True)
+    kwargs.setdefault("show_default", True)
+    return click.option(*decls, **kwargs)
+
+
+def seconds(value: float) -> str:
+    """Show a default duration in its largest whole unit: 86400 → ``24h``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if value >= size * 2 and value % size == 0 and not (unit == "d" and value % 86400):
+            return f"{value / size:g}{unit}"
+    return f"{value:g}s"
+
+
+def buckets_text(values: tuple[float, ...]) -> str:
+    """Show bucket bounds as the comma-separated text ``--*-buckets`` accepts."""
+    return ",".join(f"{v:g}" for v in values)
+
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+#: Options of every command that talks to the broker (serve, check, retry, cancel):
+#: the broker, how to read it, logging.
+BROKER_OPTIONS: list[Decorator] = [
+    option("--broker-url", envvar=["JOBMON_BROKER_URL", "CELERY_BROKER_URL"],
+           default=c.DEFAULT_BROKER_URL,
+           help="Celery broker URL (redis://, rediss://, amqp://, sentinel://)."),
+    option("--broker-transport-option", "transport_options", multiple=True, metavar="KEY=VALUE",
+           help="kombu transport option, repeatable (e.g. global_keyprefix=app1:). "
+                "In the environment: several separated by spaces."),
+    option("--accept-content", default="json", show_default=True,
+           help="Comma-separated content types accepted for event messages (json, msgpack, "
+                "yaml, pickle)."),
+    option("--enable-events/--no-enable-events", default=True,
+           help="Ask workers to send task events every --inspect-interval (enable_events)."),
+    option("--log-level", type=click.Choice(c.LOG_LEVELS, case_sensitive=False), default="INFO"),
+    option("--log-format", type=click.Choice(c.LOG_FORMATS), default="text"),
+    option("--inspect-timeout", type=DURATION, default=seconds(c.DEFAULT_INSPECT_TIMEOUT),
+           help="How long to wait for workers' inspect replies."),
+]
+
+#: Options of ``serve`` only.
+SERVE_OPTIONS: list[Decorator] = [
+    option("--listen", type=LISTEN, default=c.DEFAULT_LISTEN,
+           help="host:port of the HTTP server (/metrics, /healthz, /readyz)."),
+    option("--metric-prefix", default=c.DEFAULT_METRIC_PREFIX, help="Prefix of every metric name."),
+    option("--runtime-buckets", type=BUCKETS, default=buckets_text(c.DEFAULT_RUNTIME_BUCKETS),
+           help="Upper bounds (seconds) of celery_task_runtime_seconds."),
+    option("--queue-wait-buckets", type=BUCKETS, default=buckets_text(c.DEFAULT_QUEUE_WAIT_BUCKETS),
+           help="Upper bounds (seconds) of celery_task_queue_wait_seconds."),
+    option("--max-tasks-in-memory", type=click.IntRange(min=1),
+           default=c.DEFAULT_MAX_TASKS_IN_MEMORY,
+           help="Capacity of the in-memory task index (least recently used tasks are evicted)."),
+    option("--max-task-names", type=click.IntRange(min=1), default=c.DEFAULT_MAX_TASK_NAMES,
+           help='Distinct task names kept as label values; more fold into name="other".'),
+    option("--worker-timeout", type=DURATION, default=seconds(c.DEFAULT_WORKER_TIMEOUT),
+           help="A worker with no heartbeat for this long is reported down (worker_up 0)."),
+    option("--worker-retention", type=DURATION, default=seconds(c.DEFAULT_WORKER_RETENTION),
+           help="How long a down worker's series stay (at 0) before they are dropped."),
+    option("--event-queue-ttl", type=DURATION, default=seconds(c.DEFAULT_EVENT_QUEUE_TTL),
+           help="RabbitMQ: message TTL of the exporter's event queue (Celery's default is 5s)."),
+    option("--event-queue-expires", type=DURATION,
+           default=seconds(c.DEFAULT_EVENT_QUEUE_EXPIRES),
+           help="RabbitMQ: the exporter's event queue is deleted after being unused this long."),
+    option("--inspect-interval", type=DURATION, default=seconds(c.DEFAULT_INSPECT_INTERVAL),
+           help="Seconds between two broadcast rounds (enable_events, inspect)."),
+    option("--reconnect-max-interval", type=DURATION,
+           default=seconds(c.DEFAULT_RECONNECT_MAX_INTERVAL),
+           help="Longest wait between two broker connection attempts."),
+    option("--queue", "queues", multiple=True, metavar="NAME",
+           help="Queue whose length is always reported, consumed or not (repeatable); queues "
+                "that workers consume are found by inspect. In the environment: "
+                "space-separated."),
+    option("--queue-forget-after", type=DURATION, default=seconds(c.DEFAULT_QUEUE_FORGET_AFTER),
+           help="A queue no worker consumes any more, and not given with --queue, is dropped "
+                "after this long."),
+    option("--redis-fast-path/--no-redis-fast-path", default=True,
+           help="On redis:// and rediss:// brokers, read events with redis-py directly "
+                "(several times faster); off: Celery's kombu receiver, as on RabbitMQ."),
+]
+
+
+def apply(decorators: list[Decorator]) -> Decorator:
+    """One decorator applying ``decorators`` so they show in ``--help`` in list order."""
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return decorate
+
+
+def settings_from(options: dict[str, Any]) -> c.Settings:
+    """Build validated :class:`~exporter.config.Settings` from click's parsed options.
+
+    Raises:
+        ValueError: every invalid setting, one per line, each naming its flag.
+
+    """
+    pairs = list(options.pop("transport_options"))
+    if "queues" in options:
+        options["queues"] = tuple(options["queues"])
+    accept = tuple(part.strip() for part in options.pop("accept_content").split(",")
+                   if part.strip())
+    try:
+        transport_options = c.parse_transport_options(pairs)
+    except ValueError as exc:
+        raise ValueError(f"--broker-transport-option: {exc}") from None
+    return c.Settings(transport_options=transport_options, accept_content=accept,
+                      **options).validate()
