@@ -133,11 +133,18 @@ class Worker:
              "-Q", queues, "-c", "2", "-P", "prefork", "--without-gossip", "--without-mingle",
              "-n", self.hostname, "--loglevel", "INFO"],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+            start_new_session=True,  # its own process group: the pool dies with it
         )
 
     def output(self) -> str:
         self.log.flush()
         return Path(self.log.name).read_text()
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool: no worker-offline, no terminal task events."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -145,8 +152,7 @@ class Worker:
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.kill()
 
 
 @pytest.fixture
