@@ -19,6 +19,8 @@ from . import __version__
 from .collectors import ModelCollector
 from .config import Settings
 from .consumer import EventConsumer
+from .history_collector import HistoryCollector
+from .history_setup import OpenHistory, open_history
 from .model import Model
 from .poll_collector import PollCollector
 from .poller import Poller
@@ -91,19 +93,32 @@ class Service:
     poller: Poller
     http: FastAPI
 
+    history: OpenHistory | None = None
+
     def start(self) -> None:
-        """Start the event consumer and poller threads."""
+        """Start the history writer, then the event consumer and poller threads."""
+        if self.history is not None:
+            self.history.writer.start()
         self.consumer.start()
         self.poller.start()
 
     def stop(self) -> None:
-        """Stop the threads (each given a few seconds)."""
+        """Stop the poller and the consumer, then write what the history still holds."""
         self.poller.stop()
         self.consumer.stop()
+        if self.history is not None:
+            self.history.close()
 
 
 def build_service(settings: Settings) -> Service:
-    """Wire a :class:`Service` from validated settings; nothing is started or connected."""
+    """Wire a :class:`Service` from validated settings; nothing is started or connected to
+    the broker (the history database is opened and migrated, see :func:`open_history`).
+
+    Raises:
+        HistoryUnavailable: the history cannot be opened and ``--history-required`` is set.
+
+    """
+    history = open_history(settings)
     model = Model(
         runtime_buckets=settings.runtime_buckets,
         queue_wait_buckets=settings.queue_wait_buckets,
@@ -111,7 +126,10 @@ def build_service(settings: Settings) -> Service:
         max_task_names=settings.max_task_names,
         worker_timeout=settings.worker_timeout,
         worker_retention=settings.worker_retention,
+        history=history.writer.submit if history is not None else None,
     )
+    if history is not None:
+        model.warm(history.unfinished)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ModelCollector(
         model.snapshot, settings.metric_prefix,
@@ -126,7 +144,10 @@ def build_service(settings: Settings) -> Service:
                     queues=settings.queues, queue_forget_after=settings.queue_forget_after,
                     sent_time=model.sent_time)
     registry.register(PollCollector(poller.latest, settings.metric_prefix))
-    return Service(settings, model, registry, consumer, poller, create_http_app(registry, model))
+    registry.register(HistoryCollector(
+        history.writer.stats if history is not None else None, settings.metric_prefix))
+    return Service(settings, model, registry, consumer, poller, create_http_app(registry, model),
+                   history)
 
 
 def serve(settings: Settings) -> None:

@@ -14,22 +14,13 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from . import metrics as m
-from .histogram import HistogramValue
+from .families import Families
 from .model import ModelSnapshot
-
-_FAMILY = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
 
 
 class ModelCollector(Collector):
@@ -50,77 +41,43 @@ class ModelCollector(Collector):
         versions: Mapping[str, str],
     ) -> None:
         self._snapshot = snapshot
-        self._prefix = prefix
+        self._f = Families(prefix)
         self._build = {**versions, "python_version": platform.python_version()}
-
-    def _new(self, spec: m.MetricSpec) -> Any:
-        name = self._prefix + spec.name
-        if spec.kind == "histogram":
-            return HistogramMetricFamily(name, spec.help, labels=spec.labels)
-        if spec.kind == "info":
-            return InfoMetricFamily(name, spec.help, labels=())
-        return _FAMILY[spec.kind](name, spec.help, labels=spec.labels)
-
-    def _counts(self, spec: m.MetricSpec, values: Mapping[tuple[str, ...], float]) -> Metric:
-        family = self._new(spec)
-        for labels, value in values.items():
-            family.add_metric(list(labels), value)
-        return family
-
-    def _histograms(self, spec: m.MetricSpec, values: Mapping[tuple[str, ...], HistogramValue]
-                    ) -> Metric:
-        family = self._new(spec)
-        assert isinstance(family, HistogramMetricFamily)
-        for labels, hist in values.items():
-            pairs = zip(hist.bounds, hist.cumulative, strict=False)
-            buckets = [(_le(bound), count) for bound, count in pairs]
-            buckets.append(("+Inf", hist.count))
-            family.add_metric(list(labels), buckets, hist.total)
-        return family
-
-    def _scalar(self, spec: m.MetricSpec, value: float) -> Metric:
-        family = self._new(spec)
-        family.add_metric([], value)
-        return family
 
     def collect(self) -> Iterator[Metric]:
         """Yield every family from one snapshot."""
         snap = self._snapshot()
         for event_type, spec in m.LIFECYCLE.items():
-            yield self._counts(spec, snap.lifecycle[event_type])
-        yield self._counts(m.TASK_EXCEPTIONS, snap.exceptions)
-        yield self._histograms(m.TASK_RUNTIME, snap.runtime)
-        yield self._histograms(m.TASK_QUEUE_WAIT, snap.queue_wait)
-        yield self._counts(m.TASK_RUNNING, snap.running)
+            yield self._f.values(spec, snap.lifecycle[event_type])
+        yield self._f.values(m.TASK_EXCEPTIONS, snap.exceptions)
+        yield self._f.histograms(m.TASK_RUNTIME, snap.runtime)
+        yield self._f.histograms(m.TASK_QUEUE_WAIT, snap.queue_wait)
+        yield self._f.values(m.TASK_RUNNING, snap.running)
         workers = snap.workers
-        yield self._counts(m.WORKER_UP, {(w.hostname,): float(w.up) for w in workers})
-        yield self._counts(m.WORKER_TASKS_ACTIVE, {
+        yield self._f.values(m.WORKER_UP, {(w.hostname,): float(w.up) for w in workers})
+        yield self._f.values(m.WORKER_TASKS_ACTIVE, {
             (w.hostname,): w.active for w in workers if w.active is not None})
-        yield self._counts(m.WORKER_LAST_HEARTBEAT, {
+        yield self._f.values(m.WORKER_LAST_HEARTBEAT, {
             (w.hostname,): w.last_heartbeat for w in workers})
-        yield self._counts(m.WORKER_PROCESSED, {
+        yield self._f.values(m.WORKER_PROCESSED, {
             (w.hostname,): w.processed for w in workers if w.processed is not None})
-        yield self._counts(m.EVENTS_RECEIVED, {(k,): v for k, v in snap.events_received.items()})
-        yield self._counts(m.EVENTS_MALFORMED, {(k,): v for k, v in snap.events_malformed.items()})
+        yield self._f.values(m.EVENTS_RECEIVED, _by_one_label(snap.events_received))
+        yield self._f.values(m.EVENTS_MALFORMED, _by_one_label(snap.events_malformed))
         if snap.last_event is not None:
-            yield self._scalar(m.LAST_EVENT, snap.last_event)
-        yield self._scalar(m.BROKER_CONNECTED, float(snap.broker_connected))
-        yield self._scalar(m.BROKER_RECONNECTS, snap.broker_reconnects)
-        yield self._scalar(m.EVENT_GAPS, snap.event_gaps)
+            yield self._f.scalar(m.LAST_EVENT, snap.last_event)
+        yield self._f.scalar(m.BROKER_CONNECTED, float(snap.broker_connected))
+        yield self._f.scalar(m.BROKER_RECONNECTS, snap.broker_reconnects)
+        yield self._f.scalar(m.EVENT_GAPS, snap.event_gaps)
         if snap.event_lag is not None:
-            yield self._scalar(m.EVENT_LAG, snap.event_lag)
-        yield self._scalar(m.EVENT_BATCHES, snap.event_batches)
-        yield self._scalar(m.EVENT_PROCESSING, snap.event_processing_seconds)
-        yield self._scalar(m.TASKS_IN_MEMORY, snap.tasks_in_memory)
-        yield self._scalar(m.TASK_INDEX_EVICTIONS, snap.task_index_evictions)
-        yield self._scalar(m.TASK_NAMES_FOLDED, snap.task_names_folded)
-        yield self._counts(m.POLL_ERRORS, {(k,): v for k, v in snap.poll_errors.items()})
-        info = self._new(m.BUILD_INFO)
-        assert isinstance(info, InfoMetricFamily)
-        info.add_metric([], self._build)
-        yield info
+            yield self._f.scalar(m.EVENT_LAG, snap.event_lag)
+        yield self._f.scalar(m.EVENT_BATCHES, snap.event_batches)
+        yield self._f.scalar(m.EVENT_PROCESSING, snap.event_processing_seconds)
+        yield self._f.scalar(m.TASKS_IN_MEMORY, snap.tasks_in_memory)
+        yield self._f.scalar(m.TASK_INDEX_EVICTIONS, snap.task_index_evictions)
+        yield self._f.scalar(m.TASK_NAMES_FOLDED, snap.task_names_folded)
+        yield self._f.values(m.POLL_ERRORS, _by_one_label(snap.poll_errors))
+        yield self._f.info(m.BUILD_INFO, self._build)
 
 
-def _le(bound: float) -> str:
-    """Format a bucket bound as prometheus-client does (``1.0``, ``0.005``)."""
-    return repr(float(bound))
+def _by_one_label(counts: Mapping[str, int]) -> dict[tuple[str, ...], float]:
+    return {(key,): value for key, value in counts.items()}

@@ -38,6 +38,14 @@ DEFAULT_INSPECT_TIMEOUT = 2.0
 DEFAULT_RECONNECT_MAX_INTERVAL = 30.0
 #: A queue no worker consumes any more (and not given with --queue) is dropped after this long.
 DEFAULT_QUEUE_FORGET_AFTER = 600.0
+#: Bytes of UTF-8 kept of args, kwargs, result, exception message and traceback.
+DEFAULT_HISTORY_MAX_FIELD_BYTES = 4096
+#: History rows older than this are pruned (0: keep for ever).
+DEFAULT_HISTORY_RETENTION = 30 * 86400.0
+#: Events the history writer may hold before it drops (successes first).
+DEFAULT_HISTORY_QUEUE_SIZE = 100_000
+#: A task whose average runtime is above this is flagged slow in the statistics.
+DEFAULT_SLOW_THRESHOLD = 60.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 
@@ -171,10 +179,20 @@ class Settings:
     redis_fast_path: bool = True
     queues: tuple[str, ...] = ()
     queue_forget_after: float = DEFAULT_QUEUE_FORGET_AFTER
+    history: bool = True
+    history_url: str | None = None
+    history_required: bool = False
+    history_upgrade: bool = True
+    history_max_field_bytes: int = DEFAULT_HISTORY_MAX_FIELD_BYTES
+    history_retention: float = DEFAULT_HISTORY_RETENTION
+    history_max_rows: int = 0
+    history_queue_size: int = DEFAULT_HISTORY_QUEUE_SIZE
+    slow_threshold: float = DEFAULT_SLOW_THRESHOLD
 
     def secrets(self) -> set[str]:
         """Values that must never be logged or shown: URL passwords, password options."""
-        return url_passwords(self.broker_url) | option_passwords(self.transport_options)
+        found = url_passwords(self.broker_url) | option_passwords(self.transport_options)
+        return found | url_passwords(self.history_url or "")
 
     def problems(self) -> list[str]:
         """Return every invalid setting as a one-line message (empty list: all valid)."""
@@ -199,6 +217,17 @@ class Settings:
             found.append("--event-queue-ttl / --event-queue-expires: greater than 0")
         if self.reconnect_max_interval <= 0:
             found.append("--reconnect-max-interval: greater than 0")
+        if self.history_max_field_bytes < 64:
+            found.append("--history-max-field-bytes: at least 64")
+        if self.history_retention < 0 or self.history_max_rows < 0:
+            found.append("--history-retention / --history-max-rows: 0 (no limit) or more")
+        if self.history_queue_size < 1:
+            found.append("--history-queue-size: at least 1")
+        if self.slow_threshold <= 0:
+            found.append("--slow-threshold: greater than 0")
+        if self.history_url is not None and "://" not in self.history_url:
+            found.append("--history-url: an SQLAlchemy URL such as sqlite:////var/lib/jobmon.db "
+                         "or postgresql+psycopg://user@host/db")
         if self.queue_forget_after < 0:
             found.append("--queue-forget-after: 0 or more")
         if self.inspect_interval <= 0 or self.inspect_timeout <= 0:

@@ -262,6 +262,62 @@ POLL: tuple[MetricSpec, ...] = (
     WORKER_CPU_SYSTEM, WORKER_MAX_RSS, INSPECT_TIMEOUTS, POLL_AGE, POLL_DURATION,
 )
 
+# -- the history writer (rendered by exporter.history_collector.HistoryCollector) ------------
+
+HISTORY_ENABLED = MetricSpec(
+    "jobmon_history_enabled", "gauge",
+    "1 when the SQL history is written; 0 when it is off or could not be opened at start.",
+    (), "", "exporter",
+)
+HISTORY_ROWS_WRITTEN = MetricSpec(
+    "jobmon_history_rows_written_total", "counter", "History rows inserted or changed.",
+    (), "", "history writer",
+)
+HISTORY_WRITE_ERRORS = MetricSpec(
+    "jobmon_history_write_errors_total", "counter",
+    "Failed history batch writes (each retry counts); rows are kept and retried with backoff.",
+    (), "", "history writer",
+)
+HISTORY_QUEUE_DEPTH = MetricSpec(
+    "jobmon_history_queue_depth", "gauge", "Events waiting in the history writer's queue.",
+    (), "", "history writer",
+)
+HISTORY_PENDING_ROWS = MetricSpec(
+    "jobmon_history_pending_rows", "gauge", "Merged history rows not written yet.",
+    (), "", "history writer",
+)
+HISTORY_DROPPED = MetricSpec(
+    "jobmon_history_dropped_total", "counter",
+    "Events or rows the history could not keep, by reason (queue full: successes first, "
+    "failures last; invalid; rejected by the database; stopped).",
+    ("reason",), "", "history writer",
+)
+HISTORY_LAST_WRITE = MetricSpec(
+    "jobmon_history_last_write_timestamp_seconds", "gauge",
+    "Exporter clock time of the last committed history batch, seconds since the epoch.",
+    (), "seconds", "history writer",
+)
+HISTORY_CONSECUTIVE_FAILURES = MetricSpec(
+    "jobmon_history_consecutive_write_failures", "gauge",
+    "Failed history write attempts since the last success (0: healthy).",
+    (), "", "history writer",
+)
+HISTORY_ROWS_PRUNED = MetricSpec(
+    "jobmon_history_rows_pruned_total", "counter",
+    "History rows deleted by retention (--history-retention, --history-max-rows).",
+    (), "", "history writer",
+)
+HISTORY_PRUNE_ERRORS = MetricSpec(
+    "jobmon_history_prune_errors_total", "counter", "Failed periodic retention runs.",
+    (), "", "history writer",
+)
+#: Families rendered by the history collector, in exposition order.
+HISTORY: tuple[MetricSpec, ...] = (
+    HISTORY_ENABLED, HISTORY_ROWS_WRITTEN, HISTORY_WRITE_ERRORS, HISTORY_QUEUE_DEPTH,
+    HISTORY_PENDING_ROWS, HISTORY_DROPPED, HISTORY_LAST_WRITE, HISTORY_CONSECUTIVE_FAILURES,
+    HISTORY_ROWS_PRUNED, HISTORY_PRUNE_ERRORS,
+)
+
 #: Every family, in exposition order.
 CATALOGUE: tuple[MetricSpec, ...] = (
     *LIFECYCLE.values(), TASK_EXCEPTIONS, TASK_RUNTIME, TASK_QUEUE_WAIT, TASK_RUNNING,
@@ -269,4 +325,5 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     EVENTS_RECEIVED, EVENTS_MALFORMED, LAST_EVENT, BROKER_CONNECTED, BROKER_RECONNECTS, EVENT_GAPS,
     EVENT_LAG, EVENT_BATCHES, EVENT_PROCESSING,
     TASKS_IN_MEMORY, TASK_INDEX_EVICTIONS, TASK_NAMES_FOLDED, POLL_ERRORS, BUILD_INFO, *POLL,
+    *HISTORY,
 )

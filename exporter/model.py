@@ -28,18 +28,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .events import UNKNOWN, MalformedEvent, check_event, exception_class, parse_eta
 from .histogram import Histogram, HistogramValue
 from .task_index import TaskIndex, TaskRecord
 from .workers import WorkerState, WorkerTable
 
+if TYPE_CHECKING:
+    from .history import UnfinishedTask
+
 log = logging.getLogger(__name__)
 Labels = tuple[str, ...]
 OTHER = "other"
+#: How long a task-received whose task-sent has not arrived yet waits to be counted (seconds).
+RECEIVED_DEFER_SECONDS = 2.0
 #: How many folded task names are remembered to count each one once.
 _FOLDED_MEMORY = 100_000
 
@@ -111,6 +117,7 @@ class Model:
         worker_timeout / worker_retention: seconds, see :mod:`exporter.workers`.
         clock: returns the exporter's time in seconds since the epoch (injected for tests).
         timer: monotonic seconds, for the time spent applying events (injected for tests).
+        history: receives every well-formed event (``HistoryWriter.submit``: non-blocking).
 
     """
 
@@ -125,10 +132,12 @@ class Model:
         worker_retention: float,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.perf_counter,
+        history: Callable[[dict], None] | None = None,
     ) -> None:
         self.lock = threading.Lock()
         self.clock = clock
         self.timer = timer
+        self._history = history
         self.index = TaskIndex(max_tasks)
         self.workers = WorkerTable(worker_timeout, worker_retention)
         self._runtime_buckets = runtime_buckets
@@ -144,6 +153,8 @@ class Model:
         self._queue_wait: dict[Labels, Histogram] = {}
         self._running: dict[Labels, int] = {}
         self._worker_queues: dict[str, tuple[str, ...]] = {}
+        self._seen_task_sent = False
+        self._deferred: OrderedDict[str, float] = OrderedDict()
         self._events_received: dict[str, int] = {}
         self._events_malformed: dict[str, int] = {}
         self._last_event: float | None = None
@@ -176,6 +187,8 @@ class Model:
                     continue
                 event["local_received"] = now
                 self._events_received[event_type] = self._events_received.get(event_type, 0) + 1
+                if self._history is not None:
+                    self._history(event)
                 try:
                     _HANDLERS[event_type](self, event_type, event, now)
                 except Exception:
@@ -187,7 +200,38 @@ class Model:
                 self._last_event = now
                 self._event_lag = now - last_timestamp
             self._batches += 1
+            if self._deferred:
+                self._expire_deferred(now)
             self._processing_seconds += self.timer() - started
+
+    def warm(self, tasks: Iterable[UnfinishedTask]) -> int:
+        """Fill the task index from the history's unfinished executions (exporter start), so
+        a ``task-failed`` arriving after a restart still joins to its name and queue.
+
+        Warmed tasks do not count as running: whether they still run is unknown (the poller's
+        ``inspect active`` says). Returns how many records were added.
+        """
+        added = 0
+        with self.lock:
+            for task in tasks:
+                if self.index.peek(task.task_id) is not None:
+                    continue
+                record, evicted = self.index.get_or_create(task.task_id)
+                if evicted is not None:
+                    self._evictions += 1
+                    self._end_execution(evicted)
+                record.name = self._label_name(task.name) if task.name else UNKNOWN
+                record.queue = task.queue or UNKNOWN
+                record.routing_key = task.routing_key
+                record.hostname = task.hostname
+                record.sent, record.received = task.sent_at, task.received_at
+                record.started, record.eta = task.started_at, task.eta
+                record.retries = task.retries
+                times = [t for t in (task.sent_at, task.received_at, task.started_at) if t]
+                if task.state in STATE_PRECEDENCE and times:
+                    record.state, record.state_ts = task.state, max(times)
+                added += 1
+        return added
 
     def label_name(self, name: str) -> str:
         """The label value for task ``name``: itself, or ``other`` once ``max_task_names``
@@ -240,6 +284,8 @@ class Model:
         """Copy everything under the lock and return it frozen (see :class:`ModelSnapshot`)."""
         with self.lock:
             now = self.clock()
+            if self._deferred:
+                self._expire_deferred(now)
             return ModelSnapshot(
                 taken_at=now,
                 lifecycle={t: dict(counts) for t, counts in self._lifecycle.items()},
@@ -279,15 +325,39 @@ class Model:
             self._folded_total += 1
         return OTHER
 
-    def _record(self, event: dict) -> TaskRecord:
+    def _record(self, event: dict, flush: bool = True) -> TaskRecord:
         record, evicted = self.index.get_or_create(event["uuid"])
         if evicted is not None:
             self._evictions += 1
             self._end_execution(evicted)
+            self._count_deferred(evicted)
         name = event.get("name")
         if name and record.name == UNKNOWN:
             record.name = self._label_name(name)
+        if flush and record.deferred:
+            self._flush_deferred(event["uuid"], record)
         return record
+
+    def _count_deferred(self, record: TaskRecord) -> None:
+        for _ in range(record.deferred):
+            self._count("task-received", record)
+        record.deferred = 0
+
+    def _flush_deferred(self, task_id: str, record: TaskRecord) -> None:
+        self._deferred.pop(task_id, None)
+        self._count_deferred(record)
+
+    def _expire_deferred(self, now: float) -> None:
+        """Count deferred ``task-received`` events whose ``task-sent`` never came."""
+        deferred = self._deferred
+        while deferred:
+            task_id, deadline = next(iter(deferred.items()))
+            if deadline > now:
+                return
+            del deferred[task_id]
+            record = self.index.peek(task_id)
+            if record is not None:
+                self._count_deferred(record)
 
     def _count(self, event_type: str, record: TaskRecord) -> Labels:
         labels = (record.name, record.queue)
@@ -334,10 +404,13 @@ class Model:
     # -- handlers (lock held) --------------------------------------------------------------
 
     def _on_sent(self, event_type: str, event: dict, now: float) -> None:
-        record = self._record(event)
+        self._seen_task_sent = True
+        record = self._record(event, flush=False)
         queue = event.get("queue") or event.get("routing_key")
         if queue:
             record.queue = queue
+        if record.deferred:
+            self._flush_deferred(event["uuid"], record)
         record.routing_key = event.get("routing_key") or record.routing_key
         record.sent = event["timestamp"]
         record.eta = parse_eta(event.get("eta"))
@@ -359,6 +432,12 @@ class Model:
             record.eta = eta
         record.retries = event.get("retries") or record.retries
         self._set_state(record, event_type, event["timestamp"])
+        if record.queue == UNKNOWN and record.sent is None and self._seen_task_sent:
+            # Producers send task-sent, but this one's has not arrived yet (the producer's and
+            # the worker's events race through the broker): count once the queue is known.
+            record.deferred += 1
+            self._deferred[event["uuid"]] = now + RECEIVED_DEFER_SECONDS
+            return
         self._count(event_type, record)
 
     def _on_started(self, event_type: str, event: dict, now: float) -> None:

@@ -116,6 +116,30 @@ SERVE_OPTIONS: list[Decorator] = [
     option("--redis-fast-path/--no-redis-fast-path", default=True,
            help="On redis:// and rediss:// brokers, read events with redis-py directly "
                 "(several times faster); off: Celery's kombu receiver, as on RabbitMQ."),
+    option("--history/--no-history", default=True,
+           help="Keep the SQL execution history (timing, arguments, errors of every task)."),
+    option("--history-url", default=None,
+           help="SQLAlchemy URL of the history database (postgresql+psycopg://user@host/db); "
+                "default: a SQLite file under $XDG_DATA_HOME/celery-jobmon/."),
+    option("--history-required/--no-history-required", default=False,
+           help="Exit when the history database cannot be opened at start (default: run with "
+                "metrics only, with a warning)."),
+    option("--history-upgrade/--no-history-upgrade", default=True,
+           help="Migrate the history schema at start (off: refuse a schema that is behind; "
+                "run `celery-jobmon db upgrade`)."),
+    option("--history-max-field-bytes", type=click.IntRange(min=64),
+           default=c.DEFAULT_HISTORY_MAX_FIELD_BYTES,
+           help="UTF-8 bytes kept of args, kwargs, result, exception message and traceback."),
+    option("--history-retention", type=DURATION, default=seconds(c.DEFAULT_HISTORY_RETENTION),
+           help="History rows older than this are pruned every hour (0: keep)."),
+    option("--history-max-rows", type=click.IntRange(min=0), default=0,
+           help="Keep at most this many history rows, newest first (0: no limit)."),
+    option("--history-queue-size", type=click.IntRange(min=1),
+           default=c.DEFAULT_HISTORY_QUEUE_SIZE,
+           help="Events the history writer holds while the database is slow or down; beyond "
+                "it, successes are dropped first and failures last."),
+    option("--slow-threshold", type=DURATION, default=seconds(c.DEFAULT_SLOW_THRESHOLD),
+           help="Per-task statistics flag a task whose average runtime is above this."),
 ]
 
 

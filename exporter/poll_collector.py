@@ -24,15 +24,14 @@ Sample output (default prefix)::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from . import metrics as m
+from .families import Families
 from .poll_snapshot import PollSnapshot
-
-_FAMILY = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
 
 
 class PollCollector(Collector):
@@ -49,14 +48,8 @@ class PollCollector(Collector):
     def __init__(self, snapshot: Callable[[], PollSnapshot | None], prefix: str,
                  clock: Callable[[], float] = time.time) -> None:
         self._snapshot = snapshot
-        self._prefix = prefix
+        self._f = Families(prefix)
         self._clock = clock
-
-    def _family(self, spec: m.MetricSpec, values: Mapping[tuple[str, ...], float]) -> Metric:
-        family = _FAMILY[spec.kind](self._prefix + spec.name, spec.help, labels=spec.labels)
-        for labels, value in values.items():
-            family.add_metric(list(labels), value)
-        return family
 
     def collect(self) -> Iterator[Metric]:
         """Yield every poll family from one snapshot."""
@@ -65,29 +58,29 @@ class PollCollector(Collector):
             return
         now = self._clock()
         queues = snap.queues
-        yield self._family(m.QUEUE_LENGTH, {
+        yield self._f.values(m.QUEUE_LENGTH, {
             (q.name, priority): n for q in queues for priority, n in q.lengths.items()})
-        yield self._family(m.QUEUE_CONSUMERS, {
+        yield self._f.values(m.QUEUE_CONSUMERS, {
             (q.name,): q.consumers for q in queues if q.consumers is not None})
-        yield self._family(m.QUEUE_OLDEST_MESSAGE_AGE, {
+        yield self._f.values(m.QUEUE_OLDEST_MESSAGE_AGE, {
             (q.name,): max(0.0, now - q.waiting_since)
             for q in queues if q.waiting_since is not None})
-        yield self._family(m.TASK_RESERVED, snap.reserved)
-        yield self._family(m.TASK_SCHEDULED, snap.scheduled)
-        yield self._family(m.TASK_SCHEDULED_EARLIEST_ETA, {
+        yield self._f.values(m.TASK_RESERVED, snap.reserved)
+        yield self._f.values(m.TASK_SCHEDULED, snap.scheduled)
+        yield self._f.values(m.TASK_SCHEDULED_EARLIEST_ETA, {
             (name,): eta for name, eta in snap.earliest_eta.items()})
-        yield self._family(m.TASK_OLDEST_RUNNING, {
+        yield self._f.values(m.TASK_OLDEST_RUNNING, {
             (name,): max(0.0, now - start) for name, start in snap.oldest_running_start.items()})
         workers = snap.workers
-        yield self._family(m.WORKER_POOL_SIZE, {
+        yield self._f.values(m.WORKER_POOL_SIZE, {
             (w.hostname,): w.pool_size for w in workers if w.pool_size is not None})
-        yield self._family(m.WORKER_CPU_USER, {
+        yield self._f.values(m.WORKER_CPU_USER, {
             (w.hostname,): w.cpu_user for w in workers if w.cpu_user is not None})
-        yield self._family(m.WORKER_CPU_SYSTEM, {
+        yield self._f.values(m.WORKER_CPU_SYSTEM, {
             (w.hostname,): w.cpu_system for w in workers if w.cpu_system is not None})
-        yield self._family(m.WORKER_MAX_RSS, {
+        yield self._f.values(m.WORKER_MAX_RSS, {
             (w.hostname,): w.max_rss_bytes for w in workers if w.max_rss_bytes is not None})
-        yield self._family(m.INSPECT_TIMEOUTS, {
+        yield self._f.values(m.INSPECT_TIMEOUTS, {
             (h,): n for h, n in snap.inspect_timeouts.items()})
-        yield self._family(m.POLL_AGE, {(): max(0.0, now - snap.taken_at)})
-        yield self._family(m.POLL_DURATION, {(): snap.duration})
+        yield self._f.values(m.POLL_AGE, {(): max(0.0, now - snap.taken_at)})
+        yield self._f.values(m.POLL_DURATION, {(): snap.duration})

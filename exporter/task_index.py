@@ -23,7 +23,9 @@ class TaskRecord:
     (PENDING, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REVOKED, REJECTED, CANCELLED) and
     ``state_ts`` the timestamp of the event that set it; ``running`` is the ``(name, queue)``
     the task counts under in the running gauge while it runs, else ``None`` (kept because a late
-    event can still change ``name``/``queue`` after ``task-started``).
+    event can still change ``name``/``queue`` after ``task-started``). ``deferred`` counts
+    ``task-received`` events not counted yet because the task's ``task-sent`` (its queue) may
+    still be on its way.
     """
 
     name: str = UNKNOWN
@@ -37,6 +39,7 @@ class TaskRecord:
     eta: float | None = None
     retries: int = 0
     state_ts: float | None = None
+    deferred: int = 0
     running: tuple[str, ...] | None = None
 
 

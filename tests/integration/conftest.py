@@ -82,15 +82,19 @@ def _log_file(prefix: str) -> Any:
 
 
 class Exporter:
-    """A `celery-jobmon serve` subprocess on a free port."""
+    """A `celery-jobmon serve` subprocess on a free port, with a history database of its own
+    (a fresh SQLite file unless ``history_url`` is given)."""
 
-    def __init__(self, broker_url: str, *extra: str) -> None:
+    def __init__(self, broker_url: str, *extra: str, history_url: str | None = None) -> None:
         self.port = free_port()
         self.log = _log_file("exporter-")
+        if history_url is None:
+            history_url = f"sqlite:///{tempfile.mkdtemp(prefix='jobmon-history-')}/history.db"
+        self.history_url = history_url
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "serve", "--broker-url", broker_url,
              "--listen", f"127.0.0.1:{self.port}", "--inspect-interval", "1s",
-             "--log-level", "debug", *extra],
+             "--log-level", "debug", "--history-url", history_url, *extra],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
         )
         self.url = f"http://127.0.0.1:{self.port}"
@@ -205,8 +209,8 @@ def producer() -> Callable[[str], Celery]:
 def start_exporter() -> Iterator[Callable[..., Exporter]]:
     started: list[Exporter] = []
 
-    def start(broker_url: str, *extra: str) -> Exporter:
-        exporter = Exporter(broker_url, *extra)
+    def start(broker_url: str, *extra: str, history_url: str | None = None) -> Exporter:
+        exporter = Exporter(broker_url, *extra, history_url=history_url)
         started.append(exporter)
         exporter.wait_ready()
         return exporter

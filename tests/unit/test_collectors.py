@@ -253,7 +253,7 @@ def test_rendered_families_have_their_catalogue_type(model, registry, ev) -> Non
     }
     rendered = family_types(registry)
     assert {name: by_name.get(name) for name in rendered} == rendered
-    poll_only = {"celery_" + spec.name.removesuffix("_total") for spec in m.POLL}
+    poll_only = {"celery_" + spec.name.removesuffix("_total") for spec in m.POLL + m.HISTORY}
     assert set(by_name) - poll_only - set(rendered) == set()
 
 

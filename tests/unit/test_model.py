@@ -708,3 +708,38 @@ def test_event_lag_is_receipt_time_minus_the_last_events_timestamp(model, ev) ->
     model.process_many([ev.sent("u1", T0 - 3.0, "app.add"),
                         ev.received("u1", T0 - 1.25, "app.add")])
     assert model.snapshot().event_lag == 1.25
+
+
+def test_received_before_its_sent_is_counted_under_the_queue_sent_brings(model, ev) -> None:
+    # Producers send task-sent (one was seen), so a task-received racing ahead of its own
+    # task-sent waits for the queue instead of being counted under "unknown".
+    model.process_many([ev.sent("u0", T0, "app.add", queue="a")])
+    model.process_many([ev.received("u1", T0 + 0.2, "app.add")])
+    assert model.snapshot().lifecycle["task-received"] == {}
+    model.process_many([ev.sent("u1", T0 + 0.1, "app.add", queue="a")])
+    snap = model.snapshot()
+    assert snap.lifecycle["task-received"] == {("app.add", "a"): 1}
+    assert snap.lifecycle["task-sent"] == {("app.add", "a"): 2}
+
+
+def test_received_is_counted_at_once_when_producers_send_no_task_sent(model, ev) -> None:
+    model.process_many([ev.received("u1", T0, "app.add")])
+    assert model.snapshot().lifecycle["task-received"] == {("app.add", "unknown"): 1}
+
+
+def test_a_deferred_received_is_counted_as_unknown_when_sent_never_comes(model, ev,
+                                                                           clock) -> None:
+    model.process_many([ev.sent("u0", T0, "app.add", queue="a")])
+    model.process_many([ev.received("u1", T0, "app.add")])
+    clock.advance(1.9)
+    assert model.snapshot().lifecycle["task-received"] == {}
+    clock.advance(0.2)
+    assert model.snapshot().lifecycle["task-received"] == {("app.add", "unknown"): 1}
+
+
+def test_a_deferred_received_is_counted_before_the_next_event_of_its_task(model, ev) -> None:
+    model.process_many([ev.sent("u0", T0, "app.add", queue="a")])
+    model.process_many([ev.received("u1", T0, "app.add"), ev.started("u1", T0 + 1)])
+    snap = model.snapshot()
+    assert snap.lifecycle["task-received"] == {("app.add", "unknown"): 1}
+    assert snap.lifecycle["task-started"] == {("app.add", "unknown"): 1}

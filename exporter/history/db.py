@@ -1,0 +1,169 @@
+"""The history database: default location, engine creation and Alembic migrations.
+
+Default: a SQLite file, ``$XDG_DATA_HOME/celery-jobmon/history.sqlite3`` (``XDG_DATA_HOME``
+defaults to ``~/.local/share``), in WAL mode so API reads do not block the writer. Any other
+SQLAlchemy URL works (PostgreSQL is tested; ``postgresql://`` uses psycopg 3).
+
+The migrations ship inside the package (``exporter/history/migrations``) and run
+programmatically, no ``alembic.ini`` needed; their version table is ``jobmon_alembic_version``
+so the history can share a database with an application that uses Alembic itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+#: Alembic's version table for the history (not the default ``alembic_version``).
+VERSION_TABLE = "jobmon_alembic_version"
+#: How long a SQLite connection waits for another writer's lock, seconds (sqlite3 ``timeout``).
+SQLITE_BUSY_TIMEOUT = 10.0
+
+
+def default_history_url(environ: Mapping[str, str] | None = None) -> str:
+    """Return ``sqlite:///<data dir>/celery-jobmon/history.sqlite3``, creating the directory.
+
+    ``<data dir>`` is ``$XDG_DATA_HOME`` when set and absolute, else ``~/.local/share``.
+
+    Raises:
+        OSError: the directory cannot be created.
+
+    """
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME", "")
+    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".local" / "share"
+    directory = root / "celery-jobmon"
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{directory / 'history.sqlite3'}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    # sqlite3's legacy transaction control would skip BEGIN before SELECT; SQLAlchemy emits it
+    # instead (see _sqlite_begin), so read-then-write batches are one real transaction.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+#: Execution option of a connection whose transactions will write: on SQLite they start with
+#: ``BEGIN IMMEDIATE``, taking the write lock up front, so a read-then-write batch waits for
+#: another writer (busy timeout) instead of failing with "database is locked" when it upgrades.
+WRITE_INTENT = "jobmon_write_intent"
+
+
+def _sqlite_begin(connection: Any) -> None:
+    immediate = connection.get_execution_options().get(WRITE_INTENT)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def create_history_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
+    """Create the SQLAlchemy engine of the history database (no connection is opened).
+
+    Args:
+        url: any SQLAlchemy URL; ``None`` means :func:`default_history_url`. SQLite files get
+            ``journal_mode=WAL``, ``synchronous=NORMAL`` and a 10 s busy timeout on every
+            connection; other databases get ``pool_pre_ping`` (a restarted server costs one
+            failed batch at most), psycopg a 10 s ``connect_timeout``.
+        kwargs: passed to :func:`sqlalchemy.create_engine`.
+
+    Raises:
+        sqlalchemy.exc.ArgumentError: the URL cannot be parsed or names an unknown dialect.
+        ImportError: the URL's driver is not installed.
+
+    """
+    parsed = make_url(url if url is not None else default_history_url())
+    if parsed.get_backend_name() == "sqlite":
+        connect_args = {"timeout": SQLITE_BUSY_TIMEOUT, **kwargs.pop("connect_args", {})}
+        engine = create_engine(parsed, connect_args=connect_args, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg":
+        # A blackholed server would otherwise hold the writer for the OS TCP timeout.
+        kwargs["connect_args"] = {"connect_timeout": 10, **kwargs.get("connect_args", {})}
+    return create_engine(parsed, **kwargs)
+
+
+def safe_url(engine_or_url: Engine | URL | str) -> str:
+    """The database URL with its password masked, for logs and errors."""
+    url = engine_or_url.url if isinstance(engine_or_url, Engine) else make_url(engine_or_url)
+    return url.render_as_string(hide_password=True)
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def upgrade(target: str | URL | Engine, revision: str = "head") -> None:
+    """Migrate the history schema to ``revision`` (default: the newest), in one transaction.
+
+    ``target`` is an engine, or a URL for which an engine is created and disposed. Safe to run
+    on every start: an up-to-date schema is left alone.
+
+    Raises:
+        sqlalchemy.exc.OperationalError: the database is unreachable or not writable.
+        alembic.util.exc.CommandError: ``revision`` is unknown.
+
+    """
+    engine = target if isinstance(target, Engine) else create_history_engine(target)
+    try:
+        config = _alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+        log.info("history schema upgraded url=%s revision=%s", safe_url(engine),
+                 current_revision(engine))
+    finally:
+        if engine is not target:
+            engine.dispose()
+
+
+def head_revision() -> str:
+    """The newest migration revision shipped with this package."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, ``None`` when the history was never created.
+
+    Raises:
+        sqlalchemy.exc.OperationalError: the database is unreachable.
+
+    """
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection,
+                                             opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()
+
+
+def needs_upgrade(engine: Engine) -> bool:
+    """Whether the schema is behind this package (``serve --no-history-upgrade`` refuses to
+    start then, telling the user to run ``celery-jobmon db upgrade``).
+
+    Raises:
+        sqlalchemy.exc.OperationalError: the database is unreachable.
+
+    """
+    return current_revision(engine) != head_revision()

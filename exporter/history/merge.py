@@ -1,0 +1,381 @@
+"""Celery task events → one ``task_execution`` row per task id: the pure part of the history.
+
+:func:`record_from_event` turns one event into a *partial row*: a dict ``column → value`` holding
+only what that event says (absent key = the event does not know). :func:`merge_into` combines two
+partial rows (or a stored row and a partial one) by the rules in :data:`MERGE_RULES`; the rules do
+not depend on arrival order, so events may be merged in memory, in any grouping, across batches
+and with the stored row, and give the same result. :func:`finalize` then derives ``finished_at``
+and, for failures, ``runtime``. Nothing here does I/O.
+
+``MERGE_RULES`` — which event may set which field, and which value wins when two meet
+(events: sent, received, started, succeeded, failed, retried, revoked, rejected, cancelled):
+
+================================  =========================  ===================================
+fields (the first one leads)      set by                     when two values meet
+================================  =========================  ===================================
+name                              sent, received             first (the same in every event)
+args, args_truncated              sent, received             first (pair moves together)
+kwargs, kwargs_truncated          sent, received             first (pair)
+queue                             sent (``queue``, else      first
+                                  ``routing_key``)
+routing_key, exchange             sent                       first
+parent_id, root_id, expires       sent, received             first
+priority                          any event with             first
+                                  ``priority``
+sent_at                           sent                       min (the first publication)
+received_at / started_at          received / started         max (the latest attempt)
+eta                               sent, received             max (a retry's ETA is later)
+retries                           sent, received             max
+state, state_ts, revoke_reason,   every event                newer (state_ts, precedence):
+revoke_signal                     (``EVENT_STATE``)          newer timestamp wins; at the same
+                                                             timestamp the higher
+                                                             ``STATE_PRECEDENCE``
+worker_seen_at, hostname          received, started and      newer worker_seen_at (the latest
+                                  every event after          worker to report on the task)
+result, result_truncated          succeeded                  first
+runtime                           succeeded                  first
+exception_at, exception_type,     failed, retried            newer exception_at (the last
+exception_message(_truncated),                               exception: a retried task that
+traceback(_truncated)                                        then succeeds keeps it)
+================================  =========================  ===================================
+
+Derived by :func:`finalize`: ``finished_at`` = ``state_ts`` when the state is terminal
+(:data:`TERMINAL_STATES`), else ``None``; ``runtime`` for FAILURE (and REVOKED with
+``revoke_reason == "terminated"``) = ``finished_at − started_at`` (``task-failed`` carries no
+runtime), for SUCCESS the event's ``runtime`` (else the same difference), otherwise ``None``.
+
+Times are float seconds since the epoch, UTC, as Celery sends them (``timestamp``; ``eta`` and
+``expires`` are parsed from ISO 8601). ``task-sent``'s ``hostname`` is the *publisher* and is
+not taken as the worker. State changes follow event timestamps, which come from different hosts:
+with clock skew between producer and workers a ``task-received`` can look older than
+``task-sent``; the row then shows PENDING until the next worker event.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from ..events import exception_class, parse_eta
+
+Row = dict[str, Any]
+
+#: Event type → the Celery state it puts the task in.
+EVENT_STATE: Mapping[str, str] = {
+    "task-sent": "PENDING",
+    "task-received": "RECEIVED",
+    "task-started": "STARTED",
+    "task-succeeded": "SUCCESS",
+    "task-failed": "FAILURE",
+    "task-retried": "RETRY",
+    "task-revoked": "REVOKED",
+    "task-rejected": "REJECTED",
+    "task-cancelled": "CANCELLED",
+}
+#: Every state a row can have; LOST is never set by an event (reserved for a writer that learns
+#: a worker died with the task).
+STATES = ("PENDING", "RECEIVED", "STARTED", "RETRY", "CANCELLED", "REJECTED", "LOST",
+          "REVOKED", "FAILURE", "SUCCESS")
+#: When two events carry the same timestamp, the state later in :data:`STATES` wins.
+STATE_PRECEDENCE: Mapping[str, int] = {state: rank for rank, state in enumerate(STATES)}
+#: States after which no more events are expected; ``finished_at`` is set for them.
+TERMINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED", "REJECTED", "LOST"})
+#: Events sent by the worker running the task (their ``hostname`` is that worker).
+WORKER_EVENTS = frozenset(EVENT_STATE) - {"task-sent"}
+#: Longest stored identifier (task name, queue, hostname, ids, exception class), characters.
+MAX_IDENTIFIER_CHARS = 255
+#: Default cap of args, kwargs, result, exception message and traceback, UTF-8 bytes.
+DEFAULT_MAX_FIELD_BYTES = 4096
+
+_FIRST, _MIN, _MAX, _NEWEST = "first", "min", "max", "newest"
+
+
+@dataclass(frozen=True)
+class MergeRule:
+    """How the ``fields`` of two rows combine; ``fields[0]`` leads (its presence decides).
+
+    ``kind``: ``first`` (keep the stored group, fill it when empty), ``min``/``max`` (one
+    field), ``newest`` (take the incoming group when ``order(incoming) > order(stored)``).
+    """
+
+    kind: str
+    fields: tuple[str, ...]
+    order: Callable[[Mapping[str, Any]], Any] | None = None
+
+
+def _state_order(row: Mapping[str, Any]) -> tuple[float, int]:
+    return row["state_ts"], STATE_PRECEDENCE.get(row["state"], -1)
+
+
+MERGE_RULES: tuple[MergeRule, ...] = (
+    MergeRule(_FIRST, ("name",)),
+    MergeRule(_FIRST, ("args", "args_truncated")),
+    MergeRule(_FIRST, ("kwargs", "kwargs_truncated")),
+    MergeRule(_FIRST, ("queue",)),
+    MergeRule(_FIRST, ("routing_key",)),
+    MergeRule(_FIRST, ("exchange",)),
+    MergeRule(_FIRST, ("parent_id",)),
+    MergeRule(_FIRST, ("root_id",)),
+    MergeRule(_FIRST, ("expires",)),
+    MergeRule(_FIRST, ("priority",)),
+    MergeRule(_MIN, ("sent_at",)),
+    MergeRule(_MAX, ("received_at",)),
+    MergeRule(_MAX, ("started_at",)),
+    MergeRule(_MAX, ("eta",)),
+    MergeRule(_MAX, ("retries",)),
+    MergeRule(_NEWEST, ("state", "state_ts", "revoke_reason", "revoke_signal"), _state_order),
+    MergeRule(_NEWEST, ("worker_seen_at", "hostname"), lambda row: row["worker_seen_at"]),
+    MergeRule(_FIRST, ("result", "result_truncated")),
+    MergeRule(_FIRST, ("runtime",)),
+    MergeRule(_NEWEST, ("exception_at", "exception_type", "exception_message",
+                        "exception_message_truncated", "traceback", "traceback_truncated"),
+              lambda row: row["exception_at"]),
+)
+_RULE_BY_LEAD = {rule.fields[0]: rule for rule in MERGE_RULES}
+#: Every column an event can set (the writer owns these; action columns are left alone).
+EVENT_FIELDS: tuple[str, ...] = tuple(f for rule in MERGE_RULES for f in rule.fields)
+#: Columns :func:`finalize` derives.
+DERIVED_FIELDS: tuple[str, ...] = ("finished_at",)
+#: Defaults of the NOT NULL columns among :data:`EVENT_FIELDS` when no event set them.
+FIELD_DEFAULTS: Mapping[str, Any] = {
+    "retries": 0, "args_truncated": False, "kwargs_truncated": False,
+    "result_truncated": False, "exception_message_truncated": False,
+    "traceback_truncated": False,
+}
+
+
+def _clean(text: str) -> str:
+    r"""Make ``text`` storable everywhere: NUL (PostgreSQL rejects it) becomes ``\x00``, lone
+    surrogates (not encodable as UTF-8) become ``?``.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def cap_text(value: Any, max_bytes: int) -> tuple[str | None, bool]:
+    """Cap ``value`` at ``max_bytes`` bytes of UTF-8, cut on a character boundary.
+
+    A non-string value is stored as its ``repr``; NUL and lone surrogates are replaced (see
+    :func:`_clean`). Returns ``(text, truncated)``; ``None`` gives ``(None, False)``.
+    """
+    if value is None:
+        return None, False
+    text = _clean(value if isinstance(value, str) else repr(value))
+    if len(text) * 4 <= max_bytes:  # at most 4 bytes per character: no need to encode
+        return text, False
+    if text.isascii():
+        return (text, False) if len(text) <= max_bytes else (text[:max_bytes], True)
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text, False
+    # A cut inside a multi-byte sequence leaves an incomplete tail; "ignore" drops it.
+    return data[:max_bytes].decode("utf-8", "ignore"), True
+
+
+def _identifier(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return _clean(text[:MAX_IDENTIFIER_CHARS])
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _int(value: Any) -> int | None:
+    """``value`` when it is an int that fits the INTEGER columns (32 bits), else ``None``."""
+    if isinstance(value, int) and not isinstance(value, bool) and -2**31 <= value < 2**31:
+        return value
+    return None
+
+
+_CALL_RE = re.compile(r"^\s*[A-Za-z_][\w.]*\((.*)\)\s*$", re.DOTALL)
+_COLON_RE = re.compile(r"^\s*[A-Za-z_][\w.]*\s*:\s?(.*)$", re.DOTALL)
+_QUOTED_MAX = 100_000
+
+
+def exception_message(text: Any) -> str | None:
+    """The message part of the ``exception`` field of ``task-failed``/``task-retried``.
+
+    Celery sends ``safe_repr(exc)``: ``"ValueError('boom')"`` → ``boom``;
+    ``"KeyError('a', 1)"`` → ``'a', 1``; ``"ValueError()"`` → ``""``;
+    ``"Timeout: took 5s"`` → ``took 5s``; anything else is returned whole. ``None`` or a
+    non-string gives ``None``.
+    """
+    if not isinstance(text, str):
+        return None
+    match = _CALL_RE.match(text)
+    if match:
+        inner = match.group(1).strip()
+        if (len(inner) >= 2 and len(inner) <= _QUOTED_MAX and inner[0] == inner[-1]
+                and inner[0] in "'\""):
+            try:
+                value = ast.literal_eval(inner)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                return inner
+            return value if isinstance(value, str) else inner
+        return inner
+    match = _COLON_RE.match(text)
+    return match.group(1) if match else text
+
+
+def _storable_id(value: Any) -> TypeGuard[str]:
+    """A task id the primary key can hold: 1..255 characters, no NUL, encodable as UTF-8."""
+    return (isinstance(value, str) and 0 < len(value) <= MAX_IDENTIFIER_CHARS
+            and "\x00" not in value and _clean(value) == value)
+
+
+def _revoke_reason(event: Mapping[str, Any]) -> str:
+    if event.get("expired"):
+        return "expired"
+    if event.get("terminated"):
+        return "terminated"
+    return "revoked"
+
+
+def record_from_event(event: Mapping[str, Any], max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
+                      ) -> tuple[str, Row] | None:
+    """Turn one Celery task event into ``(task_id, partial row)``; ``None`` when unusable.
+
+    Unusable: not a task event type, no finite ``timestamp``, or a ``uuid`` that is not a
+    string of 1..255 characters without NUL or lone surrogates.
+    Args, kwargs, result, exception message and traceback are capped at ``max_field_bytes``
+    (UTF-8) with their ``*_truncated`` flag set; identifiers at 255 characters. Only fields the
+    event carries (not ``None``) appear in the partial row; see the module table.
+    """
+    event_type = event.get("type")
+    state = EVENT_STATE.get(event_type) if isinstance(event_type, str) else None
+    task_id = event.get("uuid")
+    timestamp = _number(event.get("timestamp"))
+    if state is None or timestamp is None or not _storable_id(task_id):
+        return None
+    row: Row = {"state": state, "state_ts": timestamp}
+    if state == "REVOKED":
+        row["revoke_reason"] = _revoke_reason(event)
+        row["revoke_signal"] = _int(event.get("signum"))
+    for field in ("name", "parent_id", "root_id"):
+        value = _identifier(event.get(field))
+        if value is not None:
+            row[field] = value
+    for field in ("args", "kwargs"):
+        if event.get(field) is not None:
+            row[field], row[f"{field}_truncated"] = cap_text(event[field], max_field_bytes)
+    for field in ("eta", "expires"):
+        when = parse_eta(event.get(field))
+        if when is not None:
+            row[field] = when
+    retries, priority = _int(event.get("retries")), _int(event.get("priority"))
+    if retries is not None:
+        row["retries"] = retries
+    if priority is not None:
+        row["priority"] = priority
+    if event_type == "task-sent":
+        row["sent_at"] = timestamp
+        for field in ("routing_key", "exchange"):
+            value = _identifier(event.get(field))
+            if value is not None:
+                row[field] = value
+        queue = _identifier(event.get("queue")) or row.get("routing_key")
+        if queue is not None:
+            row["queue"] = queue
+    elif event_type == "task-received":
+        row["received_at"] = timestamp
+    elif event_type == "task-started":
+        row["started_at"] = timestamp
+    elif event_type == "task-succeeded":
+        row["result"], row["result_truncated"] = cap_text(event.get("result"), max_field_bytes)
+        runtime = _number(event.get("runtime"))
+        if runtime is not None:
+            row["runtime"] = max(0.0, runtime)
+    elif event_type in ("task-failed", "task-retried"):
+        exception = event.get("exception")
+        message, message_cut = cap_text(exception_message(exception), max_field_bytes)
+        traceback, traceback_cut = cap_text(event.get("traceback"), max_field_bytes)
+        row.update(exception_at=timestamp, exception_type=_identifier(exception_class(exception)),
+                   exception_message=message, exception_message_truncated=message_cut,
+                   traceback=traceback, traceback_truncated=traceback_cut)
+    hostname = _identifier(event.get("hostname"))
+    if event_type in WORKER_EVENTS and hostname is not None:
+        row["worker_seen_at"] = timestamp
+        row["hostname"] = hostname
+    return task_id, row
+
+
+def merge_into(target: MutableMapping[str, Any], incoming: Mapping[str, Any]) -> None:
+    """Merge the partial row ``incoming`` into ``target`` (changed in place) by
+    :data:`MERGE_RULES`.
+
+    ``target`` may be a partial row or a full stored row (absent and ``None`` mean the same);
+    keys that are no event field (action columns) are left alone. The result does not depend on
+    the order in which partial rows are merged.
+    """
+    for lead, value in incoming.items():
+        rule = _RULE_BY_LEAD.get(lead)
+        if rule is None or value is None:
+            continue
+        current = target.get(lead)
+        kind = rule.kind
+        if current is None:
+            for field in rule.fields:
+                target[field] = incoming.get(field)
+        elif kind == _MAX:
+            if value > current:
+                target[lead] = value
+        elif kind == _MIN:
+            if value < current:
+                target[lead] = value
+        elif kind == _NEWEST:
+            assert rule.order is not None
+            if rule.order(incoming) > rule.order(target):
+                for field in rule.fields:
+                    target[field] = incoming.get(field)
+
+
+def merge(*rows: Mapping[str, Any]) -> Row:
+    """Merge partial rows into a new dict (see :func:`merge_into`); the inputs are not changed."""
+    result: Row = {}
+    for row in rows:
+        merge_into(result, row)
+    return result
+
+
+def _elapsed(row: Mapping[str, Any]) -> float | None:
+    started, finished = row.get("started_at"), row.get("finished_at")
+    if started is None or finished is None:
+        return None
+    return max(0.0, finished - started)
+
+
+def finalize(row: MutableMapping[str, Any]) -> None:
+    """Derive ``finished_at`` and ``runtime`` of a merged row in place (see the module docs) and
+    fill the defaults of NOT NULL columns (:data:`FIELD_DEFAULTS`).
+
+    Raises:
+        KeyError: the row has no ``state``/``state_ts`` (every event sets them).
+
+    """
+    state = row["state"]
+    row["finished_at"] = row["state_ts"] if state in TERMINAL_STATES else None
+    if state == "SUCCESS":
+        if row.get("runtime") is None:
+            row["runtime"] = _elapsed(row)
+    elif state == "FAILURE" or (state == "REVOKED" and row.get("revoke_reason") == "terminated"):
+        row["runtime"] = _elapsed(row)
+    else:
+        row["runtime"] = None
+    for field, default in FIELD_DEFAULTS.items():
+        if row.get(field) is None:
+            row[field] = default

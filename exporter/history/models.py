@@ -1,0 +1,144 @@
+"""SQLAlchemy 2.x ORM models of the execution history: ``task_execution`` and ``action_audit``.
+
+Times are stored as float seconds since the epoch, UTC (``DOUBLE PRECISION`` on PostgreSQL,
+``REAL`` on SQLite): the same values the events carry, exact round trips, no time-zone handling
+in SQL. The API renders them as ISO 8601. The schema is created and changed only by the Alembic
+migrations in ``exporter/history/migrations`` (:func:`exporter.history.db.upgrade`); a test
+checks the models and the migrations agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Double, Index, Integer, MetaData, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: Constraint names stay stable across databases (Alembic needs names to alter them).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+_ID = String(255)
+
+
+class HistoryBase(DeclarativeBase):
+    """Declarative base of the history tables (own metadata, so the history can live in a
+    database shared with other applications).
+    """
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class TaskExecution(HistoryBase):
+    """One row per Celery task id: what the events (and actions) said about that execution.
+
+    Columns and their source (event fields as Celery sends them; merge rules in
+    :mod:`exporter.history.merge`):
+
+    - ``task_id``: ``uuid``. ``name``, ``args``, ``kwargs``, ``parent_id``, ``root_id``,
+      ``retries``, ``eta``, ``expires``: ``task-sent``/``task-received``; ``args``/``kwargs``
+      are the argument reprs, capped at ``max_field_bytes`` with ``*_truncated`` set.
+    - ``queue`` (``queue``, else ``routing_key``), ``routing_key``, ``exchange``: ``task-sent``.
+      ``priority``: any event carrying ``priority`` (Celery's own events do not), else NULL.
+    - ``state``: Celery state (PENDING, RECEIVED, STARTED, RETRY, CANCELLED, REJECTED, LOST,
+      REVOKED, FAILURE, SUCCESS); ``state_ts``: timestamp of the event that set it.
+    - ``sent_at``/``received_at``/``started_at``: the event timestamps (first send, latest
+      attempt); ``finished_at``: ``state_ts`` of a terminal state, else NULL.
+    - ``hostname``: worker (``task-received`` and later events, never ``task-sent``'s publisher);
+      ``worker_seen_at``: timestamp of the newest such event.
+    - ``runtime`` seconds: ``task-succeeded``'s ``runtime``; for FAILURE finished − started.
+    - ``result`` (repr, capped): ``task-succeeded``. ``exception_type`` (class name, as
+      :func:`exporter.events.exception_class`), ``exception_message``, ``traceback`` (capped),
+      ``exception_at``: the newest ``task-failed``/``task-retried``.
+    - ``revoke_reason`` (``expired``/``terminated``/``revoked``), ``revoke_signal``:
+      ``task-revoked``.
+    - ``manual_retry_count``, ``retry_of``, ``created_by_action``, ``updated_by_action``: set by
+      the action API (:mod:`exporter.history.audit`), never by events.
+    - ``updated_at``: exporter clock when the row was last written.
+    """
+
+    __tablename__ = "task_execution"
+
+    task_id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    name: Mapped[str | None] = mapped_column(_ID)
+    state: Mapped[str] = mapped_column(String(16))
+    state_ts: Mapped[float] = mapped_column(Double)
+    queue: Mapped[str | None] = mapped_column(_ID)
+    routing_key: Mapped[str | None] = mapped_column(_ID)
+    exchange: Mapped[str | None] = mapped_column(_ID)
+    hostname: Mapped[str | None] = mapped_column(_ID)
+    worker_seen_at: Mapped[float | None] = mapped_column(Double)
+    args: Mapped[str | None] = mapped_column(Text)
+    args_truncated: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    kwargs: Mapped[str | None] = mapped_column(Text)
+    kwargs_truncated: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    eta: Mapped[float | None] = mapped_column(Double)
+    expires: Mapped[float | None] = mapped_column(Double)
+    retries: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    priority: Mapped[int | None] = mapped_column(Integer)
+    parent_id: Mapped[str | None] = mapped_column(_ID)
+    root_id: Mapped[str | None] = mapped_column(_ID)
+    sent_at: Mapped[float | None] = mapped_column(Double)
+    received_at: Mapped[float | None] = mapped_column(Double)
+    started_at: Mapped[float | None] = mapped_column(Double)
+    finished_at: Mapped[float | None] = mapped_column(Double)
+    runtime: Mapped[float | None] = mapped_column(Double)
+    result: Mapped[str | None] = mapped_column(Text)
+    result_truncated: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    exception_type: Mapped[str | None] = mapped_column(_ID)
+    exception_message: Mapped[str | None] = mapped_column(Text)
+    exception_message_truncated: Mapped[bool] = mapped_column(
+        Boolean, server_default=text("false"))
+    traceback: Mapped[str | None] = mapped_column(Text)
+    traceback_truncated: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    exception_at: Mapped[float | None] = mapped_column(Double)
+    revoke_reason: Mapped[str | None] = mapped_column(String(16))
+    revoke_signal: Mapped[int | None] = mapped_column(Integer)
+    manual_retry_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    retry_of: Mapped[str | None] = mapped_column(_ID)
+    created_by_action: Mapped[str | None] = mapped_column(_ID)
+    updated_by_action: Mapped[str | None] = mapped_column(_ID)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (
+        # Lists, statistics and failure groups filter on these and order/range on the time.
+        Index("ix_task_execution_state_finished_at", "state", "finished_at"),
+        Index("ix_task_execution_name_finished_at", "name", "finished_at"),
+        Index("ix_task_execution_queue_state_ts", "queue", "state_ts"),
+        # Newest-first pagination, warm-up and prune by row count walk (state_ts, task_id).
+        Index("ix_task_execution_state_ts_task_id", "state_ts", "task_id"),
+    )
+
+
+class ActionAudit(HistoryBase):
+    """Who did what through the action API: one row per mutation.
+
+    ``at``: float seconds since the epoch (exporter clock); ``actor``: the authenticated
+    principal (token name), never a secret; ``action``: ``retry``, ``cancel``, …; ``task_id``:
+    the task acted on (NULL for actions on no task); ``detail``: JSON object (new task id,
+    signal, outcome, error).
+    """
+
+    __tablename__ = "action_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Double)
+    actor: Mapped[str] = mapped_column(_ID)
+    action: Mapped[str] = mapped_column(String(64))
+    task_id: Mapped[str | None] = mapped_column(_ID)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    __table_args__ = (
+        Index("ix_action_audit_task_id", "task_id"),
+        Index("ix_action_audit_at", "at"),
+    )
+
+
+#: ``task_execution`` as a Core table (the writer and the queries use Core statements).
+TASK_EXECUTION = TaskExecution.__table__
+#: ``action_audit`` as a Core table.
+ACTION_AUDIT = ActionAudit.__table__

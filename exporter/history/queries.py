@@ -1,0 +1,385 @@
+"""Read the execution history: the Python API behind the action API's read endpoints.
+
+Every function takes ``bind``: an :class:`~sqlalchemy.Engine` (a connection is opened and closed
+per call), a :class:`~sqlalchemy.Connection` or an ORM :class:`~sqlalchemy.orm.Session` (used
+as is, inside the caller's transaction). Results are plain frozen dataclasses; times are float
+seconds since the epoch, UTC. Nothing here writes.
+
+Order and cursors: lists are newest first by ``(state_ts, task_id)`` — ``state_ts`` is the time
+of the event that set the current state, which for a finished execution is its ``finished_at``.
+A cursor is an opaque URL-safe string encoding the last row's ``(state_ts, task_id)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Executable,
+    Table,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+)
+from sqlalchemy.orm import Session
+
+from .merge import STATES, TERMINAL_STATES
+from .models import TASK_EXECUTION
+
+Bind = Engine | Connection | Session
+_TABLE: Table = TASK_EXECUTION  # type: ignore[assignment]
+_C = _TABLE.c
+#: Largest page :func:`list_executions` returns.
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 50
+#: ``TaskStats.slow`` is set when the average runtime exceeds this many seconds.
+DEFAULT_SLOW_THRESHOLD = 60.0
+UNFINISHED_STATES = tuple(s for s in STATES if s not in TERMINAL_STATES)
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this module did not produce (HTTP 400 at the API)."""
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One ``task_execution`` row; field meanings and sources as in
+    :class:`exporter.history.models.TaskExecution` (times: epoch seconds; ``runtime`` seconds;
+    ``None`` where no event said).
+    """
+
+    task_id: str
+    name: str | None
+    state: str
+    state_ts: float
+    queue: str | None
+    routing_key: str | None
+    exchange: str | None
+    hostname: str | None
+    worker_seen_at: float | None
+    args: str | None
+    args_truncated: bool
+    kwargs: str | None
+    kwargs_truncated: bool
+    eta: float | None
+    expires: float | None
+    retries: int
+    priority: int | None
+    parent_id: str | None
+    root_id: str | None
+    sent_at: float | None
+    received_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    runtime: float | None
+    result: str | None
+    result_truncated: bool
+    exception_type: str | None
+    exception_message: str | None
+    exception_message_truncated: bool
+    traceback: str | None
+    traceback_truncated: bool
+    exception_at: float | None
+    revoke_reason: str | None
+    revoke_signal: int | None
+    manual_retry_count: int
+    retry_of: str | None
+    created_by_action: str | None
+    updated_by_action: str | None
+    updated_at: float
+
+
+_EXECUTION_COLUMNS = [_C[f.name] for f in fields(Execution)]
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of executions, newest first; ``next_cursor`` is ``None`` on the last page."""
+
+    items: list[Execution]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class TaskStats:
+    """Statistics of one task name over the finished executions of a window.
+
+    ``count``: finished executions (any terminal state); ``succeeded``/``failed``: SUCCESS /
+    FAILURE among them; ``success_ratio``/``failure_ratio``: those over ``count`` (0..1).
+    Runtimes (seconds) are over the executions with a known runtime (succeeded: the event's
+    ``runtime``; failed: finished − started); ``p95_runtime`` is the nearest-rank 95th
+    percentile: the ``ceil(0.95 × n)``-th smallest of the ``n`` runtimes. ``slow``: the
+    average runtime exceeds the threshold. Runtime fields are ``None`` when no runtime is known.
+    """
+
+    name: str | None
+    count: int
+    succeeded: int
+    failed: int
+    success_ratio: float
+    failure_ratio: float
+    avg_runtime: float | None
+    min_runtime: float | None
+    max_runtime: float | None
+    p95_runtime: float | None
+    slow: bool
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """FAILURE executions of a window sharing an exception class (``unknown`` when the event
+    gave none): how many, the newest ``finished_at`` (``last_seen``) and that newest failure's
+    message, task id and task name as a sample.
+    """
+
+    exception_type: str
+    count: int
+    last_seen: float
+    sample_message: str | None
+    sample_task_id: str
+    sample_name: str | None
+
+
+class UnfinishedTask(NamedTuple):
+    """An execution not in a terminal state, for warming the in-memory task index."""
+
+    task_id: str
+    name: str | None
+    queue: str | None
+    routing_key: str | None
+    hostname: str | None
+    state: str
+    sent_at: float | None
+    received_at: float | None
+    started_at: float | None
+    eta: float | None
+    retries: int
+
+
+def _rows(bind: Bind, statement: Executable) -> Sequence[Any]:
+    if isinstance(bind, Engine):
+        with bind.connect() as connection:
+            return connection.execute(statement).all()
+    return bind.execute(statement).all()
+
+
+def encode_cursor(state_ts: float, task_id: str) -> str:
+    """The opaque cursor after the row ``(state_ts, task_id)``."""
+    raw = json.dumps([state_ts, task_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """``(state_ts, task_id)`` from a cursor of :func:`encode_cursor`.
+
+    Raises:
+        InvalidCursor: anything else.
+
+    """
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw)
+    except (ValueError, TypeError, binascii.Error):
+        raise InvalidCursor("invalid cursor") from None
+    if (not isinstance(value, list) or len(value) != 2
+            or not isinstance(value[0], (int, float)) or isinstance(value[0], bool)
+            or not math.isfinite(value[0]) or not isinstance(value[1], str)):
+        raise InvalidCursor("invalid cursor")
+    return float(value[0]), value[1]
+
+
+def get_execution(bind: Bind, task_id: str) -> Execution | None:
+    """The execution of ``task_id``, or ``None`` when the history has no such task."""
+    rows = _rows(bind, select(*_EXECUTION_COLUMNS).where(_C.task_id == task_id))
+    return Execution(**rows[0]._mapping) if rows else None
+
+
+def list_executions(
+    bind: Bind,
+    *,
+    states: Sequence[str] | None = None,
+    name: str | None = None,
+    queue: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    limit: int = DEFAULT_PAGE_SIZE,
+    cursor: str | None = None,
+) -> Page:
+    """One page of executions, newest first, filtered by every argument given.
+
+    Args:
+        bind: engine, connection or session (see the module docs).
+        states: Celery states to include (e.g. ``["FAILURE"]``); ``None``: all.
+        name: exact task name.
+        queue: exact queue name.
+        since: ``since <= state_ts`` (epoch seconds).
+        until: ``state_ts < until`` (epoch seconds).
+        limit: page size, 1..:data:`MAX_PAGE_SIZE`.
+        cursor: ``next_cursor`` of the previous page; ``None`` for the first page.
+
+    Raises:
+        InvalidCursor: ``cursor`` was not produced by this module.
+        ValueError: ``limit`` out of range.
+
+    """
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+    query = select(*_EXECUTION_COLUMNS)
+    if states is not None:
+        query = query.where(_C.state.in_(list(states)))
+    if name is not None:
+        query = query.where(_C.name == name)
+    if queue is not None:
+        query = query.where(_C.queue == queue)
+    if since is not None:
+        query = query.where(_C.state_ts >= since)
+    if until is not None:
+        query = query.where(_C.state_ts < until)
+    if cursor is not None:
+        ts, task_id = decode_cursor(cursor)
+        query = query.where(or_(_C.state_ts < ts, and_(_C.state_ts == ts, _C.task_id < task_id)))
+    query = query.order_by(_C.state_ts.desc(), _C.task_id.desc()).limit(limit + 1)
+    items = [Execution(**row._mapping) for row in _rows(bind, query)]
+    if len(items) <= limit:
+        return Page(items, None)
+    items = items[:limit]
+    return Page(items, encode_cursor(items[-1].state_ts, items[-1].task_id))
+
+
+def _finished_in(since: float | None, until: float | None, name: str | None) -> list[Any]:
+    conditions: list[Any] = [_C.finished_at.is_not(None)]
+    if since is not None:
+        conditions.append(_C.finished_at >= since)
+    if until is not None:
+        conditions.append(_C.finished_at < until)
+    if name is not None:
+        conditions.append(_C.name == name)
+    return conditions
+
+
+def task_stats(
+    bind: Bind,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    name: str | None = None,
+    slow_threshold: float = DEFAULT_SLOW_THRESHOLD,
+) -> list[TaskStats]:
+    """Per task name statistics over executions with ``since <= finished_at < until``.
+
+    Two SQL statements: the aggregates, and the 95th percentile by window functions
+    (``row_number``/``count`` over the name; portable to SQLite ≥ 3.25 and PostgreSQL).
+    Returns one :class:`TaskStats` per name (``None`` for rows without a name), sorted by name.
+    """
+    where = _finished_in(since, until, name)
+    one = literal(1)
+    aggregates = (
+        select(
+            _C.name,
+            func.count().label("total"),
+            func.sum(case((_C.state == "SUCCESS", one), else_=0)).label("succeeded"),
+            func.sum(case((_C.state == "FAILURE", one), else_=0)).label("failed"),
+            func.avg(_C.runtime).label("avg"),
+            func.min(_C.runtime).label("min"),
+            func.max(_C.runtime).label("max"),
+        )
+        .where(*where)
+        .group_by(_C.name)
+    )
+    ranked = (
+        select(
+            _C.name,
+            _C.runtime,
+            func.row_number().over(partition_by=_C.name, order_by=_C.runtime).label("rank"),
+            func.count().over(partition_by=_C.name).label("n"),
+        )
+        .where(*where, _C.runtime.is_not(None))
+        .subquery()
+    )
+    # ceil(0.95 n) in integer arithmetic, the same on every database.
+    p95 = select(ranked.c.name, ranked.c.runtime).where(
+        ranked.c.rank == (ranked.c.n * 95 + 99) // 100)
+    percentiles = {row.name: row.runtime for row in _rows(bind, p95)}
+    result = []
+    for row in _rows(bind, aggregates):
+        count = int(row.total)
+        avg = None if row.avg is None else float(row.avg)
+        result.append(TaskStats(
+            name=row.name, count=count, succeeded=int(row.succeeded), failed=int(row.failed),
+            success_ratio=int(row.succeeded) / count, failure_ratio=int(row.failed) / count,
+            avg_runtime=avg, min_runtime=row.min, max_runtime=row.max,
+            p95_runtime=percentiles.get(row.name),
+            slow=avg is not None and avg > slow_threshold,
+        ))
+    return sorted(result, key=lambda s: (s.name is not None, s.name or ""))
+
+
+def failure_groups(
+    bind: Bind,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    name: str | None = None,
+    limit: int = 20,
+) -> list[FailureGroup]:
+    """FAILURE executions with ``since <= finished_at < until`` grouped by exception class.
+
+    Returns at most ``limit`` groups, the most frequent first (then the most recent).
+    """
+    exception = func.coalesce(_C.exception_type, "unknown")
+    newest_first = (_C.finished_at.desc(), _C.task_id.desc())
+    ranked = (
+        select(
+            exception.label("exception_type"),
+            _C.exception_message,
+            _C.task_id,
+            _C.name,
+            _C.finished_at,
+            func.count().over(partition_by=exception).label("total"),
+            func.row_number().over(partition_by=exception, order_by=newest_first).label("rank"),
+        )
+        .where(*_finished_in(since, until, name), _C.state == "FAILURE")
+        .subquery()
+    )
+    query = (
+        select(ranked)
+        .where(ranked.c.rank == 1)
+        .order_by(ranked.c.total.desc(), ranked.c.finished_at.desc())
+        .limit(limit)
+    )
+    return [
+        FailureGroup(exception_type=row.exception_type, count=int(row.total),
+                     last_seen=row.finished_at, sample_message=row.exception_message,
+                     sample_task_id=row.task_id, sample_name=row.name)
+        for row in _rows(bind, query)
+    ]
+
+
+def unfinished(bind: Bind, since_seconds: float, limit: int, *, now: float | None = None,
+               ) -> list[UnfinishedTask]:
+    """Executions not in a terminal state whose state changed in the last ``since_seconds``,
+    newest first, at most ``limit`` — to warm the in-memory task index at start.
+
+    ``now``: reference time, epoch seconds (default ``time.time()``).
+    """
+    reference = time.time() if now is None else now
+    query = (
+        select(_C.task_id, _C.name, _C.queue, _C.routing_key, _C.hostname, _C.state,
+               _C.sent_at, _C.received_at, _C.started_at, _C.eta, _C.retries)
+        .where(_C.state.in_(UNFINISHED_STATES), _C.state_ts >= reference - since_seconds)
+        .order_by(_C.state_ts.desc(), _C.task_id.desc())
+        .limit(limit)
+    )
+    return [UnfinishedTask(*row) for row in _rows(bind, query)]

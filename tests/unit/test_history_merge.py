@@ -1,0 +1,282 @@
+"""The pure merge rules of the history: event → partial row, partial rows → one row."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from exporter.history.merge import (
+    EVENT_FIELDS,
+    cap_text,
+    exception_message,
+    finalize,
+    merge,
+    merge_into,
+    record_from_event,
+)
+
+T0 = 1_700_000_000.0
+TB = "Traceback (most recent call last):\n  File \"tasks.py\", line 3\nValueError: boom\n"
+
+
+def ev(type_: str, uuid: str, ts: float, hostname: str = "celery@w1", **fields) -> dict:
+    return {"type": type_, "uuid": uuid, "timestamp": ts, "hostname": hostname, "utcoffset": 0,
+            "pid": 1, "clock": 1, **fields}
+
+
+def sent(uuid, ts, retries=0, eta=None, **extra):
+    return ev("task-sent", uuid, ts, "web-1", name="app.add", args="(1, 2)", kwargs="{'x': 1}",
+              retries=retries, eta=eta, expires=None, queue="default", exchange="",
+              routing_key="default", root_id=uuid, parent_id=None, **extra)
+
+
+def received(uuid, ts, retries=0, hostname="celery@w1", eta=None):
+    return ev("task-received", uuid, ts, hostname, name="app.add", args="(1, 2)",
+              kwargs="{'x': 1}", retries=retries, eta=eta, expires=None, root_id=uuid,
+              parent_id=None)
+
+
+def started(uuid, ts, hostname="celery@w1"):
+    return ev("task-started", uuid, ts, hostname)
+
+
+def succeeded(uuid, ts, runtime, hostname="celery@w1"):
+    return ev("task-succeeded", uuid, ts, hostname, result="3", runtime=runtime)
+
+
+def failed(uuid, ts, exception="ValueError('boom')", hostname="celery@w1"):
+    return ev("task-failed", uuid, ts, hostname, exception=exception, traceback=TB)
+
+
+def retried(uuid, ts, exception, hostname="celery@w1"):
+    return ev("task-retried", uuid, ts, hostname, exception=exception, traceback=TB)
+
+
+def row_of(*events) -> dict:
+    partials = [record_from_event(e) for e in events]
+    assert all(p is not None for p in partials)
+    row = merge(*(p[1] for p in partials))
+    finalize(row)
+    return row
+
+
+def test_task_sent_sets_identity_publication_and_pending_but_not_the_worker():
+    task_id, row = record_from_event(sent("t1", T0))
+    assert task_id == "t1"
+    assert row == {
+        "state": "PENDING", "state_ts": T0, "name": "app.add", "root_id": "t1",
+        "args": "(1, 2)", "args_truncated": False, "kwargs": "{'x': 1}",
+        "kwargs_truncated": False, "retries": 0, "sent_at": T0, "routing_key": "default",
+        "queue": "default",
+    }
+
+
+def test_task_sent_without_queue_takes_the_routing_key_as_queue():
+    event = sent("t1", T0)
+    event["queue"] = None
+    event["routing_key"] = "emails"
+    assert record_from_event(event)[1]["queue"] == "emails"
+
+
+def test_task_failed_parses_exception_class_and_message():
+    _, row = record_from_event(failed("t1", T0 + 1, "billing.CardDeclined('card 42')"))
+    assert row == {
+        "state": "FAILURE", "state_ts": T0 + 1, "exception_at": T0 + 1,
+        "exception_type": "billing.CardDeclined", "exception_message": "card 42",
+        "exception_message_truncated": False, "traceback": TB, "traceback_truncated": False,
+        "worker_seen_at": T0 + 1, "hostname": "celery@w1",
+    }
+
+
+def test_task_revoked_records_how():
+    _, row = record_from_event(ev("task-revoked", "t1", T0, terminated=True, signum=15,
+                                  expired=False))
+    assert (row["state"], row["revoke_reason"], row["revoke_signal"]) == (
+        "REVOKED", "terminated", 15)
+    _, row = record_from_event(ev("task-revoked", "t1", T0, terminated=False, signum=None,
+                                  expired=True))
+    assert (row["revoke_reason"], row["revoke_signal"]) == ("expired", None)
+
+
+@pytest.mark.parametrize("event", [
+    {"type": "worker-heartbeat", "uuid": "t1", "timestamp": T0},
+    {"type": "task-sent", "timestamp": T0},
+    {"type": "task-sent", "uuid": "", "timestamp": T0},
+    {"type": "task-sent", "uuid": "t1", "timestamp": float("nan")},
+    {"type": "task-sent", "uuid": "t1"},
+    {"type": "task-sent", "uuid": "x" * 256, "timestamp": T0},
+    {"type": "task-sent", "uuid": "a\x00b", "timestamp": T0},
+    {"type": "task-sent", "uuid": "a\ud800", "timestamp": T0},
+    {"type": "task-sent", "uuid": 42, "timestamp": T0},
+])
+def test_unusable_events_give_no_record(event):
+    assert record_from_event(event) is None
+
+
+def test_success_lifecycle_row():
+    row = row_of(sent("t1", T0), received("t1", T0 + 0.0625), started("t1", T0 + 0.125),
+                 succeeded("t1", T0 + 0.375, 0.25))
+    assert row["state"] == "SUCCESS"
+    assert row["state_ts"] == row["finished_at"] == T0 + 0.375
+    assert (row["sent_at"], row["received_at"], row["started_at"]) == (
+        T0, T0 + 0.0625, T0 + 0.125)
+    assert (row["runtime"], row["result"], row["hostname"]) == (0.25, "3", "celery@w1")
+
+
+def test_failure_runtime_is_finished_minus_started():
+    row = row_of(sent("t1", T0), started("t1", T0 + 0.125), failed("t1", T0 + 3.125))
+    assert (row["state"], row["runtime"], row["finished_at"]) == ("FAILURE", 3.0, T0 + 3.125)
+
+
+def test_late_task_received_never_overwrites_task_failed():
+    row = row_of(sent("t1", T0), started("t1", T0 + 0.125), failed("t1", T0 + 1),
+                 received("t1", T0 + 0.0625))
+    assert (row["state"], row["state_ts"], row["received_at"]) == (
+        "FAILURE", T0 + 1, T0 + 0.0625)
+
+
+def test_equal_timestamps_resolve_by_precedence_in_either_order():
+    a, b = started("t1", T0), failed("t1", T0)
+    assert row_of(a, b)["state"] == row_of(b, a)["state"] == "FAILURE"
+
+
+def test_timestamps_only_fill_in_never_cleared():
+    row = row_of(sent("t1", T0), received("t1", T0 + 1), started("t1", T0 + 2))
+    assert row["sent_at"] == T0  # started carries no sent_at: kept
+    assert row["finished_at"] is None and row["runtime"] is None
+
+
+def test_retried_task_shows_retry_count_last_exception_and_latest_worker():
+    row = row_of(
+        sent("t1", T0, retries=0), received("t1", T0 + 1, 0, "celery@w1"),
+        started("t1", T0 + 2, "celery@w1"), retried("t1", T0 + 3, "ValueError('first')"),
+        sent("t1", T0 + 4, retries=1), received("t1", T0 + 5, 1, "celery@w2"),
+        started("t1", T0 + 6, "celery@w2"), retried("t1", T0 + 7, "KeyError('second')"),
+        sent("t1", T0 + 8, retries=2), received("t1", T0 + 9, 2, "celery@w1"),
+        started("t1", T0 + 10, "celery@w1"), succeeded("t1", T0 + 10.5, 0.5),
+    )
+    assert row["state"] == "SUCCESS"
+    assert row["retries"] == 2
+    assert (row["exception_type"], row["exception_message"], row["exception_at"]) == (
+        "KeyError", "second", T0 + 7)
+    assert (row["sent_at"], row["received_at"], row["started_at"]) == (T0, T0 + 9, T0 + 10)
+    assert (row["hostname"], row["runtime"]) == ("celery@w1", 0.5)
+
+
+def test_a_retrying_task_is_in_retry_until_resent():
+    row = row_of(sent("t1", T0), started("t1", T0 + 1), retried("t1", T0 + 2, "IOError('x')"))
+    assert (row["state"], row["finished_at"], row["exception_type"]) == ("RETRY", None, "IOError")
+
+
+def _lifecycles() -> list[dict]:
+    events = []
+    events += [sent("a", T0), received("a", T0 + 0.0625), started("a", T0 + 0.125),
+               succeeded("a", T0 + 0.375, 0.25)]
+    events += [sent("b", T0 + 1), received("b", T0 + 1.0625), started("b", T0 + 1.125),
+               failed("b", T0 + 4.125)]
+    events += [sent("c", T0 + 2, 0), received("c", T0 + 2.0625, 0, "celery@w1"),
+               started("c", T0 + 2.125), retried("c", T0 + 2.25, "OSError('io')"),
+               sent("c", T0 + 2.5, 1), received("c", T0 + 2.5625, 1, "celery@w2"),
+               started("c", T0 + 2.625, "celery@w2"), succeeded("c", T0 + 3, 0.375, "celery@w2")]
+    events += [sent("d", T0 + 3), ev("task-revoked", "d", T0 + 3.5, terminated=False,
+                                     signum=None, expired=False)]
+    events += [sent("e", T0 + 4), received("e", T0 + 4.0625)]
+    return events
+
+
+def _rows(events: list[dict], groups: int = 1, rng: random.Random | None = None) -> dict:
+    """Merge per task id; with ``groups`` > 1 the events are split into groups merged apart
+    (as batches are), then the groups are merged (as the upsert merges with the stored row).
+    """
+    partial_groups: list[dict[str, dict]] = []
+    chunks = [events] if groups == 1 else [[] for _ in range(groups)]
+    if groups > 1:
+        assert rng is not None
+        for event in events:
+            chunks[rng.randrange(groups)].append(event)
+    for chunk in chunks:
+        merged: dict[str, dict] = {}
+        for event in chunk:
+            task_id, partial = record_from_event(event)
+            merged[task_id] = merge(merged.get(task_id, {}), partial)
+        partial_groups.append(merged)
+    result: dict[str, dict] = {}
+    for group in partial_groups:
+        for task_id, partial in group.items():
+            result[task_id] = merge(result.get(task_id, {}), partial)
+    for row in result.values():
+        finalize(row)
+    return result
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_shuffled_and_batched_events_give_the_same_rows(seed):
+    rng = random.Random(seed)
+    expected = _rows(_lifecycles())
+    events = _lifecycles()
+    rng.shuffle(events)
+    assert _rows(events) == expected
+    assert _rows(events, groups=rng.randint(2, 6), rng=rng) == expected
+
+
+def test_in_order_rows_of_the_shuffle_reference():
+    rows = _rows(_lifecycles())
+    assert {k: r["state"] for k, r in rows.items()} == {
+        "a": "SUCCESS", "b": "FAILURE", "c": "SUCCESS", "d": "REVOKED", "e": "RECEIVED"}
+    assert (rows["c"]["retries"], rows["c"]["hostname"], rows["c"]["exception_type"]) == (
+        1, "celery@w2", "OSError")
+    assert rows["b"]["runtime"] == 3.0
+    assert rows["d"]["runtime"] is None and rows["d"]["revoke_reason"] == "revoked"
+
+
+def test_merging_leaves_action_columns_alone():
+    stored = {"state": "FAILURE", "state_ts": T0, "manual_retry_count": 2,
+              "updated_by_action": "retry"}
+    merge_into(stored, record_from_event(received("t1", T0 - 1))[1])
+    assert stored == {"state": "FAILURE", "state_ts": T0, "manual_retry_count": 2,
+                      "updated_by_action": "retry", "name": "app.add", "root_id": "t1",
+                      "args": "(1, 2)", "args_truncated": False, "kwargs": "{'x': 1}",
+                      "kwargs_truncated": False, "retries": 0, "received_at": T0 - 1,
+                      "worker_seen_at": T0 - 1, "hostname": "celery@w1"}
+    assert set(EVENT_FIELDS).isdisjoint({"manual_retry_count", "retry_of", "created_by_action",
+                                         "updated_by_action", "updated_at"})
+
+
+def test_cap_text_cuts_utf8_on_a_character_boundary():
+    text = "é" * 3000 + "€" * 3000  # 6000 + 9000 bytes
+    capped, cut = cap_text(text, 4096)
+    assert cut is True
+    assert capped == "é" * 2048 and len(capped.encode()) == 4096
+    capped, cut = cap_text("ab€", 4)  # € is 3 bytes: it does not fit after "ab"
+    assert (capped, cut) == ("ab", True)
+    assert cap_text("x" * 4096, 4096) == ("x" * 4096, False)
+    assert cap_text("x" * 4097, 4096) == ("x" * 4096, True)
+    assert cap_text(None, 10) == (None, False)
+    assert cap_text(("a", 1), 100) == ("('a', 1)", False)
+
+
+def test_cap_text_makes_text_storable():
+    assert cap_text("a\x00b", 100) == ("a\\x00b", False)
+    assert cap_text("x\ud800y", 100) == ("x?y", False)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("ValueError('boom')", "boom"),
+    ('ValueError("it\'s")', "it's"),
+    ("ValueError()", ""),
+    ("KeyError('a', 1)", "'a', 1"),
+    ("mod.Timeout: took 5s", "took 5s"),
+    ("something odd", "something odd"),
+    (None, None),
+])
+def test_exception_message(text, message):
+    assert exception_message(text) == message
+
+
+def test_args_over_the_cap_are_flagged():
+    event = sent("t1", T0)
+    event["args"] = "('" + "ü" * 5000 + "',)"
+    _, row = record_from_event(event, max_field_bytes=100)
+    assert row["args_truncated"] is True and row["kwargs_truncated"] is False
+    assert row["args"] == "('" + "ü" * 49 and len(row["args"].encode()) == 100
