@@ -67,3 +67,10 @@ def flaky(self, failures: int = 2) -> int:
     if self.request.retries < failures:
         raise self.retry(exc=ConnectionError("upstream busy"), countdown=0)
     return self.request.retries + 1
+
+
+@app.task
+def slow_fail(seconds: float, message: str = "gave up") -> None:
+    """Work for ``seconds``, then fail: long enough to restart an exporter in between."""
+    time.sleep(seconds)
+    raise RuntimeError(message)

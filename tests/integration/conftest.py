@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,10 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import redis
 from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg import sql
+
+from exporter.history import upgrade
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_HOST = "127.0.0.1"
@@ -262,3 +267,78 @@ def redis_server(tmp_path: Path) -> Iterator[Any]:
     server.start()
     yield server
     server.kill()
+
+
+# -- PostgreSQL -------------------------------------------------------------------------
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+
+
+def _admin() -> psycopg.Connection:
+    return psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres",
+                           autocommit=True, connect_timeout=10)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this session (dropped afterwards)."""
+    name = f"jobmon_history_{uuid.uuid4().hex[:12]}"
+    with _admin() as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(
+            sql.Identifier(name)))
+    url = f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with _admin() as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+class TcpProxy:
+    """Forwards a free local port to ``upstream`` (PostgreSQL by default) while started;
+    ``close()`` cuts every connection and refuses new ones until ``start()`` again."""
+
+    def __init__(self, upstream: tuple[str, int] = (PG_HOST, PG_PORT)) -> None:
+        self.upstream = upstream
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self._server: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+
+    def start(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        assert self._server is not None
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            self._sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for sock in [*self._sockets, *([self._server] if self._server else [])]:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        self._sockets.clear()
+        self._server = None

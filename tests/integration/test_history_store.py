@@ -12,20 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import socket
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from psycopg import sql
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError
@@ -55,35 +50,14 @@ from exporter.history.db import VERSION_TABLE
 from exporter.history.models import ACTION_AUDIT, TASK_EXECUTION, HistoryBase
 from exporter.history.store import upsert_rows
 
-PG_HOST, PG_PORT = "127.0.0.1", 5432
+from .conftest import TcpProxy
+
 T0 = 1_700_000_000.0
 NOW = T0 + 1000.0
 TB = 'Traceback (most recent call last):\n  File "tasks.py", line 9, in add\nValueError: boom\n'
 
 
 # -- databases -------------------------------------------------------------------------------
-
-
-def _admin() -> psycopg.Connection:
-    return psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres",
-                           autocommit=True, connect_timeout=10)
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this session (dropped afterwards)."""
-    name = f"jobmon_history_{uuid.uuid4().hex[:12]}"
-    with _admin() as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(
-            sql.Identifier(name)))
-    url = f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{name}"
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with _admin() as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
 
 
 @dataclass
@@ -96,46 +70,6 @@ class Db:
     url: str
     engine: Engine
     outage: Callable[[], tuple[str, Callable[[], None]]]
-
-
-class TcpProxy:
-    """Forwards a local port to PostgreSQL once started; until then the port refuses."""
-
-    def __init__(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
-        self._server: socket.socket | None = None
-        self._sockets: list[socket.socket] = []
-
-    def start(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        assert self._server is not None
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection((PG_HOST, PG_PORT))
-            self._sockets += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        for sock in [*self._sockets, *([self._server] if self._server else [])]:
-            sock.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

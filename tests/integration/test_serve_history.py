@@ -1,0 +1,166 @@
+"""`serve` writes the execution history: exact rows on SQLite and PostgreSQL, joins that
+survive an exporter restart, and no loss across a database outage."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from exporter.history import create_history_engine, get_execution, list_executions
+from exporter.history.models import TASK_EXECUTION
+
+from .conftest import TcpProxy, wait_for
+
+pytestmark = pytest.mark.integration
+SLEEP = "examples.tasks.sleep"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    url = request.getfixturevalue("pg_url")
+    engine = create_history_engine(url)
+    with engine.begin() as connection:
+        connection.execute(TASK_EXECUTION.delete())
+    engine.dispose()
+    return url
+
+
+def _rows(engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(select(func.count()).select_from(TASK_EXECUTION)).scalar_one()
+
+
+def test_scenario_rows_are_exact(redis_url, history_url, producer, start_exporter,
+                                 start_worker):
+    exporter = start_exporter(redis_url, history_url=history_url)
+    worker = start_worker(redis_url)
+    wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
+             60, what="worker up")
+    app = producer(redis_url)
+    ok = app.send_task(SLEEP, kwargs={"seconds": 0.3}, queue="a")
+    bad = app.send_task("examples.tasks.fail_value", ("naïve amount ☃",), queue="b")
+    key = app.send_task("examples.tasks.fail_key", ("customer",), queue="b")
+    flaky = app.send_task("examples.tasks.flaky", (2,), queue="a")
+    ids = [ok.id, bad.id, key.id, flaky.id]
+    engine = create_history_engine(history_url)
+
+    def finished():
+        rows = [get_execution(engine, task_id) for task_id in ids]
+        done = all(r is not None and r.state in ("SUCCESS", "FAILURE") for r in rows)
+        return rows if done else None
+
+    row_ok, row_bad, row_key, row_flaky = wait_for(finished, 60, what="rows written")
+    assert (row_ok.name, row_ok.state, row_ok.queue, row_ok.hostname) == (
+        SLEEP, "SUCCESS", "a", worker.hostname)
+    assert row_ok.kwargs == "{'seconds': 0.3}" and row_ok.args == "()"
+    assert 0.3 <= row_ok.runtime < 1.0
+    # The producer stamps task-sent after publishing the message: the worker may be quicker.
+    assert abs(row_ok.received_at - row_ok.sent_at) < 1.0
+    assert row_ok.received_at <= row_ok.started_at <= row_ok.finished_at
+    assert row_ok.result == "0.3"
+
+    assert (row_bad.state, row_bad.queue, row_bad.exception_type) == ("FAILURE", "b",
+                                                                      "ValueError")
+    assert row_bad.exception_message == "naïve amount ☃"
+    assert row_bad.args == "('naïve amount ☃',)"
+    assert row_bad.traceback.startswith("Traceback (most recent call last):")
+    assert row_bad.traceback.rstrip().endswith("ValueError: naïve amount ☃")
+    assert 'raise ValueError(message)' in row_bad.traceback
+    assert row_bad.runtime is not None and 0 <= row_bad.runtime < 1.0
+
+    assert (row_key.state, row_key.exception_type) == ("FAILURE", "KeyError")
+    assert row_key.exception_message == "customer"
+
+    assert (row_flaky.state, row_flaky.retries, row_flaky.queue) == ("SUCCESS", 2, "a")
+    assert row_flaky.result == "3"
+
+    failed = list_executions(engine, states=["FAILURE"], limit=10)
+    assert {row.task_id for row in failed.items} == {bad.id, key.id}
+    metrics = exporter.metrics()
+    assert metrics.value("celery_jobmon_history_enabled") == 1
+    assert metrics.value("celery_jobmon_history_write_errors_total") == 0
+    assert metrics.value("celery_jobmon_history_dropped_total", reason="queue_full_failure") == 0
+    engine.dispose()
+
+
+def test_failure_after_an_exporter_restart_keeps_name_and_queue(redis_url, tmp_path, producer,
+                                                                start_exporter, start_worker):
+    history_url = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    first = start_exporter(redis_url, history_url=history_url)
+    worker = start_worker(redis_url)
+    wait_for(lambda: first.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
+             60, what="worker up")
+    app = producer(redis_url)
+    doomed = app.send_task("examples.tasks.slow_fail", (8, "upstream gone"), queue="b")
+    engine = create_history_engine(history_url)
+    wait_for(lambda: (row := get_execution(engine, doomed.id)) and row.state == "STARTED", 30,
+             what="started row written")
+    first.stop()  # SIGTERM: the writer flushes before exit
+
+    second = start_exporter(redis_url, history_url=history_url)
+    assert second.metrics().value("celery_jobmon_tasks_in_memory") == 1  # warmed
+    wait_for(lambda: second.metrics().value("celery_task_failed_total",
+                                            name="examples.tasks.slow_fail",
+                                            queue_name="b") == 1, 30,
+             what=f"failure counted after restart\n{second.output()}")
+    metrics = second.metrics()
+    assert metrics.value("celery_task_exceptions_total", name="examples.tasks.slow_fail",
+                         exception="RuntimeError") == 1
+    assert metrics.series("celery_task_failed_total") == [
+        {"name": "examples.tasks.slow_fail", "queue_name": "b"}]
+    row = wait_for(lambda: (r := get_execution(engine, doomed.id)) and r.state == "FAILURE"
+                   and r, 10, what="failure row")
+    assert (row.name, row.queue, row.exception_type, row.exception_message) == (
+        "examples.tasks.slow_fail", "b", "RuntimeError", "upstream gone")
+    assert 8 <= row.runtime < 10
+    engine.dispose()
+
+
+def test_database_outage_loses_no_row(redis_url, pg_url, producer, start_exporter,
+                                      start_worker):
+    proxy = TcpProxy()
+    proxy.start()
+    via_proxy = make_url(pg_url).set(port=proxy.port).render_as_string(hide_password=False)
+    engine = create_history_engine(pg_url)
+    with engine.begin() as connection:
+        connection.execute(TASK_EXECUTION.delete())
+    try:
+        exporter = start_exporter(redis_url, history_url=via_proxy)
+        worker = start_worker(redis_url, "a")
+        wait_for(lambda: exporter.metrics().value("celery_worker_up",
+                                                  hostname=worker.hostname) == 1, 60,
+                 what="worker up")
+        app = producer(redis_url)
+        for i in range(3):
+            app.send_task("examples.tasks.add", (i, i), queue="a")
+        wait_for(lambda: _rows(engine) == 3, 30, what="first rows")
+
+        proxy.close()  # the database is gone for the exporter
+        for i in range(4):
+            app.send_task("examples.tasks.add", (i, i), queue="a")
+        wait_for(lambda: exporter.metrics().value(
+            "celery_task_succeeded_total", name="examples.tasks.add", queue_name="a") == 7, 30,
+            what="metrics keep counting")
+        wait_for(lambda: exporter.metrics().value(
+            "celery_jobmon_history_write_errors_total") >= 1, 30, what="write errors counted")
+        metrics = exporter.metrics()
+        assert metrics.value("celery_jobmon_history_consecutive_write_failures") >= 1
+        assert _rows(engine) == 3
+
+        proxy.start()
+        wait_for(lambda: _rows(engine) == 7, 60, what=f"rows written after the outage\n"
+                                                      f"{exporter.output()[-3000:]}")
+        wait_for(lambda: exporter.metrics().value(
+            "celery_jobmon_history_consecutive_write_failures") == 0, 30, what="healthy again")
+        metrics = exporter.metrics()
+        assert sum(metrics.value("celery_jobmon_history_dropped_total", **labels)
+                   for labels in metrics.series("celery_jobmon_history_dropped_total")) == 0
+        with engine.connect() as connection:
+            states = connection.execute(select(TASK_EXECUTION.c.state)).scalars().all()
+        assert states == ["SUCCESS"] * 7
+    finally:
+        proxy.close()
+        engine.dispose()
