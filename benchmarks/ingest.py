@@ -6,7 +6,8 @@ Renders ``--tasks`` lifecycles (20 names, 4 queues, 4 workers, 5 % failures) onc
 Celery's dispatcher, then replays them ``--copies`` times as a burst into a private Redis
 (pub/sub output limit lifted: this measures capacity, not Redis' disconnect policy). Two
 consumers are measured in the same run: a plain ``celery.events.EventReceiver`` whose handler
-only counts (the kombu path's ceiling) and the real exporter process. Printed per consumer:
+only counts (the kombu path's ceiling) and the real exporter process — on the kombu path, on
+the Redis fast path, and on the fast path with the SQLite history on. Printed per consumer:
 events, seconds until all were counted, events/s, CPU seconds per 100k events, the one-core
 capacity that implies (events per CPU second: the burst rate is capped by the generator when the
 consumer is faster than it), peak RSS and loss.
@@ -18,6 +19,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -101,12 +103,13 @@ def measure_baseline(server: RedisServer, template, copies: int) -> dict:
     return {"events": count, "seconds": elapsed, "cpu": cpu, "rss": rss, "expected": expected}
 
 
-def measure_exporter(server: RedisServer, template, copies: int) -> dict:
+def measure_exporter(server: RedisServer, template, copies: int, db: int, *extra: str) -> dict:
     expected = len(template.messages) * copies
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "serve", "--broker-url", server.url(3),
-         "--listen", f"127.0.0.1:{port}", "--no-enable-events", "--log-level", "WARNING"],
+        [sys.executable, "-m", "exporter", "serve", "--broker-url", server.url(db),
+         "--listen", f"127.0.0.1:{port}", "--no-enable-events", "--log-level", "WARNING",
+         *extra],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}/metrics"
@@ -123,7 +126,7 @@ def measure_exporter(server: RedisServer, template, copies: int) -> dict:
         time.sleep(0.1)
     cpu0 = cpu_seconds(proc.pid)
     start = time.perf_counter()
-    replay(server, 3, template, copies)
+    replay(server, db, template, copies)
     count = 0
     last_change = time.perf_counter()
     while True:
@@ -152,18 +155,28 @@ def main() -> None:
         template = render(server, tasks=args.tasks)
         print(f"template: {len(template.messages)} events ({args.tasks} lifecycles), "
               f"replayed {args.copies}x as a burst")
-        rows = [("celery EventReceiver (count only)", measure_baseline(server, template,
-                                                                       args.copies)),
-                ("celery-jobmon serve", measure_exporter(server, template, args.copies))]
+        history_dir = tempfile.mkdtemp(prefix="jobmon-bench-history-")
+        rows = [
+            ("celery EventReceiver (count only)",
+             measure_baseline(server, template, args.copies)),
+            ("jobmon, kombu path, no history",
+             measure_exporter(server, template, args.copies, 3, "--no-redis-fast-path",
+                              "--no-history")),
+            ("jobmon, Redis fast path, no history",
+             measure_exporter(server, template, args.copies, 4, "--no-history")),
+            ("jobmon, fast path + history (SQLite)",
+             measure_exporter(server, template, args.copies, 5, "--history-url",
+                              f"sqlite:///{history_dir}/history.db")),
+        ]
     finally:
         server.stop()
     base_rate = rows[0][1]["events"] / rows[0][1]["seconds"]
-    print(f"{'consumer':36} {'events':>8} {'seconds':>8} {'events/s':>9} {'x base':>7} "
+    print(f"{'consumer':38} {'events':>8} {'seconds':>8} {'events/s':>9} {'x base':>7} "
           f"{'CPU s/100k':>10} {'ev/CPU-s':>9} {'peak RSS MB':>11} {'lost %':>7}")
     for label, r in rows:
         rate = r["events"] / r["seconds"]
         lost = 100.0 * (r["expected"] - r["events"]) / r["expected"]
-        print(f"{label:36} {r['events']:>8} {r['seconds']:>8.2f} {rate:>9.0f} "
+        print(f"{label:38} {r['events']:>8} {r['seconds']:>8.2f} {rate:>9.0f} "
               f"{rate / base_rate:>7.2f} {r['cpu'] / r['events'] * 1e5:>10.2f} "
               f"{r['events'] / r['cpu']:>9.0f} {r['rss']:>11.1f} {lost:>7.2f}")
 
