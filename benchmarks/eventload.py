@@ -9,6 +9,8 @@ events per second). Replayed events keep their render-time timestamps.
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 import shutil
 import socket
@@ -137,20 +139,56 @@ def render(server: RedisServer, tasks: int = 2000, names: int = 20, queues: int 
     return Template(captured, by_type, tasks)
 
 
+def pattern_subscribers(server: RedisServer) -> int:
+    """Clients with a PSUBSCRIBE on the server (Celery's receiver subscribes lazily: wait for
+    this to grow before publishing to it)."""
+    clients = redis.Redis(port=server.port).client_list()
+    return sum(1 for c in clients if int(c.get("psub", 0)))
+
+
+def wait_subscribed(server: RedisServer, before: int, timeout: float = 30.0) -> None:
+    """Block until more than ``before`` clients hold a pattern subscription."""
+    deadline = time.monotonic() + timeout
+    while pattern_subscribers(server) <= before:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the consumer did not subscribe")
+        time.sleep(0.05)
+
+
+def with_new_ids(template: Template, copy: int) -> list[tuple[str, bytes]]:
+    """The template's messages with every task id made unique to ``copy`` (so replays are new
+    tasks, not repeats of the same ones: the history then writes one row per task)."""
+    out = []
+    for channel, data in template.messages:
+        envelope = json.loads(data)
+        body = base64.b64decode(envelope["body"])
+        event = json.loads(body)
+        for item in event if isinstance(event, list) else [event]:
+            if "uuid" in item:
+                item["uuid"] = f"{item['uuid'][:-6]}{copy:06d}"
+        envelope["body"] = base64.b64encode(json.dumps(event).encode()).decode()
+        out.append((channel, json.dumps(envelope).encode()))
+    return out
+
+
 def replay(server: RedisServer, db: int, template: Template, copies: int,
-           rate: float | None = None, pipeline_size: int = 500) -> float:
-    """Publish ``copies`` times the template to ``db``; at most ``rate`` events/s if given.
+           rate: float | None = None, pipeline_size: int = 500,
+           unique_ids: bool = True) -> float:
+    """Publish ``copies`` times the template to ``db`` (fresh task ids per copy unless
+    ``unique_ids`` is off); at most ``rate`` events/s if given.
 
     Returns the seconds publishing took.
     """
     client = redis.Redis(port=server.port)
     prefix = f"/{db}."
-    messages = [(prefix + suffix, data) for suffix, data in template.messages]
+    batches = [with_new_ids(template, k) if unique_ids else template.messages
+               for k in range(copies)]
     started = time.perf_counter()
     sent = 0
     pipe = client.pipeline(transaction=False)
-    for _ in range(copies):
-        for channel, data in messages:
+    for messages in batches:
+        for suffix, data in messages:
+            channel = prefix + suffix
             pipe.publish(channel, data)
             sent += 1
             if sent % pipeline_size == 0:

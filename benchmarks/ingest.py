@@ -3,8 +3,10 @@
     python benchmarks/ingest.py [--tasks 2000] [--copies 10]
 
 Renders ``--tasks`` lifecycles (20 names, 4 queues, 4 workers, 5 % failures) once through
-Celery's dispatcher, then replays them ``--copies`` times as a burst into a private Redis
-(pub/sub output limit lifted: this measures capacity, not Redis' disconnect policy). Two
+Celery's dispatcher, then replays them ``--copies`` times (fresh task ids per copy) as a burst
+into a private Redis while the consumer is stopped (SIGSTOP), and times the consumer from
+SIGCONT until it counted everything — its capacity, not the generator's speed. The pub/sub
+output limit is lifted for this (capacity, not Redis' disconnect policy). Two
 consumers are measured in the same run: a plain ``celery.events.EventReceiver`` whose handler
 only counts (the kombu path's ceiling) and the real exporter process — on the kombu path, on
 the Redis fast path, and on the fast path with the SQLite history on. Printed per consumer:
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +30,14 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eventload import RedisServer, free_port, render, replay  # noqa: E402
+from eventload import (  # noqa: E402
+    RedisServer,
+    free_port,
+    pattern_subscribers,
+    render,
+    replay,
+    wait_subscribed,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -82,13 +92,19 @@ def counted(url: str) -> int:
 
 def measure_baseline(server: RedisServer, template, copies: int) -> dict:
     expected = len(template.messages) * copies
+    before = pattern_subscribers(server)
     proc = subprocess.Popen([sys.executable, "-c", BASELINE, server.url(2), str(expected)],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
+    wait_subscribed(server, before)
+    # The burst waits in Redis while the consumer is stopped: this measures the consumer's
+    # capacity, not the generator's speed.
+    os.kill(proc.pid, signal.SIGSTOP)
+    replay(server, 2, template, copies)
     cpu0 = cpu_seconds(proc.pid)
     start = time.perf_counter()
-    replay(server, 2, template, copies)
+    os.kill(proc.pid, signal.SIGCONT)
     line = ""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -97,14 +113,15 @@ def measure_baseline(server: RedisServer, template, copies: int) -> dict:
             break
     cpu = cpu_seconds(proc.pid) - cpu0
     rss = peak_rss_mb(proc.pid)
-    elapsed = time.perf_counter() - start
     proc.wait(10)
-    count = int(line.split()[1]) if line else 0
-    return {"events": count, "seconds": elapsed, "cpu": cpu, "rss": rss, "expected": expected}
+    count, done_at = (int(line.split()[1]), float(line.split()[2])) if line else (0, start)
+    return {"events": count, "seconds": done_at - start, "cpu": cpu, "rss": rss,
+            "expected": expected}
 
 
 def measure_exporter(server: RedisServer, template, copies: int, db: int, *extra: str) -> dict:
     expected = len(template.messages) * copies
+    before = pattern_subscribers(server)
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "exporter", "serve", "--broker-url", server.url(db),
@@ -124,9 +141,12 @@ def measure_exporter(server: RedisServer, template, copies: int, db: int, *extra
         if time.monotonic() > deadline:
             raise RuntimeError("exporter did not become ready")
         time.sleep(0.1)
+    wait_subscribed(server, before)
+    os.kill(proc.pid, signal.SIGSTOP)
+    replay(server, db, template, copies)
     cpu0 = cpu_seconds(proc.pid)
     start = time.perf_counter()
-    replay(server, db, template, copies)
+    os.kill(proc.pid, signal.SIGCONT)
     count = 0
     last_change = time.perf_counter()
     while True:
@@ -137,12 +157,12 @@ def measure_exporter(server: RedisServer, template, copies: int, db: int, *extra
         if count >= expected or now - last_change > 10:
             break
         time.sleep(0.05)
-    elapsed = (last_change if count >= expected else last_change) - start
     cpu = cpu_seconds(proc.pid) - cpu0
     rss = peak_rss_mb(proc.pid)
     proc.terminate()
-    proc.wait(10)
-    return {"events": count, "seconds": elapsed, "cpu": cpu, "rss": rss, "expected": expected}
+    proc.wait(30)
+    return {"events": count, "seconds": last_change - start, "cpu": cpu, "rss": rss,
+            "expected": expected}
 
 
 def main() -> None:

@@ -153,7 +153,6 @@ class Model:
         self._queue_wait: dict[Labels, Histogram] = {}
         self._running: dict[Labels, int] = {}
         self._worker_queues: dict[str, tuple[str, ...]] = {}
-        self._seen_task_sent = False
         self._deferred: OrderedDict[str, float] = OrderedDict()
         self._events_received: dict[str, int] = {}
         self._events_malformed: dict[str, int] = {}
@@ -364,10 +363,14 @@ class Model:
         counts = self._lifecycle[event_type]
         counts[labels] = counts.get(labels, 0) + 1
         if labels not in self._pairs:
-            # First sighting: succeeded/failed exist at 0, so the first failure is an increase.
+            # First sighting: succeeded/failed and the histograms exist at 0, so the first
+            # failure and the first run are an increase() / rate() away, not a new series.
             self._pairs.add(labels)
             self._lifecycle["task-succeeded"].setdefault(labels, 0)
             self._lifecycle["task-failed"].setdefault(labels, 0)
+            for state in ("SUCCESS", "FAILURE"):
+                self._runtime.setdefault((*labels, state), Histogram(self._runtime_buckets))
+            self._queue_wait.setdefault(labels, Histogram(self._queue_wait_buckets))
         return labels
 
     def _set_state(self, record: TaskRecord, event_type: str, timestamp: float) -> bool:
@@ -404,7 +407,6 @@ class Model:
     # -- handlers (lock held) --------------------------------------------------------------
 
     def _on_sent(self, event_type: str, event: dict, now: float) -> None:
-        self._seen_task_sent = True
         record = self._record(event, flush=False)
         queue = event.get("queue") or event.get("routing_key")
         if queue:
@@ -432,9 +434,10 @@ class Model:
             record.eta = eta
         record.retries = event.get("retries") or record.retries
         self._set_state(record, event_type, event["timestamp"])
-        if record.queue == UNKNOWN and record.sent is None and self._seen_task_sent:
-            # Producers send task-sent, but this one's has not arrived yet (the producer's and
-            # the worker's events race through the broker): count once the queue is known.
+        if record.queue == UNKNOWN and record.sent is None:
+            # Its task-sent may still be on its way (the producer's and the worker's events
+            # race through the broker): count once the queue is known, at the task's next
+            # event, or after RECEIVED_DEFER_SECONDS under "unknown".
             record.deferred += 1
             self._deferred[event["uuid"]] = now + RECEIVED_DEFER_SECONDS
             return

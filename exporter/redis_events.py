@@ -14,6 +14,8 @@ make :func:`fanout_pattern` return ``None``; the consumer then uses the kombu pa
 from __future__ import annotations
 
 import base64
+import socket
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +27,12 @@ from kombu.serialization import loads as kombu_loads
 from kombu.serialization import prepare_accept_content
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+hiredis: Any
+try:
+    import hiredis
+except ImportError:  # pragma: no cover - hiredis comes with redis[hiredis]
+    hiredis = None
 
 #: Transport options that do not change how events are published or read over pub/sub.
 _NEUTRAL_OPTIONS = frozenset({
@@ -38,6 +46,8 @@ _NEUTRAL_OPTIONS = frozenset({
 })
 _JSON = "application/json"
 _KOMBU_JSON_MARKER = b'"__type__"'
+#: Bytes read from the pub/sub socket at once (about 1,000 event messages).
+_READ_SIZE = 1 << 20
 
 
 def fanout_pattern(url: str, options: Mapping[str, Any], exchange: str) -> str | None:
@@ -131,21 +141,49 @@ class RedisEventStream:
             retry=Retry(NoBackoff(), 0), health_check_interval=0,
         )
         self._pubsub: Any = None
+        self._sock: socket.socket | None = None
+        self._reader: Any = None
+        self._confirmed = False
+        self._pending: list[bytes] = []
 
     def connect(self) -> None:
-        """Open the connection and ``PSUBSCRIBE`` the pattern; waits for the confirmation."""
+        """Open the connection (redis-py: TLS, AUTH) and ``PSUBSCRIBE`` the pattern; waits for
+        the confirmation.
+
+        Once subscribed, the connection only carries pushed messages, so its socket is read in
+        large chunks and parsed with hiredis directly: redis-py's per-message path (a poll()
+        and several calls per message) costs more than all the rest together. From the
+        ``PSUBSCRIBE`` on, only this reader touches the socket (two parsers on one stream
+        would split messages). Without hiredis or an accessible socket, redis-py's path is
+        used.
+
+        Raises:
+            redis.ConnectionError: connecting or subscribing failed.
+
+        """
         self.close()
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        pubsub.psubscribe(self.pattern)
+        pubsub.psubscribe(self.pattern)  # sends only; the reply is still on the socket
+        self._pubsub = pubsub
+        sock = getattr(pubsub.connection, "_sock", None)
+        if hiredis is not None and isinstance(sock, socket.socket):
+            self._sock, self._reader = sock, hiredis.Reader()
+            deadline = time.monotonic() + 10.0
+            while not self._confirmed:
+                self._pending.extend(self._read_socket(max(0.0, deadline - time.monotonic())))
+                if time.monotonic() >= deadline and not self._confirmed:
+                    self.close()
+                    raise redis.ConnectionError("no psubscribe confirmation")
+            return
         confirmation = pubsub.parse_response(block=False, timeout=10.0)
         if not confirmation or confirmation[0] != b"psubscribe":
-            pubsub.close()
+            self.close()
             raise redis.ConnectionError(f"no psubscribe confirmation: {confirmation!r}")
-        self._pubsub = pubsub
 
     def read_batch(self, max_messages: int = 1000, timeout: float = 1.0) -> list[bytes]:
-        """Return the payloads available now (at most ``max_messages``), waiting up to
-        ``timeout`` seconds for the first one; ``[]`` when none came.
+        """Return the payloads available now, waiting up to ``timeout`` seconds for the first;
+        ``[]`` when none came. At most ``max_messages`` on redis-py's path; one socket read's
+        worth (up to 1 MiB) on the direct path.
 
         Raises:
             redis.ConnectionError: the connection was lost (e.g. Redis closed it because the
@@ -155,6 +193,11 @@ class RedisEventStream:
         pubsub = self._pubsub
         if pubsub is None:
             raise redis.ConnectionError("not connected")
+        if self._sock is not None:
+            if self._pending:
+                pending, self._pending = self._pending, []
+                return pending
+            return self._read_socket(timeout)
         payloads: list[bytes] = []
         response = pubsub.parse_response(block=False, timeout=timeout)
         while response is not None:
@@ -165,8 +208,37 @@ class RedisEventStream:
             response = pubsub.parse_response(block=False, timeout=0)
         return payloads
 
+    def _read_socket(self, timeout: float) -> list[bytes]:
+        sock, reader = self._sock, self._reader
+        assert sock is not None and reader is not None
+        sock.settimeout(timeout)
+        try:
+            data = sock.recv(_READ_SIZE)
+        except TimeoutError:
+            return []
+        except OSError as exc:
+            raise redis.ConnectionError(f"pub/sub read failed: {exc}") from exc
+        if not data:
+            raise redis.ConnectionError("the server closed the pub/sub connection")
+        reader.feed(data)
+        payloads = []
+        reply = reader.gets()
+        while reply is not False:
+            if isinstance(reply, list) and reply:
+                kind = reply[0]
+                if kind == b"pmessage" and len(reply) == 4:
+                    payloads.append(reply[3])
+                elif kind == b"psubscribe":
+                    self._confirmed = True
+            elif isinstance(reply, hiredis.ReplyError):
+                raise redis.ConnectionError(f"server error on pub/sub: {reply}")
+            reply = reader.gets()
+        return payloads
+
     def close(self) -> None:
         """Close the pub/sub connection (idempotent)."""
+        self._sock = self._reader = None
+        self._confirmed, self._pending = False, []
         if self._pubsub is not None:
             try:
                 self._pubsub.close()

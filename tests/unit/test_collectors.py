@@ -109,6 +109,13 @@ def test_scrape_renders_every_sample_of_a_small_workload(model, registry, ev, cl
         k("celery_task_runtime_seconds_bucket", **pay, state="FAILURE", le="+Inf"): 1.0,
         k("celery_task_runtime_seconds_count", **pay, state="FAILURE"): 1.0,
         k("celery_task_runtime_seconds_sum", **pay, state="FAILURE"): 3.0,
+        # The other state's histogram exists at 0 from the pair's first sighting.
+        **{k("celery_task_runtime_seconds_bucket", **labels, le=le): 0.0
+           for labels in ({**add, "state": "FAILURE"}, {**pay, "state": "SUCCESS"})
+           for le in ("0.5", "1.0", "5.0", "+Inf")},
+        **{k(f"celery_task_runtime_seconds_{part}", **labels): 0.0
+           for labels in ({**add, "state": "FAILURE"}, {**pay, "state": "SUCCESS"})
+           for part in ("count", "sum")},
         # Queue wait: started (sent + 1/8 s) minus sent.
         k("celery_task_queue_wait_seconds_bucket", **add, le="0.1"): 0.0,
         k("celery_task_queue_wait_seconds_bucket", **add, le="1.0"): 1.0,

@@ -25,6 +25,11 @@ def lifecycle(snap: ModelSnapshot, **nonempty: dict) -> dict[str, dict]:
     return {t: nonempty.get(t.replace("-", "_"), {}) for t in LIFECYCLE_TYPES}
 
 
+def observed(table):
+    """The histograms with at least one observation (zeros exist from a pair's first sighting)."""
+    return {labels: h for labels, h in table.items() if h.count}
+
+
 def hist(bounds: tuple[float, ...], cumulative: tuple[int, ...], total: float) -> HistogramValue:
     return HistogramValue(bounds, cumulative, total)
 
@@ -122,30 +127,30 @@ def test_success_runtime_is_the_event_runtime_field(model, ev) -> None:
     # The succeeded timestamp is 10 s after started; the worker's measured runtime wins.
     model.process_many([ev.sent("u1", T0, "app.add"), ev.received("u1", T0, "app.add"),
                         ev.started("u1", T0), ev.succeeded("u1", T0 + 10, runtime=0.75)])
-    assert model.snapshot().runtime == {(*ADD, "SUCCESS"): hist(RUNTIME, (0, 1, 1, 1), 0.75)}
+    assert observed(model.snapshot().runtime) == {(*ADD, "SUCCESS"): hist(RUNTIME, (0, 1, 1, 1), 0.75)}
 
 
 def test_failure_runtime_is_failed_minus_started_timestamp(model, ev) -> None:
     model.process_many([ev.sent("u1", T0, "app.add"), ev.received("u1", T0 + 1, "app.add"),
                         ev.started("u1", T0 + 2), ev.failed("u1", T0 + 5)])
-    assert model.snapshot().runtime == {(*ADD, "FAILURE"): hist(RUNTIME, (0, 0, 1, 1), 3.0)}
+    assert observed(model.snapshot().runtime) == {(*ADD, "FAILURE"): hist(RUNTIME, (0, 0, 1, 1), 3.0)}
 
 
 def test_runtime_above_every_bound_lands_only_in_inf(model, ev) -> None:
     model.process_many(ev.success("u1", T0, "app.add", runtime=7.5))
-    assert model.snapshot().runtime == {(*ADD, "SUCCESS"): hist(RUNTIME, (0, 0, 0, 1), 7.5)}
+    assert observed(model.snapshot().runtime) == {(*ADD, "SUCCESS"): hist(RUNTIME, (0, 0, 0, 1), 7.5)}
 
 
 def test_runtime_equal_to_a_bound_counts_in_that_bucket(model, ev) -> None:
     model.process_many(ev.success("u1", T0, "app.add", runtime=0.5))
-    assert model.snapshot().runtime == {(*ADD, "SUCCESS"): hist(RUNTIME, (1, 1, 1, 1), 0.5)}
+    assert observed(model.snapshot().runtime) == {(*ADD, "SUCCESS"): hist(RUNTIME, (1, 1, 1, 1), 0.5)}
 
 
 def test_successes_and_failures_have_separate_runtime_series(model, ev) -> None:
     model.process_many([*ev.success("u1", T0, "app.add", runtime=0.25),
                         *ev.success("u2", T0, "app.add", runtime=2.0),
                         *ev.failure("u3", T0, "app.add", runtime=0.75)])
-    assert model.snapshot().runtime == {
+    assert observed(model.snapshot().runtime) == {
         (*ADD, "SUCCESS"): hist(RUNTIME, (1, 1, 2, 2), 2.25),
         (*ADD, "FAILURE"): hist(RUNTIME, (0, 1, 1, 1), 0.75),
     }
@@ -154,14 +159,14 @@ def test_successes_and_failures_have_separate_runtime_series(model, ev) -> None:
 def test_failure_without_started_observes_no_runtime(model, ev) -> None:
     model.process_many([ev.sent("u1", T0, "app.add"), ev.failed("u1", T0 + 5)])
     snap = model.snapshot()
-    assert snap.runtime == {}
+    assert observed(snap.runtime) == {}
     assert snap.lifecycle["task-failed"] == {ADD: 1}
 
 
 def test_queue_wait_is_started_minus_sent(model, ev) -> None:
     model.process_many([ev.sent("u1", T0, "app.add"), ev.received("u1", T0 + 0.25, "app.add"),
                         ev.started("u1", T0 + 0.5)])
-    assert model.snapshot().queue_wait == {ADD: hist(WAIT, (0, 1, 1, 1), 0.5)}
+    assert observed(model.snapshot().queue_wait) == {ADD: hist(WAIT, (0, 1, 1, 1), 0.5)}
 
 
 def test_queue_wait_starts_at_the_eta_when_later_than_sent(model, ev) -> None:
@@ -169,42 +174,42 @@ def test_queue_wait_starts_at_the_eta_when_later_than_sent(model, ev) -> None:
     model.process_many([ev.sent("u1", T0, "app.add", eta=eta),
                         ev.received("u1", T0 + 0.25, "app.add", eta=eta),
                         ev.started("u1", T0 + 62.5)])
-    assert model.snapshot().queue_wait == {ADD: hist(WAIT, (0, 0, 1, 1), 2.5)}
+    assert observed(model.snapshot().queue_wait) == {ADD: hist(WAIT, (0, 0, 1, 1), 2.5)}
 
 
 def test_queue_wait_ignores_an_eta_earlier_than_sent(model, ev) -> None:
     model.process_many([ev.sent("u1", T0, "app.add", eta=ev.iso(T0 - 60)),
                         ev.started("u1", T0 + 0.0625)])
-    assert model.snapshot().queue_wait == {ADD: hist(WAIT, (1, 1, 1, 1), 0.0625)}
+    assert observed(model.snapshot().queue_wait) == {ADD: hist(WAIT, (1, 1, 1, 1), 0.0625)}
 
 
 def test_queue_wait_is_clamped_at_zero_when_started_before_the_eta(model, ev) -> None:
     model.process_many([ev.sent("u1", T0, "app.add", eta=ev.iso(T0 + 60)),
                         ev.started("u1", T0 + 30)])
-    assert model.snapshot().queue_wait == {ADD: hist(WAIT, (1, 1, 1, 1), 0.0)}
+    assert observed(model.snapshot().queue_wait) == {ADD: hist(WAIT, (1, 1, 1, 1), 0.0)}
 
 
 def test_queue_wait_is_clamped_at_zero_under_clock_skew(model, ev) -> None:
     model.process_many([ev.sent("u1", T0, "app.add"), ev.started("u1", T0 - 2)])
-    assert model.snapshot().queue_wait == {ADD: hist(WAIT, (1, 1, 1, 1), 0.0)}
+    assert observed(model.snapshot().queue_wait) == {ADD: hist(WAIT, (1, 1, 1, 1), 0.0)}
 
 
 def test_queue_wait_falls_back_to_received_without_task_sent(model, ev) -> None:
     model.set_worker_queues({WORKER: ["default"]})
     model.process_many([ev.received("u1", T0, "app.add"), ev.started("u1", T0 + 0.5)])
-    assert model.snapshot().queue_wait == {ADD: hist(WAIT, (0, 1, 1, 1), 0.5)}
+    assert observed(model.snapshot().queue_wait) == {ADD: hist(WAIT, (0, 1, 1, 1), 0.5)}
 
 
 def test_queue_wait_from_received_uses_the_eta_it_carries(model, ev) -> None:
     model.set_worker_queues({WORKER: ["default"]})
     model.process_many([ev.received("u1", T0, "app.add", eta=ev.iso(T0 + 10)),
                         ev.started("u1", T0 + 10.75)])
-    assert model.snapshot().queue_wait == {ADD: hist(WAIT, (0, 1, 1, 1), 0.75)}
+    assert observed(model.snapshot().queue_wait) == {ADD: hist(WAIT, (0, 1, 1, 1), 0.75)}
 
 
 def test_started_without_sent_or_received_observes_no_queue_wait(model, ev) -> None:
     model.process_many([ev.started("u1", T0)])
-    assert model.snapshot().queue_wait == {}
+    assert observed(model.snapshot().queue_wait) == {}
 
 
 # -- running gauge ----------------------------------------------------------------------------
@@ -249,7 +254,7 @@ def test_succeeded_before_started_leaves_nothing_running_and_success(model, ev) 
         snap, task_sent={ADD: 1}, task_received={ADD: 1}, task_started={ADD: 1},
         task_succeeded={ADD: 1}, task_failed={ADD: 0},
     )
-    assert snap.queue_wait == {ADD: hist(WAIT, (0, 0, 1, 1), 2.0)}
+    assert observed(snap.queue_wait) == {ADD: hist(WAIT, (0, 0, 1, 1), 2.0)}
 
 
 def test_late_received_after_failed_keeps_failure(model, ev) -> None:
@@ -435,7 +440,7 @@ def test_started_for_an_unknown_task_counts_under_unknown_labels(model, ev) -> N
         snap, task_started={UNKNOWN: 1}, task_succeeded={UNKNOWN: 1}, task_failed={UNKNOWN: 0},
     )
     assert snap.running == {UNKNOWN: 0}
-    assert snap.runtime == {(*UNKNOWN, "SUCCESS"): hist(RUNTIME, (0, 1, 1, 1), 1.0)}
+    assert observed(snap.runtime) == {(*UNKNOWN, "SUCCESS"): hist(RUNTIME, (0, 1, 1, 1), 1.0)}
 
 
 def test_failure_of_an_unknown_task_counts_exception_under_unknown_name(model, ev) -> None:
@@ -455,13 +460,14 @@ def test_sent_without_queue_uses_the_routing_key(model, ev) -> None:
     assert model.snapshot().lifecycle["task-sent"] == {("app.add", "emails"): 1}
 
 
-def test_queue_comes_from_the_workers_only_queue_without_task_sent(model, ev) -> None:
+def test_queue_comes_from_the_workers_only_queue_without_task_sent(model, ev, clock) -> None:
     model.set_worker_queues({WORKER: ["emails"], "celery@w2": ["a", "b"]})
     model.process_many([
         ev.received("u1", T0, "app.mail"), ev.started("u1", T0 + 1),
         ev.succeeded("u1", T0 + 2, runtime=1.0),
         ev.received("u2", T0, "app.mail", hostname="celery@w2"),
     ])
+    clock.advance(2.0)  # u2's queue stays unknown: counted once its task-sent cannot come
     snap = model.snapshot()
     assert snap.lifecycle["task-received"] == {("app.mail", "emails"): 1,
                                                ("app.mail", "unknown"): 1}
@@ -722,9 +728,15 @@ def test_received_before_its_sent_is_counted_under_the_queue_sent_brings(model, 
     assert snap.lifecycle["task-sent"] == {("app.add", "a"): 2}
 
 
-def test_received_is_counted_at_once_when_producers_send_no_task_sent(model, ev) -> None:
+def test_received_without_task_sent_is_counted_by_the_next_event_or_the_deadline(
+        model, ev, clock) -> None:
     model.process_many([ev.received("u1", T0, "app.add")])
+    assert model.snapshot().lifecycle["task-received"] == {}
+    model.process_many([ev.started("u1", T0 + 1)])
     assert model.snapshot().lifecycle["task-received"] == {("app.add", "unknown"): 1}
+    model.process_many([ev.received("u2", T0, "app.add")])
+    clock.advance(2.0)
+    assert model.snapshot().lifecycle["task-received"] == {("app.add", "unknown"): 2}
 
 
 def test_a_deferred_received_is_counted_as_unknown_when_sent_never_comes(model, ev,
@@ -743,3 +755,12 @@ def test_a_deferred_received_is_counted_before_the_next_event_of_its_task(model,
     snap = model.snapshot()
     assert snap.lifecycle["task-received"] == {("app.add", "unknown"): 1}
     assert snap.lifecycle["task-started"] == {("app.add", "unknown"): 1}
+
+
+def test_histograms_exist_at_zero_from_a_pairs_first_sighting(model, ev) -> None:
+    model.process_many([ev.sent("u1", T0, "app.add")])
+    snap = model.snapshot()
+    assert {labels: h.count for labels, h in snap.runtime.items()} == {
+        ("app.add", "default", "SUCCESS"): 0, ("app.add", "default", "FAILURE"): 0}
+    assert {labels: h.count for labels, h in snap.queue_wait.items()} == {
+        ("app.add", "default"): 0}

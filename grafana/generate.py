@@ -1,0 +1,718 @@
+"""Generate the Grafana dashboards of celery-jobmon with Grafana's as-code SDK.
+
+The JSON in ``grafana/dashboards/`` is this script's output, committed; never edit it by hand.
+A unit test regenerates it in memory and fails when it differs from the committed files.
+
+Usage (from the repository root, with the dev dependencies installed)::
+
+    python grafana/generate.py          # rewrite grafana/dashboards/*.json
+    python grafana/generate.py --check  # exit 1 and name the stale files, write nothing
+
+Every Prometheus panel reads the ``${datasource}`` variable and every SQL panel the
+``${history}`` variable; no data source uid, job or instance is hard-coded. Series are selected
+with ``job=~"$job", instance=~"$instance"`` (multi-value variables with an "All" of ``.*``), so
+one Grafana can watch several exporters. Metric names are the defaults of
+``exporter/metrics.py`` with the ``celery_`` prefix; ``celery:*`` series come from the
+recording rules in ``prometheus/rules/recording.yml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import heatmap, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import heatmap as hm
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+DASHBOARDS_DIR = Path(__file__).resolve().parent / "dashboards"
+OVERVIEW_UID = "celery-jobmon-overview"
+TASK_UID = "celery-jobmon-task"
+#: Plugin id of the PostgreSQL data source in current Grafana (older releases: ``postgres``).
+POSTGRES_TYPE = "grafana-postgresql-datasource"
+
+PROM = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
+HISTORY = dm.DataSourceRef(type_val=POSTGRES_TYPE, uid="${history}")
+#: The series selector every Prometheus query starts from.
+SEL = 'job=~"$job", instance=~"$instance"'
+RATE = "$__rate_interval"
+QUANTILES = (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99"))
+
+GREEN, ORANGE, RED, BLUE = "green", "orange", "red", "blue"
+
+
+def sel(*matchers: str) -> str:
+    """``{job=~"$job", instance=~"$instance", <matchers>}``."""
+    return "{" + ", ".join((SEL, *matchers)) + "}"
+
+
+QUEUE_MATCH = 'queue_name=~"$queue"'
+TASK_MATCH = 'name=~"$task"'
+TASK_SEL = sel(QUEUE_MATCH, TASK_MATCH)
+QUEUE_SEL = sel(QUEUE_MATCH)
+NAME_SEL = sel(TASK_MATCH)
+
+
+# -- queries -----------------------------------------------------------------------------------
+
+def prom(expr: str, legend: str = "", ref: str = "A", *, instant: bool = False,
+         fmt: PromQueryFormat | None = None) -> prometheus.Dataquery:
+    """A Prometheus target on ``${datasource}``; ``legend`` is Grafana's legend template."""
+    query = prometheus.Dataquery().expr(expr).ref_id(ref).datasource(PROM)
+    if legend:
+        query = query.legend_format(legend)
+    if instant:
+        query = query.instant()
+    if fmt is not None:
+        query = query.format(fmt)
+    return query
+
+
+def quantile_targets(bucket: str, by: str, legend_prefix: str) -> list[prometheus.Dataquery]:
+    """p50/p95/p99 of a histogram, ``rate`` (never ``irate``) inside ``histogram_quantile``."""
+    group = f"{by}, le" if by else "le"
+    return [
+        prom(f"histogram_quantile({q}, sum by ({group}) (rate({bucket}[{RATE}])))",
+             f"{legend_prefix}{label}", chr(ord("A") + i))
+        for i, (label, q) in enumerate(QUANTILES)
+    ]
+
+
+class SqlQuery(cogvariants.Dataquery):
+    """A raw-SQL target of Grafana's PostgreSQL data source (the SDK has no builder for it)."""
+
+    def __init__(self, raw_sql: str, ref_id: str = "A") -> None:
+        self.raw_sql = raw_sql
+        self.ref_id = ref_id
+
+    def to_json(self) -> dict[str, object]:
+        """The target as Grafana stores it (code editor, table format)."""
+        return {
+            "datasource": HISTORY, "editorMode": "code", "format": "table", "rawQuery": True,
+            "rawSql": self.raw_sql, "refId": self.ref_id,
+        }
+
+
+class Sql(cogbuilder.Builder[SqlQuery]):
+    """Builder of :class:`SqlQuery`, so SQL targets go through ``with_target`` like the rest."""
+
+    def __init__(self, raw_sql: str) -> None:
+        self._internal = SqlQuery(raw_sql)
+
+    def build(self) -> SqlQuery:
+        """The query."""
+        return self._internal
+
+
+def recent_failures_sql(task_filter: bool) -> str:
+    """Newest failed executions in the dashboard's time range, from ``task_execution``.
+
+    Times are float epoch seconds, hence ``$__unixEpochFilter``. With ``task_filter``, only
+    the task names selected in ``$task`` (a regex; the "All" value ``.*`` is passed as is).
+    """
+    name_filter = "\n  AND name ~ '^(${task:regex})$'" if task_filter else ""
+    return (
+        "SELECT\n"
+        '  to_timestamp(finished_at) AS "time",\n'
+        '  name AS "task",\n'
+        '  exception_type AS "exception",\n'
+        '  left(exception_message, 300) AS "message",\n'
+        '  hostname AS "worker",\n'
+        '  queue AS "queue",\n'
+        '  task_id AS "task id"\n'
+        "FROM task_execution\n"
+        "WHERE state = 'FAILURE'\n"
+        f"  AND $__unixEpochFilter(finished_at){name_filter}\n"
+        "ORDER BY finished_at DESC\n"
+        "LIMIT 100"
+    )
+
+
+# -- panels ------------------------------------------------------------------------------------
+
+def thresholds(*steps: tuple[float | None, str]) -> db.ThresholdsConfig:
+    """Absolute thresholds; the first step's value is ``None`` (the base colour)."""
+    return db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(
+        [dm.Threshold(value=value, color=color) for value, color in steps])
+
+
+def by_threshold() -> db.FieldColor:
+    """Colour from the thresholds."""
+    return db.FieldColor().mode(dm.FieldColorModeId.THRESHOLDS)
+
+
+def value_text(mapping: dict[str, tuple[str, str]]) -> list[dm.ValueMapping]:
+    """``{"1": ("up", "green")}`` → a value-to-text mapping."""
+    return [dm.ValueMap(options={
+        value: dm.ValueMappingResult(text=text, color=color, index=i)
+        for i, (value, (text, color)) in enumerate(mapping.items())
+    })]
+
+
+def stat_panel(title: str, description: str, target: prometheus.Dataquery, *, unit: str = "short",
+               steps: Sequence[tuple[float | None, str]] = ((None, GREEN),),
+               mappings: dict[str, tuple[str, str]] | None = None, width: int = 3,
+               height: int = 4, decimals: float | None = None) -> stat.Panel:
+    """A stat panel coloured by ``steps`` (background), showing the last value."""
+    panel = (
+        stat.Panel().title(title).description(description).datasource(PROM)
+        .with_target(target).unit(unit).height(height).span(width)
+        .thresholds(thresholds(*steps)).color_scheme(by_threshold())
+        .color_mode(cm.BigValueColorMode.BACKGROUND).graph_mode(cm.BigValueGraphMode.AREA)
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+    )
+    if mappings:
+        panel = panel.mappings(value_text(mappings))
+    if decimals is not None:
+        panel = panel.decimals(decimals)
+    return panel
+
+
+def ts_panel(title: str, description: str, targets: Sequence[prometheus.Dataquery], *,
+             unit: str = "short", width: int = 12, height: int = 8, stacked: bool = False,
+             minimum: float | None = 0, maximum: float | None = None,
+             steps: Sequence[tuple[float | None, str]] | None = None) -> timeseries.Panel:
+    """A time series panel with a table legend (mean, max, last)."""
+    panel = (
+        timeseries.Panel().title(title).description(description).datasource(PROM)
+        .targets(list(targets)).unit(unit).height(height).span(width)
+        .legend(cb.VizLegendOptions().display_mode(cm.LegendDisplayMode.TABLE)
+                .placement(cm.LegendPlacement.BOTTOM).show_legend(True)
+                .calcs(["mean", "max", "lastNotNull"]))
+        .tooltip(cb.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI)
+                 .sort(cm.SortOrder.DESCENDING))
+        .fill_opacity(10).line_width(1)
+    )
+    if stacked:
+        panel = panel.stacking(cb.StackingConfig().mode(cm.StackingMode.NORMAL)).fill_opacity(40)
+    if minimum is not None:
+        panel = panel.min(minimum)
+    if maximum is not None:
+        panel = panel.max(maximum)
+    if steps:
+        panel = (panel.thresholds(thresholds(*steps))
+                 .thresholds_style(cb.GraphThresholdsStyleConfig()
+                                   .mode(cm.GraphThresholdsStyleMode.LINE)))
+    return panel
+
+
+def organize(hide: Sequence[str] = ("Time",), rename: dict[str, str] | None = None,
+             order: Sequence[str] = ()) -> dm.DataTransformerConfig:
+    """Grafana's "organize fields" transformation."""
+    return dm.DataTransformerConfig(id_val="organize", options={
+        "excludeByName": dict.fromkeys(hide, True),
+        "renameByName": rename or {},
+        "indexByName": {name: i for i, name in enumerate(order)},
+    })
+
+
+def table_panel(title: str, description: str, target: prometheus.Dataquery, *,
+                value_name: str, unit: str, columns: Sequence[str], width: int = 12,
+                height: int = 8,
+                steps: Sequence[tuple[float | None, str]] = ((None, GREEN),)) -> table.Panel:
+    """A table of one instant Prometheus query: label columns, then the value, largest first."""
+    return (
+        table.Panel().title(title).description(description).datasource(PROM)
+        .with_target(target).height(height).span(width).unit(unit)
+        .thresholds(thresholds(*steps)).color_scheme(by_threshold())
+        .cell_options(cm.TableColoredBackgroundCellOptions())
+        .with_transformation(organize(rename={"Value": value_name},
+                                      order=(*columns, value_name)))
+        .with_transformation(dm.DataTransformerConfig(
+            id_val="filterFieldsByName",
+            options={"include": {"names": [*columns, "Value"]}}))
+        .sort_by([cb.TableSortByFieldState().display_name(value_name).desc(True)])
+    )
+
+
+def failures_table(title: str, description: str, *, task_filter: bool, width: int,
+                   height: int = 10) -> table.Panel:
+    """Recent failures from the SQL history (``${history}``)."""
+    return (
+        table.Panel().title(title).description(description).datasource(HISTORY)
+        .with_target(Sql(recent_failures_sql(task_filter))).height(height).span(width)
+        .sort_by([cb.TableSortByFieldState().display_name("time").desc(True)])
+        .override_by_name("message", [dm.DynamicConfigValue(id_val="custom.width", value=420)])
+    )
+
+
+def instant_table(expr: str, ref: str = "A") -> prometheus.Dataquery:
+    """An instant query in table format (one row per series)."""
+    return prom(expr, ref=ref, instant=True, fmt=PromQueryFormat.TABLE)
+
+
+#: Columns of the task summary: (title, unit, series recorded by prometheus/rules, matchers).
+SUMMARY_COLUMNS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("executions /s", "ops", "celery:task_finished:rate5m", ()),
+    ("failure ratio", "percentunit", "celery:task_failure_ratio:rate5m", ()),
+    ("p95 runtime", "s", "celery:task_runtime_seconds:quantile5m", ('quantile="0.95"',)),
+    ("average runtime", "s", "celery:task_runtime_seconds:avg5m", ()),
+)
+
+
+def task_summary_table() -> table.Panel:
+    """One row per task from the recording rules (cheap at any zoom): one instant query per
+    column, merged on the task name.
+    """
+    panel = (
+        table.Panel().title("Tasks (last 5 minutes)")
+        .description("Per task name, all queues, from the recording rules in "
+                     "prometheus/rules/recording.yml (the queue filter does not apply).")
+        .datasource(PROM).height(8).span(24)
+        .with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(organize(
+            hide=("Time", "job", "instance", "quantile"),
+            rename={f"Value #{chr(ord('A') + i)}": column[0]
+                    for i, column in enumerate(SUMMARY_COLUMNS)},
+            order=("name", *(column[0] for column in SUMMARY_COLUMNS))))
+        .sort_by([cb.TableSortByFieldState().display_name("executions /s").desc(True)])
+    )
+    for i, (title, unit, series, matchers) in enumerate(SUMMARY_COLUMNS):
+        panel = (panel.with_target(instant_table(series + sel(TASK_MATCH, *matchers),
+                                                 chr(ord("A") + i)))
+                 .override_by_name(title, [dm.DynamicConfigValue(id_val="unit", value=unit)]))
+    return panel
+
+
+# -- variables ---------------------------------------------------------------------------------
+
+def query_var(name: str, label: str, query: str, *, multi: bool = True) -> db.QueryVariable:
+    """A Prometheus ``label_values`` variable; "All" means ``.*`` (regex matchers)."""
+    return (
+        db.QueryVariable(name).label(label).query(query).datasource(PROM)
+        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC)
+        .multi(multi).include_all(True).all_value(".*")
+        .current(dm.VariableOption(selected=True, text="All", value="$__all"))
+    )
+
+
+def common_variables() -> list[cogbuilder.Builder[dm.VariableModel]]:
+    """datasource, history, job, instance, queue, task — in dependency order."""
+    task_metrics = '__name__=~"celery_task_sent_total|celery_task_received_total"'
+    queue_metrics = ('__name__=~"celery_task_sent_total|celery_task_received_total'
+                     '|celery_queue_length"')
+    return [
+        db.DatasourceVariable("datasource").label("Prometheus").type("prometheus"),
+        db.DatasourceVariable("history").label("History (PostgreSQL)").type(POSTGRES_TYPE),
+        query_var("job", "Job", "label_values(celery_jobmon_build_info, job)"),
+        query_var("instance", "Exporter",
+                  'label_values(celery_jobmon_build_info{job=~"$job"}, instance)'),
+        query_var("queue", "Queue", f"label_values({sel(queue_metrics)}, queue_name)"),
+        query_var("task", "Task",
+                  f"label_values({sel(task_metrics, QUEUE_MATCH)}, name)"),
+    ]
+
+
+def slow_threshold_var() -> db.CustomVariable:
+    """Seconds of average run time above which a task is listed in "Slow jobs"."""
+    return (
+        db.CustomVariable("slow_threshold").label("Slow above (s)")
+        .values("1,5,10,30,60,300,900")
+        .current(dm.VariableOption(selected=True, text="10", value="10"))
+    )
+
+
+def dashboard(uid: str, title: str, description: str) -> db.Dashboard:
+    """Shared settings: UTC-independent browser time, last hour, 30 s auto-refresh."""
+    return (
+        db.Dashboard(title).uid(uid).description(description)
+        .tags(["celery", "celery-jobmon"]).editable().timezone("browser")
+        .time("now-1h", "now").refresh("30s")
+        .timepicker(db.TimePicker().refresh_intervals(["10s", "30s", "1m", "5m", "15m"]))
+        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
+    )
+
+
+def link(title: str, uid: str) -> db.DashboardLink:
+    """A link to another dashboard carrying the time range and the variables."""
+    return (db.DashboardLink(title).type(dm.DashboardLinkType.LINK).url(f"/d/{uid}")
+            .include_vars(True).keep_time(True).icon("dashboard"))
+
+
+# -- overview ----------------------------------------------------------------------------------
+
+def overview() -> db.Dashboard:
+    """Celery / Overview: what runs, waits, fails and which workers and exporter are healthy."""
+    failed = f"sum(rate(celery_task_failed_total{TASK_SEL}[{RATE}]))"
+    succeeded = f"sum(rate(celery_task_succeeded_total{TASK_SEL}[{RATE}]))"
+
+    def by_name(counter: str) -> str:
+        return f"sum by (name) (rate(celery_task_{counter}_total{TASK_SEL}[{RATE}]))"
+
+    runtime = f"celery_task_runtime_seconds_bucket{TASK_SEL}"
+    window = "$__range"
+    board = (
+        dashboard(OVERVIEW_UID, "Celery / Overview",
+                  "Celery tasks, queues and workers as seen by celery-jobmon.")
+        .variables([*common_variables(), slow_threshold_var()])
+        .link(link("Task drill-down", TASK_UID))
+
+        .with_row(db.Row("Now"))
+        .with_panel(stat_panel(
+            "Running now", "Tasks started and not finished (task events).",
+            prom(f"sum(celery_task_running{TASK_SEL})")))
+        .with_panel(stat_panel(
+            "Pending", "Messages waiting in the broker queues (all priorities).",
+            prom(f"sum(celery_queue_length{QUEUE_SEL})"),
+            steps=((None, GREEN), (100, ORANGE), (1000, RED))))
+        .with_panel(stat_panel(
+            "Reserved", "Tasks prefetched by workers, not started (inspect reserved).",
+            prom(f"sum(celery_task_reserved{TASK_SEL})"), steps=((None, BLUE),)))
+        .with_panel(stat_panel(
+            "Scheduled (ETA)", "Tasks held by workers until their ETA/countdown.",
+            prom(f"sum(celery_task_scheduled{TASK_SEL})"), steps=((None, BLUE),)))
+        .with_panel(stat_panel(
+            "Succeeded /s", "Successful tasks per second.", prom(succeeded), unit="ops"))
+        .with_panel(stat_panel(
+            "Failed /s", "Failed tasks per second.", prom(failed), unit="ops",
+            steps=((None, GREEN), (0.001, ORANGE), (1, RED))))
+        .with_panel(stat_panel(
+            "Failure ratio", "failed / (succeeded + failed) over the rate interval.",
+            prom(f"{failed} / ({succeeded} + {failed})"), unit="percentunit",
+            steps=((None, GREEN), (0.05, ORANGE), (0.1, RED)), decimals=1))
+        .with_panel(stat_panel(
+            "Oldest waiting", "Age of the oldest message waiting in a queue (Redis).",
+            prom(f"max(celery_queue_oldest_message_age_seconds{QUEUE_SEL})"), unit="s",
+            steps=((None, GREEN), (60, ORANGE), (300, RED))))
+
+        .with_row(db.Row("Throughput and failures"))
+        .with_panel(ts_panel(
+            "Succeeded and failed rates", "Finished tasks per second, and retries.", [
+                prom(succeeded, "succeeded", "A"),
+                prom(failed, "failed", "B"),
+                prom(f"sum(rate(celery_task_retried_total{TASK_SEL}[{RATE}]))", "retried", "C"),
+            ], unit="ops"))
+        .with_panel(ts_panel(
+            "Failure ratio by task", "failed / (succeeded + failed) per task name.", [
+                prom(f"{by_name('failed')} / ({by_name('succeeded')} + {by_name('failed')})",
+                     "{{name}}"),
+            ], unit="percentunit", maximum=1, steps=((None, GREEN), (0.1, RED))))
+        .with_panel(table_panel(
+            "Top exceptions",
+            "Failures by task and exception class in the time range (10 largest).",
+            instant_table(
+                f"topk(10, sum by (name, exception) (increase(celery_task_exceptions_total"
+                f"{NAME_SEL}[{window}])) > 0)"),
+            value_name="failures", unit="short", columns=("name", "exception"), height=10,
+            steps=((None, ORANGE),)))
+        .with_panel(failures_table(
+            "Recent failures (history)",
+            "Newest failed executions from the SQL history: task, exception, message, time, "
+            "worker.", task_filter=False, width=12))
+
+        .with_row(db.Row("Queues"))
+        .with_panel(ts_panel(
+            "Pending by queue and priority",
+            "Messages waiting per queue and priority level (Redis priority sub-queues; "
+            "RabbitMQ: priority empty).", [
+                prom(f"sum by (queue_name, priority) (celery_queue_length{QUEUE_SEL})",
+                     "{{queue_name}} priority {{priority}}"),
+            ], stacked=True))
+        .with_panel(ts_panel(
+            "Queue latency (oldest waiting)",
+            "Age of the oldest waiting message per queue: how late the next task starts.", [
+                prom(f"max by (queue_name) (celery_queue_oldest_message_age_seconds"
+                     f"{QUEUE_SEL})", "{{queue_name}}"),
+            ], unit="s", steps=((None, GREEN), (300, RED))))
+        .with_panel(ts_panel(
+            "Queue wait p95",
+            "95th percentile of the time from sent (or ETA) to started, per queue.", [
+                prom(f"histogram_quantile(0.95, sum by (queue_name, le) (rate("
+                     f"celery_task_queue_wait_seconds_bucket{TASK_SEL}[{RATE}])))",
+                     "{{queue_name}}"),
+            ], unit="s"))
+        .with_panel(ts_panel(
+            "Consumers per queue",
+            "Workers consuming each queue; 0 with messages waiting means nobody takes them.", [
+                prom(f"max by (queue_name) (celery_queue_consumers{QUEUE_SEL})",
+                     "{{queue_name}}"),
+            ]))
+        .with_panel(ts_panel(
+            "Running, reserved and scheduled by task",
+            "Running (events), prefetched (inspect reserved) and waiting for their ETA "
+            "(inspect scheduled).", [
+                prom(f"sum by (name) (celery_task_running{TASK_SEL})", "{{name}} running", "A"),
+                prom(f"sum by (name) (celery_task_reserved{TASK_SEL})", "{{name}} reserved",
+                     "B"),
+                prom(f"sum by (name) (celery_task_scheduled{TASK_SEL})",
+                     "{{name}} scheduled (ETA)", "C"),
+            ], width=24))
+
+        .with_row(db.Row("Runtime"))
+        .with_panel(ts_panel(
+            "Runtime p50 / p95 / p99 by task",
+            "Quantiles of the run time of finished tasks (successes and failures).",
+            quantile_targets(runtime, "name", "{{name}} "), unit="s", width=24))
+        .with_panel(task_summary_table())
+        .with_panel(table_panel(
+            "Slow jobs",
+            "Tasks whose average run time over the time range is above $slow_threshold s.",
+            instant_table(
+                f"sum by (name) (increase(celery_task_runtime_seconds_sum{TASK_SEL}[{window}]))"
+                f" / sum by (name) (increase(celery_task_runtime_seconds_count{TASK_SEL}"
+                f"[{window}])) > $slow_threshold"),
+            value_name="average runtime", unit="s", columns=("name",),
+            steps=((None, ORANGE),)))
+        .with_panel(table_panel(
+            "Stuck jobs (oldest running)",
+            "Age of the oldest running task per name (inspect active): long ages are stuck "
+            "jobs.",
+            instant_table(f"sort_desc(max by (name) (celery_task_oldest_running_seconds"
+                          f"{NAME_SEL}))"),
+            value_name="running for", unit="s", columns=("name",),
+            steps=((None, GREEN), (600, ORANGE), (1800, RED))))
+
+        .with_row(db.Row("Workers"))
+        .with_panel(stat_panel(
+            "Workers up / down", "Each worker: up while heartbeats arrive, down after "
+            "worker-offline or the worker timeout.",
+            prom(f"max by (hostname) (celery_worker_up{sel()})", "{{hostname}}"),
+            steps=((None, RED), (1, GREEN)),
+            mappings={"1": ("up", GREEN), "0": ("down", RED)}, width=12, height=8))
+        .with_panel(ts_panel(
+            "Worker busy ratio",
+            "Tasks running / pool size per worker (heartbeat active / inspect stats).", [
+                prom(f"max by (hostname) (celery_worker_tasks_active{sel()}) / max by "
+                     f"(hostname) (celery_worker_pool_size{sel()})", "{{hostname}}"),
+            ], unit="percentunit", maximum=1, steps=((None, GREEN), (0.9, RED))))
+        .with_panel(ts_panel(
+            "Tasks processed per worker", "Tasks per second each worker processed.", [
+                prom(f"sum by (hostname) (rate(celery_worker_processed_total{sel()}[{RATE}]))",
+                     "{{hostname}}"),
+            ], unit="ops", width=8))
+        .with_panel(ts_panel(
+            "Worker CPU", "CPU seconds per second of each worker's main process (user + "
+            "system).", [
+                prom(f"sum by (hostname) (rate(celery_worker_cpu_user_seconds_total{sel()}"
+                     f"[{RATE}]) + rate(celery_worker_cpu_system_seconds_total{sel()}"
+                     f"[{RATE}]))", "{{hostname}}"),
+            ], unit="percentunit", width=8))
+        .with_panel(ts_panel(
+            "Worker peak memory", "Peak resident set size of each worker's main process.", [
+                prom(f"max by (hostname) (celery_worker_max_rss_bytes{sel()})", "{{hostname}}"),
+            ], unit="bytes", width=8))
+    )
+    return exporter_health(board)
+
+
+def exporter_health(board: db.Dashboard) -> db.Dashboard:
+    """The row about celery-jobmon itself: is it scraped, connected, keeping up, writing the
+    history.
+    """
+    return (
+        board.with_row(db.Row("Exporter health"))
+        .with_panel(stat_panel(
+            "Scrape up", "Prometheus reaches the exporter (up).",
+            prom('min(up{job=~"$job", instance=~"$instance"})'),
+            steps=((None, RED), (1, GREEN)), mappings={"1": ("up", GREEN), "0": ("down", RED)}))
+        .with_panel(stat_panel(
+            "Broker connected", "Event consumer connected to the broker.",
+            prom(f"min(celery_jobmon_broker_connected{sel()})"),
+            steps=((None, RED), (1, GREEN)),
+            mappings={"1": ("connected", GREEN), "0": ("disconnected", RED)}))
+        .with_panel(stat_panel(
+            "Last event age", "Seconds since the exporter received an event.",
+            prom(f"max(time() - celery_jobmon_last_event_timestamp_seconds{sel()})"),
+            unit="s", steps=((None, GREEN), (30, ORANGE), (120, RED))))
+        .with_panel(stat_panel(
+            "Event lag", "Receipt time minus event timestamp of the last event: grows when "
+            "the consumer falls behind (or clocks are skewed).",
+            prom(f"max(celery_jobmon_event_lag_seconds{sel()})"), unit="s",
+            steps=((None, GREEN), (5, ORANGE), (30, RED))))
+        .with_panel(stat_panel(
+            "Event gaps", "Consuming connections lost in the time range: events published "
+            "until the reconnect are missing from every count.",
+            prom(f"sum(increase(celery_jobmon_event_gaps_total{sel()}[$__range]))"),
+            steps=((None, GREEN), (1, RED)), decimals=0))
+        .with_panel(stat_panel(
+            "Poll age", "Seconds since the poller's last completed round (inspect + queue "
+            "lengths).", prom(f"max(celery_jobmon_poll_age_seconds{sel()})"), unit="s",
+            steps=((None, GREEN), (60, ORANGE), (300, RED))))
+        .with_panel(stat_panel(
+            "History", "SQL history written (on) or off / not opened at start.",
+            prom(f"min(celery_jobmon_history_enabled{sel()})"),
+            steps=((None, ORANGE), (1, GREEN)),
+            mappings={"1": ("on", GREEN), "0": ("off", ORANGE)}))
+        .with_panel(stat_panel(
+            "History write failures", "Failed history writes since the last success (rows "
+            "are kept and retried; 0 is healthy).",
+            prom(f"max(celery_jobmon_history_consecutive_write_failures{sel()})"),
+            steps=((None, GREEN), (1, RED)), decimals=0))
+        .with_panel(ts_panel(
+            "Events received /s", "Celery events the exporter received, by type.", [
+                prom(f"sum by (type) (rate(celery_jobmon_events_received_total{sel()}[{RATE}]))",
+                     "{{type}}"),
+            ], unit="ops", width=6, stacked=True))
+        .with_panel(ts_panel(
+            "Consumer saturation", "Share of wall time spent applying events (1 = saturated).",
+            [prom(f"sum(rate(celery_jobmon_event_processing_seconds_total{sel()}[{RATE}]))",
+                  "busy")], unit="percentunit", width=6, maximum=1))
+        .with_panel(ts_panel(
+            "Malformed events and poll errors", "Events skipped by reason; failed poller "
+            "calls by call.", [
+                prom(f"sum by (reason) (rate(celery_jobmon_events_malformed_total{sel()}"
+                     f"[{RATE}]))", "malformed {{reason}}", "A"),
+                prom(f"sum by (call) (rate(celery_jobmon_poll_errors_total{sel()}[{RATE}]))",
+                     "poll error {{call}}", "B"),
+            ], unit="ops", width=6))
+        .with_panel(ts_panel(
+            "History rows written and dropped /s", "Rows the history writer wrote; events or "
+            "rows it could not keep, by reason.", [
+                prom(f"sum(rate(celery_jobmon_history_rows_written_total{sel()}[{RATE}]))",
+                     "written", "A"),
+                prom(f"sum by (reason) (rate(celery_jobmon_history_dropped_total{sel()}"
+                     f"[{RATE}])) > 0", "dropped {{reason}}", "B"),
+            ], unit="ops", width=6))
+    )
+
+
+# -- task drill-down ---------------------------------------------------------------------------
+
+LIFECYCLE = ("sent", "received", "started", "succeeded", "failed", "retried", "revoked",
+             "rejected")
+
+
+def task_drilldown() -> db.Dashboard:
+    """Celery / Task: one task name (or a few) in detail."""
+    def total(counter: str) -> str:
+        return f"sum(increase(celery_task_{counter}_total{TASK_SEL}[$__range]))"
+
+    runtime = f"celery_task_runtime_seconds_bucket{TASK_SEL}"
+    wait = f"celery_task_queue_wait_seconds_bucket{TASK_SEL}"
+    return (
+        dashboard(TASK_UID, "Celery / Task",
+                  "One Celery task in detail: lifecycle, run time, waits, failures.")
+        .variables(common_variables())
+        .link(link("Overview", OVERVIEW_UID))
+
+        .with_row(db.Row("Task $task"))
+        .with_panel(stat_panel("Succeeded", "Successful executions in the time range.",
+                               prom(total("succeeded")), decimals=0))
+        .with_panel(stat_panel("Failed", "Failed executions in the time range.",
+                               prom(total("failed")), decimals=0,
+                               steps=((None, GREEN), (1, RED))))
+        .with_panel(stat_panel(
+            "Failure ratio", "failed / (succeeded + failed) in the time range.",
+            prom(f"{total('failed')} / ({total('succeeded')} + {total('failed')})"),
+            unit="percentunit", steps=((None, GREEN), (0.05, ORANGE), (0.1, RED)), decimals=1))
+        .with_panel(stat_panel("Running now", "Started and not finished (task events).",
+                               prom(f"sum(celery_task_running{TASK_SEL})")))
+        .with_panel(stat_panel("Reserved", "Prefetched by workers, not started.",
+                               prom(f"sum(celery_task_reserved{TASK_SEL})"),
+                               steps=((None, BLUE),)))
+        .with_panel(stat_panel("Scheduled (ETA)", "Held by workers until their ETA.",
+                               prom(f"sum(celery_task_scheduled{TASK_SEL})"),
+                               steps=((None, BLUE),)))
+        .with_panel(stat_panel(
+            "Next ETA in", "Seconds until the earliest ETA among scheduled tasks.",
+            prom(f"min(celery_task_scheduled_earliest_eta_timestamp_seconds{NAME_SEL}) - "
+                 f"time()"), unit="s", steps=((None, BLUE),)))
+        .with_panel(stat_panel(
+            "Oldest running", "Age of the oldest running execution (inspect active).",
+            prom(f"max(celery_task_oldest_running_seconds{NAME_SEL})"), unit="s",
+            steps=((None, GREEN), (600, ORANGE), (1800, RED))))
+
+        .with_row(db.Row("Lifecycle"))
+        .with_panel(ts_panel(
+            "Lifecycle rates", "Task events per second, by lifecycle step.", [
+                prom(f"sum(rate(celery_task_{step}_total{TASK_SEL}[{RATE}]))", step,
+                     chr(ord("A") + i))
+                for i, step in enumerate(LIFECYCLE)
+            ], unit="ops", width=24))
+
+        .with_row(db.Row("Run time and waits"))
+        .with_panel(ts_panel(
+            "Runtime p50 / p95 / p99", "Run time quantiles of finished executions.",
+            [*quantile_targets(runtime, "", ""),
+             prom(f"sum(rate(celery_task_runtime_seconds_sum{TASK_SEL}[{RATE}])) / sum(rate("
+                  f"celery_task_runtime_seconds_count{TASK_SEL}[{RATE}]))", "average", "D")],
+            unit="s"))
+        .with_panel(
+            heatmap.Panel().title("Runtime distribution")
+            .description("Finished executions per run-time bucket.").datasource(PROM)
+            .with_target(prom(f"sum by (le) (increase({runtime}[{RATE}]))", "{{le}}",
+                              fmt=PromQueryFormat.HEATMAP))
+            .calculate(False).height(8).span(12)
+            .color(heatmap.HeatmapColorOptions().mode(hm.HeatmapColorMode.SCHEME)
+                   .scheme("Oranges").scale(hm.HeatmapColorScale.EXPONENTIAL))
+            .y_axis(heatmap.YAxisConfig().unit("s")))
+        .with_panel(ts_panel(
+            "Queue wait p50 / p95 / p99", "Time from sent (or ETA) to started.",
+            quantile_targets(wait, "", ""), unit="s"))
+        .with_panel(ts_panel(
+            "Running, reserved and scheduled", "In flight now.", [
+                prom(f"sum(celery_task_running{TASK_SEL})", "running", "A"),
+                prom(f"sum(celery_task_reserved{TASK_SEL})", "reserved", "B"),
+                prom(f"sum(celery_task_scheduled{TASK_SEL})", "scheduled (ETA)", "C"),
+            ]))
+
+        .with_row(db.Row("Failures"))
+        .with_panel(ts_panel(
+            "Failures by exception", "Failures per second by exception class.", [
+                prom(f"sum by (exception) (rate(celery_task_exceptions_total{NAME_SEL}"
+                     f"[{RATE}]))", "{{exception}}"),
+            ], unit="ops", width=8, height=10))
+        .with_panel(failures_table(
+            "Recent failures (history)", "Newest failed executions of the selected tasks.",
+            task_filter=True, width=16))
+    )
+
+
+# -- output ------------------------------------------------------------------------------------
+
+def numbered(board: db.Dashboard) -> dict[str, Any]:
+    """The dashboard as a JSON object, panels numbered 1, 2, … in layout order."""
+    data: dict[str, Any] = json.loads(JSONEncoder().encode(board.build()))
+    for number, panel in enumerate(data["panels"], start=1):
+        panel["id"] = number
+    return data
+
+
+def dashboards() -> dict[str, dict[str, Any]]:
+    """File name → dashboard JSON object, for every dashboard."""
+    return {"celery-overview.json": numbered(overview()),
+            "celery-task.json": numbered(task_drilldown())}
+
+
+def render(data: dict[str, Any]) -> str:
+    """The committed text of a dashboard: sorted keys, two-space indent, final newline."""
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def stale_files(directory: Path = DASHBOARDS_DIR) -> list[str]:
+    """Names of the dashboard files missing or different from what the generator makes."""
+    return [name for name, data in dashboards().items()
+            if not (directory / name).is_file()
+            or (directory / name).read_text(encoding="utf-8") != render(data)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write the dashboards, or with ``--check`` report stale ones (exit status 1)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="compare with the committed files; write nothing")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = stale_files()
+        for name in stale:
+            sys.stderr.write(f"stale: grafana/dashboards/{name} (run python grafana/generate.py)\n")
+        return 1 if stale else 0
+    DASHBOARDS_DIR.mkdir(exist_ok=True)
+    for name, data in dashboards().items():
+        (DASHBOARDS_DIR / name).write_text(render(data), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

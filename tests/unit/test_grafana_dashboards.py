@@ -1,0 +1,253 @@
+"""The committed dashboards are the generator's output, and follow the dashboard rules.
+
+Rules: uid and title set; 30 s auto-refresh; every panel reads its data source from a
+variable; every Prometheus query selects by ``$job`` and ``$instance``; ``histogram_quantile``
+over ``rate`` (never ``irate``); stat panels coloured by thresholds; every metric a query
+names exists in the exporter's catalogue or in the recording rules.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+from grafana_foundation_sdk.cog.plugins import register_default_plugins
+from grafana_foundation_sdk.models.dashboard import Dashboard as DashboardModel
+
+from exporter import metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARDS = ROOT / "grafana" / "dashboards"
+PROVISIONING = ROOT / "grafana" / "provisioning"
+
+
+def _load_generator() -> ModuleType:
+    path = ROOT / "grafana" / "generate.py"
+    spec = importlib.util.spec_from_file_location("grafana_generate", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+generate = _load_generator()
+COMMITTED = {path.name: json.loads(path.read_text()) for path in sorted(DASHBOARDS.glob("*.json"))}
+
+
+def _panels(board: dict[str, Any]) -> list[dict[str, Any]]:
+    return [panel for panel in board["panels"] if panel["type"] != "row"]
+
+
+def _prom_targets(board: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(panel["title"], target) for panel in _panels(board) for target in panel["targets"]
+            if target["datasource"]["type"] == "prometheus"]
+
+
+def _exposed_names() -> set[str]:
+    """Every sample name /metrics can carry with the default prefix."""
+    names = set()
+    for spec in metrics.CATALOGUE:
+        base = "celery_" + spec.name
+        if spec.kind == "histogram":
+            names |= {base + "_bucket", base + "_sum", base + "_count"}
+        elif spec.kind == "info":
+            names.add(base + "_info")
+        else:
+            names.add(base)
+    return names
+
+
+def _recorded_names() -> set[str]:
+    rules = yaml.safe_load((ROOT / "prometheus" / "rules" / "recording.yml").read_text())
+    return {rule["record"] for group in rules["groups"] for rule in group["rules"]}
+
+
+def test_committed_json_is_exactly_the_generator_output():
+    generated = generate.dashboards()
+    assert sorted(generated) == sorted(COMMITTED)
+    for name, data in generated.items():
+        committed_text = (DASHBOARDS / name).read_text(encoding="utf-8")
+        assert committed_text == generate.render(data), (
+            f"grafana/dashboards/{name} is stale: run python grafana/generate.py")
+
+
+def test_check_mode_reports_nothing_stale():
+    assert generate.stale_files() == []
+
+
+def test_check_mode_names_a_changed_file(tmp_path):
+    for name, data in generate.dashboards().items():
+        (tmp_path / name).write_text(generate.render(data), encoding="utf-8")
+    (tmp_path / "celery-task.json").write_text("{}\n", encoding="utf-8")
+    assert generate.stale_files(tmp_path) == ["celery-task.json"]
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_committed_json_loads_into_the_sdk_dashboard_model(name):
+    register_default_plugins()
+    model = DashboardModel.from_json(COMMITTED[name])
+    assert model.uid == COMMITTED[name]["uid"]
+    assert model.panels is not None
+    assert [p.title for p in model.panels] == [p["title"] for p in COMMITTED[name]["panels"]]
+
+
+def test_dashboards_have_uid_title_and_30s_refresh():
+    summary = {name: (board["uid"], board["title"], board["refresh"])
+               for name, board in COMMITTED.items()}
+    assert summary == {
+        "celery-overview.json": ("celery-jobmon-overview", "Celery / Overview", "30s"),
+        "celery-task.json": ("celery-jobmon-task", "Celery / Task", "30s"),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_variables_are_datasource_history_job_instance_queue_task(name):
+    variables = {v["name"]: v for v in COMMITTED[name]["templating"]["list"]}
+    assert [v for v in variables if v != "slow_threshold"] == [
+        "datasource", "history", "job", "instance", "queue", "task"]
+    assert variables["datasource"]["query"] == "prometheus"
+    assert variables["history"]["query"] == "grafana-postgresql-datasource"
+    for label in ("job", "instance", "queue", "task"):
+        assert variables[label]["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert variables[label]["allValue"] == ".*"
+        assert variables[label]["includeAll"] is True
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_every_panel_reads_its_data_source_from_a_variable(name):
+    allowed = [{"type": "prometheus", "uid": "${datasource}"},
+               {"type": "grafana-postgresql-datasource", "uid": "${history}"}]
+    for panel in _panels(COMMITTED[name]):
+        assert panel["datasource"] in allowed, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == panel["datasource"], panel["title"]
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_panel_ids_are_unique_and_titles_set(name):
+    panels = COMMITTED[name]["panels"]
+    assert [p["id"] for p in panels] == list(range(1, len(panels) + 1))
+    assert all(p.get("title") for p in panels)
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_every_prometheus_query_selects_job_and_instance(name):
+    for title, target in _prom_targets(COMMITTED[name]):
+        expr = target["expr"]
+        selectors = re.findall(r"\{[^}]*\}", expr.replace("{{", "").replace("}}", ""))
+        assert selectors, (title, expr)
+        for selector in selectors:
+            assert 'job=~"$job"' in selector and 'instance=~"$instance"' in selector, (
+                title, selector)
+        assert ":9808" not in expr and "localhost" not in expr, (title, expr)
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_quantiles_use_rate_never_irate(name):
+    exprs = [target["expr"] for _, target in _prom_targets(COMMITTED[name])]
+    assert not [e for e in exprs if "irate(" in e]
+    quantiles = [e for e in exprs if "histogram_quantile(" in e]
+    assert quantiles
+    for expr in quantiles:
+        assert re.search(r"histogram_quantile\(0\.\d+, sum by \([a-z_, ]*le\) \(rate\(", expr), expr
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_every_metric_named_exists(name):
+    known = _exposed_names() | _recorded_names() | {"up"}
+    for title, target in _prom_targets(COMMITTED[name]):
+        names = set(re.findall(r"\b(celery[a-z0-9_:]*|up)(?=\{)", target["expr"]))
+        assert names, (title, target["expr"])
+        assert names <= known, (title, names - known)
+    variable_queries = [v["query"] for v in COMMITTED[name]["templating"]["list"]
+                        if v["type"] == "query"]
+    for query in variable_queries:
+        for metric in re.findall(r"celery_[a-z_]+", query):
+            assert metric in known, (query, metric)
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_stat_panels_colour_by_thresholds(name):
+    stats = [p for p in _panels(COMMITTED[name]) if p["type"] == "stat"]
+    assert len(stats) >= 8
+    for panel in stats:
+        defaults = panel["fieldConfig"]["defaults"]
+        assert defaults["color"] == {"mode": "thresholds"}, panel["title"]
+        assert defaults["thresholds"]["steps"][0]["value"] is None, panel["title"]
+        assert panel["options"]["colorMode"] == "background", panel["title"]
+
+
+def test_overview_has_the_required_panels():
+    titles = [p["title"] for p in _panels(COMMITTED["celery-overview.json"])]
+    assert titles == [
+        "Running now", "Pending", "Reserved", "Scheduled (ETA)", "Succeeded /s", "Failed /s",
+        "Failure ratio", "Oldest waiting",
+        "Succeeded and failed rates", "Failure ratio by task", "Top exceptions",
+        "Recent failures (history)",
+        "Pending by queue and priority", "Queue latency (oldest waiting)", "Queue wait p95",
+        "Consumers per queue", "Running, reserved and scheduled by task",
+        "Runtime p50 / p95 / p99 by task", "Tasks (last 5 minutes)", "Slow jobs",
+        "Stuck jobs (oldest running)",
+        "Workers up / down", "Worker busy ratio", "Tasks processed per worker", "Worker CPU",
+        "Worker peak memory",
+        "Scrape up", "Broker connected", "Last event age", "Event lag", "Event gaps",
+        "Poll age", "History", "History write failures",
+        "Events received /s", "Consumer saturation", "Malformed events and poll errors",
+        "History rows written and dropped /s",
+    ]
+
+
+def _target(board: str, title: str, ref: str = "A") -> dict[str, Any]:
+    panel = next(p for p in _panels(COMMITTED[board]) if p["title"] == title)
+    return next(t for t in panel["targets"] if t["refId"] == ref)
+
+
+def test_pending_shows_each_priority_level():
+    target = _target("celery-overview.json", "Pending by queue and priority")
+    assert target["expr"].startswith("sum by (queue_name, priority) (celery_queue_length{")
+    assert target["legendFormat"] == "{{queue_name}} priority {{priority}}"
+
+
+def test_busy_ratio_is_active_tasks_over_pool_size():
+    expr = _target("celery-overview.json", "Worker busy ratio")["expr"]
+    assert re.fullmatch(r"max by \(hostname\) \(celery_worker_tasks_active\{[^}]*\}\) / "
+                        r"max by \(hostname\) \(celery_worker_pool_size\{[^}]*\}\)", expr)
+
+
+def test_slow_jobs_compare_average_runtime_with_the_threshold_variable():
+    target = _target("celery-overview.json", "Slow jobs")
+    assert target["instant"] is True and target["format"] == "table"
+    assert re.fullmatch(
+        r"sum by \(name\) \(increase\(celery_task_runtime_seconds_sum\{[^}]*\}\[\$__range\]\)\) "
+        r"/ sum by \(name\) \(increase\(celery_task_runtime_seconds_count\{[^}]*\}"
+        r"\[\$__range\]\)\) > \$slow_threshold", target["expr"])
+
+
+@pytest.mark.parametrize(("board", "filtered"), [("celery-overview.json", False),
+                                                 ("celery-task.json", True)])
+def test_recent_failures_query_the_history_table(board, filtered):
+    target = _target(board, "Recent failures (history)")
+    assert target["format"] == "table" and target["rawQuery"] is True
+    sql = target["rawSql"]
+    for column in ("finished_at", "name", "exception_type", "exception_message", "hostname",
+                   "queue", "task_id"):
+        assert column in sql
+    assert "FROM task_execution\nWHERE state = 'FAILURE'\n" in sql
+    assert "$__unixEpochFilter(finished_at)" in sql
+    assert ("name ~ '^(${task:regex})$'" in sql) is filtered
+
+
+def test_provisioning_declares_both_datasource_types_and_the_dashboard_folder():
+    sources = yaml.safe_load((PROVISIONING / "datasources" / "datasources.yml").read_text())
+    assert {(s["type"], s["uid"]) for s in sources["datasources"]} == {
+        ("prometheus", "prometheus"), ("grafana-postgresql-datasource", "jobmon-history")}
+    providers = yaml.safe_load((PROVISIONING / "dashboards" / "celery-jobmon.yml").read_text())
+    assert [(p["type"], p["folder"], p["options"]["path"]) for p in providers["providers"]] == [
+        ("file", "Celery", "/etc/grafana/dashboards")]
