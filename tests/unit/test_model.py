@@ -127,23 +127,27 @@ def test_success_runtime_is_the_event_runtime_field(model, ev) -> None:
     # The succeeded timestamp is 10 s after started; the worker's measured runtime wins.
     model.process_many([ev.sent("u1", T0, "app.add"), ev.received("u1", T0, "app.add"),
                         ev.started("u1", T0), ev.succeeded("u1", T0 + 10, runtime=0.75)])
-    assert observed(model.snapshot().runtime) == {(*ADD, "SUCCESS"): hist(RUNTIME, (0, 1, 1, 1), 0.75)}
+    assert observed(model.snapshot().runtime) == \
+        {(*ADD, "SUCCESS"): hist(RUNTIME, (0, 1, 1, 1), 0.75)}
 
 
 def test_failure_runtime_is_failed_minus_started_timestamp(model, ev) -> None:
     model.process_many([ev.sent("u1", T0, "app.add"), ev.received("u1", T0 + 1, "app.add"),
                         ev.started("u1", T0 + 2), ev.failed("u1", T0 + 5)])
-    assert observed(model.snapshot().runtime) == {(*ADD, "FAILURE"): hist(RUNTIME, (0, 0, 1, 1), 3.0)}
+    assert observed(model.snapshot().runtime) == \
+        {(*ADD, "FAILURE"): hist(RUNTIME, (0, 0, 1, 1), 3.0)}
 
 
 def test_runtime_above_every_bound_lands_only_in_inf(model, ev) -> None:
     model.process_many(ev.success("u1", T0, "app.add", runtime=7.5))
-    assert observed(model.snapshot().runtime) == {(*ADD, "SUCCESS"): hist(RUNTIME, (0, 0, 0, 1), 7.5)}
+    assert observed(model.snapshot().runtime) == \
+        {(*ADD, "SUCCESS"): hist(RUNTIME, (0, 0, 0, 1), 7.5)}
 
 
 def test_runtime_equal_to_a_bound_counts_in_that_bucket(model, ev) -> None:
     model.process_many(ev.success("u1", T0, "app.add", runtime=0.5))
-    assert observed(model.snapshot().runtime) == {(*ADD, "SUCCESS"): hist(RUNTIME, (1, 1, 1, 1), 0.5)}
+    assert observed(model.snapshot().runtime) == \
+        {(*ADD, "SUCCESS"): hist(RUNTIME, (1, 1, 1, 1), 0.5)}
 
 
 def test_successes_and_failures_have_separate_runtime_series(model, ev) -> None:
