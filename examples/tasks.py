@@ -10,7 +10,10 @@ Queues: ``a`` (quick work) and ``b`` (work that fails). Producers send ``task-se
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import tempfile
 import time
 
 from celery import Celery
@@ -19,6 +22,9 @@ app = Celery("examples")
 app.conf.update(
     broker_url=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
     result_backend=os.environ.get("CELERY_RESULT_BACKEND") or None,
+    # Store each task's name, arguments and queue with its result, so that
+    # `celery-jobmon retry` can re-send the exact arguments (CELERY_RESULT_EXTENDED=1).
+    result_extended=os.environ.get("CELERY_RESULT_EXTENDED") == "1",
     worker_send_task_events=True,
     task_send_sent_event=True,
     task_routes={
@@ -74,3 +80,22 @@ def slow_fail(seconds: float, message: str = "gave up") -> None:
     """Work for ``seconds``, then fail: long enough to restart an exporter in between."""
     time.sleep(seconds)
     raise RuntimeError(message)
+
+
+#: Where fail_once remembers the argument lists it has seen fail.
+FAIL_ONCE_DIR = os.environ.get("JOBMON_EXAMPLE_STATE_DIR") or os.path.join(
+    tempfile.gettempdir(), "jobmon-examples-fail-once")
+
+
+@app.task
+def fail_once(*args, **kwargs) -> dict:
+    """Fail the first time it runs with these exact arguments, succeed (returning them) on every
+    later run: a task worth retrying by hand. Remembered in a file per argument list.
+    """
+    os.makedirs(FAIL_ONCE_DIR, exist_ok=True)
+    key = hashlib.sha256(json.dumps([args, kwargs], sort_keys=True).encode()).hexdigest()
+    try:
+        os.close(os.open(os.path.join(FAIL_ONCE_DIR, key), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return {"args": list(args), "kwargs": kwargs}
+    raise ConnectionError("first attempt fails; retry me")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,9 +12,17 @@ import celery
 import uvicorn
 from celery import Celery
 from fastapi import FastAPI
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, make_asgi_app
-from starlette.routing import Route
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+
+from actions.api import create_api
+from actions.broker import make_action_app
+from actions.wiring import action_context
 
 from . import __version__
 from .collectors import ModelCollector
@@ -25,6 +34,9 @@ from .model import Model
 from .poll_collector import PollCollector
 from .poller import Poller
 from .secrets import mask_url
+
+#: Where the action API is mounted.
+API_PREFIX = "/api/v1"
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +71,13 @@ class _AsgiEndpoint:
         await self.app(scope, receive, send)
 
 
-def create_http_app(registry: CollectorRegistry, model: Model) -> FastAPI:
+def create_http_app(registry: CollectorRegistry, model: Model,
+                    api: Callable[..., Awaitable[None]] | None = None) -> FastAPI:
     """The ASGI app: ``/metrics`` (prometheus-client's ASGI app over ``registry``), ``/healthz``
     (200 while the process serves) and ``/readyz`` (200 when connected to the broker, else
-    503); both answer JSON ``{"status": ...}``.
+    503); both answer JSON ``{"status": ...}``. ``api`` (the action API,
+    :func:`actions.api.create_api`) is mounted at ``/api/v1``; ``/metrics``, ``/healthz`` and
+    ``/readyz`` need no token.
     """
     http = FastAPI(title="celery-jobmon", version=__version__, docs_url=None, redoc_url=None,
                    openapi_url=None)
@@ -79,7 +94,27 @@ def create_http_app(registry: CollectorRegistry, model: Model) -> FastAPI:
         return JSONResponse({"status": "ready" if connected else "broker disconnected"},
                             status_code=200 if connected else 503)
 
+    if api is not None:
+        mount = Mount(API_PREFIX, app=api)
+        # `.` must match any character, so that a path with an encoded newline (%0A) still
+        # reaches the API (its auth and its problem documents) instead of falling through.
+        mount.path_regex = re.compile(mount.path_regex.pattern, re.DOTALL)
+        http.router.routes.append(mount)
+        _api_problems_outside_the_mount(http)
     return http
+
+
+def _api_problems_outside_the_mount(http: FastAPI) -> None:
+    """404/405 for ``/api…`` paths the mount does not take are problem documents too."""
+    from actions.problems import problem_response
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if request.url.path.startswith("/api"):
+            return problem_response(exc.status_code, headers=exc.headers)
+        return await http_exception_handler(request, exc)
+
+    http.add_exception_handler(StarletteHTTPException, on_http_error)
 
 
 @dataclass
@@ -94,6 +129,8 @@ class Service:
     http: FastAPI
 
     history: OpenHistory | None = None
+    #: The Celery app the action API sends and revokes with (closed on stop).
+    action_app: Celery | None = None
 
     def start(self) -> None:
         """Start the history writer, then the event consumer and poller threads."""
@@ -108,6 +145,8 @@ class Service:
         self.consumer.stop()
         if self.history is not None:
             self.history.close()
+        if self.action_app is not None:
+            self.action_app.close()
 
 
 def build_service(settings: Settings) -> Service:
@@ -146,16 +185,22 @@ def build_service(settings: Settings) -> Service:
     registry.register(PollCollector(poller.latest, settings.metric_prefix))
     registry.register(HistoryCollector(
         history.writer.stats if history is not None else None, settings.metric_prefix))
-    return Service(settings, model, registry, consumer, poller, create_http_app(registry, model),
-                   history)
+    action_app = make_action_app(settings)
+    context = action_context(settings, history=history.engine if history is not None else None,
+                             app=action_app, model=model, poll_latest=poller.latest)
+    api = create_api(context, token=settings.api_token,
+                     max_body_bytes=settings.api_max_body_bytes, secrets=settings.secrets())
+    return Service(settings, model, registry, consumer, poller,
+                   create_http_app(registry, model, api), history, action_app)
 
 
 def serve(settings: Settings) -> None:
     """Run the exporter until SIGINT/SIGTERM: threads in the background, uvicorn here."""
     service = build_service(settings)
     host, port = settings.listen
-    log.info("starting version=%s broker=%s listen=%s:%d",
-             __version__, mask_url(settings.broker_url), host, port)
+    log.info("starting version=%s broker=%s listen=%s:%d action_api=%s",
+             __version__, mask_url(settings.broker_url), host, port,
+             "on" if settings.api_token else "off (no --api-token)")
     service.start()
     server = uvicorn.Server(uvicorn.Config(
         service.http, host=host, port=port, log_config=None, access_log=False,

@@ -8,7 +8,15 @@ from typing import Any
 import click
 
 from . import __version__
-from .options import BROKER_OPTIONS, DURATION, SERVE_OPTIONS, apply, option, settings_from
+from .options import (
+    BROKER_OPTIONS,
+    DURATION,
+    RETRY_OPTIONS,
+    SERVE_OPTIONS,
+    apply,
+    option,
+    settings_from,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -125,3 +133,140 @@ def history_prune(history_url: str | None, older_than: float | None, max_rows: i
     finally:
         engine.dispose()
     click.echo(f"{'would delete' if dry_run else 'deleted'} {count} executions")
+
+
+# -- actions: the same services as the HTTP API --------------------------------------------
+
+def _arg(*decls: str, **kwargs: Any) -> Any:
+    """An option of one invocation (what to act on, how): no environment variable, so a stray
+    ``JOBMON_QUEUE`` (a ``serve`` setting) or ``JOBMON_TERMINATE`` cannot change an action.
+    """
+    kwargs.setdefault("show_default", True)
+    return click.option(*decls, **kwargs)
+
+
+_JSON = _arg("--json", "as_json", is_flag=True, default=False,
+               help="Print the API's JSON instead of text.")
+
+
+def _actor() -> str:
+    """``cli:<login>``: who is recorded in the audit trail for a command-line action."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no login name (container without a passwd entry)
+        return "cli"
+
+
+def _run_action(settings: Any, history_url: str | None, work: Any, render: Any,
+                as_json: bool) -> None:
+    """Build the action context, run ``work(ctx)``, print ``render(result)`` or its JSON; an
+    action error exits 1 with ``error: <title>: <detail>`` (secrets masked).
+    """
+    from actions.errors import ActionError
+    from actions.problems import Redactor
+    from actions.wiring import action_context
+
+    engine = _history_engine(history_url)
+    ctx = action_context(settings, history=engine)
+    redact = Redactor(settings.secrets())
+    try:
+        result = work(ctx)
+    except ActionError as exc:
+        reason = exc.extra.get("reason")
+        raise click.ClickException(redact(
+            f"{exc.title} ({exc.status}{', ' + reason if reason else ''}): {exc.detail}")
+        ) from None
+    finally:
+        engine.dispose()
+        ctx.broker.app.close()  # type: ignore[attr-defined]
+    click.echo(result.model_dump_json(indent=2) if as_json else render(result))
+
+
+@main.command()
+@click.argument("task_id")
+@apply(BROKER_OPTIONS + RETRY_OPTIONS)
+@_HISTORY_URL
+@_arg("--dry-run/--no-dry-run", default=False,
+        help="Show exactly what would be sent (name, arguments, queue); send nothing.")
+@_arg("--include-revoked/--no-include-revoked", default=False,
+        help="Also retry a REVOKED task (default: FAILURE only).")
+@_JSON
+def retry(task_id: str, dry_run: bool, include_revoked: bool, as_json: bool,
+          **options: Any) -> None:
+    """Re-send a failed task with its original arguments as a new task (as the API's
+    POST /api/v1/tasks/TASK_ID/retry). Exits 1 when the task is unknown or not eligible.
+    """
+    from actions.retry import retry_task
+    from actions.text import retry_text
+
+    from .logs import configure_logging
+
+    settings = _validated(options)
+    configure_logging(settings.log_level, settings.log_format, settings.secrets())
+    _run_action(settings, settings.history_url, lambda ctx: retry_task(
+        ctx, task_id, actor=_actor(), dry_run=dry_run, include_revoked=include_revoked),
+        retry_text, as_json)
+
+
+@main.command()
+@click.argument("task_id")
+@apply(BROKER_OPTIONS)
+@_HISTORY_URL
+@_arg("--terminate/--no-terminate", default=False,
+        help="Stop the task with a signal if it is running (default: refuse).")
+@_arg("--signal", "signal_name", default=None, metavar="SIGNAL",
+        help="Signal for --terminate: SIGTERM (default), SIGINT, SIGQUIT, SIGKILL, SIGUSR1.")
+@_JSON
+def cancel(task_id: str, terminate: bool, signal_name: str | None, as_json: bool,
+           **options: Any) -> None:
+    """Revoke a waiting or scheduled task; a running one only with --terminate (as the API's
+    POST /api/v1/tasks/TASK_ID/cancel). Exits 1 when the task is unknown or finished.
+    """
+    from actions.cancel import cancel_task
+    from actions.text import cancel_text
+
+    from .logs import configure_logging
+
+    settings = _validated(options)
+    configure_logging(settings.log_level, settings.log_format, settings.secrets())
+    _run_action(settings, settings.history_url, lambda ctx: cancel_task(
+        ctx, task_id, actor=_actor(), terminate=terminate, signal=signal_name),
+        cancel_text, as_json)
+
+
+@main.command()
+@_HISTORY_URL
+@_arg("--state", "states", multiple=True, metavar="STATE",
+        help="Celery state (failed, succeeded, running, PENDING, …); repeatable or "
+             "comma-separated.")
+@_arg("--name", default=None, help="Exact task name.")
+@_arg("--queue", default=None, help="Exact queue name.")
+@_arg("--since", default=None, help="State changed at or after: ISO 8601 or epoch seconds.")
+@_arg("--until", default=None, help="State changed before: ISO 8601 or epoch seconds.")
+@_arg("--limit", type=click.IntRange(1, 1000), default=20, help="Rows per page.")
+@_arg("--cursor", default=None, help="Next page: the cursor the previous page printed.")
+@_JSON
+def tasks(history_url: str | None, states: tuple[str, ...], name: str | None,
+          queue: str | None, since: str | None, until: str | None, limit: int,
+          cursor: str | None, as_json: bool) -> None:
+    """List executions from the history, newest state change first (as the API's
+    GET /api/v1/tasks).
+    """
+    from actions import reads
+    from actions.params import check_identifier, parse_states, parse_time
+    from actions.text import tasks_text
+
+    from .config import Settings
+
+    def work(ctx: Any) -> Any:
+        return reads.list_tasks(
+            ctx, states=parse_states(states), name=check_identifier(name, "name"),
+            queue=check_identifier(queue, "queue"),
+            since=parse_time(since, "since") if since is not None else None,
+            until=parse_time(until, "until") if until is not None else None,
+            limit=limit, cursor=cursor)
+
+    settings = Settings(history_url=history_url)
+    _run_action(settings, history_url, work, tasks_text, as_json)

@@ -46,6 +46,12 @@ DEFAULT_HISTORY_RETENTION = 30 * 86400.0
 DEFAULT_HISTORY_QUEUE_SIZE = 100_000
 #: A task whose average runtime is above this is flagged slow in the statistics.
 DEFAULT_SLOW_THRESHOLD = 60.0
+#: Manual retries (action API, ``celery-jobmon retry``) allowed per chain of executions.
+DEFAULT_MAX_MANUAL_RETRIES = 3
+#: Largest request body the action API reads (bytes); larger bodies are answered 413.
+DEFAULT_API_MAX_BODY_BYTES = 64 * 1024
+#: Shortest API token accepted (characters): a guessable token is worse than none.
+MIN_API_TOKEN_CHARS = 16
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 
@@ -188,10 +194,22 @@ class Settings:
     history_max_rows: int = 0
     history_queue_size: int = DEFAULT_HISTORY_QUEUE_SIZE
     slow_threshold: float = DEFAULT_SLOW_THRESHOLD
+    #: Bearer token of the action API (``--api-token``, or read from ``--api-token-file``);
+    #: ``None``: every ``/api`` request is answered 403.
+    api_token: str | None = field(default=None, repr=False)
+    max_manual_retries: int = DEFAULT_MAX_MANUAL_RETRIES
+    #: Celery result backend URL the action API reads stored arguments from (retry).
+    result_backend: str | None = None
+    api_max_body_bytes: int = DEFAULT_API_MAX_BODY_BYTES
 
     def secrets(self) -> set[str]:
-        """Values that must never be logged or shown: URL passwords, password options."""
+        """Values that must never be logged or shown: URL passwords, password options, the
+        API token.
+        """
         found = url_passwords(self.broker_url) | option_passwords(self.transport_options)
+        found |= url_passwords(self.result_backend or "")
+        if self.api_token:
+            found.add(self.api_token)
         return found | url_passwords(self.history_url or "")
 
     def problems(self) -> list[str]:
@@ -234,6 +252,24 @@ class Settings:
             found.append("--inspect-interval / --inspect-timeout: greater than 0")
         if not self.accept_content:
             found.append("--accept-content: at least one content type")
+        found.extend(self._api_problems())
+        return found
+
+    def _api_problems(self) -> list[str]:
+        found: list[str] = []
+        token = self.api_token
+        if token is not None and (len(token) < MIN_API_TOKEN_CHARS
+                                  or any(ch.isspace() or not ch.isprintable() for ch in token)
+                                  or not token.isascii()):
+            found.append(f"--api-token: at least {MIN_API_TOKEN_CHARS} printable ASCII "
+                         "characters without spaces (e.g. `openssl rand -hex 32`)")
+        if self.max_manual_retries < 0:
+            found.append("--max-manual-retries: 0 (no manual retry) or more")
+        if self.result_backend is not None and "://" not in self.result_backend:
+            found.append("--result-backend: a Celery result backend URL such as "
+                         "redis://host:6379/1")
+        if self.api_max_body_bytes < 1024:
+            found.append("--api-max-body-bytes: at least 1024")
         return found
 
     def validate(self) -> Settings:

@@ -78,7 +78,17 @@ BROKER_OPTIONS: list[Decorator] = [
            help="How long to wait for workers' inspect replies."),
 ]
 
-#: Options of ``serve`` only.
+#: Options of the commands that act on tasks (``serve``'s action API, ``retry``).
+RETRY_OPTIONS: list[Decorator] = [
+    option("--max-manual-retries", type=click.IntRange(min=0), default=c.DEFAULT_MAX_MANUAL_RETRIES,
+           help="Manual retries (API or `celery-jobmon retry`) allowed per task and the retries "
+                "made from it."),
+    option("--result-backend", default=None,
+           help="Celery result backend URL (redis://host:6379/1) to read a failed task's real "
+                "arguments from, when workers store them (result_extended=True)."),
+]
+
+#: Options of ``serve`` (with :data:`RETRY_OPTIONS`: the action API retries too).
 SERVE_OPTIONS: list[Decorator] = [
     option("--listen", type=LISTEN, default=c.DEFAULT_LISTEN,
            help="host:port of the HTTP server (/metrics, /healthz, /readyz)."),
@@ -140,6 +150,17 @@ SERVE_OPTIONS: list[Decorator] = [
                 "it, successes are dropped first and failures last."),
     option("--slow-threshold", type=DURATION, default=seconds(c.DEFAULT_SLOW_THRESHOLD),
            help="Per-task statistics flag a task whose average runtime is above this."),
+    option("--api-token", default=None, show_default=False,
+           help="Bearer token every /api/v1 request must send (Authorization: Bearer TOKEN); "
+                "without one the action API answers 403. Prefer the environment variable or "
+                "--api-token-file: a flag shows in the process list."),
+    option("--api-token-file", default=None, metavar="PATH",
+           help="Read the API token from this file (surrounding whitespace stripped), e.g. a "
+                "mounted secret."),
+    *RETRY_OPTIONS,
+    option("--api-max-body-bytes", type=click.IntRange(min=1024),
+           default=c.DEFAULT_API_MAX_BODY_BYTES,
+           help="Largest request body the action API reads; larger ones are answered 413."),
 ]
 
 
@@ -161,6 +182,7 @@ def settings_from(options: dict[str, Any]) -> c.Settings:
         ValueError: every invalid setting, one per line, each naming its flag.
 
     """
+    token_problem = _read_token_file(options)
     pairs = list(options.pop("transport_options"))
     if "queues" in options:
         options["queues"] = tuple(options["queues"])
@@ -170,5 +192,27 @@ def settings_from(options: dict[str, Any]) -> c.Settings:
         transport_options = c.parse_transport_options(pairs)
     except ValueError as exc:
         raise ValueError(f"--broker-transport-option: {exc}") from None
-    return c.Settings(transport_options=transport_options, accept_content=accept,
-                      **options).validate()
+    settings = c.Settings(transport_options=transport_options, accept_content=accept, **options)
+    if token_problem:
+        raise ValueError("\n".join([*settings.problems(), token_problem]))
+    return settings.validate()
+
+
+def _read_token_file(options: dict[str, Any]) -> str | None:
+    """Replace ``api_token_file`` in ``options`` by the token read from it.
+
+    Returns:
+        A one-line problem naming the flag, or ``None``.
+
+    """
+    path = options.pop("api_token_file", None)
+    if path is None:
+        return None
+    if options.get("api_token"):
+        return "--api-token / --api-token-file: give one, not both"
+    try:
+        with open(path, encoding="utf-8") as file:
+            options["api_token"] = file.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"--api-token-file: cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
+    return None

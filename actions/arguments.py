@@ -1,0 +1,187 @@
+"""Where a retry gets the original arguments from, in order of trust.
+
+1. **The result backend** (``--result-backend``), when the workers store the request with the
+   result (``result_extended=True``): ``AsyncResult(task_id).args/kwargs`` are the real values
+   (as the result serializer round-trips them: JSON turns tuples into lists).
+2. **The history's argument reprs** (from ``task-sent``/``task-received``), when they are plain
+   Python literals (:func:`ast.literal_eval`), were not cut by ``--history-max-field-bytes``
+   (``*_truncated``) and were not shortened by the producer: Celery builds them with
+   ``saferepr(args, 1024)`` and ``task_repr_maxlevels``, which writes ``...`` for what it
+   leaves out — a value that still parses but is not the original (``'abc...'``, ``{...}``).
+3. Otherwise no retry: :class:`~actions.errors.NotEligible` (``arguments-unavailable``)
+   saying why, and how to turn on ``result_extended``.
+
+The values must also survive JSON (the retry is sent with the JSON serializer): ``str``,
+``int``, finite ``float``, ``bool``, ``None``, lists/tuples and dicts with string keys.
+:func:`parse_repr_arguments` and :func:`check_json` are pure.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.history import Execution
+
+from .errors import BrokerUnavailable, NotEligible, broker_errors, describe
+
+#: Celery's ``amqp.argsrepr_maxsize``/``kwargsrepr_maxsize``: a repr this long (or longer) that
+#: contains ``...`` may have been shortened by the producer.
+PRODUCER_REPR_MAXSIZE = 1024
+#: Margin under :data:`PRODUCER_REPR_MAXSIZE`: saferepr stops *after* passing the size.
+_PRODUCER_MARGIN = 32
+#: Deepest nesting of argument values accepted.
+MAX_DEPTH = 64
+HOW_TO_ENABLE = ("store the arguments with the result: set result_backend and "
+                 "result_extended=True in the workers' Celery config, and give the exporter "
+                 "the same backend with --result-backend / JOBMON_RESULT_BACKEND")
+
+
+@dataclass(frozen=True)
+class Arguments:
+    """Arguments to re-send: ``args`` (list), ``kwargs`` (dict), where they came from
+    (``result_backend`` or ``history_repr``) and the queue the backend stored (else ``None``).
+    """
+
+    args: list[Any]
+    kwargs: dict[str, Any]
+    source: str
+    queue: str | None = None
+
+
+class Unusable(ValueError):
+    """One argument source cannot give the arguments; the message says why."""
+
+
+def check_json(value: Any, path: str = "args", depth: int = 0) -> Any:
+    """``value`` with tuples as lists, when it survives JSON (nested at most
+    :data:`MAX_DEPTH` levels).
+
+    Raises:
+        Unusable: naming the first value that does not (its path and type).
+
+    """
+    if depth > MAX_DEPTH:
+        raise Unusable(f"{path} is nested more than {MAX_DEPTH} levels deep")
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise Unusable(f"{path} is {value!r}, which JSON cannot carry")
+        return value
+    if isinstance(value, (list, tuple)):
+        return [check_json(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        result = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise Unusable(f"{path} has a key of type {type(key).__name__}, which JSON "
+                               "cannot carry")
+            result[key] = check_json(item, f"{path}[{key[:40]!r}]", depth + 1)
+        return result
+    if value is Ellipsis or (isinstance(value, (set, frozenset)) and Ellipsis in value):
+        raise Unusable(f"{path} contains `...`: the producer shortened the repr "
+                       "(task_repr_maxlevels)")
+    raise Unusable(f"{path} is of type {type(value).__name__}, which JSON cannot carry")
+
+
+def _literal(text: str | None, truncated: bool, field: str) -> Any:
+    if text is None:
+        raise Unusable(f"the history has no {field} repr (no task-sent/task-received seen)")
+    if truncated:
+        raise Unusable(f"the history cut the {field} repr at --history-max-field-bytes")
+    if "..." in text and len(text) >= PRODUCER_REPR_MAXSIZE - _PRODUCER_MARGIN:
+        raise Unusable(f"the {field} repr is {len(text)} characters with `...`: the producer "
+                       f"may have shortened it (Celery caps reprs at {PRODUCER_REPR_MAXSIZE})")
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise Unusable(f"the {field} repr is not a Python literal") from None
+
+
+def parse_repr_arguments(args: str | None, args_truncated: bool, kwargs: str | None,
+                         kwargs_truncated: bool) -> tuple[list[Any], dict[str, Any]]:
+    """Parse the history's argument reprs (``"(1, 'a')"``, ``"{'x': 1}"``).
+
+    Raises:
+        Unusable: missing, cut, possibly shortened by the producer, not a literal, of the wrong
+            shape, or holding a value JSON cannot carry.
+
+    """
+    parsed_args = _literal(args, args_truncated, "args")
+    parsed_kwargs = _literal(kwargs, kwargs_truncated, "kwargs")
+    if not isinstance(parsed_args, (list, tuple)):
+        raise Unusable("the args repr is not a tuple or list")
+    if not isinstance(parsed_kwargs, dict):
+        raise Unusable("the kwargs repr is not a dict")
+    return check_json(parsed_args, "args"), check_json(parsed_kwargs, "kwargs")
+
+
+#: Reads the stored request of a task from the result backend: ``task_id`` → the backend's
+#: meta dict (``{"status", "args", "kwargs", ...}``) or ``None`` when there is no backend.
+StoredMeta = Callable[[str], Mapping[str, Any] | None]
+
+
+def from_result_backend(meta: Mapping[str, Any] | None) -> tuple[list[Any], dict[str, Any]]:
+    """The arguments in a result backend's meta dict.
+
+    Raises:
+        Unusable: no meta, or stored without ``result_extended`` (no ``args``), or not JSON.
+
+    """
+    if meta is None:
+        raise Unusable("no --result-backend is configured")
+    if meta.get("args") is None and meta.get("kwargs") is None:
+        status = meta.get("status")
+        if status in (None, "PENDING"):
+            raise Unusable("the result backend has no result for this task (expired, or "
+                           "workers use another backend)")
+        raise Unusable("the result backend stores no arguments (workers without "
+                       "result_extended=True)")
+    args, kwargs = meta.get("args") or [], meta.get("kwargs") or {}
+    if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+        raise Unusable("the result backend's args/kwargs are not a list and a dict")
+    return check_json(args, "args"), check_json(kwargs, "kwargs")
+
+
+def resolve_arguments(row: Execution, stored_meta: StoredMeta | None) -> Arguments:
+    """The arguments to retry ``row`` with: the result backend first, then the reprs.
+
+    Raises:
+        NotEligible: ``reason="arguments-unavailable"``, every source's reason in the detail.
+        BrokerUnavailable: the result backend did not answer and the reprs are unusable.
+
+    """
+    reasons: list[str] = []
+    backend_down: BrokerUnavailable | None = None
+    if stored_meta is not None:
+        try:
+            with broker_errors("result backend"):
+                meta = stored_meta(row.task_id)
+            args, kwargs = from_result_backend(meta)
+            queue = meta.get("queue") if meta is not None else None
+            return Arguments(args, kwargs, "result_backend",
+                             queue if isinstance(queue, str) and queue else None)
+        except Unusable as exc:
+            reasons.append(f"result backend: {exc}")
+        except BrokerUnavailable as exc:
+            backend_down = exc
+            reasons.append(f"result backend: {exc.detail}")
+        except Exception as exc:  # content disallowed, corrupt meta: say so, try the reprs
+            reasons.append(f"result backend: {describe(exc)}")
+    else:
+        reasons.append("result backend: none configured (--result-backend)")
+    try:
+        args, kwargs = parse_repr_arguments(row.args, row.args_truncated, row.kwargs,
+                                            row.kwargs_truncated)
+        return Arguments(args, kwargs, "history_repr")
+    except Unusable as exc:
+        reasons.append(f"history: {exc}")
+    if backend_down is not None:
+        raise backend_down
+    raise NotEligible(
+        "the original arguments are not known exactly: " + "; ".join(reasons) + ". To retry "
+        "such tasks, " + HOW_TO_ENABLE + ".", reason="arguments-unavailable")

@@ -1,0 +1,211 @@
+"""The broker side of the actions: send a task, revoke, ask workers, peek at queues, read the
+result backend. :class:`Broker` is what the services need; :class:`CeleryBroker` does it with
+a Celery app of the exporter's own (:func:`make_action_app`), so tests can pass a fake.
+
+Every method turns an unreachable broker or backend into
+:class:`~actions.errors.BrokerUnavailable` (503).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import kombu.exceptions
+from celery import Celery
+
+from exporter.config import Settings
+from exporter.queues_redis import PendingMessage, RedisQueueReader
+
+from .errors import NotEligible, NotSupported, broker_errors
+
+log = logging.getLogger(__name__)
+
+#: Publishing a retry gives up after about 1.5 s of broker trouble (503), not Celery's 3+ s.
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
+                        "interval_max": 1}
+#: Seconds to wait for the result backend (Redis) to connect / answer.
+BACKEND_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to send by task name: ``args`` list, ``kwargs`` dict; ``queue``,
+    ``routing_key``, ``exchange`` (``None``: the queue's), ``priority`` (``None``: default).
+    """
+
+    task_name: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    queue: str | None
+    routing_key: str | None
+    exchange: str | None
+    priority: int | None
+
+
+@dataclass(frozen=True)
+class HeldTask:
+    """A task a worker holds now (``inspect query_task``): ``where`` is ``active`` (running),
+    ``reserved`` (prefetched) or ``scheduled`` (waiting for its ETA).
+    """
+
+    hostname: str
+    where: str
+    name: str | None
+
+
+class Broker(Protocol):
+    """What the action services do with the broker and the result backend."""
+
+    def send(self, message: Outgoing, task_id: str) -> None:
+        """Publish ``message`` as task ``task_id``."""
+
+    def revoke(self, task_id: str, *, terminate: bool, signal: str | None) -> None:
+        """Broadcast ``revoke`` to the workers."""
+
+    def find_held(self, task_id: str, workers: int | None) -> HeldTask | None:
+        """Which worker holds ``task_id`` now (``workers``: how many replies to wait for)."""
+
+    def pending(self, queue: str, offset: int, limit: int) -> list[PendingMessage]:
+        """Waiting messages of ``queue`` in consumption order, not consumed."""
+
+    def stored_meta(self, task_id: str) -> Mapping[str, Any] | None:
+        """The result backend's meta of ``task_id``; ``None`` when there is no backend."""
+
+    @property
+    def has_result_backend(self) -> bool:
+        """Whether :meth:`stored_meta` can say anything."""
+
+
+def make_action_app(settings: Settings) -> Celery:
+    """The Celery app the actions send and revoke with (not the event consumer's: it has a
+    result backend and sends ``task-sent`` events, so retries show up like any task).
+    """
+    app = Celery("celery-jobmon-actions", broker=settings.broker_url,
+                 backend=settings.result_backend, set_as_current=False)
+    if settings.result_backend:
+        # Celery's conf prefers $CELERY_RESULT_BACKEND over the app's setting; --result-backend
+        # must win (and no backend must mean none: see CeleryBroker.has_result_backend).
+        app.backend_cls = settings.result_backend
+    app.conf.update(
+        broker_transport_options=dict(settings.transport_options),
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=4,
+        accept_content=list(settings.accept_content),
+        result_accept_content=list(settings.accept_content),
+        task_send_sent_event=True,
+        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
+        redis_socket_connect_timeout=BACKEND_TIMEOUT,
+        redis_socket_timeout=BACKEND_TIMEOUT,
+    )
+    return app
+
+
+class CeleryBroker:
+    """:class:`Broker` over a Celery app; ``inspect_timeout``: seconds to wait for workers;
+    ``result_backend``: the ``--result-backend`` URL the app reads (``None``: no backend, even
+    when ``$CELERY_RESULT_BACKEND`` is set).
+    """
+
+    def __init__(self, app: Celery, inspect_timeout: float, result_backend: str | None = None
+                 ) -> None:
+        self.app = app
+        self.inspect_timeout = inspect_timeout
+        self.result_backend = result_backend
+
+    @property
+    def has_result_backend(self) -> bool:
+        """``--result-backend`` was given."""
+        return bool(self.result_backend)
+
+    def send(self, message: Outgoing, task_id: str) -> None:
+        """``app.send_task`` by name, with the original routing.
+
+        Raises:
+            BrokerUnavailable: the broker did not take the message.
+            NotEligible: the arguments cannot be serialised (``not-serialisable``).
+
+        """
+        options: dict[str, Any] = {}
+        if message.routing_key:
+            options["routing_key"] = message.routing_key
+        if message.exchange:
+            options["exchange"] = message.exchange
+        if message.priority is not None:
+            options["priority"] = message.priority
+        try:
+            with broker_errors():
+                self.app.send_task(message.task_name, args=message.args, kwargs=message.kwargs,
+                                   task_id=task_id, queue=message.queue, **options)
+        except kombu.exceptions.EncodeError as exc:
+            raise NotEligible(f"the arguments cannot be serialised: {exc}",
+                              reason="not-serialisable") from exc
+
+    def revoke(self, task_id: str, *, terminate: bool, signal: str | None) -> None:
+        """``app.control.revoke`` (a broadcast to the workers online now; no reply awaited).
+
+        Raises:
+            BrokerUnavailable: the broker did not take the broadcast.
+
+        """
+        with broker_errors():
+            if terminate:
+                self.app.control.revoke(task_id, terminate=True, signal=signal or "SIGTERM")
+            else:
+                self.app.control.revoke(task_id)
+
+    def find_held(self, task_id: str, workers: int | None) -> HeldTask | None:
+        """``inspect query_task``: returns as soon as ``workers`` replied, else after the
+        inspect timeout.
+
+        Raises:
+            BrokerUnavailable: the broker did not answer.
+
+        """
+        with broker_errors():
+            replies = self.app.control.inspect(
+                timeout=self.inspect_timeout, limit=workers or None).query_task(task_id)
+        for hostname, tasks in sorted((replies or {}).items()):
+            entry = tasks.get(task_id) if isinstance(tasks, Mapping) else None
+            if isinstance(entry, (list, tuple)) and len(entry) == 2 and entry[0] != "ready":
+                info = entry[1] if isinstance(entry[1], Mapping) else {}
+                name = info.get("name")
+                return HeldTask(hostname, str(entry[0]), name if isinstance(name, str) else None)
+        return None
+
+    def pending(self, queue: str, offset: int, limit: int) -> list[PendingMessage]:
+        """Peek at a Redis queue (:meth:`RedisQueueReader.pending_messages`).
+
+        Raises:
+            NotSupported: the broker is not Redis (RabbitMQ cannot show messages without
+                taking them).
+            BrokerUnavailable: Redis did not answer.
+
+        """
+        connection = self.app.connection_for_read()
+        try:
+            if connection.transport.driver_type != "redis":
+                raise NotSupported(
+                    f"waiting messages can be listed on Redis brokers only; this broker is "
+                    f"{connection.transport.driver_type} (AMQP has no way to read a message "
+                    "without taking it; use the RabbitMQ management UI)")
+            reader = RedisQueueReader(connection)
+            with broker_errors():
+                return reader.pending_messages(queue, offset, limit)
+        finally:
+            connection.release()
+
+    def stored_meta(self, task_id: str) -> Mapping[str, Any] | None:
+        """``backend.get_task_meta`` (one read, not cached); ``None`` without a backend.
+
+        Raises:
+            BrokerUnavailable: the backend did not answer.
+
+        """
+        if not self.has_result_backend:
+            return None
+        with broker_errors("result backend"):
+            meta: Mapping[str, Any] = self.app.backend.get_task_meta(task_id, cache=False)
+        return meta

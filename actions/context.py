@@ -1,0 +1,81 @@
+"""What the action services work with, injected once: :class:`ActionContext`.
+
+``serve`` builds it from the running exporter (:func:`exporter.app.build_service`: the history
+engine, the poller's latest snapshot, the model's snapshot and task index); the ``retry``,
+``cancel`` and ``tasks`` commands build a smaller one (:func:`cli_context`: no poller, no
+events). Tests pass fakes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+
+from exporter.config import DEFAULT_MAX_MANUAL_RETRIES, DEFAULT_SLOW_THRESHOLD
+from exporter.model import ModelSnapshot
+from exporter.poll_snapshot import PollSnapshot
+
+from .broker import Broker
+from .errors import HistoryDisabled
+
+
+@dataclass(frozen=True)
+class KnownTask:
+    """What the live task events say about a task: Celery ``state``, ``name``, ``queue``."""
+
+    state: str
+    name: str | None
+    queue: str | None
+
+
+@dataclass
+class ActionContext:
+    """The services' dependencies.
+
+    Args:
+        broker: sends, revokes, asks workers, peeks at queues, reads the result backend.
+        history: the history engine; ``None`` when the history is off (reads answer 503).
+        max_manual_retries: ``--max-manual-retries``.
+        slow_threshold: ``--slow-threshold`` seconds, for the statistics' ``slow`` flag.
+        poll_latest: the poller's latest snapshot (``None`` before the first round).
+        model_snapshot: the model's snapshot (workers, running tasks); ``None``: no events.
+        known_task: task id → what the live events say (the model's task index), or ``None``.
+        clock: seconds since the epoch.
+
+    """
+
+    broker: Broker
+    history: Engine | None
+    max_manual_retries: int = DEFAULT_MAX_MANUAL_RETRIES
+    slow_threshold: float = DEFAULT_SLOW_THRESHOLD
+    poll_latest: Callable[[], PollSnapshot | None] = lambda: None
+    model_snapshot: Callable[[], ModelSnapshot] | None = None
+    known_task: Callable[[str], KnownTask | None] | None = None
+    clock: Callable[[], float] = time.time
+    #: Held while a retry is checked, sent and recorded: two concurrent retries of one task
+    #: cannot both pass the manual-retry limit.
+    retry_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def engine(self) -> Engine:
+        """The history engine.
+
+        Raises:
+            HistoryDisabled: the history is off or could not be opened at start.
+
+        """
+        if self.history is None:
+            raise HistoryDisabled(
+                "the SQL history is disabled (--no-history, or it could not be opened at start; "
+                "see the exporter's log), so executions cannot be looked up")
+        return self.history
+
+    def workers_up(self) -> int | None:
+        """Workers up by their heartbeats, ``None`` when unknown (no events or none up)."""
+        if self.model_snapshot is None:
+            return None
+        count = sum(1 for worker in self.model_snapshot().workers if worker.up)
+        return count or None

@@ -1,0 +1,354 @@
+"""Response and request bodies of the action API (pydantic), with units and sources.
+
+Times are ISO 8601 in UTC (``2024-05-01T12:00:00.250000Z``); durations are float seconds and
+say so in their name (``runtime_seconds``). ``null`` means "no event or reply said". The
+services build these models from the history rows (:class:`exporter.history.Execution`), the
+poll snapshot and the model snapshot; the ``retry``/``cancel``/``tasks`` commands print the same
+models.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from exporter.history import Execution
+
+from .params import MAX_EPOCH
+
+#: Signals a running task may be terminated with (``cancel?terminate=true&signal=…``).
+Signal = Literal["SIGTERM", "SIGINT", "SIGQUIT", "SIGKILL", "SIGUSR1"]
+ArgumentSource = Literal["result_backend", "history_repr"]
+
+
+def utc(seconds: float | None) -> datetime | None:
+    """Seconds since the epoch → aware UTC datetime (``None`` stays ``None``; so does a value
+    outside years 1970..9999, which no real event carries).
+    """
+    if seconds is None or not math.isfinite(seconds) or not 0 <= seconds <= MAX_EPOCH:
+        return None
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+# -- tasks ------------------------------------------------------------------------------------
+
+
+class TaskSummary(_Model):
+    """One execution in a list (a ``task_execution`` row of the history)."""
+
+    task_id: str = Field(description="Celery task id.")
+    name: str | None = Field(description="Task name (task-sent / task-received).")
+    state: str = Field(description="Celery state: PENDING, RECEIVED, STARTED, RETRY, "
+                                   "SUCCESS, FAILURE, REVOKED, REJECTED, CANCELLED, LOST.")
+    state_changed_at: datetime | None = Field(
+        description="When the current state was set (timestamp of that event), UTC.")
+    queue: str | None = Field(description="Queue it was sent to (task-sent `queue`, else "
+                                          "`routing_key`).")
+    hostname: str | None = Field(description="Worker node name (worker@host) that ran it last.")
+    sent_at: datetime | None = Field(description="task-sent timestamp, UTC.")
+    started_at: datetime | None = Field(description="task-started timestamp (latest attempt).")
+    finished_at: datetime | None = Field(description="When it reached a final state, UTC.")
+    runtime_seconds: float | None = Field(
+        description="Seconds it ran: task-succeeded `runtime`; for failures finished − started.")
+    retries: int = Field(description="Celery's own retry count (task `retries`).")
+    exception_type: str | None = Field(description="Exception class of the last failure.")
+    manual_retry_count: int = Field(
+        description="How often this execution was re-sent through the action API or CLI.")
+    retry_of: str | None = Field(description="Task id this execution is a manual retry of.")
+
+    @classmethod
+    def from_execution(cls, row: Execution) -> TaskSummary:
+        """The summary of a history row."""
+        return cls(**_summary_fields(row))
+
+
+def _summary_fields(row: Execution) -> dict[str, Any]:
+    return {
+        "task_id": row.task_id, "name": row.name, "state": row.state,
+        "state_changed_at": utc(row.state_ts), "queue": row.queue, "hostname": row.hostname,
+        "sent_at": utc(row.sent_at), "started_at": utc(row.started_at),
+        "finished_at": utc(row.finished_at), "runtime_seconds": row.runtime,
+        "retries": row.retries, "exception_type": row.exception_type,
+        "manual_retry_count": row.manual_retry_count, "retry_of": row.retry_of,
+    }
+
+
+class TaskDetail(TaskSummary):
+    """Everything the history knows about one execution, with its retry links."""
+
+    routing_key: str | None = Field(description="Routing key of the message (task-sent).")
+    exchange: str | None = Field(description="Exchange of the message (task-sent).")
+    priority: int | None = Field(description="Message priority when an event carried it.")
+    args: str | None = Field(description="Positional arguments as the event's repr (capped).")
+    args_truncated: bool = Field(description="`args` was cut at --history-max-field-bytes.")
+    kwargs: str | None = Field(description="Keyword arguments as the event's repr (capped).")
+    kwargs_truncated: bool = Field(description="`kwargs` was cut.")
+    eta: datetime | None = Field(description="ETA / countdown target, UTC.")
+    expires: datetime | None = Field(description="Expiry time, UTC.")
+    parent_id: str | None = Field(description="Task id of the parent task (canvas).")
+    root_id: str | None = Field(description="Task id of the root of the workflow.")
+    received_at: datetime | None = Field(description="task-received timestamp (latest).")
+    worker_seen_at: datetime | None = Field(description="Newest worker event about it, UTC.")
+    result: str | None = Field(description="Result repr (task-succeeded, capped).")
+    result_truncated: bool = Field(description="`result` was cut.")
+    exception_message: str | None = Field(description="Message of the last exception.")
+    exception_message_truncated: bool = Field(description="`exception_message` was cut.")
+    traceback: str | None = Field(description="Traceback of the last failure (capped).")
+    traceback_truncated: bool = Field(description="`traceback` was cut.")
+    exception_at: datetime | None = Field(description="When the last exception was raised.")
+    revoke_reason: str | None = Field(description="expired, terminated or revoked.")
+    revoke_signal: int | None = Field(description="Signal number a terminated task got.")
+    created_by_action: str | None = Field(description="Action that created the row (retry).")
+    updated_by_action: str | None = Field(description="Last action applied to it.")
+    updated_at: datetime | None = Field(description="Exporter clock of the last row write.")
+    manual_retries: list[str] = Field(
+        description="Task ids sent as manual retries of this execution, oldest first.")
+
+    @classmethod
+    def build(cls, row: Execution, manual_retries: list[str]) -> TaskDetail:
+        """The detail of a history row and the ids of its manual retries."""
+        return cls(
+            **_summary_fields(row),
+            routing_key=row.routing_key, exchange=row.exchange, priority=row.priority,
+            args=row.args, args_truncated=row.args_truncated, kwargs=row.kwargs,
+            kwargs_truncated=row.kwargs_truncated, eta=utc(row.eta), expires=utc(row.expires),
+            parent_id=row.parent_id, root_id=row.root_id, received_at=utc(row.received_at),
+            worker_seen_at=utc(row.worker_seen_at), result=row.result,
+            result_truncated=row.result_truncated, exception_message=row.exception_message,
+            exception_message_truncated=row.exception_message_truncated,
+            traceback=row.traceback, traceback_truncated=row.traceback_truncated,
+            exception_at=utc(row.exception_at), revoke_reason=row.revoke_reason,
+            revoke_signal=row.revoke_signal, created_by_action=row.created_by_action,
+            updated_by_action=row.updated_by_action, updated_at=utc(row.updated_at),
+            manual_retries=manual_retries,
+        )
+
+
+class TaskPage(_Model):
+    """A page of executions, newest state change first."""
+
+    items: list[TaskSummary]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page.")
+
+
+# -- statistics -------------------------------------------------------------------------------
+
+
+class TaskStatistics(_Model):
+    """Statistics of one task name over the finished executions of the window."""
+
+    name: str | None = Field(description="Task name (null: rows without a name).")
+    count: int = Field(description="Finished executions (any final state).")
+    succeeded: int = Field(description="Of which SUCCESS.")
+    failed: int = Field(description="Of which FAILURE.")
+    success_ratio: float = Field(description="succeeded / count, 0..1.")
+    failure_ratio: float = Field(description="failed / count, 0..1.")
+    avg_runtime_seconds: float | None
+    min_runtime_seconds: float | None
+    max_runtime_seconds: float | None
+    p95_runtime_seconds: float | None = Field(description="Nearest-rank 95th percentile.")
+    slow: bool = Field(description="Average runtime above --slow-threshold.")
+
+
+class FailureGroupStatistics(_Model):
+    """FAILURE executions of the window sharing an exception class."""
+
+    exception_type: str = Field(description="Exception class, `unknown` when none was sent.")
+    count: int
+    last_seen: datetime | None = Field(description="finished_at of the newest, UTC.")
+    sample_message: str | None = Field(description="Message of the newest failure.")
+    sample_task_id: str
+    sample_name: str | None
+
+
+class TaskStatsReport(_Model):
+    """Per-task statistics over executions that finished in ``[since, until)``."""
+
+    window_seconds: float
+    since: datetime
+    until: datetime
+    slow_threshold_seconds: float
+    tasks: list[TaskStatistics]
+    failures: list[FailureGroupStatistics] = Field(
+        description="Failures grouped by exception class, most frequent first (top 20).")
+
+
+# -- queues and workers -----------------------------------------------------------------------
+
+
+class QueueInfo(_Model):
+    """One broker queue as the poller read it last round, with the tasks workers hold."""
+
+    name: str
+    length: int = Field(description="Messages waiting (all priorities).")
+    lengths_by_priority: dict[str, int] = Field(
+        description="Redis: per priority step (`0`, `3`, `6`, `9`); RabbitMQ: `{\"\": n}`.")
+    consumers: int | None = Field(description="RabbitMQ: consumer count; Redis: workers "
+                                              "consuming it (inspect active_queues).")
+    oldest_message_age_seconds: float | None = Field(
+        description="Redis only: age of the oldest waiting message (from its task-sent time "
+                    "or its ETA when later); null when unknown.")
+    running: int = Field(description="Tasks of this queue running now (task events).")
+    reserved: int = Field(description="Prefetched by workers, not started (inspect reserved).")
+    scheduled: int = Field(description="Held by workers until their ETA (inspect scheduled).")
+
+
+class QueuesReport(_Model):
+    """Every queue the poller reads (``--queue`` and those workers consume)."""
+
+    polled_at: datetime | None = Field(description="End of the poller round, UTC.")
+    poll_age_seconds: float = Field(description="Seconds since that round ended.")
+    queues: list[QueueInfo]
+
+
+class PendingMessageInfo(_Model):
+    """A message waiting in a Redis queue (peeked, not consumed)."""
+
+    position: int = Field(description="0-based place in consumption order.")
+    task_id: str | None
+    name: str | None
+    priority: int | None = Field(description="Message priority property.")
+    priority_step: int = Field(description="kombu priority list it waits in.")
+    eta: datetime | None
+    args: str | None = Field(description="Argument repr from the message headers (argsrepr).")
+    kwargs: str | None = Field(description="Keyword argument repr (kwargsrepr).")
+
+
+class PendingPage(_Model):
+    """Waiting messages ``offset … offset+limit-1`` of a queue, in the order workers take them.
+    Best effort: producers and workers acting meanwhile can shift a page.
+    """
+
+    queue: str
+    offset: int
+    limit: int
+    messages: list[PendingMessageInfo]
+
+
+class WorkerInfo(_Model):
+    """A worker from its events (liveness) and the last inspect round (pool, resources)."""
+
+    hostname: str = Field(description="Node name worker@host.")
+    up: bool = Field(description="Heartbeats arrive (--worker-timeout).")
+    active: int | None = Field(description="Running tasks (last heartbeat).")
+    processed: int | None = Field(description="Tasks processed since it started (heartbeat).")
+    last_heartbeat: datetime | None = Field(description="Worker clock of its last event, UTC.")
+    pool_size: int | None = Field(description="inspect stats: pool max-concurrency.")
+    cpu_user_seconds: float | None = Field(description="inspect stats: rusage utime.")
+    cpu_system_seconds: float | None = Field(description="inspect stats: rusage stime.")
+    max_rss_bytes: int | None = Field(description="inspect stats: rusage maxrss in bytes.")
+
+
+class WorkersReport(_Model):
+    """Workers seen by their events, merged with the last inspect round."""
+
+    workers: list[WorkerInfo]
+
+
+# -- actions ----------------------------------------------------------------------------------
+
+
+class OutgoingTask(_Model):
+    """Exactly what a retry sends (or would send): a new message by task name."""
+
+    task_name: str
+    args: list[Any] = Field(description="Positional arguments (JSON).")
+    kwargs: dict[str, Any] = Field(description="Keyword arguments (JSON).")
+    queue: str | None = Field(description="Queue of the original execution.")
+    routing_key: str | None
+    exchange: str | None = Field(description="null: the queue's exchange.")
+    priority: int | None = Field(description="null: not known; the queue's default applies.")
+    argument_source: ArgumentSource = Field(
+        description="result_backend: the arguments the worker stored (result_extended); "
+                    "history_repr: parsed from the event's argument repr.")
+
+
+class RetryResult(_Model):
+    """A retry done (202) or planned (dry run, 200)."""
+
+    task_id: str = Field(description="The failed execution.")
+    dry_run: bool
+    new_task_id: str | None = Field(description="Id of the new execution; null on a dry run.")
+    sent: OutgoingTask
+    manual_retry_count: int = Field(
+        description="Manual retries of the original after this call.")
+    warnings: list[str] = Field(default_factory=list,
+                                description="Sent, but something could not be recorded.")
+
+
+class BulkRetryFilter(_Model):
+    """Which executions a bulk retry selects; all given criteria must match."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=255,
+                             description="Exact task name.")
+    exception_type: str | None = Field(default=None, min_length=1, max_length=255,
+                                       description="Exact exception class (`ValueError`).")
+    queue: str | None = Field(default=None, min_length=1, max_length=255)
+    since: float | Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="State changed at or after: ISO 8601 or epoch seconds.")
+    until: float | Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="State changed before: ISO 8601 or epoch seconds.")
+    include_revoked: bool = Field(default=False, description="Also REVOKED executions.")
+    dry_run: bool = Field(default=True, description="Only list what would be retried.")
+    limit: int = Field(default=100, ge=1, le=1000,
+                       description="At most this many executions, newest first.")
+
+
+class BulkRetryItem(_Model):
+    """What happened to one selected execution."""
+
+    task_id: str
+    outcome: Literal["retried", "would_retry", "skipped"]
+    new_task_id: str | None = None
+    reason: str | None = Field(default=None, description="Why it was skipped.")
+    argument_source: ArgumentSource | None = None
+
+
+class BulkRetryResult(_Model):
+    """The selected executions (newest first) and the outcome of each."""
+
+    dry_run: bool
+    matched: int = Field(description="Executions selected (at most `limit`).")
+    retried: int = Field(description="Sent (0 on a dry run).")
+    skipped: int
+    more: bool = Field(description="More executions match beyond `limit`.")
+    items: list[BulkRetryItem]
+
+
+class CancelResult(_Model):
+    """A revoke broadcast to the workers (202)."""
+
+    task_id: str
+    action: Literal["revoked", "terminated"] = Field(
+        description="revoked: workers will not start it; terminated: its process got the "
+                    "signal.")
+    signal: Signal | None = Field(description="Signal sent to a running task.")
+    previous_state: str = Field(description="State the task was known in.")
+    state_source: Literal["history", "events", "workers"] = Field(
+        description="Who told that state: the SQL history, the live task events, or the "
+                    "workers (inspect query_task).")
+
+
+class Problem(_Model):
+    """RFC 9457 problem details (``application/problem+json``)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    type: str = Field(description="URI identifying the problem type (about:blank: see status).")
+    title: str
+    status: int
+    detail: str | None = None
+    reason: str | None = Field(default=None,
+                               description="409: stable code of why the task is not eligible.")
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="400: every invalid parameter (`loc`, `msg`).")

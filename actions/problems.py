@@ -1,0 +1,156 @@
+"""RFC 9457 problem details: the one place where errors become HTTP responses.
+
+Every error of the action API is ``application/problem+json``::
+
+    HTTP/1.1 409 Conflict
+    Content-Type: application/problem+json
+
+    {"type": "tag:celery-jobmon,2025:problem:not-eligible", "title": "Task not eligible",
+     "status": 409, "detail": "state SUCCESS: only FAILURE tasks are retried ...",
+     "reason": "state"}
+
+- :class:`~actions.errors.ActionError` subclasses map by their ``status``/``slug``/``title``;
+  their ``extra`` members are added (``reason``).
+- FastAPI's request validation errors become **400** (never 422), with ``errors``: one
+  ``{"loc": [...], "msg": ...}`` per invalid parameter.
+- Starlette's HTTP errors (unknown path 404, 405 with ``Allow``) keep their status and headers,
+  ``type`` ``about:blank``.
+- Anything else is a bug: logged with its traceback, answered 500 without details.
+
+Problem ``type`` URIs are tag URIs (RFC 4151): stable identifiers, not meant to be fetched.
+Every ``detail`` is passed through the redactor, so a secret that slipped into an exception
+message is shown as ``**``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from exporter.secrets import MASK
+
+from .errors import ActionError
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "tag:celery-jobmon,2025:problem:"
+#: How many validation errors a 400 lists.
+MAX_ERRORS = 20
+
+
+class ProblemResponse(JSONResponse):
+    """A JSON response with the problem media type."""
+
+    media_type = MEDIA_TYPE
+
+
+def problem_type(slug: str | None) -> str:
+    """The ``type`` URI of a problem slug (``about:blank`` for plain HTTP statuses)."""
+    return TYPE_PREFIX + slug if slug else "about:blank"
+
+
+def problem_body(status: int, title: str | None = None, detail: str | None = None, *,
+                 slug: str | None = None, extra: Mapping[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """The problem document: ``type``, ``title`` (default: the status phrase), ``status``,
+    ``detail`` and the ``extra`` members that are not ``None``.
+    """
+    body: dict[str, Any] = {
+        "type": problem_type(slug),
+        "title": title or _phrase(status),
+        "status": status,
+    }
+    if detail is not None:
+        body["detail"] = detail
+    body.update({k: v for k, v in (extra or {}).items()
+                 if v is not None and k not in ("type", "title", "status", "detail")})
+    return body
+
+
+def problem_response(status: int, title: str | None = None, detail: str | None = None, *,
+                     slug: str | None = None, headers: Mapping[str, str] | None = None,
+                     extra: Mapping[str, Any] | None = None) -> ProblemResponse:
+    """A ready ``application/problem+json`` response (see :func:`problem_body`)."""
+    return ProblemResponse(problem_body(status, title, detail, slug=slug, extra=extra),
+                           status_code=status, headers=dict(headers or {}))
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+class Redactor:
+    """Replaces each secret (longest first) with ``**`` in a text."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        """``text`` with every secret masked."""
+        for secret in self.secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+
+def action_error_response(exc: ActionError, redact: Redactor) -> ProblemResponse:
+    """The response of a domain error (also used by the middlewares' own errors)."""
+    extra = {k: redact(v) if isinstance(v, str) else v for k, v in exc.extra.items()}
+    return problem_response(exc.status, exc.title, redact(exc.detail), slug=exc.slug,
+                            extra=extra)
+
+
+def _location(loc: Iterable[Any]) -> list[str | int]:
+    return [part if isinstance(part, int) else str(part) for part in loc]
+
+
+def validation_response(exc: RequestValidationError, redact: Redactor) -> ProblemResponse:
+    """400 with every invalid parameter (``loc`` and ``msg``; the input is not echoed)."""
+    errors = [{"loc": _location(error.get("loc", ())), "msg": redact(str(error.get("msg", "")))}
+              for error in exc.errors()[:MAX_ERRORS]]
+    summary = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'][1:] or e['loc'])}: {e['msg']}" for e in errors[:3])
+    return problem_response(400, "Invalid parameter", summary or "invalid request",
+                            slug="invalid-parameter", extra={"errors": errors})
+
+
+def install(app: FastAPI, secrets: Iterable[str] = ()) -> None:
+    """Register the exception handlers that turn every error of ``app`` into a problem."""
+    redact = Redactor(secrets)
+
+    async def on_action_error(request: Request, exc: Exception) -> ProblemResponse:
+        assert isinstance(exc, ActionError)
+        if exc.status >= 500:
+            log.warning("action failed status=%d problem=%s detail=%s", exc.status, exc.slug,
+                        redact(exc.detail))
+        return action_error_response(exc, redact)
+
+    async def on_validation_error(request: Request, exc: Exception) -> ProblemResponse:
+        assert isinstance(exc, RequestValidationError)
+        return validation_response(exc, redact)
+
+    async def on_http_error(request: Request, exc: Exception) -> ProblemResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        shown = redact(detail) if detail and detail != _phrase(exc.status_code) else None
+        return problem_response(exc.status_code, detail=shown, headers=exc.headers)
+
+    async def on_bug(request: Request, exc: Exception) -> ProblemResponse:
+        log.error("action API bug path=%s error=%s", request.url.path, type(exc).__name__,
+                  exc_info=exc)
+        return problem_response(500, detail="an unexpected error; see the exporter's log")
+
+    app.add_exception_handler(ActionError, on_action_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_bug)

@@ -1,0 +1,258 @@
+"""Retry failed executions: re-send by task name with the original arguments and routing, as
+a new task id linked to the old one.
+
+Eligibility (each refusal is :class:`~actions.errors.NotEligible` with a ``reason``):
+
+- ``state``: the execution is FAILURE (REVOKED too with ``include_revoked``);
+- ``max-manual-retries``: the manual retries already made from it, plus those before it in its
+  chain (``retry_of`` links), are under ``--max-manual-retries`` — so retrying the retry of a
+  retry counts too;
+- ``name-unknown`` / ``queue-unknown``: no event said the task's name or queue (the result
+  backend's stored ``queue`` is used when the history has none);
+- ``arguments-unavailable``: see :mod:`actions.arguments`.
+
+A retry publishes first and records afterwards (:func:`exporter.history.record_retry`: the new
+row's ``retry_of``, the old row's ``manual_retry_count``, an audit row with the actor): a
+message that could not be sent is never recorded as sent. If the recording fails, the answer
+still says what was sent, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+import sqlalchemy.exc
+
+from exporter.history import Execution, get_execution, list_executions, record_action, record_retry
+
+from .arguments import resolve_arguments
+from .broker import Outgoing
+from .context import ActionContext
+from .errors import (
+    BrokerUnavailable,
+    NotEligible,
+    TaskNotFound,
+    describe,
+    history_errors,
+)
+from .models import BulkRetryFilter, BulkRetryItem, BulkRetryResult, OutgoingTask, RetryResult
+from .params import check_identifier, check_range, parse_instant
+
+log = logging.getLogger(__name__)
+
+#: Executions a bulk retry looks at, at most, while filtering by exception type.
+BULK_SCAN_LIMIT = 20_000
+_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class RetryPlan:
+    """An eligible execution and exactly what retrying it sends."""
+
+    row: Execution
+    message: OutgoingTask
+
+
+def load_execution(ctx: ActionContext, task_id: str) -> Execution:
+    """The history row of ``task_id``.
+
+    Raises:
+        HistoryDisabled / HistoryUnavailable: no history, or it did not answer.
+        TaskNotFound: no such task in the history.
+
+    """
+    engine = ctx.engine()
+    with history_errors():
+        row = get_execution(engine, task_id)
+    if row is None:
+        raise TaskNotFound(f"no task {task_id!r} in the history (unknown, or pruned)")
+    return row
+
+
+def _retries_in_chain(ctx: ActionContext, row: Execution) -> int:
+    """Manual retries made from ``row`` plus the manual retries before it in its chain."""
+    used, current, seen = row.manual_retry_count, row, {row.task_id}
+    while current.retry_of is not None and current.retry_of not in seen:
+        used += 1
+        if used >= ctx.max_manual_retries:
+            break
+        seen.add(current.retry_of)
+        with history_errors():
+            parent = get_execution(ctx.engine(), current.retry_of)
+        if parent is None:
+            break
+        current = parent
+    return used
+
+
+def plan_retry(ctx: ActionContext, task_id: str, *, include_revoked: bool = False) -> RetryPlan:
+    """Check that ``task_id`` may be retried and work out what to send.
+
+    Raises:
+        TaskNotFound, HistoryDisabled, HistoryUnavailable: see :func:`load_execution`.
+        NotEligible: with ``reason`` (module docs).
+        BrokerUnavailable: the result backend did not answer and the reprs are unusable.
+
+    """
+    row = load_execution(ctx, task_id)
+    allowed = ("FAILURE", "REVOKED") if include_revoked else ("FAILURE",)
+    if row.state not in allowed:
+        hint = (" (add include_revoked=true to retry a REVOKED task)"
+                if row.state == "REVOKED" else "")
+        raise NotEligible(f"the task is {row.state}: only FAILURE tasks are retried{hint}",
+                          reason="state", state=row.state)
+    used = _retries_in_chain(ctx, row)
+    if used >= ctx.max_manual_retries:
+        raise NotEligible(
+            f"{used} manual retries were already made of this task and its chain; the limit "
+            f"is {ctx.max_manual_retries} (--max-manual-retries)", reason="max-manual-retries")
+    if not row.name:
+        raise NotEligible("the task's name is unknown (no task-sent or task-received event was "
+                          "seen)", reason="name-unknown")
+    arguments = resolve_arguments(row, ctx.broker.stored_meta
+                                  if ctx.broker.has_result_backend else None)
+    queue = row.queue or arguments.queue
+    if not queue:
+        raise NotEligible("the task's queue is unknown: producers need task_send_sent_event="
+                          "True (or workers result_extended=True)", reason="queue-unknown")
+    message = OutgoingTask(
+        task_name=row.name, args=arguments.args, kwargs=arguments.kwargs, queue=queue,
+        routing_key=row.routing_key, exchange=row.exchange or None, priority=row.priority,
+        argument_source=arguments.source,  # type: ignore[arg-type]
+    )
+    return RetryPlan(row, message)
+
+
+def _record(ctx: ActionContext, plan: RetryPlan, new_id: str, actor: str) -> list[str]:
+    detail = {"task_name": plan.message.task_name, "queue": plan.message.queue,
+              "argument_source": plan.message.argument_source}
+    for attempt in (1, 2):
+        try:
+            with history_errors():
+                record_retry(ctx.engine(), original_id=plan.row.task_id, new_id=new_id,
+                             actor=actor, detail=detail, at=ctx.clock())
+            return []
+        except sqlalchemy.exc.IntegrityError:
+            # The writer inserted the new row at the same instant; the second call links it.
+            if attempt == 2:
+                break
+        except Exception as exc:  # the message is out: say so instead of failing the request
+            log.error("retry sent but not recorded task_id=%s new_task_id=%s error=%s",
+                      plan.row.task_id, new_id, describe(exc))
+            return [f"sent, but not recorded in the history: {describe(exc)}"]
+    return ["sent, but not recorded in the history: the new row could not be linked"]
+
+
+def retry_task(ctx: ActionContext, task_id: str, *, actor: str, include_revoked: bool = False,
+               dry_run: bool = False) -> RetryResult:
+    """Retry one execution (or, with ``dry_run``, show exactly what would be sent).
+
+    Returns:
+        The new task id (``None`` on a dry run), the message, the manual retry count after.
+
+    Raises:
+        TaskNotFound, NotEligible, HistoryDisabled, HistoryUnavailable: see :func:`plan_retry`.
+        BrokerUnavailable: the broker did not take the message (nothing was recorded).
+
+    """
+    with ctx.retry_lock:
+        plan = plan_retry(ctx, task_id, include_revoked=include_revoked)
+        if dry_run:
+            return RetryResult(task_id=task_id, dry_run=True, new_task_id=None,
+                               sent=plan.message, manual_retry_count=plan.row.manual_retry_count)
+        new_id = str(uuid.uuid4())
+        m = plan.message
+        ctx.broker.send(Outgoing(m.task_name, m.args, m.kwargs, m.queue, m.routing_key,
+                                 m.exchange, m.priority), new_id)
+        warnings = _record(ctx, plan, new_id, actor)
+    log.info("action=retry task_id=%s new_task_id=%s name=%s queue=%s source=%s actor=%s",
+             task_id, new_id, m.task_name, m.queue, m.argument_source, actor)
+    return RetryResult(task_id=task_id, dry_run=False, new_task_id=new_id, sent=m,
+                       manual_retry_count=plan.row.manual_retry_count + 1, warnings=warnings)
+
+
+def select_for_bulk(ctx: ActionContext, selection: BulkRetryFilter
+                    ) -> tuple[list[Execution], bool]:
+    """The executions a bulk retry selects, newest first, at most ``selection.limit``.
+
+    Returns:
+        ``(rows, more)``: ``more`` is true when more match (or the scan limit was reached).
+
+    Raises:
+        InvalidParameter: a bad ``since``/``until``.
+        HistoryDisabled / HistoryUnavailable.
+
+    """
+    since = None if selection.since is None else parse_instant(selection.since, "since")
+    until = None if selection.until is None else parse_instant(selection.until, "until")
+    check_range(since, until)
+    for parameter in ("name", "queue", "exception_type"):
+        check_identifier(getattr(selection, parameter), parameter)
+    states = ["FAILURE", "REVOKED"] if selection.include_revoked else ["FAILURE"]
+    engine = ctx.engine()
+    matched: list[Execution] = []
+    cursor: str | None = None
+    scanned = 0
+    while True:
+        with history_errors():
+            page = list_executions(engine, states=states, name=selection.name,
+                                   queue=selection.queue, since=since, until=until,
+                                   limit=_PAGE, cursor=cursor)
+        for row in page.items:
+            scanned += 1
+            if selection.exception_type is None or row.exception_type == selection.exception_type:
+                matched.append(row)
+                if len(matched) > selection.limit:
+                    return matched[:selection.limit], True
+        cursor = page.next_cursor
+        if cursor is None:
+            return matched, False
+        if scanned >= BULK_SCAN_LIMIT:
+            return matched, True
+
+
+def bulk_retry(ctx: ActionContext, selection: BulkRetryFilter, *, actor: str
+               ) -> BulkRetryResult:
+    """Retry (or, by default, list) every execution the filter selects.
+
+    Each one is checked like a single retry; an ineligible one is ``skipped`` with the reason.
+    When the broker stops answering, the rest are skipped without being tried.
+
+    Raises:
+        InvalidParameter, HistoryDisabled, HistoryUnavailable: see :func:`select_for_bulk`.
+
+    """
+    rows, more = select_for_bulk(ctx, selection)
+    items: list[BulkRetryItem] = []
+    broker_down: str | None = None
+    for row in rows:
+        if broker_down is not None:
+            items.append(BulkRetryItem(task_id=row.task_id, outcome="skipped",
+                                       reason=f"not tried: {broker_down}"))
+            continue
+        try:
+            result = retry_task(ctx, row.task_id, actor=actor, dry_run=selection.dry_run,
+                                include_revoked=selection.include_revoked)
+        except (NotEligible, TaskNotFound) as exc:
+            items.append(BulkRetryItem(task_id=row.task_id, outcome="skipped", reason=exc.detail))
+        except BrokerUnavailable as exc:
+            broker_down = exc.detail
+            items.append(BulkRetryItem(task_id=row.task_id, outcome="skipped", reason=exc.detail))
+        else:
+            items.append(BulkRetryItem(
+                task_id=row.task_id, outcome="would_retry" if selection.dry_run else "retried",
+                new_task_id=result.new_task_id, argument_source=result.sent.argument_source))
+    retried = sum(1 for item in items if item.outcome == "retried")
+    if not selection.dry_run and ctx.history is not None:
+        try:
+            with history_errors():
+                record_action(ctx.history, actor=actor, action="bulk-retry", detail={
+                    "filter": selection.model_dump(exclude_none=True), "matched": len(rows),
+                    "retried": retried}, at=ctx.clock())
+        except Exception as exc:
+            log.error("bulk retry not recorded error=%s", describe(exc))
+    return BulkRetryResult(
+        dry_run=selection.dry_run, matched=len(rows), retried=retried,
+        skipped=sum(1 for item in items if item.outcome == "skipped"), more=more, items=items)

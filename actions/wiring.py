@@ -1,0 +1,63 @@
+"""Build an :class:`~actions.context.ActionContext` from settings and the parts of a running
+exporter: ``serve`` passes its model, poller and history engine; the ``retry``, ``cancel`` and
+``tasks`` commands pass only a history engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from celery import Celery
+from sqlalchemy.engine import Engine
+
+from exporter.config import Settings
+from exporter.model import Model
+from exporter.poll_snapshot import PollSnapshot
+
+from .broker import CeleryBroker, make_action_app
+from .context import ActionContext, KnownTask
+
+
+def known_task_lookup(model: Model) -> Callable[[str], KnownTask | None]:
+    """Task id → what the model's task index says (state, name, queue), without marking the
+    entry as used.
+    """
+
+    def lookup(task_id: str) -> KnownTask | None:
+        with model.lock:
+            record = model.index.peek(task_id)
+            if record is None:
+                return None
+            return KnownTask(record.state, record.name, record.queue)
+
+    return lookup
+
+
+def action_context(
+    settings: Settings,
+    *,
+    history: Engine | None,
+    app: Celery | None = None,
+    model: Model | None = None,
+    poll_latest: Callable[[], PollSnapshot | None] | None = None,
+) -> ActionContext:
+    """The context of the action services.
+
+    Args:
+        settings: broker, result backend, limits (``max_manual_retries``, ``slow_threshold``,
+            ``inspect_timeout``).
+        history: history engine, ``None`` when disabled.
+        app: the actions' Celery app (default: :func:`make_action_app`).
+        model: the running model (workers, running tasks, task index), if any.
+        poll_latest: the poller's :meth:`~exporter.poller.Poller.latest`, if any.
+
+    """
+    broker = CeleryBroker(app or make_action_app(settings), settings.inspect_timeout,
+                          settings.result_backend)
+    return ActionContext(
+        broker=broker, history=history, max_manual_retries=settings.max_manual_retries,
+        slow_threshold=settings.slow_threshold,
+        poll_latest=poll_latest or (lambda: None),
+        model_snapshot=model.snapshot if model is not None else None,
+        known_task=known_task_lookup(model) if model is not None else None,
+    )

@@ -1,0 +1,414 @@
+"""The action API in process: a real SQLite history, a fake broker that records what it is asked
+to do. Statuses, problem documents, eligibility rules and what gets sent and recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import insert, select
+from starlette.testclient import TestClient
+
+from actions.api import create_api
+from actions.auth import Verdict, authorize
+from actions.broker import HeldTask, Outgoing
+from actions.context import ActionContext, KnownTask
+from actions.errors import BrokerUnavailable, NotSupported
+from exporter.history import create_history_engine, get_execution, upgrade
+from exporter.history.models import ACTION_AUDIT, TASK_EXECUTION
+from exporter.poll_snapshot import PollSnapshot, QueueState, WorkerPollState
+from exporter.queues_redis import PendingMessage
+
+TOKEN = "unit-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+T0 = 1_700_000_000.0
+PROBLEM = "application/problem+json"
+
+
+class FakeBroker:
+    """Records sends and revokes; answers queries from its attributes."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Outgoing, str]] = []
+        self.revoked: list[tuple[str, bool, str | None]] = []
+        self.held: HeldTask | None = None
+        self.meta: dict[str, Mapping[str, Any]] = {}
+        self.result_backend = True
+        self.down = False
+        self.pending_messages: list[PendingMessage] | None = []
+
+    @property
+    def has_result_backend(self) -> bool:
+        return self.result_backend
+
+    def send(self, message: Outgoing, task_id: str) -> None:
+        if self.down:
+            raise BrokerUnavailable("the broker did not answer (ConnectionError)")
+        self.sent.append((message, task_id))
+
+    def revoke(self, task_id: str, *, terminate: bool, signal: str | None) -> None:
+        self.revoked.append((task_id, terminate, signal))
+
+    def find_held(self, task_id: str, workers: int | None) -> HeldTask | None:
+        return self.held if self.held and task_id == "held" else None
+
+    def pending(self, queue: str, offset: int, limit: int) -> list[PendingMessage]:
+        if self.pending_messages is None:
+            raise NotSupported("waiting messages can be listed on Redis brokers only")
+        return self.pending_messages[offset:offset + limit]
+
+    def stored_meta(self, task_id: str) -> Mapping[str, Any] | None:
+        return self.meta.get(task_id, {"status": "PENDING", "result": None})
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = create_history_engine(f"sqlite:///{tmp_path / 'history.sqlite3'}")
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def add_row(engine, task_id: str, state: str = "FAILURE", ts: float = T0, **fields: Any) -> None:
+    values = {"task_id": task_id, "name": "app.charge", "state": state, "state_ts": ts,
+              "queue": "b", "routing_key": "b", "args": "(1, 'a')", "kwargs": "{'x': 2}",
+              "exception_type": "ValueError", "updated_at": ts,
+              "finished_at": ts if state in ("FAILURE", "SUCCESS", "REVOKED") else None}
+    values.update(fields)
+    with engine.begin() as connection:
+        connection.execute(insert(TASK_EXECUTION).values(**values))
+
+
+@pytest.fixture
+def broker():
+    return FakeBroker()
+
+
+@pytest.fixture
+def make_client(engine, broker):
+    def make(token: str | None = TOKEN, history: Any = engine, **context: Any) -> TestClient:
+        context.setdefault("max_manual_retries", 2)
+        ctx = ActionContext(broker=broker, history=history, clock=lambda: T0 + 100, **context)
+        root = FastAPI()
+        root.mount("/api/v1", create_api(ctx, token=token, max_body_bytes=2048,
+                                         secrets={"s3cret-password"}))
+        return TestClient(root, headers=AUTH)
+
+    return make
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
+
+
+def problem(response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status and body["type"] and body["title"]
+    return body
+
+
+# -- auth and the problem format ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("header", "verdict"), [
+    (None, Verdict.MISSING), (b"Basic abc", Verdict.MISSING), (b"Bearer", Verdict.INVALID),
+    (b"Bearer wrong", Verdict.INVALID), (f"bearer  {TOKEN} ".encode(), Verdict.OK),
+    (f"Bearer {TOKEN}".encode(), Verdict.OK), ("Bearer ünï".encode(), Verdict.INVALID),
+])
+def test_authorize_compares_the_bearer_token(header, verdict):
+    assert authorize(TOKEN.encode(), header) is verdict
+    assert authorize(None, header) is Verdict.NOT_CONFIGURED
+
+
+def test_without_a_token_every_route_is_403_saying_how_to_set_one(make_client):
+    client = make_client(token=None)
+    for path in ("/api/v1/tasks", "/api/v1/openapi.json", "/api/v1/nowhere"):
+        body = problem(client.get(path), 403)
+        assert "JOBMON_API_TOKEN" in body["detail"] and TOKEN not in body["detail"]
+
+
+def test_missing_and_wrong_tokens_are_401_with_www_authenticate(client):
+    missing = client.get("/api/v1/tasks", headers={"Authorization": ""})
+    assert problem(missing, 401)["title"] == "Authentication required"
+    assert missing.headers["www-authenticate"] == 'Bearer realm="celery-jobmon"'
+    wrong = client.get("/api/v1/tasks", headers={"Authorization": "Bearer nope"})
+    assert problem(wrong, 401)["title"] == "Invalid token"
+    assert wrong.headers["www-authenticate"].endswith('error="invalid_token"')
+
+
+@pytest.mark.parametrize(("path", "error"), [
+    ("/api/v1/tasks?limit=0", "limit: Input should be greater than or equal to 1"),
+    ("/api/v1/tasks?limit=1001", "limit: Input should be less than or equal to 1000"),
+    ("/api/v1/tasks?limit=x", "limit: Input should be a valid integer"),
+    ("/api/v1/tasks?since=tomorrow", "since: an ISO 8601 time"),
+    ("/api/v1/tasks?since=10&until=5", "until: must be later than since"),
+    ("/api/v1/tasks?cursor=garbage", "cursor: not a cursor this API returned"),
+    ("/api/v1/tasks?state=sideways", "state: unknown state 'sideways'"),
+    ("/api/v1/tasks?name=%0A", "name: 1 to 255 characters"),
+    ("/api/v1/stats/tasks?window=0", "window: greater than 0"),
+    ("/api/v1/queues/a/pending?offset=-1", "offset: Input should be greater than or equal"),
+])
+def test_bad_parameters_are_400_problems_never_422(client, path, error):
+    body = problem(client.get(path), 400)
+    assert body["detail"].startswith(error), body
+
+
+def test_validation_errors_list_every_parameter(client):
+    body = problem(client.get("/api/v1/tasks?limit=0&since=" + "x" * 100), 400)
+    assert [e["loc"] for e in body["errors"]] == [["query", "since"], ["query", "limit"]]
+
+
+def test_bodies_above_the_limit_are_413_declared_or_streamed(client):
+    declared = client.post("/api/v1/tasks/retry", content=b"{}" + b" " * 4096,
+                           headers={"content-type": "application/json"})
+    assert problem(declared, 413)["detail"].startswith("request bodies are limited to 2048")
+
+    def chunks():
+        yield b'{"name": "'
+        for _ in range(10):
+            yield b"x" * 512
+        yield b'"}'
+
+    streamed = client.post("/api/v1/tasks/retry", content=chunks(),
+                           headers={"content-type": "application/json"})
+    problem(streamed, 413)
+
+
+def test_unknown_paths_and_methods_are_problems_too(client):
+    assert problem(client.get("/api/v1/nowhere"), 404)["type"] == "about:blank"
+    response = client.delete("/api/v1/tasks")
+    problem(response, 405)
+    assert response.headers["allow"] == "GET"
+
+
+def test_history_disabled_is_503_for_history_reads(make_client):
+    client = make_client(history=None)
+    body = problem(client.get("/api/v1/tasks"), 503)
+    assert body["title"] == "History disabled" and "--no-history" in body["detail"]
+    problem(client.post("/api/v1/tasks/x/retry"), 503)
+
+
+def test_the_openapi_document_has_bearer_auth_problems_and_no_422(client):
+    schema = client.get("/api/v1/openapi.json").json()
+    assert schema["security"] == [{"bearerAuth": []}]
+    assert schema["servers"] == [{"url": "/api/v1"}]
+    retry = schema["paths"]["/tasks/{task_id}/retry"]["post"]["responses"]
+    assert set(retry) == {"200", "202", "400", "401", "403", "404", "409", "413", "503"}
+    assert list(retry["409"]["content"]) == [PROBLEM]
+    assert "422" not in str(schema) and "HTTPValidationError" not in str(schema)
+    detail = schema["components"]["schemas"]["TaskDetail"]["properties"]
+    assert detail["finished_at"]["anyOf"][0]["format"] == "date-time"
+    assert detail["runtime_seconds"]["description"].startswith("Seconds it ran")
+
+
+# -- retry --------------------------------------------------------------------------------
+
+
+def test_retry_sends_the_stored_arguments_and_records_the_link(client, engine, broker):
+    add_row(engine, "t1")
+    broker.meta["t1"] = {"status": "FAILURE", "args": [1, "a"], "kwargs": {"x": [2]}}
+    dry = client.post("/api/v1/tasks/t1/retry?dry_run=true")
+    assert dry.status_code == 200
+    assert dry.json()["sent"] == {"task_name": "app.charge", "args": [1, "a"],
+                                  "kwargs": {"x": [2]}, "queue": "b", "routing_key": "b",
+                                  "exchange": None, "priority": None,
+                                  "argument_source": "result_backend"}
+    assert broker.sent == []
+
+    done = client.post("/api/v1/tasks/t1/retry")
+    assert done.status_code == 202
+    new_id = done.json()["new_task_id"]
+    assert broker.sent == [(Outgoing("app.charge", [1, "a"], {"x": [2]}, "b", "b", None, None),
+                            new_id)]
+    original, new = get_execution(engine, "t1"), get_execution(engine, new_id)
+    assert (original.manual_retry_count, original.updated_by_action) == (1, "retry")
+    assert (new.state, new.retry_of, new.created_by_action, new.args) == (
+        "PENDING", "t1", "retry", "(1, 'a')")
+    with engine.connect() as connection:
+        audit = connection.execute(select(ACTION_AUDIT)).mappings().one()
+    assert (audit["actor"], audit["action"], audit["task_id"], audit["at"]) == (
+        "api", "retry", "t1", T0 + 100)
+    assert audit["detail"]["new_task_id"] == new_id
+    assert client.get("/api/v1/tasks/t1").json()["manual_retries"] == [new_id]
+
+
+def test_retry_eligibility_refusals_are_409_with_a_reason(client, engine):
+    add_row(engine, "ok", "SUCCESS")
+    add_row(engine, "revoked", "REVOKED")
+    add_row(engine, "used", manual_retry_count=2)
+    add_row(engine, "root", manual_retry_count=1)
+    add_row(engine, "mid", retry_of="root", manual_retry_count=1)
+    add_row(engine, "child", retry_of="mid")  # the third manual retry of the chain
+    add_row(engine, "nameless", name=None)
+    add_row(engine, "nowhere", queue=None)
+    expected = {"ok": "state", "revoked": "state", "used": "max-manual-retries",
+                "child": "max-manual-retries", "nameless": "name-unknown",
+                "nowhere": "queue-unknown"}
+    for task_id, reason in expected.items():
+        body = problem(client.post(f"/api/v1/tasks/{task_id}/retry"), 409)
+        assert body["reason"] == reason, (task_id, body)
+    revoked = problem(client.post("/api/v1/tasks/revoked/retry"), 409)
+    assert "include_revoked=true" in revoked["detail"]
+    assert client.post("/api/v1/tasks/revoked/retry?include_revoked=true").status_code == 202
+    problem(client.post("/api/v1/tasks/unknown/retry"), 404)
+
+
+def test_retry_with_the_broker_down_is_503_and_records_nothing(client, engine, broker):
+    add_row(engine, "t1")
+    broker.down = True
+    problem(client.post("/api/v1/tasks/t1/retry"), 503)
+    assert get_execution(engine, "t1").manual_retry_count == 0
+
+
+def test_bulk_retry_is_a_dry_run_by_default_and_filters(client, engine, broker):
+    add_row(engine, "v1", ts=T0 + 1)
+    add_row(engine, "v2", ts=T0 + 2, args="(1, 2")  # not a literal: skipped with the reason
+    add_row(engine, "k1", ts=T0 + 3, exception_type="KeyError")
+    add_row(engine, "s1", "SUCCESS", ts=T0 + 4)
+    dry = client.post("/api/v1/tasks/retry", json={"exception_type": "ValueError"})
+    assert dry.status_code == 200
+    body = dry.json()
+    assert (body["dry_run"], body["matched"], body["retried"], body["skipped"], body["more"]) \
+        == (True, 2, 0, 1, False)
+    assert [(i["task_id"], i["outcome"]) for i in body["items"]] == [
+        ("v2", "skipped"), ("v1", "would_retry")]
+    assert "not a Python literal" in body["items"][0]["reason"]
+    assert broker.sent == []
+
+    limited = client.post("/api/v1/tasks/retry", json={"limit": 1}).json()
+    assert (limited["matched"], limited["more"]) == (1, True)
+    assert limited["items"][0]["task_id"] == "k1"
+
+    done = client.post("/api/v1/tasks/retry", json={"dry_run": False, "since": T0 + 0.5,
+                                                    "until": "2023-11-14T22:13:22.5Z"})
+    assert done.status_code == 202
+    assert [i["outcome"] for i in done.json()["items"]] == ["skipped", "retried"]
+    assert [task_id for _, task_id in broker.sent] == [done.json()["items"][1]["new_task_id"]]
+    problem(client.post("/api/v1/tasks/retry", json={"limit": 1001}), 400)
+    problem(client.post("/api/v1/tasks/retry", json={"name": ""}), 400)
+    assert problem(client.post("/api/v1/tasks/retry", json={"queue": "a\x00b"}), 400)[
+        "detail"].startswith("queue: 1 to 255 characters")
+    problem(client.post("/api/v1/tasks/retry", json=[1]), 400)
+
+
+# -- cancel -------------------------------------------------------------------------------
+
+
+def test_cancel_revokes_waiting_tasks_and_records_it(client, engine, broker):
+    add_row(engine, "waiting", "RECEIVED")
+    response = client.post("/api/v1/tasks/waiting/cancel")
+    assert response.status_code == 202
+    assert response.json() == {"task_id": "waiting", "action": "revoked", "signal": None,
+                               "previous_state": "RECEIVED", "state_source": "history"}
+    assert broker.revoked == [("waiting", False, None)]
+    assert get_execution(engine, "waiting").updated_by_action == "cancel"
+
+
+def test_cancel_terminates_running_tasks_only_when_asked(client, engine, broker):
+    add_row(engine, "running", "STARTED")
+    assert problem(client.post("/api/v1/tasks/running/cancel"), 409)["reason"] == "running"
+    problem(client.post("/api/v1/tasks/running/cancel?signal=SIGKILL"), 400)
+    problem(client.post("/api/v1/tasks/running/cancel?terminate=true&signal=SIGSTOP"), 400)
+    response = client.post("/api/v1/tasks/running/cancel?terminate=true&signal=SIGKILL")
+    assert response.status_code == 202
+    assert (response.json()["action"], response.json()["signal"]) == ("terminated", "SIGKILL")
+    assert broker.revoked == [("running", True, "SIGKILL")]
+
+
+def test_cancel_of_finished_or_unknown_tasks(client, engine, broker):
+    for state in ("SUCCESS", "FAILURE", "REVOKED", "REJECTED"):
+        add_row(engine, state.lower(), state)
+        body = problem(client.post(f"/api/v1/tasks/{state.lower()}/cancel"), 409)
+        assert body["reason"] == "finished" and state in body["detail"]
+    problem(client.post("/api/v1/tasks/nobody-knows/cancel"), 404)
+    broker.held = HeldTask("w@h", "scheduled", "app.later")
+    held = client.post("/api/v1/tasks/held/cancel")
+    assert (held.json()["previous_state"], held.json()["state_source"]) == ("RECEIVED",
+                                                                            "workers")
+    assert broker.revoked == [("held", False, None)]
+
+
+def test_live_events_are_trusted_over_the_history(make_client, engine, broker):
+    add_row(engine, "t", "RECEIVED")
+    client = make_client(known_task=lambda task_id: KnownTask("STARTED", "app.charge", "b"))
+    body = problem(client.post("/api/v1/tasks/t/cancel"), 409)
+    assert body["reason"] == "running"
+
+
+# -- reads --------------------------------------------------------------------------------
+
+
+def test_task_detail_renders_times_as_iso_8601_utc(client, engine):
+    add_row(engine, "t1", ts=T0, started_at=T0 - 2.5, runtime=2.5, traceback="Traceback …")
+    body = client.get("/api/v1/tasks/t1").json()
+    assert (body["finished_at"], body["started_at"]) == ("2023-11-14T22:13:20Z",
+                                                         "2023-11-14T22:13:17.500000Z")
+    assert (body["runtime_seconds"], body["traceback"], body["manual_retries"]) == (
+        2.5, "Traceback …", [])
+
+
+def test_task_list_pages_with_a_cursor(client, engine):
+    for i in range(5):
+        add_row(engine, f"t{i}", ts=T0 + i)
+    first = client.get("/api/v1/tasks?limit=2&state=failed").json()
+    second = client.get(f"/api/v1/tasks?limit=2&cursor={first['next_cursor']}").json()
+    third = client.get(f"/api/v1/tasks?limit=2&cursor={second['next_cursor']}").json()
+    ids = [t["task_id"] for page in (first, second, third) for t in page["items"]]
+    assert ids == ["t4", "t3", "t2", "t1", "t0"] and third["next_cursor"] is None
+    since = client.get(f"/api/v1/tasks?since={T0 + 3}").json()["items"]
+    assert [t["task_id"] for t in since] == ["t4", "t3"]
+
+
+def test_stats_flag_slow_tasks(make_client, engine):
+    add_row(engine, "fast", "SUCCESS", ts=T0 + 50, runtime=1.0, name="app.fast")
+    add_row(engine, "slow", "SUCCESS", ts=T0 + 60, runtime=9.0, name="app.slow")
+    add_row(engine, "old", "SUCCESS", ts=T0 - 7200, runtime=1.0, name="app.old")
+    client = make_client(slow_threshold=5.0)
+    body = client.get("/api/v1/stats/tasks?window=1h").json()
+    assert [(t["name"], t["count"], t["slow"]) for t in body["tasks"]] == [
+        ("app.fast", 1, False), ("app.slow", 1, True)]
+    assert (body["window_seconds"], body["slow_threshold_seconds"]) == (3600.0, 5.0)
+
+
+def test_queues_and_workers_come_from_the_snapshots(make_client, broker):
+    snapshot = PollSnapshot(
+        taken_at=T0 + 99, duration=0.1,
+        queues=(QueueState("a", {"0": 2, "3": 1}, 1, T0 + 40),),
+        reserved={("app.x", "a"): 2, ("app.y", "b"): 1}, scheduled={("app.x", "a"): 1},
+        workers=(WorkerPollState("w@h", 4, 1.5, 0.5, 1024),),
+    )
+    client = make_client(poll_latest=lambda: snapshot)
+    assert client.get("/api/v1/queues").json() == {
+        "polled_at": "2023-11-14T22:14:59Z", "poll_age_seconds": 1.0,
+        "queues": [{"name": "a", "length": 3, "lengths_by_priority": {"0": 2, "3": 1},
+                    "consumers": 1, "oldest_message_age_seconds": 60.0, "running": 0,
+                    "reserved": 2, "scheduled": 1}]}
+    assert client.get("/api/v1/workers").json()["workers"] == [{
+        "hostname": "w@h", "up": True, "active": None, "processed": None,
+        "last_heartbeat": None, "pool_size": 4, "cpu_user_seconds": 1.5,
+        "cpu_system_seconds": 0.5, "max_rss_bytes": 1024}]
+    assert problem(make_client().get("/api/v1/queues"), 503)["title"] == "Not ready"
+
+
+def test_pending_messages_page_and_rabbitmq_is_501(client, broker):
+    broker.pending_messages = [PendingMessage(f"id{i}", "app.x", None, None, "(1,)", "{}", 0)
+                               for i in range(3)]
+    page = client.get("/api/v1/queues/a/pending?offset=1&limit=1").json()
+    assert [(m["position"], m["task_id"]) for m in page["messages"]] == [(1, "id1")]
+    broker.pending_messages = None
+    assert "Redis" in problem(client.get("/api/v1/queues/a/pending"), 501)["detail"]
+
+
+def test_secrets_in_error_details_are_masked(make_client, engine, broker):
+    def leaky(task_id):
+        raise ConnectionError("redis://:s3cret-password@host refused")
+
+    broker.stored_meta = leaky  # type: ignore[method-assign]
+    add_row(engine, "t1", args=None)
+    body = problem(make_client().post("/api/v1/tasks/t1/retry"), 503)
+    assert "s3cret-password" not in body["detail"] and "**" in body["detail"]
