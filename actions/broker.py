@@ -90,6 +90,10 @@ def make_action_app(settings: Settings) -> Celery:
         # must win (and no backend must mean none: see CeleryBroker.has_result_backend).
         app.backend_cls = settings.result_backend
     app.conf.update(
+        # As for the exporter's app (exporter.app.make_celery_app): --broker-url must win
+        # over $CELERY_BROKER_URL.
+        broker_read_url=settings.broker_url,
+        broker_write_url=settings.broker_url,
         broker_transport_options=dict(settings.transport_options),
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=4,

@@ -49,6 +49,10 @@ def make_celery_app(settings: Settings) -> Celery:
     """
     app = Celery("celery-jobmon", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
+        # Celery's conf prefers $CELERY_BROKER_URL over the broker given to the app; the read
+        # and write URLs win over both, so --broker-url (or JOBMON_BROKER_URL) is what is used.
+        broker_read_url=settings.broker_url,
+        broker_write_url=settings.broker_url,
         broker_transport_options=dict(settings.transport_options),
         broker_connection_retry_on_startup=True,
         event_queue_ttl=settings.event_queue_ttl,
