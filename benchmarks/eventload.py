@@ -171,18 +171,29 @@ def with_new_ids(template: Template, copy: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def replay(server: RedisServer, db: int, template: Template, copies: int,
-           rate: float | None = None, pipeline_size: int = 500,
-           unique_ids: bool = True) -> float:
-    """Publish ``copies`` times the template to ``db`` (fresh task ids per copy unless
-    ``unique_ids`` is off); at most ``rate`` events/s if given.
+def prepare(template: Template, copies: int, unique_ids: bool = True
+            ) -> list[list[tuple[str, bytes]]]:
+    """The messages of ``copies`` replays, each with fresh task ids unless ``unique_ids`` is
+    off (the exporter counts a repeated event as a duplicate, not again)."""
+    return [with_new_ids(template, k) if unique_ids else template.messages
+            for k in range(copies)]
 
-    Returns the seconds publishing took.
+
+def replay(server: RedisServer, db: int, template: Template, copies: int,
+           rate: float | None = None, unique_ids: bool = True) -> float:
+    """Publish ``copies`` times the template to ``db`` (fresh task ids per copy unless
+    ``unique_ids`` is off); at most ``rate`` events/s if given. Returns the seconds
+    publishing took (not counting the preparation)."""
+    return replay_batches(server, db, prepare(template, copies, unique_ids), rate)
+
+
+def replay_batches(server: RedisServer, db: int, batches: list[list[tuple[str, bytes]]],
+                   rate: float | None = None, pipeline_size: int = 500) -> float:
+    """Publish the prepared ``batches`` (see :func:`prepare`) to ``db``; at most ``rate``
+    events/s if given. Returns the seconds publishing took.
     """
     client = redis.Redis(port=server.port)
     prefix = f"/{db}."
-    batches = [with_new_ids(template, k) if unique_ids else template.messages
-               for k in range(copies)]
     started = time.perf_counter()
     sent = 0
     pipe = client.pipeline(transaction=False)

@@ -34,8 +34,9 @@ from eventload import (  # noqa: E402
     RedisServer,
     free_port,
     pattern_subscribers,
+    prepare,
     render,
-    replay,
+    replay_batches,
     wait_subscribed,
 )
 
@@ -45,17 +46,22 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 BASELINE = r"""
 import sys, time, resource
 from celery import Celery
+import threading
 url, expected = sys.argv[1], int(sys.argv[2])
 app = Celery("baseline", broker=url, set_as_current=False)
 count = 0
-first = None
+last = time.perf_counter()
 def on_event(event):
-    global count, first
-    if first is None:
-        first = time.perf_counter()
+    global count, last
     count += 1
+    last = time.perf_counter()
     if count >= expected:
         recv.should_stop = True
+def idle_stop():  # events were lost: stop 5 s after the last one
+    while not recv.should_stop:
+        time.sleep(0.5)
+        if count and time.perf_counter() - last > 5:
+            recv.should_stop = True
 with app.connection_for_read() as conn:
     recv = app.events.Receiver(conn, handlers={"*": on_event})
     orig = recv.on_consume_ready
@@ -63,9 +69,12 @@ with app.connection_for_read() as conn:
         orig(*a, **k)
         print("ready", flush=True)
     recv.on_consume_ready = ready
-    recv.capture(limit=None, timeout=None, wakeup=False)
-done = time.perf_counter()
-print(f"done {count} {done:.6f}", flush=True)
+    threading.Thread(target=idle_stop, daemon=True).start()
+    try:
+        recv.capture(limit=None, timeout=None, wakeup=False)
+    except Exception as exc:  # e.g. disconnected by Redis as a slow pub/sub client
+        print(f"error {type(exc).__name__}", file=sys.stderr, flush=True)
+print(f"done {count} {last:.6f}", flush=True)
 """
 
 
@@ -90,7 +99,16 @@ def counted(url: str) -> int:
     return int(total)
 
 
-def measure_baseline(server: RedisServer, template, copies: int) -> dict:
+def scalar(url: str, name: str) -> float:
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    return float("nan")
+
+
+def measure_baseline(server: RedisServer, template, copies: int,
+                     rate: float | None = None) -> dict:
     expected = len(template.messages) * copies
     before = pattern_subscribers(server)
     proc = subprocess.Popen([sys.executable, "-c", BASELINE, server.url(2), str(expected)],
@@ -98,18 +116,24 @@ def measure_baseline(server: RedisServer, template, copies: int) -> dict:
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
     wait_subscribed(server, before)
-    # The burst waits in Redis while the consumer is stopped: this measures the consumer's
-    # capacity, not the generator's speed.
-    os.kill(proc.pid, signal.SIGSTOP)
-    replay(server, 2, template, copies)
+    batches = prepare(template, copies)
     cpu0 = cpu_seconds(proc.pid)
     start = time.perf_counter()
-    os.kill(proc.pid, signal.SIGCONT)
+    if rate:
+        replay_batches(server, 2, batches, rate=rate)
+    else:
+        # The burst waits in Redis while the consumer is stopped: this measures the
+        # consumer's capacity, not the generator's speed.
+        os.kill(proc.pid, signal.SIGSTOP)
+        replay_batches(server, 2, batches)
+        cpu0 = cpu_seconds(proc.pid)
+        start = time.perf_counter()
+        os.kill(proc.pid, signal.SIGCONT)
     line = ""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
-        if line.startswith("done"):
+        if line.startswith("done") or not line:
             break
     cpu = cpu_seconds(proc.pid) - cpu0
     rss = peak_rss_mb(proc.pid)
@@ -119,7 +143,8 @@ def measure_baseline(server: RedisServer, template, copies: int) -> dict:
             "expected": expected}
 
 
-def measure_exporter(server: RedisServer, template, copies: int, db: int, *extra: str) -> dict:
+def measure_exporter(server: RedisServer, template, copies: int, db: int, *extra: str,
+                     rate: float | None = None) -> dict:
     expected = len(template.messages) * copies
     before = pattern_subscribers(server)
     port = free_port()
@@ -142,11 +167,17 @@ def measure_exporter(server: RedisServer, template, copies: int, db: int, *extra
             raise RuntimeError("exporter did not become ready")
         time.sleep(0.1)
     wait_subscribed(server, before)
-    os.kill(proc.pid, signal.SIGSTOP)
-    replay(server, db, template, copies)
+    batches = prepare(template, copies)
     cpu0 = cpu_seconds(proc.pid)
     start = time.perf_counter()
-    os.kill(proc.pid, signal.SIGCONT)
+    if rate:
+        replay_batches(server, db, batches, rate=rate)
+    else:
+        os.kill(proc.pid, signal.SIGSTOP)
+        replay_batches(server, db, batches)
+        cpu0 = cpu_seconds(proc.pid)
+        start = time.perf_counter()
+        os.kill(proc.pid, signal.SIGCONT)
     count = 0
     last_change = time.perf_counter()
     while True:
@@ -154,51 +185,65 @@ def measure_exporter(server: RedisServer, template, copies: int, db: int, *extra
         now = time.perf_counter()
         if now_count != count:
             count, last_change = now_count, now
-        if count >= expected or now - last_change > 10:
+        if count >= expected or now - last_change > 5:
             break
         time.sleep(0.05)
     cpu = cpu_seconds(proc.pid) - cpu0
     rss = peak_rss_mb(proc.pid)
+    gaps = int(scalar(url, "celery_jobmon_event_gaps_total"))
     proc.terminate()
     proc.wait(30)
     return {"events": count, "seconds": last_change - start, "cpu": cpu, "rss": rss,
-            "expected": expected}
+            "expected": expected, "gaps": gaps}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--copies", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=None,
+                        help="sustained mode: publish at this many events/s (default: burst)")
+    parser.add_argument("--duration", type=float, default=60.0,
+                        help="sustained mode: seconds to publish for")
     args = parser.parse_args()
-    server = RedisServer(lift_pubsub_limit=True)
+    sustained = args.rate is not None
+    # Sustained mode keeps Redis' default pub/sub output limit (what production sees): a
+    # consumer that falls 32 MB behind is disconnected and loses events.
+    server = RedisServer(lift_pubsub_limit=not sustained)
     try:
         template = render(server, tasks=args.tasks)
+        copies = (max(1, int(args.rate * args.duration / len(template.messages)))
+                  if sustained else args.copies)
+        mode = (f"sustained {args.rate:.0f} events/s for ~{args.duration:.0f} s, default "
+                f"pub/sub limit" if sustained else f"{copies}x as a burst")
         print(f"template: {len(template.messages)} events ({args.tasks} lifecycles), "
-              f"replayed {args.copies}x as a burst")
+              f"replayed {mode}")
         history_dir = tempfile.mkdtemp(prefix="jobmon-bench-history-")
+        rate = args.rate
         rows = [
             ("celery EventReceiver (count only)",
-             measure_baseline(server, template, args.copies)),
+             measure_baseline(server, template, copies, rate=rate)),
             ("jobmon, kombu path, no history",
-             measure_exporter(server, template, args.copies, 3, "--no-redis-fast-path",
-                              "--no-history")),
+             measure_exporter(server, template, copies, 3, "--no-redis-fast-path",
+                              "--no-history", rate=rate)),
             ("jobmon, Redis fast path, no history",
-             measure_exporter(server, template, args.copies, 4, "--no-history")),
+             measure_exporter(server, template, copies, 4, "--no-history", rate=rate)),
             ("jobmon, fast path + history (SQLite)",
-             measure_exporter(server, template, args.copies, 5, "--history-url",
-                              f"sqlite:///{history_dir}/history.db")),
+             measure_exporter(server, template, copies, 5, "--history-url",
+                              f"sqlite:///{history_dir}/history.db", rate=rate)),
         ]
     finally:
         server.stop()
     base_rate = rows[0][1]["events"] / rows[0][1]["seconds"]
     print(f"{'consumer':38} {'events':>8} {'seconds':>8} {'events/s':>9} {'x base':>7} "
-          f"{'CPU s/100k':>10} {'ev/CPU-s':>9} {'peak RSS MB':>11} {'lost %':>7}")
+          f"{'CPU s/100k':>10} {'ev/CPU-s':>9} {'peak RSS MB':>11} {'lost %':>7} {'gaps':>5}")
     for label, r in rows:
-        rate = r["events"] / r["seconds"]
+        rate_seen = r["events"] / r["seconds"]
         lost = 100.0 * (r["expected"] - r["events"]) / r["expected"]
-        print(f"{label:38} {r['events']:>8} {r['seconds']:>8.2f} {rate:>9.0f} "
-              f"{rate / base_rate:>7.2f} {r['cpu'] / r['events'] * 1e5:>10.2f} "
-              f"{r['events'] / r['cpu']:>9.0f} {r['rss']:>11.1f} {lost:>7.2f}")
+        print(f"{label:38} {r['events']:>8} {r['seconds']:>8.2f} {rate_seen:>9.0f} "
+              f"{rate_seen / base_rate:>7.2f} {r['cpu'] / r['events'] * 1e5:>10.2f} "
+              f"{r['events'] / r['cpu']:>9.0f} {r['rss']:>11.1f} {lost:>7.2f} "
+              f"{r.get('gaps', '-'):>5}")
 
 
 if __name__ == "__main__":
