@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,18 +78,20 @@ class _AsgiEndpoint:
         await self.app(scope, receive, send)
 
 
-def create_http_app(registry: CollectorRegistry, model: Model,
+def create_http_app(registry: CollectorRegistry | None, model: Model,
                     api: Callable[..., Awaitable[None]] | None = None) -> FastAPI:
-    """The ASGI app: ``/metrics`` (prometheus-client's ASGI app over ``registry``), ``/healthz``
-    (200 while the process serves) and ``/readyz`` (200 when connected to the broker, else
-    503); both answer JSON ``{"status": ...}``. ``api`` (the action API,
-    :func:`actions.api.create_api`) is mounted at ``/api/v1``; ``/metrics``, ``/healthz`` and
-    ``/readyz`` need no token.
+    """The ASGI app: ``/metrics`` (prometheus-client's ASGI app over ``registry``; left out
+    when ``registry`` is ``None``), ``/healthz`` (200 while the process serves) and ``/readyz``
+    (200 when connected to the broker, else 503); both answer JSON ``{"status": ...}``.
+    ``api`` (the action API, :func:`actions.api.create_api`) is mounted at ``/api/v1``;
+    ``/metrics``, ``/healthz`` and ``/readyz`` need no token. With ``--api-listen`` the
+    process serves two of these apps: metrics without the API, and the API without metrics.
     """
     http = FastAPI(title="celery-jobmon", version=__version__, docs_url=None, redoc_url=None,
                    openapi_url=None)
-    http.router.routes.append(Route("/metrics", _AsgiEndpoint(make_asgi_app(registry)),
-                                    methods=["GET"], include_in_schema=False))
+    if registry is not None:
+        http.router.routes.append(Route("/metrics", _AsgiEndpoint(make_asgi_app(registry)),
+                                        methods=["GET"], include_in_schema=False))
 
     @http.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -135,6 +140,8 @@ class Service:
     history: OpenHistory | None = None
     #: The Celery app the action API sends and revokes with (closed on stop).
     action_app: Celery | None = None
+    #: The action API's own app when it listens apart (``--api-listen``), else ``None``.
+    api_http: FastAPI | None = None
 
     def start(self) -> None:
         """Start the history writer, then the event consumer and poller threads."""
@@ -194,24 +201,70 @@ def build_service(settings: Settings) -> Service:
                              app=action_app, model=model, poll_latest=poller.latest)
     api = create_api(context, token=settings.api_token,
                      max_body_bytes=settings.api_max_body_bytes, secrets=settings.secrets())
+    if settings.api_listen is not None and api is not None:
+        return Service(settings, model, registry, consumer, poller,
+                       create_http_app(registry, model), history, action_app,
+                       api_http=create_http_app(None, model, api))
     return Service(settings, model, registry, consumer, poller,
                    create_http_app(registry, model, api), history, action_app)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server without its own signal handling: uvicorn re-raises a captured SIGTERM
+    once it has shut down, which (default handler) kills the process before the history is
+    flushed. :func:`_serve_all` handles SIGINT/SIGTERM for every server instead.
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _server(app: FastAPI, listen: tuple[str, int], settings: Settings) -> uvicorn.Server:
+    """A uvicorn server for ``app`` on ``listen``, with TLS when ``--tls-cert``/``--tls-key``."""
+    host, port = listen
+    return _Server(uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
+        ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key,
+    ))
+
+
+async def _serve_all(servers: list[uvicorn.Server]) -> None:
+    """Run the servers until SIGINT/SIGTERM (or until one stops), then stop them all."""
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for server in servers:
+        server.should_exit = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def serve(settings: Settings) -> None:
-    """Run the exporter until SIGINT/SIGTERM: threads in the background, uvicorn here."""
+    """Run the exporter until SIGINT/SIGTERM: threads in the background, uvicorn here (one
+    server, or two with ``--api-listen``).
+    """
     service = build_service(settings)
     host, port = settings.listen
-    log.info("starting version=%s broker=%s listen=%s:%d action_api=%s",
-             __version__, mask_url(settings.broker_url), host, port,
-             "on" if settings.api_token else "off (no --api-token)")
+    scheme = "https" if settings.tls_cert else "http"
+    api_where = "on /api/v1" if settings.api_token else "off (no --api-token)"
+    if settings.api_token and settings.api_listen is not None:
+        api_where = f"{scheme}://{settings.api_listen[0]}:{settings.api_listen[1]}/api/v1"
+    log.info("starting version=%s broker=%s listen=%s://%s:%d action_api=%s",
+             __version__, mask_url(settings.broker_url), scheme, host, port, api_where)
     service.start()
-    server = uvicorn.Server(uvicorn.Config(
-        service.http, host=host, port=port, log_config=None, access_log=False,
-        lifespan="off",
-    ))
+    servers = [_server(service.http, settings.listen, settings)]
+    if service.api_http is not None and settings.api_listen is not None:
+        servers.append(_server(service.api_http, settings.api_listen, settings))
     try:
-        server.run()
+        asyncio.run(_serve_all(servers))
     finally:
+        # SIGTERM lands here too: stop consuming, then write what the history still holds.
         service.stop()
         log.info("stopped")

@@ -7,6 +7,7 @@ with a one-line message; the CLI turns that into an error naming the flag.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -201,6 +202,11 @@ class Settings:
     #: Celery result backend URL the action API reads stored arguments from (retry).
     result_backend: str | None = None
     api_max_body_bytes: int = DEFAULT_API_MAX_BODY_BYTES
+    #: Serve the action API on its own address (e.g. loopback only), apart from /metrics.
+    api_listen: tuple[str, int] | None = None
+    #: PEM certificate and key: serve HTTPS instead of HTTP (both servers).
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def secrets(self) -> set[str]:
         """Values that must never be logged or shown: URL passwords, password options, the
@@ -270,6 +276,13 @@ class Settings:
                          "redis://host:6379/1")
         if self.api_max_body_bytes < 1024:
             found.append("--api-max-body-bytes: at least 1024")
+        if self.api_listen is not None and self.api_listen == self.listen:
+            found.append("--api-listen: an address other than --listen")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            found.append("--tls-cert / --tls-key: give both or neither")
+        for flag, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key)):
+            if path is not None and not os.path.isfile(path):
+                found.append(f"{flag}: no such file: {path}")
         return found
 
     def validate(self) -> Settings:

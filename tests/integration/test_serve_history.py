@@ -99,6 +99,8 @@ def test_failure_after_an_exporter_restart_keeps_name_and_queue(redis_url, tmp_p
     wait_for(lambda: (row := get_execution(engine, doomed.id)) and row.state == "STARTED", 30,
              what="started row written")
     first.stop()  # SIGTERM: the writer flushes before exit
+    assert first.proc.returncode == 0, first.output()[-2000:]
+    assert "logger=exporter.app stopped" in first.output()
 
     second = start_exporter(redis_url, history_url=history_url)
     assert second.metrics().value("celery_jobmon_tasks_in_memory") == 1  # warmed
