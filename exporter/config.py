@@ -44,7 +44,7 @@ DEFAULT_HISTORY_MAX_FIELD_BYTES = 4096
 #: History rows older than this are pruned (0: keep for ever).
 DEFAULT_HISTORY_RETENTION = 30 * 86400.0
 #: Events the history writer may hold before it drops (successes first).
-DEFAULT_HISTORY_QUEUE_SIZE = 100_000
+DEFAULT_HISTORY_QUEUE_SIZE = 20_000
 #: A task whose average runtime is above this is flagged slow in the statistics.
 DEFAULT_SLOW_THRESHOLD = 60.0
 #: Manual retries (action API, ``celery-jobmon retry``) allowed per chain of executions.
