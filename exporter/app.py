@@ -176,6 +176,7 @@ def build_service(settings: Settings) -> Service:
         max_task_names=settings.max_task_names,
         worker_timeout=settings.worker_timeout,
         worker_retention=settings.worker_retention,
+        task_lost_grace=settings.task_lost_grace,
         history=history.writer.submit if history is not None else None,
     )
     if history is not None:

@@ -76,13 +76,27 @@ _HISTORY_URL = option("--history-url", default=None,
                            "`serve` uses.")
 
 
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (SQLAlchemy appends SQL and a link on more lines)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def _history_engine(url: str | None) -> Any:
+    """The history engine for ``--history-url``; a URL that cannot work is a usage error (exit
+    2, naming the flag, never repeating the URL).
+    """
+    from .config import history_url_problem
     from .history import create_history_engine, default_history_url
 
+    problem = history_url_problem(url) if url is not None else None
+    if problem:
+        raise click.BadParameter(problem.removeprefix("--history-url: "),
+                                 param_hint="'--history-url'")
     try:
         return create_history_engine(url or default_history_url())
     except Exception as exc:
-        raise click.ClickException(f"--history-url: {type(exc).__name__}: {exc}") from None
+        raise click.ClickException(f"--history-url: {_first_line(exc)}") from None
 
 
 @main.group()
@@ -101,7 +115,7 @@ def db_upgrade(history_url: str | None) -> None:
         upgrade(engine)
         click.echo(f"{safe_url(engine)}: schema at revision {current_revision(engine)}")
     except Exception as exc:
-        raise click.ClickException(f"upgrade failed: {type(exc).__name__}: {exc}") from None
+        raise click.ClickException(f"upgrade failed: {_first_line(exc)}") from None
     finally:
         engine.dispose()
 
@@ -129,7 +143,7 @@ def history_prune(history_url: str | None, older_than: float | None, max_rows: i
     try:
         count = prune(engine, older_than_seconds=older_than, max_rows=max_rows, dry_run=dry_run)
     except Exception as exc:
-        raise click.ClickException(f"prune failed: {type(exc).__name__}: {exc}") from None
+        raise click.ClickException(f"prune failed: {_first_line(exc)}") from None
     finally:
         engine.dispose()
     click.echo(f"{'would delete' if dry_run else 'deleted'} {count} executions")

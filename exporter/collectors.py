@@ -53,6 +53,7 @@ class ModelCollector(Collector):
         yield self._f.histograms(m.TASK_RUNTIME, snap.runtime)
         yield self._f.histograms(m.TASK_QUEUE_WAIT, snap.queue_wait)
         yield self._f.values(m.TASK_RUNNING, snap.running)
+        yield self._f.values(m.TASK_LOST, snap.lost)
         workers = snap.workers
         yield self._f.values(m.WORKER_UP, {(w.hostname,): float(w.up) for w in workers})
         yield self._f.values(m.WORKER_TASKS_ACTIVE, {

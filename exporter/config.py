@@ -7,11 +7,13 @@ with a one-line message; the CLI turns that into an error naming the flag.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from .secrets import option_passwords, url_passwords
 
@@ -103,10 +105,23 @@ def parse_buckets(text: str) -> tuple[float, ...]:
 
 
 def parse_option_value(text: str) -> Any:
-    """Turn a ``k=v`` option value into int, float, bool or str, as kombu expects.
+    """Turn a ``k=v`` option value into int, float, bool, str or a JSON object, as kombu
+    expects.
 
-    ``"3"`` → 3, ``"1.5"`` → 1.5, ``"true"``/``"false"`` → bool, anything else stays a string.
+    ``"3"`` → 3, ``"1.5"`` → 1.5, ``"true"``/``"false"`` → bool, ``{...}``/``[...]`` → the JSON
+    value (nested options: ``sentinel_kwargs={"password":"..."}``), anything else stays a
+    string.
+
+    Raises:
+        ValueError: a value starting with ``{`` or ``[`` is not JSON (the message does not
+            repeat the value: it may hold a password).
+
     """
+    if text[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ValueError("a value starting with { or [ must be JSON") from None
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -133,8 +148,83 @@ def parse_transport_options(pairs: Iterable[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"invalid transport option {pair!r}: key=value expected")
-        options[key.strip()] = parse_option_value(value.strip())
+        try:
+            options[key.strip()] = parse_option_value(value.strip())
+        except ValueError as exc:
+            raise ValueError(f"invalid transport option {key.strip()!r}: {exc}") from None
     return options
+
+
+_BROKER_URL_HINT = "a URL such as redis://host:6379/0 or amqp://user@host//"
+_HISTORY_URL_HINT = ("an SQLAlchemy URL such as sqlite:////var/lib/jobmon.db or "
+                     "postgresql+psycopg://user@host/db")
+
+
+def broker_url_problems(url: str) -> list[str]:
+    """Why a broker URL, or an entry of a ``;`` failover list, cannot work: no
+    ``scheme://``, a transport kombu does not know (or whose library is missing), a port that
+    is not a number. Messages never repeat the URL: it may hold a password.
+    """
+    from kombu.transport import resolve_transport
+
+    parts = url.split(";")
+    found = []
+    for number, part in enumerate(parts, 1):
+        entry = f"entry {number} of the failover list: " if len(parts) > 1 else ""
+        scheme, sep, _ = part.strip().partition("://")
+        if not sep or not scheme:
+            found.append(f"--broker-url: {entry}{_BROKER_URL_HINT}")
+            continue
+        try:
+            resolve_transport(scheme.split("+", 1)[0])  # "sqla+postgresql": transport sqla
+        except (KeyError, ImportError):
+            found.append(f"--broker-url: {entry}unknown or unavailable transport {scheme!r} "
+                         "(redis, rediss, sentinel, amqp, ...)")
+            continue
+        try:
+            _ = urlsplit(part.strip()).port  # parsing it is the check
+        except ValueError:
+            found.append(f"--broker-url: {entry}the port is not a number from 0 to 65535")
+    return found
+
+
+def history_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a history database: not an SQLAlchemy URL, a port that is not a
+    number, a dialect SQLAlchemy does not know. ``None`` when it may work (the database is
+    only reached at start). The message never repeats the URL.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    if "://" not in url:
+        return f"--history-url: {_HISTORY_URL_HINT}"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return f"--history-url: {_HISTORY_URL_HINT}"
+    except ValueError:
+        return "--history-url: the port is not a number from 0 to 65535"
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        return (f"--history-url: unknown database dialect {parsed.drivername!r} (sqlite, "
+                "postgresql+psycopg, ...)")
+    return None
+
+
+def accept_content_problems(names: Iterable[str]) -> list[str]:
+    """Content types (``--accept-content``) kombu has no serializer for."""
+    from kombu.exceptions import SerializerNotInstalled
+    from kombu.serialization import prepare_accept_content
+
+    found = []
+    for name in names:
+        try:
+            prepare_accept_content([name])
+        except SerializerNotInstalled:
+            found.append(f"--accept-content: no serializer for {name!r} (json, msgpack, yaml, "
+                         "pickle; msgpack and yaml need their library)")
+    return found
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -178,6 +268,9 @@ class Settings:
     max_task_names: int = DEFAULT_MAX_TASK_NAMES
     worker_timeout: float = DEFAULT_WORKER_TIMEOUT
     worker_retention: float = DEFAULT_WORKER_RETENTION
+    #: Seconds a worker must have been down before its running tasks are counted lost
+    #: (``None``: the worker timeout).
+    task_lost_grace: float | None = None
     event_queue_ttl: float = DEFAULT_EVENT_QUEUE_TTL
     event_queue_expires: float = DEFAULT_EVENT_QUEUE_EXPIRES
     inspect_interval: float = DEFAULT_INSPECT_INTERVAL
@@ -221,8 +314,7 @@ class Settings:
     def problems(self) -> list[str]:
         """Return every invalid setting as a one-line message (empty list: all valid)."""
         found: list[str] = []
-        if "://" not in self.broker_url:
-            found.append("--broker-url: a URL such as redis://host:6379/0 or amqp://user@host//")
+        found.extend(broker_url_problems(self.broker_url))
         if self.log_level.upper() not in LOG_LEVELS:
             found.append(f"--log-level: one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:
@@ -235,8 +327,14 @@ class Settings:
             found.append("--max-task-names: at least 1")
         if self.worker_timeout <= 0:
             found.append("--worker-timeout: greater than 0")
+        grace = self.worker_timeout if self.task_lost_grace is None else self.task_lost_grace
         if self.worker_retention < self.worker_timeout:
             found.append("--worker-retention: at least --worker-timeout")
+        elif self.worker_retention < self.worker_timeout + max(grace, 0.0):
+            # A worker forgotten before the grace ends would never have its tasks marked lost.
+            found.append("--worker-retention: at least --worker-timeout + --task-lost-grace")
+        if grace < 0:
+            found.append("--task-lost-grace: 0 or more")
         if self.event_queue_ttl <= 0 or self.event_queue_expires <= 0:
             found.append("--event-queue-ttl / --event-queue-expires: greater than 0")
         if self.reconnect_max_interval <= 0:
@@ -249,15 +347,17 @@ class Settings:
             found.append("--history-queue-size: at least 1")
         if self.slow_threshold <= 0:
             found.append("--slow-threshold: greater than 0")
-        if self.history_url is not None and "://" not in self.history_url:
-            found.append("--history-url: an SQLAlchemy URL such as sqlite:////var/lib/jobmon.db "
-                         "or postgresql+psycopg://user@host/db")
+        history_problem = (history_url_problem(self.history_url)
+                           if self.history_url is not None else None)
+        if history_problem:
+            found.append(history_problem)
         if self.queue_forget_after < 0:
             found.append("--queue-forget-after: 0 or more")
         if self.inspect_interval <= 0 or self.inspect_timeout <= 0:
             found.append("--inspect-interval / --inspect-timeout: greater than 0")
         if not self.accept_content:
             found.append("--accept-content: at least one content type")
+        found.extend(accept_content_problems(self.accept_content))
         found.extend(self._api_problems())
         return found
 

@@ -5,8 +5,8 @@ Two paths, one behaviour:
 - **Redis fast path** (``redis://``/``rediss://`` with the default topic layout): subscribe to
   kombu's event topic with redis-py, read payloads in batches, decode them with
   :mod:`exporter.redis_events`, and hand each batch to :meth:`Model.process_many` (one lock
-  acquisition per batch). Reconnects use redis-py's capped exponential backoff
-  (1 s, 2 s, 4 s … at most ``--reconnect-max-interval``).
+  acquisition per batch). Reconnects back off exponentially (1 s, 2 s, 4 s … at most
+  ``--reconnect-max-interval``); :meth:`EventConsumer.stop` interrupts the wait.
 - **kombu path** (RabbitMQ, Sentinel, anything else): Celery's :class:`EventReceiver` (same
   queue, exchange and bindings as Flower or ``celery events``), decoding with kombu; reconnects
   use kombu's capped backoff (``ensure_connection``: 1 s, then +2 s per attempt, at most
@@ -15,7 +15,9 @@ Two paths, one behaviour:
 It never gives up and never exits on a broker error; an undecodable message is counted and
 skipped. Losing a connection that was consuming is counted as an event gap: what the broker
 published meanwhile is lost (Redis pub/sub keeps nothing; the exporter's RabbitMQ queue is
-deleted with its last consumer).
+deleted with its last consumer); the warning logged then says so. Between messages (at least
+once a second) the consumer calls :meth:`Model.tick`, so that time-driven state (tasks lost with
+a worker that went away) moves on when no event arrives.
 """
 
 from __future__ import annotations
@@ -31,14 +33,18 @@ from celery import Celery
 from celery.events.receiver import EventReceiver
 from kombu import Connection
 from kombu.exceptions import ContentDisallowed
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from .model import Model
 from .redis_events import RedisEventStream, accept_content, decode_payload, fanout_pattern
 from .secrets import mask_url
 
 log = logging.getLogger(__name__)
+
+#: The warning logged when a consuming connection is lost (with the error class).
+LOST_MESSAGE = ("broker connection lost error=%s; events published until the reconnect are "
+                "lost (celery_jobmon_event_gaps_total)%s")
+_REDIS_HINT = ("; Redis also closes a pub/sub client that reads too slowly "
+               "(client-output-buffer-limit pubsub)")
 
 
 class _Stopping(Exception):
@@ -59,6 +65,10 @@ class _Receiver(EventReceiver):
     def get_consumers(self, Consumer: Any, channel: Any) -> list[Any]:  # noqa: N803 (kombu API)
         return [Consumer(queues=[self.queue], callbacks=[self._receive], no_ack=True,
                          accept=self.accept, on_decode_error=self.on_decode_error)]
+
+    def on_iteration(self) -> None:
+        """Called by kombu's consume loop at least once a second: the model's housekeeping."""
+        self.model.tick()
 
     def _receive(self, body: Any, message: Any) -> None:
         # Celery >= 4 may send a list of events in one message (buffered dispatchers).
@@ -109,7 +119,7 @@ class EventConsumer(threading.Thread):
         self._stopping = threading.Event()
         self._receiver: _Receiver | None = None
         self._connected_once = False
-        url = app.conf.broker_url
+        url = app.conf.broker_read_url
         self.fast_path_pattern = fanout_pattern(
             url, app.conf.broker_transport_options or {}, app.conf.event_exchange,
         ) if redis_fast_path else None
@@ -196,31 +206,48 @@ class EventConsumer(threading.Thread):
                         self._stopping.wait(receiver.restart_limit.expected_time(1))
                 except errors as exc:
                     self.model.set_broker_connected(False)
-                    log.warning("broker connection lost error=%s", type(exc).__name__)
+                    log.warning(LOST_MESSAGE, type(exc).__name__, "")
 
     def _consume_redis(self, pattern: str) -> None:
-        stream = RedisEventStream(self.app.conf.broker_url, pattern)
-        retry = Retry(ExponentialBackoff(cap=self.reconnect_max_interval, base=1), retries=-1,
-                      supported_errors=(redis.ConnectionError, redis.TimeoutError, OSError))
+        stream = RedisEventStream(self.app.conf.broker_read_url, pattern)
         accept = accept_content(self.accept)
         try:
             while not self._stopping.is_set():
-                retry.call_with_retry(stream.connect, self._on_redis_error)
-                self.on_consume_ready(self.app.conf.broker_url)
+                self._connect_redis(stream)
+                self.on_consume_ready(self.app.conf.broker_read_url)
                 self._wakeup_workers()
                 try:
                     while not self._stopping.is_set():
                         payloads = stream.read_batch(self.batch_size, timeout=1.0)
                         if payloads:
                             self._process_payloads(payloads, accept)
+                        else:
+                            self.model.tick()
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                     self.model.set_broker_connected(False)
-                    log.warning("broker connection lost error=%s", type(exc).__name__)
+                    log.warning(LOST_MESSAGE, type(exc).__name__, _REDIS_HINT)
         finally:
             stream.close()
 
-    def _on_redis_error(self, exc: Exception) -> None:
-        self.on_connection_error(exc, 0)
+    def _connect_redis(self, stream: RedisEventStream) -> None:
+        """Connect and subscribe, retrying with capped exponential backoff: 1 s, 2 s, 4 s …
+        at most ``reconnect_max_interval`` (each wait logged with its length).
+
+        Raises:
+            _Stopping: :meth:`stop` was called (the wait is interrupted at once).
+
+        """
+        failures = 0
+        while True:
+            self._check_stopping()
+            try:
+                stream.connect()
+                return
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                failures += 1
+                delay = min(self.reconnect_max_interval, 2.0 ** min(failures - 1, 30))
+                self.on_connection_error(exc, delay)
+                self._stopping.wait(delay)
 
     def _process_payloads(self, payloads: list[bytes], accept: frozenset[str]) -> None:
         events: list[Any] = []

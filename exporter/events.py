@@ -34,8 +34,20 @@ _OPTIONAL_FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "freq": (int, float),
 }
 _EXCEPTION_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*[(:]|^\s*([A-Za-z_][\w.]*)\s*$")
+#: Classes Celery reports in ``exception`` instead of the real one: billiard's pickling wrapper
+#: (hard time limits and other errors raised in the pool's parent). The real exception is the
+#: last line of the event's ``traceback``.
+WRAPPER_EXCEPTIONS = frozenset({"ExceptionWithTraceback", "billiard.einfo.ExceptionWithTraceback"})
+_TRACEBACK_LINE_RE = re.compile(r"^([A-Za-z_][\w.]*)(?::[ ]?(.*))?$", re.DOTALL)
+#: Characters of the end of a traceback searched for its last line.
+TRACEBACK_TAIL_CHARS = 4096
 
 UNKNOWN = "unknown"
+#: Largest believable distance between an event's ``timestamp`` and the exporter's clock at
+#: receipt, seconds. Beyond it (a producer clock at 1970, a typo'd year 2100) the timestamp is
+#: replaced by the receipt time: durations, state order and history times stay sane. Larger
+#: than any delivery delay the exporter itself allows (RabbitMQ event queue TTL: 5 min).
+MAX_CLOCK_SKEW = 86400.0
 
 
 class MalformedEvent(ValueError):
@@ -46,10 +58,18 @@ class MalformedEvent(ValueError):
         self.reason = reason
 
 
+def finite(value: Any) -> bool:
+    """Whether the int or float ``value`` is a finite float: not NaN, not infinite, and (an int
+    that JSON or YAML allows) not beyond the float range.
+    """
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float: 2**1100
+        return False
+
+
 def _is_number(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    )
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and finite(value)
 
 
 def check_event(body: Any) -> str:
@@ -73,7 +93,7 @@ def check_event(body: Any) -> str:
     if event_type not in KNOWN_TYPES:
         raise MalformedEvent("unknown_type", event_type[:100])
     if not _is_number(body.get("timestamp")):
-        raise MalformedEvent("bad_timestamp", repr(body.get("timestamp"))[:100])
+        raise MalformedEvent("bad_timestamp", type(body.get("timestamp")).__name__)
     if event_type in TASK_EVENT_TYPES:
         uuid = body.get("uuid")
         if not isinstance(uuid, str) or not uuid:
@@ -87,25 +107,47 @@ def check_event(body: Any) -> str:
         if value is not None and (
             not isinstance(value, types) or isinstance(value, bool)
             # An infinite runtime would make the histogram's _sum infinite for good.
-            or (isinstance(value, float) and not math.isfinite(value))
+            or (float in types and not finite(value))
         ):
             raise MalformedEvent("bad_field", key)
     return event_type
 
 
-def exception_class(text: Any) -> str:
+def traceback_exception(traceback: Any) -> tuple[str, str] | None:
+    """``(class name, message)`` from the last line of a Python traceback text
+    (``"billiard.exceptions.TimeLimitExceeded: TimeLimitExceeded(1,)"`` →
+    ``("TimeLimitExceeded", "TimeLimitExceeded(1,)")``: the class without its module, as
+    ``repr`` names it); ``None`` when the text is not a traceback or has no such line.
+    """
+    if not isinstance(traceback, str) or not traceback.lstrip().startswith("Traceback"):
+        return None
+    lines = traceback[-TRACEBACK_TAIL_CHARS:].rstrip().rsplit("\n", 1)
+    match = _TRACEBACK_LINE_RE.match(lines[-1].strip())
+    if not match or match.group(1) == "Traceback":
+        return None
+    return match.group(1).rsplit(".", 1)[-1], match.group(2) or ""
+
+
+def exception_class(text: Any, traceback: Any = None) -> str:
     """Exception class name from the ``exception`` field of ``task-failed``.
 
     Celery sends ``safe_repr(exc)``: ``"ValueError('boom')"`` → ``ValueError``;
     ``"billing.errors.CardDeclined('x')"`` → ``billing.errors.CardDeclined``. Anything that does
-    not start with a dotted identifier (or is not a string) gives ``"unknown"``.
+    not start with a dotted identifier (or is not a string) gives ``"unknown"``. A wrapper
+    (:data:`WRAPPER_EXCEPTIONS`, e.g. a hard time limit) is replaced by the class on the last
+    line of ``traceback`` (``TimeLimitExceeded``) when there is one.
     """
     if not isinstance(text, str):
         return UNKNOWN
     match = _EXCEPTION_RE.match(text[:300])
     if not match:
         return UNKNOWN
-    return match.group(1) or match.group(2)
+    name = match.group(1) or match.group(2)
+    if name in WRAPPER_EXCEPTIONS:
+        real = traceback_exception(traceback)
+        if real is not None:
+            return real[0]
+    return name
 
 
 def parse_eta(value: Any) -> float | None:

@@ -80,6 +80,13 @@ TASK_RUNNING = MetricSpec(
     "events).",
     TASK, "", "task-started, task-succeeded/failed/retried/revoked/rejected",
 )
+TASK_LOST = MetricSpec(
+    "task_lost_total", "counter",
+    "Tasks that were running on a worker that went away (worker-offline, or no heartbeat for "
+    "the worker timeout) and stayed away for the lost grace period, without a terminal event: "
+    "killed with their worker (SIGKILL, OOM kill, host lost). Their history row becomes LOST.",
+    TASK, "", "worker liveness + task-started (exporter)",
+)
 WORKER_UP = MetricSpec(
     "worker_up", "gauge",
     "1 while the worker sends heartbeats, 0 after `worker-offline` or the worker timeout; the 0 "
@@ -107,7 +114,8 @@ EVENTS_RECEIVED = MetricSpec(
 )
 EVENTS_MALFORMED = MetricSpec(
     "jobmon_events_malformed_total", "counter",
-    "Events skipped because they could not be decoded or lacked required fields, by reason.",
+    "Events skipped because they could not be decoded, lacked required fields or were "
+    "duplicates of an event already applied, by reason.",
     ("reason",), "", "exporter",
 )
 LAST_EVENT = MetricSpec(
@@ -320,7 +328,7 @@ HISTORY: tuple[MetricSpec, ...] = (
 
 #: Every family, in exposition order.
 CATALOGUE: tuple[MetricSpec, ...] = (
-    *LIFECYCLE.values(), TASK_EXCEPTIONS, TASK_RUNTIME, TASK_QUEUE_WAIT, TASK_RUNNING,
+    *LIFECYCLE.values(), TASK_EXCEPTIONS, TASK_RUNTIME, TASK_QUEUE_WAIT, TASK_RUNNING, TASK_LOST,
     WORKER_UP, WORKER_TASKS_ACTIVE, WORKER_LAST_HEARTBEAT, WORKER_PROCESSED,
     EVENTS_RECEIVED, EVENTS_MALFORMED, LAST_EVENT, BROKER_CONNECTED, BROKER_RECONNECTS, EVENT_GAPS,
     EVENT_LAG, EVENT_BATCHES, EVENT_PROCESSING,

@@ -21,6 +21,29 @@ rejected
 task-cancelled          the execution ends (no counter of its own)
 worker-*                worker table (liveness, active, processed)
 ======================  =====================================================================
+
+Bad input never stops the thread; what cannot be used is counted in ``events_malformed`` by
+reason and skipped:
+
+- an event :func:`~exporter.events.check_event` refuses (reason from the check);
+- a task event already applied — same task id, type and ``timestamp`` — is a ``duplicate``
+  (a retried task sends its events again, with new timestamps: those count); so is a second
+  ``task-succeeded``/``task-failed`` for a task that already succeeded or failed (Celery sends
+  ``task-failed`` twice for a hard time limit: from the timeout handler and from the pool);
+- a handler that raises (a bug) costs that one event (``handler_error``).
+
+A ``timestamp`` further than :data:`~exporter.events.MAX_CLOCK_SKEW` from the exporter's clock
+at receipt (1970, 2100) is replaced by the receipt time before anything uses it, so it can
+neither freeze a task's state nor feed a negative or decades-long duration.
+
+Lost tasks: when a worker has been down (``worker-offline``, or no heartbeat for
+``worker_timeout``) for longer than ``task_lost_grace`` seconds, every task the model still
+sees running on it (started there, no terminal event) is *lost*: it leaves the running gauge,
+counts in ``task_lost_total{name,queue_name}``, takes the state ``LOST`` and a synthetic
+``task-lost`` record goes to the history sink (the row becomes LOST), stamped with the later of
+the worker's last event and the task's last state change (worker clock), so a real terminal
+event that turns up later still wins. Tasks warmed from the history are not known to run and
+are never marked.
 """
 
 from __future__ import annotations
@@ -30,10 +53,18 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .events import UNKNOWN, MalformedEvent, check_event, exception_class, parse_eta
+from .events import (
+    MAX_CLOCK_SKEW,
+    TASK_EVENT_TYPES,
+    UNKNOWN,
+    MalformedEvent,
+    check_event,
+    exception_class,
+    parse_eta,
+)
 from .histogram import Histogram, HistogramValue
 from .task_index import TaskIndex, TaskRecord
 from .workers import WorkerState, WorkerTable
@@ -48,7 +79,13 @@ OTHER = "other"
 RECEIVED_DEFER_SECONDS = 2.0
 #: How many folded task names are remembered to count each one once.
 _FOLDED_MEMORY = 100_000
+#: How often (exporter clock, seconds) the event path looks for workers gone with tasks.
+LOST_CHECK_INTERVAL = 1.0
+#: The type of the synthetic record sent to the history for a lost task (no Celery event).
+TASK_LOST = "task-lost"
 
+#: Events remembered per task to recognise duplicates (``(type, timestamp)`` pairs).
+SEEN_PER_TASK = 8
 #: Event type → the Celery state it puts the task in.
 EVENT_STATE = {
     "task-sent": "PENDING",
@@ -64,10 +101,13 @@ EVENT_STATE = {
 #: When two events carry the same timestamp, the state later in this order wins.
 STATE_PRECEDENCE = {
     state: rank for rank, state in enumerate(
-        ("PENDING", "RECEIVED", "STARTED", "RETRY", "CANCELLED", "REJECTED", "REVOKED",
-         "FAILURE", "SUCCESS")
+        ("PENDING", "RECEIVED", "STARTED", "RETRY", "CANCELLED", "REJECTED", "LOST",
+         "REVOKED", "FAILURE", "SUCCESS")
     )
 }
+#: Terminal reports counted once per execution, and the states they leave.
+_FINISH_TYPES = frozenset({"task-succeeded", "task-failed"})
+_FINISHED = frozenset({"SUCCESS", "FAILURE"})
 LIFECYCLE_TYPES = (
     "task-sent", "task-received", "task-started", "task-succeeded", "task-failed",
     "task-retried", "task-revoked", "task-rejected",
@@ -81,7 +121,8 @@ class ModelSnapshot:
     ``lifecycle`` maps a task event type (``task-sent`` …) to ``{(name, queue_name): count}``;
     ``exceptions`` is ``{(name, exception): count}``; ``runtime`` is
     ``{(name, queue_name, state): HistogramValue}``; ``queue_wait`` and ``running`` are keyed by
-    ``(name, queue_name)``; the remaining fields are the exporter's own counters and gauges.
+    ``(name, queue_name)``; ``lost`` is ``{(name, queue_name): count}`` of tasks lost with
+    their worker; the remaining fields are the exporter's own counters and gauges.
     """
 
     taken_at: float
@@ -104,6 +145,7 @@ class ModelSnapshot:
     task_index_evictions: int
     task_names_folded: int
     poll_errors: Mapping[str, int]
+    lost: Mapping[Labels, int] = field(default_factory=dict)
 
 
 class Model:
@@ -115,6 +157,8 @@ class Model:
         max_tasks: capacity of the task index (``--max-tasks-in-memory``).
         max_task_names: distinct task names kept as labels; more fold into ``other``.
         worker_timeout / worker_retention: seconds, see :mod:`exporter.workers`.
+        task_lost_grace: seconds a worker must have been down before the tasks it was running
+            are marked lost (``None``: ``worker_timeout``); see the module docs.
         clock: returns the exporter's time in seconds since the epoch (injected for tests).
         timer: monotonic seconds, for the time spent applying events (injected for tests).
         history: receives every well-formed event (``HistoryWriter.submit``: non-blocking).
@@ -133,6 +177,7 @@ class Model:
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.perf_counter,
         history: Callable[[dict], None] | None = None,
+        task_lost_grace: float | None = None,
     ) -> None:
         self.lock = threading.Lock()
         self.clock = clock
@@ -165,6 +210,9 @@ class Model:
         self._processing_seconds = 0.0
         self._evictions = 0
         self._poll_errors: dict[str, int] = {}
+        self._lost: dict[Labels, int] = {}
+        self._lost_grace = worker_timeout if task_lost_grace is None else task_lost_grace
+        self._next_lost_check = float("-inf")
 
     # -- input ---------------------------------------------------------------------------
 
@@ -172,7 +220,8 @@ class Model:
         """Apply decoded event dicts in order; a malformed one is counted and skipped.
 
         ``received_at`` is the exporter time the message arrived (default: the clock); it is
-        stored in each event as ``local_received``. Never raises for bad input.
+        stored in each event as ``local_received``, and an implausible ``timestamp`` is replaced
+        by it (see the module docs). Never raises for bad input.
         """
         now = self.clock() if received_at is None else received_at
         with self.lock:
@@ -184,6 +233,13 @@ class Model:
                 except MalformedEvent as exc:
                     self._count_malformed_locked(exc.reason)
                     continue
+                timestamp = event["timestamp"]
+                if abs(timestamp - now) > MAX_CLOCK_SKEW:
+                    event["timestamp"] = timestamp = now
+                if event_type in TASK_EVENT_TYPES and self._already_seen(
+                        event["uuid"], event_type, timestamp):
+                    self._count_malformed_locked("duplicate")
+                    continue
                 event["local_received"] = now
                 self._events_received[event_type] = self._events_received.get(event_type, 0) + 1
                 if self._history is not None:
@@ -194,14 +250,23 @@ class Model:
                     # A bug in a handler must cost one event, not the batch or the thread.
                     self._count_malformed_locked("handler_error")
                     log.exception("event handler failed type=%s", event_type)
-                last_timestamp = event["timestamp"]
+                last_timestamp = timestamp
             if last_timestamp is not None:
                 self._last_event = now
                 self._event_lag = now - last_timestamp
             self._batches += 1
             if self._deferred:
                 self._expire_deferred(now)
+            self._check_lost(now)
             self._processing_seconds += self.timer() - started
+
+    def tick(self) -> None:
+        """Housekeeping the passing of time calls for when no event arrives: mark the tasks of
+        workers gone for longer than ``task_lost_grace`` as lost (at most once per
+        :data:`LOST_CHECK_INTERVAL`). The consumer calls it from its idle loop.
+        """
+        with self.lock:
+            self._check_lost(self.clock())
 
     def warm(self, tasks: Iterable[UnfinishedTask]) -> int:
         """Fill the task index from the history's unfinished executions (exporter start), so
@@ -285,6 +350,7 @@ class Model:
             now = self.clock()
             if self._deferred:
                 self._expire_deferred(now)
+            self._check_lost(now, force=True)
             return ModelSnapshot(
                 taken_at=now,
                 lifecycle={t: dict(counts) for t, counts in self._lifecycle.items()},
@@ -306,12 +372,48 @@ class Model:
                 task_index_evictions=self._evictions,
                 task_names_folded=self._folded_total,
                 poll_errors=dict(self._poll_errors),
+                lost=dict(self._lost),
             )
 
     # -- helpers (lock held) ---------------------------------------------------------------
 
     def _count_malformed_locked(self, reason: str) -> None:
         self._events_malformed[reason] = self._events_malformed.get(reason, 0) + 1
+
+    def _already_seen(self, task_id: str, event_type: str, timestamp: float) -> bool:
+        record = self.index.peek(task_id)
+        if record is None:
+            return False
+        if event_type in _FINISH_TYPES and record.state in _FINISHED:
+            return True  # a second report of an execution's end
+        return (event_type, timestamp) in record.seen
+
+    def _check_lost(self, now: float, force: bool = False) -> None:
+        if not force and now < self._next_lost_check:
+            return
+        self._next_lost_check = now + LOST_CHECK_INTERVAL
+        for hostname, last_timestamp in self.workers.gone(now, self._lost_grace):
+            self._mark_lost(hostname, last_timestamp, now)
+
+    def _mark_lost(self, hostname: str, last_timestamp: float, now: float) -> None:
+        """End every execution the model sees running on ``hostname`` as LOST (see the module
+        docs). A scan of the index, once per worker disappearance.
+        """
+        lost = [(task_id, record) for task_id, record in self.index
+                if record.running is not None and record.hostname == hostname]
+        for task_id, record in lost:
+            labels = record.running
+            assert labels is not None
+            timestamp = max(last_timestamp, record.state_ts or last_timestamp)
+            record.state, record.state_ts = "LOST", timestamp
+            self._end_execution(record)
+            self._lost[labels] = self._lost.get(labels, 0) + 1
+            if self._history is not None:
+                self._history({"type": TASK_LOST, "uuid": task_id, "timestamp": timestamp,
+                               "hostname": hostname, "local_received": now})
+        if lost:
+            log.warning("worker gone with running tasks hostname=%s lost=%d", hostname,
+                        len(lost))
 
     def _label_name(self, name: str) -> str:
         if name in self._names:
@@ -325,7 +427,14 @@ class Model:
         return OTHER
 
     def _record(self, event: dict, flush: bool = True) -> TaskRecord:
+        """The index record of the event's task (created when new), with the event remembered
+        among its latest (duplicates); every task handler starts here.
+        """
         record, evicted = self.index.get_or_create(event["uuid"])
+        # A short tuple: a task sends a handful of events per attempt; keep the latest.
+        seen = record.seen
+        record.seen = (*seen[1:], (event["type"], event["timestamp"])) \
+            if len(seen) >= SEEN_PER_TASK else (*seen, (event["type"], event["timestamp"]))
         if evicted is not None:
             self._evictions += 1
             self._end_execution(evicted)
@@ -445,6 +554,9 @@ class Model:
 
     def _on_started(self, event_type: str, event: dict, now: float) -> None:
         record = self._record(event)
+        hostname = event.get("hostname")
+        if isinstance(hostname, str) and hostname:
+            record.hostname = hostname  # where it runs: a lost worker takes it with it
         timestamp = event["timestamp"]
         labels = self._count(event_type, record)
         record.started = timestamp
@@ -472,7 +584,7 @@ class Model:
     def _on_failed(self, event_type: str, event: dict, now: float) -> None:
         record = self._record(event)
         labels = self._count(event_type, record)
-        key = (record.name, exception_class(event.get("exception")))
+        key = (record.name, exception_class(event.get("exception"), event.get("traceback")))
         self._exceptions[key] = self._exceptions.get(key, 0) + 1
         if record.started is not None:
             runtime = max(0.0, event["timestamp"] - record.started)

@@ -106,6 +106,10 @@ SERVE_OPTIONS: list[Decorator] = [
            help="A worker with no heartbeat for this long is reported down (worker_up 0)."),
     option("--worker-retention", type=DURATION, default=seconds(c.DEFAULT_WORKER_RETENTION),
            help="How long a down worker's series stay (at 0) before they are dropped."),
+    option("--task-lost-grace", type=DURATION, default=None,
+           show_default="--worker-timeout",
+           help="A task still running on a worker that has been down this long is counted "
+                "lost (celery_task_lost_total) and its history row becomes LOST."),
     option("--event-queue-ttl", type=DURATION, default=seconds(c.DEFAULT_EVENT_QUEUE_TTL),
            help="RabbitMQ: message TTL of the exporter's event queue (Celery's default is 5s)."),
     option("--event-queue-expires", type=DURATION,

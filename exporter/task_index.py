@@ -25,7 +25,9 @@ class TaskRecord:
     the task counts under in the running gauge while it runs, else ``None`` (kept because a late
     event can still change ``name``/``queue`` after ``task-started``). ``deferred`` counts
     ``task-received`` events not counted yet because the task's ``task-sent`` (its queue) may
-    still be on its way.
+    still be on its way. ``seen`` holds ``(event type, timestamp)`` of the task's latest
+    events, to skip a duplicate delivery. ``hostname`` is the worker that received or started
+    it.
     """
 
     name: str = UNKNOWN
@@ -41,6 +43,7 @@ class TaskRecord:
     state_ts: float | None = None
     deferred: int = 0
     running: tuple[str, ...] | None = None
+    seen: tuple[tuple[str, float], ...] = ()
 
 
 class TaskIndex:

@@ -4,6 +4,11 @@ A worker is up while its last ``worker-online``/``worker-heartbeat`` arrived (ex
 ``local_received``) less than ``timeout`` seconds ago and it did not send ``worker-offline``.
 After that it is reported down (``up`` 0) until ``retention`` seconds after it was last seen,
 then forgotten, so a "worker down" alert has a long time to fire and see the 0.
+
+A worker is *down since* its ``worker-offline`` arrived, or since ``timeout`` seconds after its
+last event. :meth:`WorkerTable.gone` reports each worker once when it has been down for longer
+than a grace period (the model then marks the tasks it was running as lost); a worker that
+sends an event again is up and may be reported again later.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ class _WorkerRecord:
     offline: bool = False
     active: int | None = None
     processed: int | None = None
+    gone_reported: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +57,26 @@ class WorkerTable:
         record.last_seen = now
         record.last_timestamp = event["timestamp"]
         record.offline = event_type == "worker-offline"
+        record.gone_reported = False
         if event.get("active") is not None:
             record.active = event["active"]
         if event.get("processed") is not None:
             record.processed = event["processed"]
+
+    def gone(self, now: float, grace: float) -> list[tuple[str, float]]:
+        """Workers down for more than ``grace`` seconds at ``now`` and not reported yet, as
+        ``(hostname, timestamp of its last event)`` (worker clock); each is reported once per
+        disappearance.
+        """
+        found = []
+        for hostname, record in self._workers.items():
+            if record.gone_reported:
+                continue
+            down_since = record.last_seen if record.offline else record.last_seen + self.timeout
+            if now - down_since > grace:
+                record.gone_reported = True
+                found.append((hostname, record.last_timestamp))
+        return found
 
     def states(self, now: float) -> list[WorkerState]:
         """Render every worker at ``now``; forget those last seen more than ``retention`` ago."""

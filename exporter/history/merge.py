@@ -8,7 +8,9 @@ and with the stored row, and give the same result. :func:`finalize` then derives
 and, for failures, ``runtime``. Nothing here does I/O.
 
 ``MERGE_RULES`` — which event may set which field, and which value wins when two meet
-(events: sent, received, started, succeeded, failed, retried, revoked, rejected, cancelled):
+(events: sent, received, started, succeeded, failed, retried, revoked, rejected, cancelled, and
+``task-lost``, the model's synthetic record for a task whose worker died with it: state LOST,
+stamped with the worker's last sign of life, so any real terminal event after it still wins):
 
 ================================  =========================  ===================================
 fields (the first one leads)      set by                     when two values meet
@@ -54,13 +56,19 @@ with clock skew between producer and workers a ``task-received`` can look older 
 from __future__ import annotations
 
 import ast
-import math
 import re
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from ..events import exception_class, parse_eta
+from ..events import (
+    TRACEBACK_TAIL_CHARS,
+    WRAPPER_EXCEPTIONS,
+    exception_class,
+    finite,
+    parse_eta,
+    traceback_exception,
+)
 
 Row = dict[str, Any]
 
@@ -75,9 +83,10 @@ EVENT_STATE: Mapping[str, str] = {
     "task-revoked": "REVOKED",
     "task-rejected": "REJECTED",
     "task-cancelled": "CANCELLED",
+    # Not a Celery event: the model sends it when a worker went away with the task running.
+    "task-lost": "LOST",
 }
-#: Every state a row can have; LOST is never set by an event (reserved for a writer that learns
-#: a worker died with the task).
+#: Every state a row can have; LOST comes only from the model's synthetic ``task-lost``.
 STATES = ("PENDING", "RECEIVED", "STARTED", "RETRY", "CANCELLED", "REJECTED", "LOST",
           "REVOKED", "FAILURE", "SUCCESS")
 #: When two events carry the same timestamp, the state later in :data:`STATES` wins.
@@ -182,6 +191,41 @@ def cap_text(value: Any, max_bytes: int) -> tuple[str | None, bool]:
     return data[:max_bytes].decode("utf-8", "ignore"), True
 
 
+#: Event fields that :func:`record_from_event` caps at ``max_field_bytes`` (``traceback`` too,
+#: but its last line is kept as well: see :func:`precap_event`).
+CAPPED_FIELDS = ("args", "kwargs", "result")
+#: Characters of an ``exception`` repr kept by :func:`precap_event` at least (the message is
+#: parsed out of it, see :func:`exception_message`).
+EXCEPTION_KEEP_CHARS = 65536
+
+
+def precap_event(event: MutableMapping[str, Any], max_field_bytes: int) -> None:
+    """Shorten, in place, text fields far longer than what the history keeps, so a queued event
+    holds kilobytes however large its arguments are (a producer may send a 10 MB repr).
+
+    ``args``/``kwargs``/``result`` strings longer than ``max_field_bytes + 1`` characters are
+    cut there: :func:`cap_text` then gives the same text and truncated flag as for the whole
+    string (UTF-8 needs at least one byte per character, and cleaning works character by
+    character). A ``traceback`` keeps that head and its last
+    :data:`~exporter.events.TRACEBACK_TAIL_CHARS` characters (the real exception of a wrapped
+    one is on its last line); ``exception`` keeps ``max(EXCEPTION_KEEP_CHARS,
+    max_field_bytes + 1)`` characters (its class name and the start of its message). Cheap:
+    a length check per field; only the oversized are sliced.
+    """
+    limit = max_field_bytes + 1
+    for name in CAPPED_FIELDS:
+        value = event.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            event[name] = value[:limit]
+    traceback = event.get("traceback")
+    if isinstance(traceback, str) and len(traceback) > limit + TRACEBACK_TAIL_CHARS:
+        event["traceback"] = traceback[:limit] + traceback[-TRACEBACK_TAIL_CHARS:]
+    exception = event.get("exception")
+    keep = max(EXCEPTION_KEEP_CHARS, limit)
+    if isinstance(exception, str) and len(exception) > keep:
+        event["exception"] = exception[:keep]
+
+
 def _identifier(value: Any) -> str | None:
     if value is None or value == "":
         return None
@@ -190,7 +234,7 @@ def _identifier(value: Any) -> str | None:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not finite(value):
         return None
     return float(value)
 
@@ -302,9 +346,14 @@ def record_from_event(event: Mapping[str, Any], max_field_bytes: int = DEFAULT_M
             row["runtime"] = max(0.0, runtime)
     elif event_type in ("task-failed", "task-retried"):
         exception = event.get("exception")
-        message, message_cut = cap_text(exception_message(exception), max_field_bytes)
+        exception_type = exception_class(exception, event.get("traceback"))
+        text = exception_message(exception)
+        if exception_class(exception) in WRAPPER_EXCEPTIONS:
+            real = traceback_exception(event.get("traceback"))
+            text = real[1] if real is not None else text
+        message, message_cut = cap_text(text, max_field_bytes)
         traceback, traceback_cut = cap_text(event.get("traceback"), max_field_bytes)
-        row.update(exception_at=timestamp, exception_type=_identifier(exception_class(exception)),
+        row.update(exception_at=timestamp, exception_type=_identifier(exception_type),
                    exception_message=message, exception_message_truncated=message_cut,
                    traceback=traceback, traceback_truncated=traceback_cut)
     hostname = _identifier(event.get("hostname"))

@@ -44,7 +44,7 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from ..events import WORKER_EVENT_TYPES
 from .db import WRITE_INTENT, safe_url
-from .merge import DEFAULT_MAX_FIELD_BYTES, Row, merge_into, record_from_event
+from .merge import DEFAULT_MAX_FIELD_BYTES, Row, merge_into, precap_event, record_from_event
 from .retention import prune
 from .store import upsert_rows
 
@@ -62,7 +62,7 @@ DROP_CLASS: Mapping[str, int] = {
     "task-succeeded": 0,
     "task-sent": 1, "task-received": 1, "task-started": 1,
     "task-failed": 2, "task-retried": 2, "task-revoked": 2, "task-rejected": 2,
-    "task-cancelled": 2,
+    "task-cancelled": 2, "task-lost": 2,
 }
 _FULL_REASON = ("queue_full_success", "queue_full_progress", "queue_full_failure")
 #: Every ``dropped`` reason (label values of ``celery_history_dropped_total``).
@@ -198,7 +198,9 @@ class HistoryWriter(threading.Thread):
     def submit(self, event: Mapping[str, Any]) -> None:
         """Queue one Celery task event dict (as the consumer checked it). Never blocks on I/O,
         never raises; worker events are ignored, unusable or surplus events are counted in
-        ``dropped``. The dict is copied (shallow), so the caller may change it afterwards.
+        ``dropped``. The dict is copied (shallow), so the caller may change it afterwards;
+        oversized text fields are cut in the copy (:func:`~.merge.precap_event`), so the queue's
+        memory is bounded by ``capacity`` whatever the events carry.
         """
         try:
             event_type = event.get("type")
@@ -208,6 +210,8 @@ class HistoryWriter(threading.Thread):
             task_id = event.get("uuid")
             usable = drop_class is not None and isinstance(task_id, str) and bool(task_id)
             item = dict(event) if usable else None
+            if item is not None:
+                precap_event(item, self.max_field_bytes)
         except Exception:  # not a mapping, or a mapping that fails: still never raise
             drop_class, item = None, None
         with self._cond:

@@ -1,0 +1,154 @@
+"""Broker outages: the exporter keeps serving, reconnects with capped backoff, counts the
+reconnect and the event gap exactly once, and counts tasks exactly again afterwards.
+
+Redis: a private ``redis-server`` is SIGKILLed and started again ``OUTAGE_SECONDS`` later.
+RabbitMQ: the shared broker stays up; the exporter alone reaches it through a :class:`TcpProxy`
+that is cut and restored. Only the exporter goes through the proxy because it is the exporter's
+behaviour under test: the worker and the producer keep working, so the tasks that run during the
+outage are a known quantity — their events are lost to the exporter (its auto-delete event queue
+goes with its connection), which the test asserts as exactly that gap.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from .conftest import OUTAGE_SECONDS, QUIET_POLLER, TcpProxy, log_lines, wait_for
+
+pytestmark = pytest.mark.integration
+ADD = "examples.tasks.add"
+#: --reconnect-max-interval of the exporters here: the backoff cap the tests check.
+CAP = 2.0
+
+
+def _succeeded(exporter, queue: str = "a") -> float | None:
+    return exporter.metrics().value("celery_task_succeeded_total", name=ADD, queue_name=queue)
+
+
+def _probe_during(exporter, seconds: float) -> list[tuple[int, int, int, float]]:
+    """Probe /healthz, /readyz and /metrics every 0.5 s for ``seconds``: (status codes,
+    broker_connected)."""
+    probes = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        health = exporter.get("/healthz").status_code
+        ready = exporter.get("/readyz").status_code
+        metrics = exporter.get("/metrics")
+        connected = float(re.search(r"^celery_jobmon_broker_connected (\S+)$", metrics.text,
+                                    re.M).group(1)) if metrics.status_code == 200 else -1.0
+        probes.append((health, ready, metrics.status_code, connected))
+        time.sleep(0.5)
+    return probes
+
+
+def _backoff_waits(output: str) -> list[float]:
+    return [float(m) for line in log_lines(output, "broker unreachable")
+            for m in re.findall(r"retry_in=(\d+)s", line)]
+
+
+def test_redis_killed_for_the_outage_then_restarted(redis_server, producer, start_exporter,
+                                                    start_worker):
+    url = redis_server.url
+    exporter = start_exporter(url, "--reconnect-max-interval", f"{CAP:g}s", *QUIET_POLLER)
+    worker = start_worker(url, "a")
+    wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
+             60, what=f"worker up\n{worker.output()}")
+    app = producer(url)
+    for i in range(3):
+        app.send_task(ADD, (i, i), queue="a")
+    wait_for(lambda: _succeeded(exporter) == 3, 30, what="three tasks before the outage")
+    metrics = exporter.metrics()
+    assert (metrics.value("celery_jobmon_broker_reconnects_total"),
+            metrics.value("celery_jobmon_event_gaps_total")) == (0, 0)
+
+    redis_server.kill()
+    wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 0, 10,
+             what="disconnect noticed")
+    probes = _probe_during(exporter, OUTAGE_SECONDS)
+    assert len(probes) >= OUTAGE_SECONDS  # every probe answered well within 0.5 s + 3 calls
+    assert set(probes) == {(200, 503, 200, 0.0)}
+
+    redis_server.start()
+    restarted = time.monotonic()
+    wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 1, 30,
+             what=f"reconnect\n{exporter.output()[-3000:]}")
+    # The backoff is capped: the next attempt comes within CAP seconds of the restart.
+    assert time.monotonic() - restarted < CAP + 2.0
+    waits = _backoff_waits(exporter.output())
+    assert max(waits) == CAP and waits[:2] == [1.0, 2.0]
+    assert OUTAGE_SECONDS / CAP - 2 <= len(waits) <= OUTAGE_SECONDS + 2
+    assert len(log_lines(exporter.output(), r"broker connection lost .*events published until "
+                                            r"the reconnect are lost")) == 1
+    assert exporter.get("/readyz").status_code == 200
+
+    # The worker reconnects by itself (Celery's own backoff); counting resumes, exactly.
+    wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
+             60, what=f"worker back\n{worker.output()[-3000:]}")
+    app = producer(url)
+    for i in range(4):
+        app.send_task(ADD, (i, i), queue="a")
+    wait_for(lambda: _succeeded(exporter) == 7, 60, what=f"counting resumed\n{worker.output()}")
+    time.sleep(1)
+    metrics = exporter.metrics()
+    assert metrics.value("celery_task_sent_total", name=ADD, queue_name="a") == 7
+    assert metrics.value("celery_task_succeeded_total", name=ADD, queue_name="a") == 7
+    assert metrics.value("celery_task_running", name=ADD, queue_name="a") == 0
+    assert metrics.value("celery_jobmon_broker_reconnects_total") == 1
+    assert metrics.value("celery_jobmon_event_gaps_total") == 1
+    assert exporter.proc.poll() is None
+
+
+def test_rabbitmq_connection_cut_then_restored(amqp_url, producer, start_exporter,
+                                               start_worker):
+    proxy = TcpProxy(upstream=("127.0.0.1", 5672))
+    proxy.start()
+    via_proxy = amqp_url.replace("127.0.0.1:5672", f"127.0.0.1:{proxy.port}")
+    try:
+        exporter = start_exporter(via_proxy, "--reconnect-max-interval", f"{CAP:g}s",
+                                  *QUIET_POLLER)
+        worker = start_worker(amqp_url, "a")
+        wait_for(lambda: exporter.metrics().value("celery_worker_up",
+                                                  hostname=worker.hostname) == 1,
+                 60, what=f"worker up\n{worker.output()}")
+        app = producer(amqp_url)
+        for i in range(3):
+            app.send_task(ADD, (i, i), queue="a")
+        wait_for(lambda: _succeeded(exporter) == 3, 30, what="three tasks before the outage")
+
+        proxy.close()
+        wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 0, 10,
+                 what="disconnect noticed")
+        # Tasks that run while the exporter is cut off: their events are lost to it.
+        during = [app.send_task(ADD, (i, i), queue="a") for i in range(2)]
+        probes = _probe_during(exporter, OUTAGE_SECONDS)
+        assert len(probes) >= OUTAGE_SECONDS
+        assert set(probes) == {(200, 503, 200, 0.0)}
+        assert all(f"[{r.id}] succeeded" in worker.output() for r in during)
+
+        proxy.start()
+        restarted = time.monotonic()
+        wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 1, 30,
+                 what=f"reconnect\n{exporter.output()[-3000:]}")
+        assert time.monotonic() - restarted < CAP + 2.0
+        waits = _backoff_waits(exporter.output())
+        assert waits and max(waits) == CAP
+        assert len(log_lines(exporter.output(), r"broker connection lost .*events published "
+                                                r"until the reconnect are lost")) == 1
+
+        for i in range(3):
+            app.send_task(ADD, (i, i), queue="a")
+        wait_for(lambda: _succeeded(exporter) == 6, 30, what=f"counting resumed\n"
+                                                             f"{exporter.output()[-3000:]}")
+        time.sleep(1)
+        metrics = exporter.metrics()
+        # 3 before + 3 after; the 2 that ran during the outage are the gap.
+        assert metrics.value("celery_task_sent_total", name=ADD, queue_name="a") == 6
+        assert metrics.value("celery_task_succeeded_total", name=ADD, queue_name="a") == 6
+        assert metrics.value("celery_jobmon_broker_reconnects_total") == 1
+        assert metrics.value("celery_jobmon_event_gaps_total") == 1
+        assert exporter.proc.poll() is None
+    finally:
+        proxy.close()

@@ -1,0 +1,112 @@
+"""Worker faults: a worker SIGKILLed mid-task (its tasks become LOST), a hard time limit and a
+pool process killed during a task (both reported by Celery as failures)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from exporter.history import create_history_engine, get_execution
+
+from .conftest import QUIET_POLLER, log_lines, wait_for
+
+pytestmark = pytest.mark.integration
+SLEEP = "examples.tasks.sleep"
+TIMEOUT = 3.0  # --worker-timeout; the lost grace defaults to it
+
+
+def _worker_up(exporter, worker) -> bool:
+    return exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1
+
+
+def test_sigkilled_worker_takes_its_running_tasks_to_lost(own_redis_url, producer, start_exporter,
+                                                          start_worker):
+    exporter = start_exporter(own_redis_url, "--worker-timeout", f"{TIMEOUT:g}s", *QUIET_POLLER)
+    worker = start_worker(own_redis_url, "a")
+    wait_for(lambda: _worker_up(exporter, worker), 60, what=f"worker up\n{worker.output()}")
+    app = producer(own_redis_url)
+    doomed = [app.send_task(SLEEP, (60,), queue="a").id for _ in range(2)]
+    engine = create_history_engine(exporter.history_url)
+    wait_for(lambda: exporter.metrics().value("celery_task_running", name=SLEEP,
+                                              queue_name="a") == 2, 30, what="both running")
+    wait_for(lambda: all((row := get_execution(engine, t)) and row.state == "STARTED"
+                         for t in doomed), 10, what="started rows")
+
+    worker.kill()  # SIGKILL to the worker and its pool: no task or worker event any more
+    killed = time.monotonic()
+    wait_for(lambda: exporter.metrics().value("celery_worker_up",
+                                              hostname=worker.hostname) == 0,
+             TIMEOUT + 5, interval=0.1, what="worker down")
+    metrics = exporter.metrics()
+    # Down, but not yet past the grace period: still running, nothing lost.
+    assert metrics.value("celery_task_running", name=SLEEP, queue_name="a") == 2
+    assert metrics.series("celery_task_lost_total") == []
+
+    wait_for(lambda: exporter.metrics().value("celery_task_lost_total", name=SLEEP,
+                                              queue_name="a") == 2, TIMEOUT + 5,
+             interval=0.1, what=f"tasks lost\n{exporter.output()[-2000:]}")
+    assert time.monotonic() - killed >= TIMEOUT  # never before the worker timed out
+    metrics = exporter.metrics()
+    assert metrics.value("celery_task_running", name=SLEEP, queue_name="a") == 0
+    assert metrics.value("celery_task_failed_total", name=SLEEP, queue_name="a") == 0
+    assert metrics.value("celery_task_succeeded_total", name=SLEEP, queue_name="a") == 0
+    assert len(log_lines(exporter.output(), f"worker gone with running tasks "
+                                            f"hostname={worker.hostname} lost=2")) == 1
+
+    def lost_rows():
+        rows = [get_execution(engine, t) for t in doomed]
+        return rows if all(r.state == "LOST" for r in rows) else None
+
+    for row in wait_for(lost_rows, 10, what="LOST rows"):
+        assert (row.name, row.queue, row.hostname) == (SLEEP, "a", worker.hostname)
+        assert row.finished_at is not None and row.finished_at >= row.started_at
+        assert row.runtime is None  # not measured: the worker died
+    time.sleep(1.5)  # reported once: no second count on later checks
+    assert exporter.metrics().value("celery_task_lost_total", name=SLEEP, queue_name="a") == 2
+    engine.dispose()
+
+
+def test_time_limit_and_killed_pool_process_are_failures_with_their_exception(
+        own_redis_url, producer, start_exporter, start_worker):
+    exporter = start_exporter(own_redis_url, *QUIET_POLLER)
+    worker = start_worker(own_redis_url, "a")
+    wait_for(lambda: _worker_up(exporter, worker), 60, what=f"worker up\n{worker.output()}")
+    app = producer(own_redis_url)
+    engine = create_history_engine(exporter.history_url)
+
+    limited = app.send_task(SLEEP, (30,), queue="a", time_limit=1).id
+    row = wait_for(lambda: (r := get_execution(engine, limited)) and r.state == "FAILURE" and r,
+                   30, what=f"time limit failure\n{worker.output()[-2000:]}")
+    assert (row.exception_type, row.name, row.queue) == ("TimeLimitExceeded", SLEEP, "a")
+    assert 1.0 <= row.runtime < 3.0
+
+    victim = app.send_task(SLEEP, (30,), queue="a").id
+    wait_for(lambda: (r := get_execution(engine, victim)) and r.state == "STARTED", 30,
+             what="victim started")
+    active = wait_for(lambda: app.control.inspect([worker.hostname], timeout=2).active(), 10,
+                      what="inspect active")
+    pid = next(task["worker_pid"] for task in active[worker.hostname] if task["id"] == victim)
+    os.kill(pid, signal.SIGKILL)  # the pool process, not the worker
+    row = wait_for(lambda: (r := get_execution(engine, victim)) and r.state == "FAILURE" and r,
+                   30, what=f"WorkerLostError\n{worker.output()[-2000:]}")
+    assert (row.exception_type, row.name, row.queue) == ("WorkerLostError", SLEEP, "a")
+    assert row.exception_message.startswith("Worker exited prematurely: signal 9 (SIGKILL)")
+
+    metrics = exporter.metrics()
+    assert metrics.value("celery_task_failed_total", name=SLEEP, queue_name="a") == 2
+    # Celery reports a hard time limit twice (timeout handler, then the pool): counted once.
+    assert metrics.value("celery_jobmon_events_received_total", type="task-failed") == 2
+    assert metrics.value("celery_jobmon_events_malformed_total", reason="duplicate") == 1
+    assert metrics.value("celery_task_exceptions_total", name=SLEEP,
+                         exception="TimeLimitExceeded") == 1
+    assert metrics.value("celery_task_exceptions_total", name=SLEEP,
+                         exception="WorkerLostError") == 1
+    assert metrics.value("celery_task_runtime_seconds_count", name=SLEEP, queue_name="a",
+                         state="FAILURE") == 2
+    assert metrics.value("celery_task_running", name=SLEEP, queue_name="a") == 0
+    assert metrics.series("celery_task_lost_total") == []  # the worker itself stayed up
+    assert _worker_up(exporter, worker)
+    engine.dispose()
