@@ -412,3 +412,18 @@ def test_secrets_in_error_details_are_masked(make_client, engine, broker):
     add_row(engine, "t1", args=None)
     body = problem(make_client().post("/api/v1/tasks/t1/retry"), 503)
     assert "s3cret-password" not in body["detail"] and "**" in body["detail"]
+
+
+@pytest.mark.parametrize("task_id,status", [
+    ("..%2F..%2Fetc%2Fpasswd", 404), ("x' OR 1=1 --", 404), ("🙂", 404),
+    ("%00", 400), ("a" * 300, 400),  # control characters, over 255 characters: bad input
+])
+def test_hostile_task_ids_are_problems_never_errors(client, engine, task_id, status):
+    add_row(engine, "real", "FAILURE")
+    problem(client.get(f"/api/v1/tasks/{task_id}"), status)
+    assert client.get("/api/v1/tasks/real").status_code == 200  # the table is intact
+
+
+@pytest.mark.parametrize("cursor", ["eyJ4IjoxfQ", "AAAA", "'; DROP TABLE x; --", "%FF%FE"])
+def test_tampered_cursors_are_400(client, cursor):
+    problem(client.get(f"/api/v1/tasks?cursor={cursor}"), 400)
