@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -43,6 +44,28 @@ _TRACEBACK_LINE_RE = re.compile(r"^([A-Za-z_][\w.]*)(?::[ ]?(.*))?$", re.DOTALL)
 TRACEBACK_TAIL_CHARS = 4096
 
 UNKNOWN = "unknown"
+
+#: The type of the synthetic record the model sends to the history for a task lost with its
+#: worker (no Celery event has it).
+TASK_LOST = "task-lost"
+#: Event type → the Celery state it puts the task in (shared by the model and the history).
+EVENT_STATE: Mapping[str, str] = {
+    "task-sent": "PENDING",
+    "task-received": "RECEIVED",
+    "task-started": "STARTED",
+    "task-succeeded": "SUCCESS",
+    "task-failed": "FAILURE",
+    "task-retried": "RETRY",
+    "task-revoked": "REVOKED",
+    "task-rejected": "REJECTED",
+    "task-cancelled": "CANCELLED",
+    TASK_LOST: "LOST",
+}
+#: Every state a task can have, in precedence order: when two events carry the same
+#: timestamp, the state later here wins.
+STATES = ("PENDING", "RECEIVED", "STARTED", "RETRY", "CANCELLED", "REJECTED", "LOST",
+          "REVOKED", "FAILURE", "SUCCESS")
+STATE_PRECEDENCE: Mapping[str, int] = {state: rank for rank, state in enumerate(STATES)}
 #: Largest believable distance between an event's ``timestamp`` and the exporter's clock at
 #: receipt, seconds. Beyond it (a producer clock at 1970, a typo'd year 2100) the timestamp is
 #: replaced by the receipt time: durations, state order and history times stay sane. Larger

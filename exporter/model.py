@@ -57,8 +57,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .events import (
+    EVENT_STATE,
     MAX_CLOCK_SKEW,
+    STATE_PRECEDENCE,
     TASK_EVENT_TYPES,
+    TASK_LOST,
     UNKNOWN,
     MalformedEvent,
     check_event,
@@ -81,30 +84,9 @@ RECEIVED_DEFER_SECONDS = 2.0
 _FOLDED_MEMORY = 100_000
 #: How often (exporter clock, seconds) the event path looks for workers gone with tasks.
 LOST_CHECK_INTERVAL = 1.0
-#: The type of the synthetic record sent to the history for a lost task (no Celery event).
-TASK_LOST = "task-lost"
 
 #: Events remembered per task to recognise duplicates (``(type, timestamp)`` pairs).
 SEEN_PER_TASK = 8
-#: Event type → the Celery state it puts the task in.
-EVENT_STATE = {
-    "task-sent": "PENDING",
-    "task-received": "RECEIVED",
-    "task-started": "STARTED",
-    "task-succeeded": "SUCCESS",
-    "task-failed": "FAILURE",
-    "task-retried": "RETRY",
-    "task-revoked": "REVOKED",
-    "task-rejected": "REJECTED",
-    "task-cancelled": "CANCELLED",
-}
-#: When two events carry the same timestamp, the state later in this order wins.
-STATE_PRECEDENCE = {
-    state: rank for rank, state in enumerate(
-        ("PENDING", "RECEIVED", "STARTED", "RETRY", "CANCELLED", "REJECTED", "LOST",
-         "REVOKED", "FAILURE", "SUCCESS")
-    )
-}
 #: Terminal reports counted once per execution, and the states they leave.
 _FINISH_TYPES = frozenset({"task-succeeded", "task-failed"})
 _FINISHED = frozenset({"SUCCESS", "FAILURE"})

@@ -17,6 +17,7 @@ row rules, pure), :mod:`.store` (batched upsert), :mod:`.writer` (the thread),
 :mod:`.queries` (reads), :mod:`.retention` (prune), :mod:`.audit` (actions).
 """
 
+from ..events import STATES
 from .audit import record_action, record_retry
 from .db import (
     create_history_engine,
@@ -27,7 +28,7 @@ from .db import (
     safe_url,
     upgrade,
 )
-from .merge import DEFAULT_MAX_FIELD_BYTES, STATES, TERMINAL_STATES
+from .merge import DEFAULT_MAX_FIELD_BYTES, TERMINAL_STATES
 from .models import ActionAudit, HistoryBase, TaskExecution
 from .queries import (
     DEFAULT_SLOW_THRESHOLD,

@@ -62,6 +62,8 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from ..events import (
+    EVENT_STATE,
+    STATE_PRECEDENCE,
     TRACEBACK_TAIL_CHARS,
     WRAPPER_EXCEPTIONS,
     exception_class,
@@ -72,25 +74,6 @@ from ..events import (
 
 Row = dict[str, Any]
 
-#: Event type → the Celery state it puts the task in.
-EVENT_STATE: Mapping[str, str] = {
-    "task-sent": "PENDING",
-    "task-received": "RECEIVED",
-    "task-started": "STARTED",
-    "task-succeeded": "SUCCESS",
-    "task-failed": "FAILURE",
-    "task-retried": "RETRY",
-    "task-revoked": "REVOKED",
-    "task-rejected": "REJECTED",
-    "task-cancelled": "CANCELLED",
-    # Not a Celery event: the model sends it when a worker went away with the task running.
-    "task-lost": "LOST",
-}
-#: Every state a row can have; LOST comes only from the model's synthetic ``task-lost``.
-STATES = ("PENDING", "RECEIVED", "STARTED", "RETRY", "CANCELLED", "REJECTED", "LOST",
-          "REVOKED", "FAILURE", "SUCCESS")
-#: When two events carry the same timestamp, the state later in :data:`STATES` wins.
-STATE_PRECEDENCE: Mapping[str, int] = {state: rank for rank, state in enumerate(STATES)}
 #: States after which no more events are expected; ``finished_at`` is set for them.
 TERMINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED", "REJECTED", "LOST"})
 #: Events sent by the worker running the task (their ``hostname`` is that worker).

@@ -35,7 +35,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from .merge import STATES, TERMINAL_STATES
+from ..events import STATES
+from .merge import TERMINAL_STATES
 from .models import TASK_EXECUTION
 
 Bind = Engine | Connection | Session

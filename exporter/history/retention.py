@@ -16,7 +16,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, Table, and_, delete, func, or_, select
 
-from .merge import STATES, TERMINAL_STATES
+from ..events import STATES
+from .merge import TERMINAL_STATES
 from .models import TASK_EXECUTION
 
 log = logging.getLogger(__name__)
