@@ -28,7 +28,7 @@ from kombu import Consumer
 
 from .config import Settings
 from .inspect_poll import parse_active_queues
-from .secrets import MASK, mask_url, option_passwords, url_passwords
+from .secrets import MASK, Redactor, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,7 @@ def mask(text: str) -> str:
 
 def redact(results: Iterable[CheckResult], secrets: Iterable[str]) -> list[CheckResult]:
     """The rows with every secret value in their message and fix replaced by ``**``."""
-    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
-
-    def clean(text: str) -> str:
-        for secret in ordered:
-            text = text.replace(secret, MASK)
-        return text
-
+    clean = Redactor(secrets)
     return [dataclasses.replace(r, message=clean(r.message), fix=clean(r.fix)) for r in results]
 
 
@@ -300,7 +294,7 @@ def run_checks(
     finally:
         if own_app:
             app.close()
-    secrets = url_passwords(settings.broker_url) | option_passwords(settings.transport_options)
+    secrets = settings.secrets()
     return redact(results, secrets)
 
 

@@ -56,6 +56,21 @@ def option_passwords(options: Mapping[str, Any]) -> set[str]:
     return found
 
 
+class Redactor:
+    """Replaces every one of ``secrets`` in a text with ``**`` (longest first, so a secret
+    containing another is replaced whole; empty values are ignored).
+    """
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        """Return ``text`` with the secrets masked."""
+        for secret in self.secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+
 class RedactingFormatter(logging.Formatter):
     """Wraps a formatter and replaces every secret value in its output (message, arguments,
     traceback) with ``**``. Secrets shorter than 4 characters are still redacted.
@@ -64,12 +79,8 @@ class RedactingFormatter(logging.Formatter):
     def __init__(self, inner: logging.Formatter, secrets: Iterable[str]) -> None:
         super().__init__()
         self.inner = inner
-        # Longest first, so a secret containing another is replaced whole.
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self.redact = Redactor(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
         """Format with the inner formatter, then redact."""
-        text = self.inner.format(record)
-        for secret in self.secrets:
-            text = text.replace(secret, MASK)
-        return text
+        return self.redact(self.inner.format(record))

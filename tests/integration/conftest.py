@@ -30,7 +30,8 @@ from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
-from exporter.history import upgrade
+from exporter.history import create_history_engine, upgrade
+from exporter.history.models import ACTION_AUDIT, TASK_EXECUTION
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_HOST = "127.0.0.1"
@@ -342,3 +343,17 @@ class TcpProxy:
             sock.close()
         self._sockets.clear()
         self._server = None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty history database: a SQLite file, then the session's PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    url = str(request.getfixturevalue("pg_url"))
+    engine = create_history_engine(url)
+    with engine.begin() as connection:
+        connection.execute(TASK_EXECUTION.delete())
+        connection.execute(ACTION_AUDIT.delete())
+    engine.dispose()
+    return url

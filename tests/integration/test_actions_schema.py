@@ -18,7 +18,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from exporter.history import create_history_engine
-from exporter.history.models import ACTION_AUDIT, TASK_EXECUTION
 
 from .conftest import wait_for
 from .test_actions_api import AUTH, TOKEN, Api, row_in
@@ -52,19 +51,6 @@ def fuzz(operation, mode, base_url: str, statuses: dict[int, int]) -> list[str]:
     except Exception:  # described in failures; the next operation still runs
         pass
     return failures[-1:]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def history_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'history.sqlite3'}"
-    url = request.getfixturevalue("pg_url")
-    engine = create_history_engine(url)
-    with engine.begin() as connection:
-        connection.execute(TASK_EXECUTION.delete())
-        connection.execute(ACTION_AUDIT.delete())
-    engine.dispose()
-    return url
 
 
 def test_generated_requests_never_get_a_server_error(redis_url, history_url, producer,

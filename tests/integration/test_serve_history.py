@@ -16,18 +16,6 @@ pytestmark = pytest.mark.integration
 SLEEP = "examples.tasks.sleep"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def history_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'history.sqlite3'}"
-    url = request.getfixturevalue("pg_url")
-    engine = create_history_engine(url)
-    with engine.begin() as connection:
-        connection.execute(TASK_EXECUTION.delete())
-    engine.dispose()
-    return url
-
-
 def _rows(engine) -> int:
     with engine.connect() as connection:
         return connection.execute(select(func.count()).select_from(TASK_EXECUTION)).scalar_one()
