@@ -26,7 +26,8 @@ Bad input never stops the thread; what cannot be used is counted in ``events_mal
 reason and skipped:
 
 - an event :func:`~exporter.events.check_event` refuses (reason from the check);
-- a task event already applied — same task id, type and ``timestamp`` — is a ``duplicate``
+- a task event already applied — same task id, type and ``timestamp`` as the one the task
+  record holds for that type (sent, received, started, or the latest state) — is a ``duplicate``
   (a retried task sends its events again, with new timestamps: those count); so is a second
   ``task-succeeded``/``task-failed`` for a task that already succeeded or failed (Celery sends
   ``task-failed`` twice for a hard time limit: from the timeout handler and from the pool);
@@ -85,8 +86,9 @@ _FOLDED_MEMORY = 100_000
 #: How often (exporter clock, seconds) the event path looks for workers gone with tasks.
 LOST_CHECK_INTERVAL = 1.0
 
-#: Events remembered per task to recognise duplicates (``(type, timestamp)`` pairs).
-SEEN_PER_TASK = 8
+#: Event type → the task record's timestamp it sets; an event whose ``timestamp`` equals the
+#: recorded one is a duplicate delivery. The other task events compare with ``state_ts``.
+_TIMESTAMP_SLOT = {"task-sent": "sent", "task-received": "received", "task-started": "started"}
 #: Terminal reports counted once per execution, and the states they leave.
 _FINISH_TYPES = frozenset({"task-succeeded", "task-failed"})
 _FINISHED = frozenset({"SUCCESS", "FAILURE"})
@@ -368,7 +370,11 @@ class Model:
             return False
         if event_type in _FINISH_TYPES and record.state in _FINISHED:
             return True  # a second report of an execution's end
-        return (event_type, timestamp) in record.seen
+        slot = _TIMESTAMP_SLOT.get(event_type)
+        if slot is not None:
+            return bool(getattr(record, slot) == timestamp)
+        # retried, revoked, rejected, cancelled: the same end reported again.
+        return record.state_ts == timestamp and record.state == EVENT_STATE[event_type]
 
     def _check_lost(self, now: float, force: bool = False) -> None:
         if not force and now < self._next_lost_check:
@@ -409,14 +415,10 @@ class Model:
         return OTHER
 
     def _record(self, event: dict, flush: bool = True) -> TaskRecord:
-        """The index record of the event's task (created when new), with the event remembered
-        among its latest (duplicates); every task handler starts here.
+        """The index record of the event's task (created when new); every task handler starts
+        here.
         """
         record, evicted = self.index.get_or_create(event["uuid"])
-        # A short tuple: a task sends a handful of events per attempt; keep the latest.
-        seen = record.seen
-        record.seen = (*seen[1:], (event["type"], event["timestamp"])) \
-            if len(seen) >= SEEN_PER_TASK else (*seen, (event["type"], event["timestamp"]))
         if evicted is not None:
             self._evictions += 1
             self._end_execution(evicted)

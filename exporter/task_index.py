@@ -43,7 +43,6 @@ class TaskRecord:
     state_ts: float | None = None
     deferred: int = 0
     running: tuple[str, ...] | None = None
-    seen: tuple[tuple[str, float], ...] = ()
 
 
 class TaskIndex:
