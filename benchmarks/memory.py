@@ -6,9 +6,10 @@ Feeds complete lifecycles (task-sent, -received, -started, -succeeded; 5 % -fail
 worker heartbeats, through the real ``Model`` (default task index of 100,000 tasks) and the
 real ``HistoryWriter`` on a SQLite file (default queue size), in batches as the consumer
 delivers them, at ``--rate`` lifecycles per second (5,000 = 20,000 events/s), and renders
-``/metrics`` (``generate_latest``) every 100,000 lifecycles. Prints RSS along the way and the
-peak: bounded structures (task index, history queue) keep it flat; a per-task leak would grow
-it linearly. The baseline line is the process after importing everything, before any event.
+``/metrics`` (serve's ``MetricsEndpoint``) every 100,000 lifecycles. Prints RSS along the way
+and the peak: bounded structures (task index, history queue) keep it flat; a per-task leak
+would grow it linearly. The baseline line is the process after importing everything, before
+any event.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ import tempfile
 import time
 import uuid
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
-from exporter.collectors import ModelCollector
+from exporter.app import MetricsEndpoint
 from exporter.config import (
     DEFAULT_HISTORY_QUEUE_SIZE,
     DEFAULT_QUEUE_WAIT_BUCKETS,
     DEFAULT_RUNTIME_BUCKETS,
 )
+from exporter.exposition import ModelExposition
 from exporter.history import HistoryWriter, create_history_engine, upgrade
 from exporter.history_collector import HistoryCollector
 from exporter.model import Model
@@ -79,9 +81,10 @@ def main() -> None:
                   max_task_names=1000, worker_timeout=30, worker_retention=86400,
                   history=writer.submit)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ModelCollector(model.snapshot, "celery_", {"version": "soak",
-                                                                 "celery_version": "soak"}))
     registry.register(HistoryCollector(writer.stats, "celery_"))
+    metrics = MetricsEndpoint(model, ModelExposition("celery_", {"version": "soak",
+                                                                 "celery_version": "soak"}),
+                              registry)
     writer.start()
     print(f"baseline (imports, empty model): {rss_mb():.1f} MB")
     started = time.perf_counter()
@@ -100,7 +103,7 @@ def main() -> None:
             if ahead > 0:
                 time.sleep(ahead)
         if (i + 1) % 100_000 == 0:
-            size = len(generate_latest(registry))
+            size = len(metrics.render())
             stats = writer.stats()
             print(f"{i + 1:>9} lifecycles  RSS {rss_mb():6.1f} MB  index {len(model.index):>6}"
                   f"  history queue {stats.queue_depth:>6}  rows {stats.rows_written:>8}"

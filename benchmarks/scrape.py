@@ -4,22 +4,33 @@
 
 Fills a Model with ``names × queues`` label pairs, each with every lifecycle counter, the
 exceptions counter, full runtime (SUCCESS and FAILURE) and queue-wait histograms and the running
-gauge, plus ``--workers`` workers; then times ``generate_latest`` over the ModelCollector. The
-baseline, measured in the same run, is the same series held in prometheus-client's own
-Counter/Histogram/Gauge objects (what a conventional exporter renders). No broker is involved:
-the collector never does I/O.
+gauge, plus ``--workers`` workers; then times serve's ``/metrics`` renderer
+(``MetricsEndpoint.render``: model snapshot, cached model exposition, poller/history collectors)
+in three situations:
+
+- *cold*: the first scrape (nothing cached: every series rendered);
+- *steady*: nothing changed since the last scrape;
+- *busy*: ``--changed`` task lifecycles (spread over random label pairs, so that many series
+  change) applied between two scrapes — what a scrape sees on a busy cluster.
+
+The baseline, measured in the same run, is the same series held in prometheus-client's own
+Counter/Histogram/Gauge objects rendered by ``generate_latest`` (what a conventional exporter
+does on every scrape, changed or not). No broker is involved: the renderer never does I/O.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from exporter.collectors import ModelCollector
+from exporter.app import MetricsEndpoint
 from exporter.config import DEFAULT_QUEUE_WAIT_BUCKETS, DEFAULT_RUNTIME_BUCKETS
+from exporter.exposition import ModelExposition
 from exporter.model import Model
 
 
@@ -87,14 +98,31 @@ def baseline_registry(names: int, queues: int, workers: int) -> CollectorRegistr
     return registry
 
 
-def time_scrapes(registry: CollectorRegistry, runs: int) -> tuple[float, int]:
+def lifecycle_events(i: int, name: int, queue: int, workers: int, now: float) -> list[dict]:
+    """One successful task lifecycle of ``app.tasks.task_<name>`` on ``queue<queue>``."""
+    base = {"uuid": f"busy{i}", "hostname": f"w{i % workers}@host"}
+    return [{**base, "type": "task-sent", "timestamp": now, "name": f"app.tasks.task_{name}",
+             "queue": f"queue{queue}"},
+            {**base, "type": "task-received", "timestamp": now,
+             "name": f"app.tasks.task_{name}"},
+            {**base, "type": "task-started", "timestamp": now + 0.01},
+            {**base, "type": "task-succeeded", "timestamp": now + 0.2, "runtime": 0.19}]
+
+
+def median_ms(render: Callable[[], bytes], runs: int,
+              between: Callable[[], None] | None = None) -> tuple[float, int]:
+    """Median milliseconds of ``render()`` over ``runs`` calls (``between()`` untimed before
+    each), and the size of the last output in bytes.
+    """
     times = []
     size = 0
     for _ in range(runs):
+        if between is not None:
+            between()
         start = time.perf_counter()
-        size = len(generate_latest(registry))
+        size = len(render())
         times.append(time.perf_counter() - start)
-    return statistics.median(times), size
+    return statistics.median(times) * 1000, size
 
 
 def main() -> None:
@@ -103,26 +131,48 @@ def main() -> None:
     parser.add_argument("--queues", type=int, default=10)
     parser.add_argument("--workers", type=int, default=50)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--changed", type=int, default=1000,
+                        help="task lifecycles applied between two busy scrapes")
     args = parser.parse_args()
     model = filled_model(args.names, args.queues, args.workers)
-    ours = CollectorRegistry(auto_describe=False)
-    ours.register(ModelCollector(model.snapshot, "celery_", {"version": "bench",
-                                                             "celery_version": "bench"}))
+    versions = {"version": "bench", "celery_version": "bench"}
+
+    def endpoint() -> MetricsEndpoint:
+        return MetricsEndpoint(model, ModelExposition("celery_", versions),
+                               CollectorRegistry(auto_describe=False))
+
+    cold_ms, size = median_ms(lambda: endpoint().render(), max(3, args.runs // 4))
+    ours = endpoint()
+    ours.render()
+    steady_ms, _ = median_ms(ours.render, args.runs)
+    rng = random.Random(7)
+    done = [0]
+
+    def busy() -> None:
+        now = time.time()
+        events = []
+        for _ in range(args.changed):
+            done[0] += 1
+            events += lifecycle_events(done[0], rng.randrange(args.names),
+                                       rng.randrange(args.queues), args.workers, now)
+        model.process_many(events)
+
+    busy_ms, _ = median_ms(ours.render, args.runs, busy)
     base = baseline_registry(args.names, args.queues, args.workers)
-    ours_median, ours_size = time_scrapes(ours, args.runs)
-    base_median, base_size = time_scrapes(base, args.runs)
-    start = time.perf_counter()
-    for _ in range(args.runs):
-        model.snapshot()
-    snapshot_ms = (time.perf_counter() - start) / args.runs * 1000
-    print(f"{args.names} names x {args.queues} queues, {args.workers} workers, "
-          f"median of {args.runs} scrapes")
-    print(f"{'registry':38} {'median ms':>10} {'bytes':>10} {'x base':>7}")
-    print(f"{'prometheus-client objects (baseline)':38} {base_median * 1000:>10.1f} "
-          f"{base_size:>10} {1.0:>7.2f}")
-    print(f"{'celery-jobmon ModelCollector':38} {ours_median * 1000:>10.1f} {ours_size:>10} "
-          f"{ours_median / base_median:>7.2f}")
-    print(f"model.snapshot() alone (time the event thread waits): {snapshot_ms:.1f} ms")
+    base_ms, base_size = median_ms(lambda: generate_latest(base), max(3, args.runs // 4))
+    snapshot_ms, _ = median_ms(lambda: b"" if model.snapshot() else b"", args.runs)
+    samples = sum(1 for line in ours.render().splitlines() if not line.startswith(b"#"))
+    print(f"{args.names} names x {args.queues} queues, {args.workers} workers: {samples:,} "
+          f"samples, {size / 1e6:.1f} MB; median of {args.runs} scrapes")
+    print(f"{'renderer':58} {'median ms':>10} {'x base':>7}")
+    rows = [("prometheus-client objects, generate_latest (baseline)", base_ms),
+            ("celery-jobmon /metrics, cold (first scrape)", cold_ms),
+            ("celery-jobmon /metrics, steady (nothing changed)", steady_ms),
+            (f"celery-jobmon /metrics, busy ({args.changed:,} lifecycles between)", busy_ms)]
+    for label, ms in rows:
+        print(f"{label:58} {ms:>10.1f} {ms / base_ms:>7.3f}")
+    print(f"baseline output {base_size / 1e6:.1f} MB; model.snapshot() alone (the time the "
+          f"event thread can wait for a scrape): {snapshot_ms:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import signal
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,8 +18,11 @@ from celery import Celery
 from fastapi import FastAPI
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
@@ -28,9 +32,9 @@ from actions.broker import make_action_app
 from actions.wiring import action_context
 
 from . import __version__
-from .collectors import ModelCollector
 from .config import Settings
 from .consumer import EventConsumer
+from .exposition import ModelExposition
 from .history_collector import HistoryCollector
 from .history_setup import OpenHistory, open_history
 from .model import Model
@@ -40,6 +44,10 @@ from .secrets import mask_url
 
 #: Where the action API is mounted.
 API_PREFIX = "/api/v1"
+#: gzip level of ``/metrics``. Measured on 36 MB of exposition (500 names × 10 queues): level
+#: 1 takes 54 ms for 1.41 MB, 6 takes 214 ms for 1.14 MB, 9 (prometheus-client's) 1,043 ms for
+#: 1.00 MB; the text is repetitive enough that the fastest level already gives 25×.
+GZIP_LEVEL = 1
 
 log = logging.getLogger(__name__)
 
@@ -78,19 +86,51 @@ class _AsgiEndpoint:
         await self.app(scope, receive, send)
 
 
-def create_http_app(registry: CollectorRegistry | None, model: Model,
+class MetricsEndpoint:
+    """``/metrics``: the model's families (:class:`~exporter.exposition.ModelExposition`, cached
+    per series) followed by ``registry``'s (poller and history collectors, rendered by
+    prometheus-client's ``generate_latest``), always Prometheus text format 0.0.4 — OpenMetrics
+    is not negotiated; Prometheus reads the text format whatever it asked for.
+
+    Rendering runs in Starlette's thread pool (the event loop keeps serving ``/healthz``); one
+    render at a time, since the exposition's cache is not thread-safe.
+    """
+
+    def __init__(self, model: Model, exposition: ModelExposition,
+                 registry: CollectorRegistry) -> None:
+        self._model = model
+        self._exposition = exposition
+        self._registry = registry
+        self._lock = threading.Lock()
+
+    def render(self) -> bytes:
+        """The whole exposition, UTF-8 text."""
+        with self._lock:
+            parts = self._exposition.chunks(self._model.snapshot())
+        parts.append(generate_latest(self._registry))
+        return b"".join(parts)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """ASGI: answer any request with the exposition."""
+        body = await run_in_threadpool(self.render)
+        await Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)(scope, receive, send)
+
+
+def create_http_app(metrics: MetricsEndpoint | None, model: Model,
                     api: Callable[..., Awaitable[None]] | None = None) -> FastAPI:
-    """The ASGI app: ``/metrics`` (prometheus-client's ASGI app over ``registry``; left out
-    when ``registry`` is ``None``), ``/healthz`` (200 while the process serves) and ``/readyz``
-    (200 when connected to the broker, else 503); both answer JSON ``{"status": ...}``.
+    """The ASGI app: ``/metrics`` (``metrics``, gzip-compressed when the client accepts it;
+    left out when ``metrics`` is ``None``), ``/healthz`` (200 while the process serves) and
+    ``/readyz`` (200 when connected to the broker, else 503); both answer JSON
+    ``{"status": ...}``.
     ``api`` (the action API, :func:`actions.api.create_api`) is mounted at ``/api/v1``;
     ``/metrics``, ``/healthz`` and ``/readyz`` need no token. With ``--api-listen`` the
     process serves two of these apps: metrics without the API, and the API without metrics.
     """
     http = FastAPI(title="celery-jobmon", version=__version__, docs_url=None, redoc_url=None,
                    openapi_url=None)
-    if registry is not None:
-        http.router.routes.append(Route("/metrics", _AsgiEndpoint(make_asgi_app(registry)),
+    if metrics is not None:
+        compressed = GZipMiddleware(metrics, compresslevel=GZIP_LEVEL)
+        http.router.routes.append(Route("/metrics", _AsgiEndpoint(compressed),
                                         methods=["GET"], include_in_schema=False))
 
     @http.get("/healthz")
@@ -128,11 +168,11 @@ def _api_problems_outside_the_mount(http: FastAPI) -> None:
 
 @dataclass
 class Service:
-    """Everything `celery-jobmon serve` runs: model, registry, threads and the ASGI app."""
+    """Everything `celery-jobmon serve` runs: model, ``/metrics``, threads and the ASGI app."""
 
     settings: Settings
     model: Model
-    registry: CollectorRegistry
+    metrics: MetricsEndpoint
     consumer: EventConsumer
     poller: Poller
     http: FastAPI
@@ -181,11 +221,9 @@ def build_service(settings: Settings) -> Service:
     )
     if history is not None:
         model.warm(history.unfinished)
+    exposition = ModelExposition(
+        settings.metric_prefix, {"version": __version__, "celery_version": celery.__version__})
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ModelCollector(
-        model.snapshot, settings.metric_prefix,
-        {"version": __version__, "celery_version": celery.__version__},
-    ))
     app = make_celery_app(settings)
     consumer = EventConsumer(app, model, accept=settings.accept_content,
                              reconnect_max_interval=settings.reconnect_max_interval,
@@ -197,17 +235,18 @@ def build_service(settings: Settings) -> Service:
     registry.register(PollCollector(poller.latest, settings.metric_prefix))
     registry.register(HistoryCollector(
         history.writer.stats if history is not None else None, settings.metric_prefix))
+    metrics = MetricsEndpoint(model, exposition, registry)
     action_app = make_action_app(settings)
     context = action_context(settings, history=history.engine if history is not None else None,
                              app=action_app, model=model, poll_latest=poller.latest)
     api = create_api(context, token=settings.api_token,
                      max_body_bytes=settings.api_max_body_bytes, secrets=settings.secrets())
     if settings.api_listen is not None and api is not None:
-        return Service(settings, model, registry, consumer, poller,
-                       create_http_app(registry, model), history, action_app,
+        return Service(settings, model, metrics, consumer, poller,
+                       create_http_app(metrics, model), history, action_app,
                        api_http=create_http_app(None, model, api))
-    return Service(settings, model, registry, consumer, poller,
-                   create_http_app(registry, model, api), history, action_app)
+    return Service(settings, model, metrics, consumer, poller,
+                   create_http_app(metrics, model, api), history, action_app)
 
 
 class _Server(uvicorn.Server):

@@ -11,12 +11,10 @@ from collections.abc import Mapping
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
 
-from .histogram import HistogramValue
 from .metrics import MetricSpec
 
 _SIMPLE = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
@@ -38,19 +36,6 @@ class Families:
     def scalar(self, spec: MetricSpec, value: float) -> Metric:
         """A counter or gauge family without labels and one sample."""
         return self.values(spec, {(): value})
-
-    def histograms(self, spec: MetricSpec,
-                   values: Mapping[tuple[str, ...], HistogramValue]) -> Metric:
-        """A histogram family: cumulative buckets (``le`` formatted as prometheus-client does),
-        ``+Inf`` equal to the count, and the sum, per label-value tuple.
-        """
-        family = HistogramMetricFamily(self.prefix + spec.name, spec.help, labels=spec.labels)
-        for labels, hist in values.items():
-            pairs = zip(hist.bounds, hist.cumulative, strict=False)
-            buckets = [(repr(float(bound)), count) for bound, count in pairs]
-            buckets.append(("+Inf", hist.count))
-            family.add_metric(list(labels), buckets, hist.total)
-        return family
 
     def info(self, spec: MetricSpec, labels: Mapping[str, str]) -> Metric:
         """An info family (exposed as ``<name>_info 1``) with ``labels``."""

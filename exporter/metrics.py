@@ -1,7 +1,8 @@
 """The catalogue: every metric family celery-jobmon exposes, in one place.
 
-Names are given without the configurable prefix (``celery_`` by default); the collectors add it
-once at start-up. A unit test checks every entry against Prometheus naming rules.
+Names are given without the configurable prefix (``celery_`` by default); the exposition and
+the collectors add it once at start-up. A unit test checks every entry against Prometheus
+naming rules.
 """
 
 from __future__ import annotations

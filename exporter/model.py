@@ -1,7 +1,8 @@
 """The in-memory model: what the events said, kept as plain counts under one lock.
 
-The event consumer calls :meth:`Model.process_many` with decoded event dicts; collectors call
-:meth:`Model.snapshot` at scrape time and render the frozen :class:`ModelSnapshot`. Nothing here
+The event consumer calls :meth:`Model.process_many` with decoded event dicts; ``/metrics`` calls
+:meth:`Model.snapshot` at scrape time and renders the frozen :class:`ModelSnapshot`
+(:mod:`exporter.exposition`). Nothing here
 does I/O.
 
 Which event sets what (the handler table ``_HANDLERS``):
@@ -339,8 +340,9 @@ class Model:
                 taken_at=now,
                 lifecycle={t: dict(counts) for t, counts in self._lifecycle.items()},
                 exceptions=dict(self._exceptions),
-                runtime={k: h.freeze() for k, h in self._runtime.items()},
-                queue_wait={k: h.freeze() for k, h in self._queue_wait.items()},
+                # Most histograms are unchanged between two snapshots: no call for those.
+                runtime={k: h.frozen or h.freeze() for k, h in self._runtime.items()},
+                queue_wait={k: h.frozen or h.freeze() for k, h in self._queue_wait.items()},
                 running=dict(self._running),
                 workers=tuple(self.workers.states(now)),
                 events_received=dict(self._events_received),

@@ -3,7 +3,7 @@
 It never calls the broker or the workers: it reads the snapshot the poller thread published
 (one attribute read) and the clock, so concurrent scrapes cost no broadcast. Before the first
 round completes it renders nothing. Failed poller calls are counted in the model and rendered
-by :class:`~exporter.collectors.ModelCollector` (``celery_jobmon_poll_errors_total{call}``).
+with the model's families (:mod:`exporter.exposition`, ``celery_jobmon_poll_errors_total{call}``).
 Sample output (default prefix)::
 
     celery_queue_length{priority="0",queue_name="a"} 12.0

@@ -16,13 +16,12 @@ import orjson
 import pytest
 from celery import Celery
 from kombu.exceptions import ContentDisallowed
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
-from exporter.collectors import ModelCollector
 from exporter.consumer import EventConsumer
 from exporter.events import MAX_CLOCK_SKEW, exception_class
+from exporter.exposition import ModelExposition
 from exporter.history import create_history_engine, get_execution, upgrade
 from exporter.history.merge import finalize, merge, record_from_event
 from exporter.history.writer import HistoryWriter
@@ -228,11 +227,10 @@ def test_unicode_task_names_and_exception_messages_render_and_store(model, sink)
     name, message = "tâches.envoyer_☃_任务", "ünïcödé ☃ 💥 \"quoted\" \\ back"
     model.process_many([sent("t", T0, name=name), ev("task-started", "t", T0 + 1),
                         ev("task-failed", "t", T0 + 2, exception=f"ValueError({message!r})")])
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ModelCollector(model.snapshot, "celery_", {"version": "t",
-                                                                 "celery_version": "t"}))
+    text = b"".join(ModelExposition("celery_", {"version": "t", "celery_version": "t"}).chunks(
+        model.snapshot())).decode()
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for f in text_string_to_metric_families(generate_latest(registry).decode())
+               for f in text_string_to_metric_families(text)
                for s in f.samples}
     assert samples[("celery_task_failed_total", (("name", name), ("queue_name", "default")))] == 1
     assert samples[("celery_task_exceptions_total", (("exception", "ValueError"),

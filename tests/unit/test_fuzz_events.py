@@ -5,12 +5,14 @@ non-finite, huge, far in the past or the future, duplicated and reordered, mixed
 non-dicts. Invariants: nothing raises; every input is counted exactly once (received or
 malformed); the running gauge is never negative and equals the tasks the index holds as
 running; histograms stay finite; the merge's order-independent rules give the same row in any
-order and the derived fields are consistent.
+order and the derived fields are consistent; the cached exposition renders exactly what
+prometheus-client renders for the same snapshot, scrape after scrape.
 """
 
 from __future__ import annotations
 
 import math
+import platform
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,11 +20,22 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
+from prometheus_client import generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
 
+from exporter import metrics as m
+from exporter.exposition import ModelExposition
 from exporter.history import create_history_engine, get_execution, upgrade
 from exporter.history.merge import TERMINAL_STATES, finalize, merge, record_from_event
 from exporter.history.writer import HistoryWriter
-from exporter.model import TASK_LOST, Model
+from exporter.model import TASK_LOST, Model, ModelSnapshot
 
 # Hypothesis keeps caches in ./.hypothesis by default; keep the checkout clean.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "celery-jobmon-hypothesis")
@@ -51,8 +64,9 @@ texts = st.one_of(st.text(max_size=40), st.sampled_from([
     "2024-01-01T00:00:00", "9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+14:00",
     "2024-13-45", "tâche.☃"]))
 OPTIONAL = {
-    "name": st.one_of(st.sampled_from(["app.add", "app.mul", "tâche.☃", ""]), junk),
-    "queue": st.one_of(st.sampled_from(["default", "a", ""]), junk),
+    "name": st.one_of(st.sampled_from(["app.add", "app.mul", "tâche.☃", "", 'q"uo\\te\nd']),
+                      junk),
+    "queue": st.one_of(st.sampled_from(["default", "a", "", "b\\"]), junk),
     "routing_key": st.one_of(st.sampled_from(["default", "b"]), junk),
     "hostname": st.one_of(st.sampled_from(HOSTS), junk),
     "runtime": st.one_of(st.floats(min_value=-5, max_value=1e6), junk),
@@ -135,6 +149,85 @@ def test_model_never_raises_and_keeps_its_invariants(batches: list[list[Any]],
         model.tick()
         check_invariants(model, inputs)
     assert all(isinstance(e, dict) and e.get("uuid") for e in sink)
+
+
+class ReferenceCollector:
+    """The model's families built as prometheus-client's custom-collector pattern does (fresh
+    ``*MetricFamily`` objects per scrape): what the exposition must render byte for byte.
+    """
+
+    def __init__(self, snap: ModelSnapshot, versions: dict[str, str]) -> None:
+        self.snap, self.versions = snap, versions
+
+    @staticmethod
+    def values(spec: m.MetricSpec, values: Any) -> Metric:
+        kind = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
+        family = kind("celery_" + spec.name, spec.help, labels=spec.labels)
+        for labels, value in values.items():
+            family.add_metric(list(labels), value)
+        return family
+
+    @staticmethod
+    def histograms(spec: m.MetricSpec, values: Any) -> Metric:
+        family = HistogramMetricFamily("celery_" + spec.name, spec.help, labels=spec.labels)
+        for labels, hist in values.items():
+            buckets = [(floatToGoString(b), c) for b, c in zip(hist.bounds, hist.cumulative,
+                                                                strict=False)]
+            family.add_metric(list(labels), [*buckets, ("+Inf", hist.count)], hist.total)
+        return family
+
+    def collect(self) -> Any:
+        snap, values = self.snap, self.values
+        for event_type, spec in m.LIFECYCLE.items():
+            yield values(spec, snap.lifecycle[event_type])
+        yield values(m.TASK_EXCEPTIONS, snap.exceptions)
+        yield self.histograms(m.TASK_RUNTIME, snap.runtime)
+        yield self.histograms(m.TASK_QUEUE_WAIT, snap.queue_wait)
+        yield values(m.TASK_RUNNING, snap.running)
+        yield values(m.TASK_LOST, snap.lost)
+        workers = snap.workers
+        yield values(m.WORKER_UP, {(w.hostname,): float(w.up) for w in workers})
+        yield values(m.WORKER_TASKS_ACTIVE, {
+            (w.hostname,): w.active for w in workers if w.active is not None})
+        yield values(m.WORKER_LAST_HEARTBEAT, {(w.hostname,): w.last_heartbeat for w in workers})
+        yield values(m.WORKER_PROCESSED, {
+            (w.hostname,): w.processed for w in workers if w.processed is not None})
+        yield values(m.EVENTS_RECEIVED, {(k,): v for k, v in snap.events_received.items()})
+        yield values(m.EVENTS_MALFORMED, {(k,): v for k, v in snap.events_malformed.items()})
+        scalars = [(m.LAST_EVENT, snap.last_event), (m.BROKER_CONNECTED, snap.broker_connected),
+                   (m.BROKER_RECONNECTS, snap.broker_reconnects), (m.EVENT_GAPS, snap.event_gaps),
+                   (m.EVENT_LAG, snap.event_lag), (m.EVENT_BATCHES, snap.event_batches),
+                   (m.EVENT_PROCESSING, snap.event_processing_seconds),
+                   (m.TASKS_IN_MEMORY, snap.tasks_in_memory),
+                   (m.TASK_INDEX_EVICTIONS, snap.task_index_evictions),
+                   (m.TASK_NAMES_FOLDED, snap.task_names_folded)]
+        for spec, value in scalars:
+            if value is not None:
+                yield values(spec, {(): float(value)})
+        yield values(m.POLL_ERRORS, {(k,): v for k, v in snap.poll_errors.items()})
+        info = InfoMetricFamily("celery_" + m.BUILD_INFO.name, m.BUILD_INFO.help, labels=())
+        info.add_metric([], self.versions)
+        yield info
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(batches=batches, gaps=st.lists(st.sampled_from([0.0, 0.5, 31.0, 3600.0]), min_size=8,
+                                      max_size=8))
+def test_exposition_renders_what_prometheus_client_renders_scrape_after_scrape(
+        batches: list[list[Any]], gaps: list[float]) -> None:
+    now = [T0]
+    model = Model(runtime_buckets=(0.5, 5.0, 1e7), queue_wait_buckets=(1e-05, 0.5),
+                  max_tasks=3, max_task_names=2, worker_timeout=30.0, worker_retention=60.0,
+                  clock=lambda: now[0], task_lost_grace=30.0)
+    exposition = ModelExposition("celery_", {"version": "1", "celery_version": "5"})
+    versions = {"version": "1", "celery_version": "5", "python_version": platform.python_version()}
+    for batch, gap in zip(batches, gaps, strict=False):
+        model.process_many(batch)
+        now[0] += gap
+        for _ in range(2):  # the second render comes from the cache
+            snap = model.snapshot()
+            expected = generate_latest(ReferenceCollector(snap, versions))
+            assert b"".join(exposition.chunks(snap)) == expected
 
 
 # -- the history merge ------------------------------------------------------------------------

@@ -1,15 +1,15 @@
-"""Render the model through ModelCollector, parse the exposition back and check every sample."""
+"""Render the model through ModelExposition, parse the text back and check every sample; and
+compare the text, byte for byte, with what prometheus-client renders for the same families."""
 
 from __future__ import annotations
 
 import platform
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import metrics as m
-from exporter.collectors import ModelCollector
+from exporter.exposition import ModelExposition
 from exporter.model import Model
 
 T0 = 1_700_000_000.0
@@ -24,16 +24,25 @@ def k(metric: str, /, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     return metric, tuple(sorted(labels.items()))
 
 
-def registry_for(model: Model, prefix: str = "celery_") -> CollectorRegistry:
-    registry = CollectorRegistry()
-    registry.register(ModelCollector(model.snapshot, prefix, VERSIONS))
-    return registry
+class Scraper:
+    """Renders ``model`` as ``/metrics`` does (one exposition, its cache kept between scrapes)."""
+
+    def __init__(self, model: Model, prefix: str = "celery_") -> None:
+        self.model = model
+        self.exposition = ModelExposition(prefix, VERSIONS)
+
+    def text(self) -> str:
+        return b"".join(self.exposition.chunks(self.model.snapshot())).decode()
 
 
-def scrape(registry: CollectorRegistry) -> Samples:
+def registry_for(model: Model, prefix: str = "celery_") -> Scraper:
+    return Scraper(model, prefix)
+
+
+def scrape(registry: Scraper) -> Samples:
     """Every sample of one scrape: ``{(name, sorted labels): value}``; no duplicates."""
     samples: Samples = {}
-    text = generate_latest(registry).decode()
+    text = registry.text()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             key = k(sample.name, **sample.labels)
@@ -42,8 +51,8 @@ def scrape(registry: CollectorRegistry) -> Samples:
     return samples
 
 
-def family_types(registry: CollectorRegistry) -> dict[str, str]:
-    text = generate_latest(registry).decode()
+def family_types(registry: Scraper) -> dict[str, str]:
+    text = registry.text()
     return {family.name: family.type for family in text_string_to_metric_families(text)}
 
 
@@ -53,7 +62,7 @@ def build_info(prefix: str = "celery_") -> Samples:
 
 
 @pytest.fixture
-def registry(model: Model) -> CollectorRegistry:
+def registry(model: Model) -> Scraper:
     return registry_for(model)
 
 
@@ -275,3 +284,24 @@ def test_no_label_value_is_the_string_none(model, registry, ev) -> None:
     assert samples[k("celery_task_failed_total", **unknown)] == 1.0
     assert samples[k("celery_task_sent_total", name="app.add", queue_name="unknown")] == 1.0
     assert samples[k("celery_task_exceptions_total", name="unknown", exception="unknown")] == 1.0
+
+
+def test_label_values_are_escaped_as_the_text_format_wants(model, registry, ev) -> None:
+    model.process_many([ev.sent("u1", T0, 'q"uo\\te\nd', queue="b\\")])
+    lines = registry.text().splitlines()
+    assert 'celery_task_sent_total{name="q\\"uo\\\\te\\nd",queue_name="b\\\\"} 1.0' in lines
+    assert scrape(registry)[k("celery_task_sent_total", name='q"uo\\te\nd',
+                              queue_name="b\\")] == 1.0
+
+
+def test_a_histogram_is_one_frozen_object_until_it_observes_again(model, registry, ev) -> None:
+    model.process_many(ev.success("u1", T0, "app.add", runtime=0.25))
+    first = registry.text()
+    hist = model.snapshot().runtime[("app.add", "default", "SUCCESS")]
+    assert model.snapshot().runtime[("app.add", "default", "SUCCESS")] is hist
+    model.process_many(ev.success("u2", T0, "app.add", runtime=4.0))
+    second = scrape(registry)
+    assert first != registry.text()
+    labels = {"name": "app.add", "queue_name": "default", "state": "SUCCESS"}
+    assert second[k("celery_task_runtime_seconds_count", **labels)] == 2.0
+    assert second[k("celery_task_runtime_seconds_sum", **labels)] == 4.25
