@@ -70,8 +70,9 @@ from .events import (
     exception_class,
     parse_eta,
 )
-from .histogram import Histogram, HistogramValue
+from .histogram import HistogramValue
 from .task_index import TaskIndex, TaskRecord
+from .task_series import TaskSeries
 from .workers import WorkerState, WorkerTable
 
 if TYPE_CHECKING:
@@ -93,10 +94,6 @@ _TIMESTAMP_SLOT = {"task-sent": "sent", "task-received": "received", "task-start
 #: Terminal reports counted once per execution, and the states they leave.
 _FINISH_TYPES = frozenset({"task-succeeded", "task-failed"})
 _FINISHED = frozenset({"SUCCESS", "FAILURE"})
-LIFECYCLE_TYPES = (
-    "task-sent", "task-received", "task-started", "task-succeeded", "task-failed",
-    "task-retried", "task-revoked", "task-rejected",
-)
 
 
 @dataclass(frozen=True)
@@ -170,18 +167,11 @@ class Model:
         self._history = history
         self.index = TaskIndex(max_tasks)
         self.workers = WorkerTable(worker_timeout, worker_retention)
-        self._runtime_buckets = runtime_buckets
-        self._queue_wait_buckets = queue_wait_buckets
+        self.series = TaskSeries(runtime_buckets, queue_wait_buckets)
         self._max_task_names = max_task_names
         self._names: set[str] = set()
         self._folded: set[str] = set()
         self._folded_total = 0
-        self._pairs: set[Labels] = set()
-        self._lifecycle: dict[str, dict[Labels, int]] = {t: {} for t in LIFECYCLE_TYPES}
-        self._exceptions: dict[Labels, int] = {}
-        self._runtime: dict[Labels, Histogram] = {}
-        self._queue_wait: dict[Labels, Histogram] = {}
-        self._running: dict[Labels, int] = {}
         self._worker_queues: dict[str, tuple[str, ...]] = {}
         self._deferred: OrderedDict[str, float] = OrderedDict()
         self._events_received: dict[str, int] = {}
@@ -195,7 +185,6 @@ class Model:
         self._processing_seconds = 0.0
         self._evictions = 0
         self._poll_errors: dict[str, int] = {}
-        self._lost: dict[Labels, int] = {}
         self._lost_grace = worker_timeout if task_lost_grace is None else task_lost_grace
         self._next_lost_check = float("-inf")
 
@@ -338,12 +327,7 @@ class Model:
             self._check_lost(now, force=True)
             return ModelSnapshot(
                 taken_at=now,
-                lifecycle={t: dict(counts) for t, counts in self._lifecycle.items()},
-                exceptions=dict(self._exceptions),
-                # Most histograms are unchanged between two snapshots: no call for those.
-                runtime={k: h.frozen or h.freeze() for k, h in self._runtime.items()},
-                queue_wait={k: h.frozen or h.freeze() for k, h in self._queue_wait.items()},
-                running=dict(self._running),
+                **self.series.copy()._asdict(),
                 workers=tuple(self.workers.states(now)),
                 events_received=dict(self._events_received),
                 events_malformed=dict(self._events_malformed),
@@ -358,7 +342,6 @@ class Model:
                 task_index_evictions=self._evictions,
                 task_names_folded=self._folded_total,
                 poll_errors=dict(self._poll_errors),
-                lost=dict(self._lost),
             )
 
     # -- helpers (lock held) ---------------------------------------------------------------
@@ -397,7 +380,7 @@ class Model:
             timestamp = max(last_timestamp, record.state_ts or last_timestamp)
             record.state, record.state_ts = "LOST", timestamp
             self._end_execution(record)
-            self._lost[labels] = self._lost.get(labels, 0) + 1
+            self.series.count_lost(labels)
             if self._history is not None:
                 self._history({"type": TASK_LOST, "uuid": task_id, "timestamp": timestamp,
                                "hostname": hostname, "local_received": now})
@@ -455,17 +438,7 @@ class Model:
 
     def _count(self, event_type: str, record: TaskRecord) -> Labels:
         labels = (record.name, record.queue)
-        counts = self._lifecycle[event_type]
-        counts[labels] = counts.get(labels, 0) + 1
-        if labels not in self._pairs:
-            # First sighting: succeeded/failed and the histograms exist at 0, so the first
-            # failure and the first run are an increase() / rate() away, not a new series.
-            self._pairs.add(labels)
-            self._lifecycle["task-succeeded"].setdefault(labels, 0)
-            self._lifecycle["task-failed"].setdefault(labels, 0)
-            for state in ("SUCCESS", "FAILURE"):
-                self._runtime.setdefault((*labels, state), Histogram(self._runtime_buckets))
-            self._queue_wait.setdefault(labels, Histogram(self._queue_wait_buckets))
+        self.series.count(event_type, labels)
         return labels
 
     def _set_state(self, record: TaskRecord, event_type: str, timestamp: float) -> bool:
@@ -488,16 +461,7 @@ class Model:
             # The labels it was counted under: a late task-sent/received may have changed
             # the record's name or queue since task-started.
             labels, record.running = record.running, None
-            self._running[labels] = self._running.get(labels, 1) - 1
-
-    @staticmethod
-    def _observe(
-        table: dict[Labels, Histogram], labels: Labels, bounds: tuple[float, ...], value: float,
-    ) -> None:
-        histogram = table.get(labels)
-        if histogram is None:
-            histogram = table[labels] = Histogram(bounds)
-        histogram.observe(value)
+            self.series.add_running(labels, -1)
 
     # -- handlers (lock held) --------------------------------------------------------------
 
@@ -548,38 +512,34 @@ class Model:
         record.started = timestamp
         if self._set_state(record, event_type, timestamp) and record.running is None:
             record.running = labels
-            self._running[labels] = self._running.get(labels, 0) + 1
+            self.series.add_running(labels, 1)
         base = record.sent if record.sent is not None else record.received
         if base is not None:
             if record.eta is not None and record.eta > base:
                 base = record.eta
-            self._observe(
-                self._queue_wait, labels, self._queue_wait_buckets, max(0.0, timestamp - base)
-            )
+            self.series.observe_queue_wait(labels, max(0.0, timestamp - base))
 
     def _on_succeeded(self, event_type: str, event: dict, now: float) -> None:
         record = self._record(event)
         labels = self._count(event_type, record)
         runtime = event.get("runtime")
         if runtime is not None:
-            self._observe(
-                self._runtime, (*labels, "SUCCESS"), self._runtime_buckets, max(0.0, runtime)
-            )
+            self.series.observe_runtime(labels, "SUCCESS", max(0.0, runtime))
         self._finish(record, event_type, event)
 
     def _on_failed(self, event_type: str, event: dict, now: float) -> None:
         record = self._record(event)
         labels = self._count(event_type, record)
-        key = (record.name, exception_class(event.get("exception"), event.get("traceback")))
-        self._exceptions[key] = self._exceptions.get(key, 0) + 1
+        self.series.count_exception(
+            record.name, exception_class(event.get("exception"), event.get("traceback")))
         if record.started is not None:
             runtime = max(0.0, event["timestamp"] - record.started)
-            self._observe(self._runtime, (*labels, "FAILURE"), self._runtime_buckets, runtime)
+            self.series.observe_runtime(labels, "FAILURE", runtime)
         self._finish(record, event_type, event)
 
     def _on_ended(self, event_type: str, event: dict, now: float) -> None:
         record = self._record(event)
-        if event_type in self._lifecycle:
+        if self.series.has_counter(event_type):
             self._count(event_type, record)
         self._finish(record, event_type, event)
 

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import pytest
 
 from exporter.histogram import HistogramValue
-from exporter.model import LIFECYCLE_TYPES, Model, ModelSnapshot
+from exporter.model import Model, ModelSnapshot
+from exporter.task_series import LIFECYCLE_TYPES
 from exporter.workers import WorkerState
 
 T0 = 1_700_000_000.0

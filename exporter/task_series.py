@@ -1,0 +1,125 @@
+"""The numbers kept per task label set: lifecycle counts, exceptions, histograms, running, lost.
+
+The model decides *what* an event means (joins, state order, duplicates); this table only
+adds it up under ``(name, queue_name)`` labels (``(name, exception)`` for exceptions,
+``(name, queue_name, state)`` for run times). Not thread-safe: the model holds its lock.
+
+First sighting of a ``(name, queue_name)`` pair creates its ``succeeded`` and ``failed``
+counters, both run-time histograms (SUCCESS, FAILURE) and the queue-wait histogram at 0, so
+that the first failure or the first run is an ``increase()``/``rate()`` away rather than a new
+series Prometheus has no earlier sample of.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from .histogram import Histogram, HistogramValue
+
+Labels = tuple[str, ...]
+
+#: Task event types with a lifecycle counter (``task_<verb>_total``).
+LIFECYCLE_TYPES = (
+    "task-sent", "task-received", "task-started", "task-succeeded", "task-failed",
+    "task-retried", "task-revoked", "task-rejected",
+)
+
+
+class SeriesCopy(NamedTuple):
+    """What :meth:`TaskSeries.copy` returns: ``lifecycle`` maps a task event type to
+    ``{(name, queue_name): count}``; ``exceptions`` is ``{(name, exception): count}``;
+    ``runtime`` ``{(name, queue_name, state): HistogramValue}``; ``queue_wait``, ``running``
+    and ``lost`` are keyed by ``(name, queue_name)``.
+    """
+
+    lifecycle: Mapping[str, Mapping[Labels, int]]
+    exceptions: Mapping[Labels, int]
+    runtime: Mapping[Labels, HistogramValue]
+    queue_wait: Mapping[Labels, HistogramValue]
+    running: Mapping[Labels, int]
+    lost: Mapping[Labels, int]
+
+
+class TaskSeries:
+    """Counts and histograms per label set.
+
+    Args:
+        runtime_buckets: upper bounds (seconds) of ``task_runtime_seconds``.
+        queue_wait_buckets: upper bounds (seconds) of ``task_queue_wait_seconds``.
+
+    """
+
+    def __init__(self, runtime_buckets: tuple[float, ...],
+                 queue_wait_buckets: tuple[float, ...]) -> None:
+        self._runtime_buckets = runtime_buckets
+        self._queue_wait_buckets = queue_wait_buckets
+        self._pairs: set[Labels] = set()
+        self._lifecycle: dict[str, dict[Labels, int]] = {t: {} for t in LIFECYCLE_TYPES}
+        self._exceptions: dict[Labels, int] = {}
+        self._runtime: dict[Labels, Histogram] = {}
+        self._queue_wait: dict[Labels, Histogram] = {}
+        self._running: dict[Labels, int] = {}
+        self._lost: dict[Labels, int] = {}
+
+    def count(self, event_type: str, labels: Labels) -> None:
+        """Add 1 to ``event_type``'s counter (one of :data:`LIFECYCLE_TYPES`) for ``labels``
+        (``(name, queue_name)``).
+        """
+        counts = self._lifecycle[event_type]
+        counts[labels] = counts.get(labels, 0) + 1
+        if labels not in self._pairs:
+            self._pairs.add(labels)
+            self._lifecycle["task-succeeded"].setdefault(labels, 0)
+            self._lifecycle["task-failed"].setdefault(labels, 0)
+            for state in ("SUCCESS", "FAILURE"):
+                self._runtime.setdefault((*labels, state), Histogram(self._runtime_buckets))
+            self._queue_wait.setdefault(labels, Histogram(self._queue_wait_buckets))
+
+    def count_exception(self, name: str, exception: str) -> None:
+        """Add 1 to ``task_exceptions_total{name, exception}``."""
+        key = (name, exception)
+        self._exceptions[key] = self._exceptions.get(key, 0) + 1
+
+    def observe_runtime(self, labels: Labels, state: str, seconds: float) -> None:
+        """Observe a run time (seconds) of an execution that ended in ``state`` (SUCCESS or
+        FAILURE).
+        """
+        self._observe(self._runtime, (*labels, state), self._runtime_buckets, seconds)
+
+    def observe_queue_wait(self, labels: Labels, seconds: float) -> None:
+        """Observe the seconds a task waited between being sent (or its ETA) and starting."""
+        self._observe(self._queue_wait, labels, self._queue_wait_buckets, seconds)
+
+    def add_running(self, labels: Labels, delta: int) -> None:
+        """Move the running gauge of ``labels`` by ``delta`` (+1 started, -1 ended)."""
+        self._running[labels] = self._running.get(labels, 0) + delta
+
+    def count_lost(self, labels: Labels) -> None:
+        """Add 1 to ``task_lost_total`` for ``labels``."""
+        self._lost[labels] = self._lost.get(labels, 0) + 1
+
+    def has_counter(self, event_type: str) -> bool:
+        """Whether ``event_type`` has a lifecycle counter (``task-cancelled`` has none)."""
+        return event_type in self._lifecycle
+
+    def copy(self) -> SeriesCopy:
+        """A copy of every table for a snapshot. A histogram unchanged since the previous copy
+        is the same :class:`HistogramValue` object (no call for it: most are unchanged).
+        """
+        return SeriesCopy(
+            lifecycle={t: dict(counts) for t, counts in self._lifecycle.items()},
+            exceptions=dict(self._exceptions),
+            runtime={k: h.frozen or h.freeze() for k, h in self._runtime.items()},
+            queue_wait={k: h.frozen or h.freeze() for k, h in self._queue_wait.items()},
+            running=dict(self._running),
+            lost=dict(self._lost),
+        )
+
+    @staticmethod
+    def _observe(table: dict[Labels, Histogram], labels: Labels, bounds: tuple[float, ...],
+                 value: float) -> None:
+        histogram = table.get(labels)
+        if histogram is None:
+            histogram = table[labels] = Histogram(bounds)
+        histogram.observe(value)
