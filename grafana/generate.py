@@ -388,10 +388,12 @@ def overview() -> db.Dashboard:
 
         .with_row(db.Row("Throughput and failures"))
         .with_panel(ts_panel(
-            "Succeeded and failed rates", "Finished tasks per second, and retries.", [
+            "Succeeded and failed rates",
+            "Finished tasks per second, retries, and executions lost with their worker.", [
                 prom(succeeded, "succeeded", "A"),
                 prom(failed, "failed", "B"),
                 prom(f"sum(rate(celery_task_retried_total{TASK_SEL}[{RATE}]))", "retried", "C"),
+                prom(f"sum(rate(celery_task_lost_total{TASK_SEL}[{RATE}]))", "lost", "D"),
             ], unit="ops"))
         .with_panel(ts_panel(
             "Failure ratio by task", "failed / (succeeded + failed) per task name.", [

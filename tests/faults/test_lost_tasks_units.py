@@ -65,7 +65,7 @@ def test_running_tasks_of_a_silent_worker_are_lost_after_timeout_and_grace(clock
     clock.now = T0 + 2 * TIMEOUT  # w1: down at +30, grace 30 s (the timeout) not over yet
     snap = model.snapshot()
     assert [w.up for w in snap.workers] == [False, True]
-    assert snap.running == {ADD: 2} and snap.lost == {}
+    assert snap.running == {ADD: 2} and snap.lost == {ADD: 0}  # 0 from the first sighting
     clock.now = T0 + 2 * TIMEOUT + 0.5
     model.tick()
     snap = model.snapshot()
@@ -86,7 +86,7 @@ def test_offline_worker_loses_its_running_tasks_after_the_grace_only(clock, sink
     clock.now = T0 + 1
     model.process_many([ev("worker-offline", T0 + 1, W1)])  # a cold shutdown
     clock.now = T0 + 6
-    assert model.snapshot().lost == {}
+    assert model.snapshot().lost == {ADD: 0}
     clock.now = T0 + 6.5
     assert model.snapshot().lost == {ADD: 1}
     assert lost(sink)[0]["timestamp"] == T0 + 1  # the worker's last sign of life
@@ -98,7 +98,7 @@ def test_worker_back_within_the_grace_loses_nothing(clock, sink):
     clock.now = T0 + 50  # down since +30
     model.process_many([ev("worker-heartbeat", T0 + 50, W1)])
     clock.now = T0 + 70
-    assert model.snapshot().lost == {} and model.snapshot().running == {ADD: 1}
+    assert model.snapshot().lost == {ADD: 0} and model.snapshot().running == {ADD: 1}
 
 
 def test_tasks_warmed_from_the_history_are_never_marked_lost(clock, sink):

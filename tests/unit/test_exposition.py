@@ -140,6 +140,9 @@ def test_scrape_renders_every_sample_of_a_small_workload(model, registry, ev, cl
         k("celery_task_queue_wait_seconds_sum", **pay): 0.125,
         k("celery_task_running", **add): 0.0,
         k("celery_task_running", **pay): 0.0,
+        # Lost tasks: none, but the series exists from the pair's first sighting.
+        k("celery_task_lost_total", **add): 0.0,
+        k("celery_task_lost_total", **pay): 0.0,
         k("celery_worker_up", hostname=WORKER): 1.0,
         k("celery_worker_tasks_active", hostname=WORKER): 1.0,
         k("celery_worker_last_heartbeat_timestamp_seconds", hostname=WORKER): T0 - 0.5,

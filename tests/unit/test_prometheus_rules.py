@@ -47,7 +47,7 @@ def test_the_alert_list():
         "CeleryJobmonBrokerDisconnected", "CeleryJobmonExporterDown",
         "CeleryJobmonHistoryFailing", "CeleryJobmonNoEvents",
         "CeleryQueueBacklogHigh", "CeleryQueueLatencyHigh", "CeleryQueueNoConsumers",
-        "CeleryTaskFailureRatioHigh", "CeleryTaskFirstFailure", "CeleryTaskSlow",
+        "CeleryTaskFailureRatioHigh", "CeleryTaskFirstFailure", "CeleryTaskLost", "CeleryTaskSlow",
         "CeleryTaskStuck", "CeleryWorkerDown",
     ]
 
