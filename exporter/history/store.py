@@ -3,18 +3,39 @@
 Select-then-write, the same on every database: the batch's existing rows are read (``SELECT …
 FOR UPDATE`` where the dialect has it; SQLite's ``BEGIN`` serialises writers), each is merged
 with its partial row by :func:`exporter.history.merge.merge_into` — the very rules the writer
-applies in memory — and then new rows are inserted and changed rows updated with two
-``executemany`` statements. Rows that did not change are not written. Only the event columns
+applies in memory — and then new rows are inserted and changed rows updated with
+``executemany``. Rows that did not change are not written. Only the event columns
 (:data:`~exporter.history.merge.EVENT_FIELDS`, ``finished_at``, ``updated_at``) are written;
 the action columns stay as the action API left them.
+
+Cost: a row is bound as a plain tuple (positional drivers such as sqlite3) or dict (named ones
+such as psycopg) to an INSERT or UPDATE that SQLAlchemy compiled once for that set of columns
+(:class:`_Statement`), and run with the driver's ``executemany`` through
+:meth:`~sqlalchemy.engine.Connection.exec_driver_sql` (so driver errors still arrive as
+SQLAlchemy's ``DBAPIError`` subclasses). An INSERT names only the columns that are not NULL (a
+left-out column is NULL too: :data:`OMITTABLE` have no default; binding ``None`` costs sqlite3
+an adapter lookup per parameter), an UPDATE sets only the columns that changed. Per row that is
+a fraction of what ``Connection.execute(insert(table), list_of_dicts)`` spends building
+parameters; the statements are the same SQL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Table, bindparam, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Table,
+    UpdateBase,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 
 from .merge import DERIVED_FIELDS, EVENT_FIELDS, finalize, merge_into
 from .models import TASK_EXECUTION
@@ -23,8 +44,97 @@ _TABLE: Table = TASK_EXECUTION  # type: ignore[assignment]
 #: Columns the writer reads and writes (besides ``task_id``).
 WRITTEN_FIELDS: tuple[str, ...] = (*EVENT_FIELDS, *DERIVED_FIELDS)
 _SELECT_COLUMNS = [_TABLE.c.task_id, *(_TABLE.c[f] for f in WRITTEN_FIELDS)]
-#: executemany: the SET clause comes from the parameter keys (every written column).
-_UPDATE = update(_TABLE).where(_TABLE.c.task_id == bindparam("b_task_id"))
+_KEY = "b_task_id"
+
+
+#: The stored rows of the ids ``ids``. The ids are rendered as literals (escaped by
+#: SQLAlchemy's literal renderer): PostgreSQL then hashes the IN list. As 500 bound parameters,
+#: a sequential scan (chosen while the table is young and unanalysed) compares every row with
+#: every parameter: 50x slower.
+_SELECT = (select(*_SELECT_COLUMNS)
+           .where(_TABLE.c.task_id.in_(bindparam("ids", expanding=True, literal_execute=True)))
+           .with_for_update())
+_INSERT = insert(_TABLE)
+#: The SET clause comes from the compiled column keys (the columns that changed).
+_UPDATE = update(_TABLE).where(_TABLE.c.task_id == bindparam(_KEY))
+#: Nullable columns without a default: an INSERT that leaves one out stores NULL in it.
+OMITTABLE = frozenset(c.key for c in _TABLE.columns
+                      if c.nullable and c.default is None and c.server_default is None)
+#: Compiled statements kept per dialect; the cache starts afresh beyond this many column sets
+#: (a handful occur: one per combination of events seen, e.g. success, failure, retry).
+MAX_STATEMENTS = 256
+
+
+class _Statement:
+    """An INSERT or UPDATE compiled once for one dialect and one set of column keys.
+
+    ``sql``: the statement as the driver takes it; :meth:`parameters` turns rows (dicts
+    ``column key → value``, every key of the set present) into the driver's parameter rows:
+    tuples in the compiled order for positional paramstyles, dicts keyed by bind name for
+    named ones, values passed through the dialect's bind processors (e.g. ``bool`` → ``int``
+    on SQLite).
+    """
+
+    __slots__ = ("_getter", "_names", "_processors", "sql")
+
+    def __init__(self, statement: UpdateBase, dialect: Dialect, keys: Iterable[str]) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+        self.sql = compiled.string
+        binds = compiled.binds
+        if compiled.positional:
+            assert compiled.positiontup is not None
+            order = [binds[name].key for name in compiled.positiontup]
+            self._names: tuple[str, ...] | None = None
+        else:
+            order = [binds[name].key for name in compiled.bind_names.values()]
+            escaped = compiled.escaped_bind_names
+            self._names = tuple(escaped.get(name, name) for name in compiled.bind_names.values())
+        # Every statement binds two values at least (the id, updated_at): tuples, not a value.
+        self._getter = itemgetter(*order)
+        processors = []
+        for key in order:
+            column = _TABLE.c.get(key)
+            process = (column.type.dialect_impl(dialect).bind_processor(dialect)
+                       if column is not None else None)
+            if process is not None:
+                processors.append((key, process))
+        self._processors: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(processors)
+
+    def parameters(self, rows: list[dict[str, Any]]) -> list[Any]:
+        """The driver's parameter rows for ``rows``; ``rows`` get the bind processors' values."""
+        for key, process in self._processors:
+            for row in rows:
+                row[key] = process(row[key])
+        getter = self._getter
+        if self._names is None:
+            return [getter(row) for row in rows]
+        names = self._names
+        return [dict(zip(names, getter(row), strict=True)) for row in rows]
+
+
+_statements: weakref.WeakKeyDictionary[Dialect, dict[tuple[bool, frozenset[str]], _Statement]] \
+    = weakref.WeakKeyDictionary()
+
+
+def _statement(dialect: Dialect, is_insert: bool, keys: frozenset[str]) -> _Statement:
+    """The compiled INSERT (``is_insert``) or UPDATE of the columns ``keys`` (cached)."""
+    cache = _statements.get(dialect)
+    if cache is None:
+        cache = _statements[dialect] = {}
+    found = cache.get((is_insert, keys))
+    if found is None:
+        if len(cache) >= MAX_STATEMENTS:
+            cache.clear()
+        found = cache[(is_insert, keys)] = _Statement(
+            _INSERT if is_insert else _UPDATE, dialect, keys)
+    return found
+
+
+def _execute_grouped(connection: Connection, is_insert: bool,
+                     groups: Mapping[frozenset[str], list[dict[str, Any]]]) -> None:
+    for keys, group in groups.items():
+        statement = _statement(connection.dialect, is_insert, keys)
+        connection.exec_driver_sql(statement.sql, statement.parameters(group))
 
 
 def upsert_rows(connection: Connection, rows: Mapping[str, Mapping[str, Any]], now: float
@@ -32,7 +142,8 @@ def upsert_rows(connection: Connection, rows: Mapping[str, Mapping[str, Any]], n
     """Merge ``rows`` (task id → partial row) into the table inside the caller's transaction.
 
     ``now`` (seconds since the epoch, exporter clock) becomes ``updated_at`` of every row
-    written. Returns ``(inserted, updated)``; unchanged rows count in neither.
+    written. Returns ``(inserted, updated)``; unchanged rows count in neither. ``rows`` is not
+    changed.
 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: as the database reports it (the caller rolls back).
@@ -42,35 +153,31 @@ def upsert_rows(connection: Connection, rows: Mapping[str, Mapping[str, Any]], n
     if not rows:
         return 0, 0
     ids = sorted(rows)
-    # The ids are rendered as literals (escaped by SQLAlchemy's literal renderer): PostgreSQL
-    # then hashes the IN list. As 500 bound parameters, a sequential scan (chosen while the
-    # table is young and unanalysed) compares every row with every parameter: 50x slower.
-    id_list: BindParameter[list[str]] = bindparam("ids", ids, expanding=True,
-                                                  literal_execute=True)
-    query = select(*_SELECT_COLUMNS).where(_TABLE.c.task_id.in_(id_list)).with_for_update()
-    stored = {row.task_id: row._asdict() for row in connection.execute(query)}
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
+    stored = {row.task_id: row._asdict() for row in connection.execute(_SELECT, {"ids": ids})}
+    inserts: dict[frozenset[str], list[dict[str, Any]]] = {}
+    updates: dict[frozenset[str], list[dict[str, Any]]] = {}
+    inserted = updated = 0
     for task_id in ids:
         old = stored.get(task_id)
         if old is None:
-            new: dict[str, Any] = dict.fromkeys(WRITTEN_FIELDS)
-            merge_into(new, rows[task_id])
+            new = dict(rows[task_id])
             finalize(new)
             new["task_id"] = task_id
             new["updated_at"] = now
-            inserts.append(new)
+            keys = frozenset([key for key, value in new.items()
+                              if value is not None or key not in OMITTABLE])
+            inserts.setdefault(keys, []).append(new)
+            inserted += 1
             continue
         before = dict(old)
         merge_into(old, rows[task_id])
         finalize(old)
-        if old != before:
-            del old["task_id"]
-            old["b_task_id"] = task_id
-            old["updated_at"] = now
-            updates.append(old)
-    if inserts:
-        connection.execute(insert(_TABLE), inserts)
-    if updates:
-        connection.execute(_UPDATE, updates)
-    return len(inserts), len(updates)
+        changed = {key: value for key, value in old.items() if value != before[key]}
+        if changed:
+            changed[_KEY] = task_id
+            changed["updated_at"] = now
+            updates.setdefault(frozenset(changed), []).append(changed)
+            updated += 1
+    _execute_grouped(connection, True, inserts)
+    _execute_grouped(connection, False, updates)
+    return inserted, updated
