@@ -139,7 +139,9 @@ def _execute_grouped(connection: Connection, is_insert: bool,
 
 def upsert_rows(connection: Connection, rows: Mapping[str, Mapping[str, Any]], now: float
                 ) -> tuple[int, int]:
-    """Merge ``rows`` (task id → partial row) into the table inside the caller's transaction.
+    """Merge ``rows`` (task id → partial row, as :func:`~exporter.history.merge.record_from_event`
+    and :func:`~exporter.history.merge.merge_into` make them) into the table inside the caller's
+    transaction.
 
     ``now`` (seconds since the epoch, exporter clock) becomes ``updated_at`` of every row
     written. Returns ``(inserted, updated)``; unchanged rows count in neither. ``rows`` is not
