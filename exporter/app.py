@@ -217,12 +217,14 @@ def build_service(settings: Settings) -> Service:
         worker_timeout=settings.worker_timeout,
         worker_retention=settings.worker_retention,
         task_lost_grace=settings.task_lost_grace,
+        hostname_label=settings.task_hostname_label,
         history=history.writer.submit if history is not None else None,
     )
     if history is not None:
         model.warm(history.unfinished)
     exposition = ModelExposition(
-        settings.metric_prefix, {"version": __version__, "celery_version": celery.__version__})
+        settings.metric_prefix, {"version": __version__, "celery_version": celery.__version__},
+        hostname_label=settings.task_hostname_label)
     registry = CollectorRegistry(auto_describe=False)
     app = make_celery_app(settings)
     consumer = EventConsumer(app, model, accept=settings.accept_content,

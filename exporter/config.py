@@ -277,6 +277,9 @@ class Settings:
     inspect_timeout: float = DEFAULT_INSPECT_TIMEOUT
     reconnect_max_interval: float = DEFAULT_RECONNECT_MAX_INTERVAL
     redis_fast_path: bool = True
+    #: Add the worker's ``hostname`` as a label to the event-derived task series
+    #: (:data:`exporter.metrics.HOSTNAME_LABELED`); off by default: one series per worker.
+    task_hostname_label: bool = False
     queues: tuple[str, ...] = ()
     queue_forget_after: float = DEFAULT_QUEUE_FORGET_AFTER
     history: bool = True

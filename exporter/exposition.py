@@ -172,21 +172,27 @@ class ModelExposition:
     Args:
         prefix: metric name prefix, ``celery_`` by default.
         versions: values of the build-info labels (``version``, ``celery_version``).
+        hostname_label: the task series carry ``hostname`` after ``queue_name``
+            (``--task-hostname-label``; the model's label tuples must have it too).
 
     """
 
-    def __init__(self, prefix: str, versions: Mapping[str, str]) -> None:
+    def __init__(self, prefix: str, versions: Mapping[str, str],
+                 hostname_label: bool = False) -> None:
         self._build = {**versions, "python_version": platform.python_version()}
         self._families: dict[str, _Family] = {}
+        specs = {spec.name: spec for spec in m.CATALOGUE}
+        if hostname_label:
+            specs.update({spec.name: m.with_hostname(spec) for spec in m.HOSTNAME_LABELED})
         for spec in (*m.LIFECYCLE.values(), m.TASK_EXCEPTIONS, m.TASK_RUNNING, m.TASK_LOST,
                      m.WORKER_UP, m.WORKER_TASKS_ACTIVE, m.WORKER_LAST_HEARTBEAT,
                      m.WORKER_PROCESSED, m.EVENTS_RECEIVED, m.EVENTS_MALFORMED, m.LAST_EVENT,
                      m.BROKER_CONNECTED, m.BROKER_RECONNECTS, m.EVENT_GAPS, m.EVENT_LAG,
                      m.EVENT_BATCHES, m.EVENT_PROCESSING, m.TASKS_IN_MEMORY,
                      m.TASK_INDEX_EVICTIONS, m.TASK_NAMES_FOLDED, m.POLL_ERRORS):
-            self._families[spec.name] = _value_family(prefix + spec.name, spec)
+            self._families[spec.name] = _value_family(prefix + spec.name, specs[spec.name])
         for spec in (m.TASK_RUNTIME, m.TASK_QUEUE_WAIT):
-            self._families[spec.name] = _histogram_family(prefix + spec.name, spec)
+            self._families[spec.name] = _histogram_family(prefix + spec.name, specs[spec.name])
         info = prefix + m.BUILD_INFO.name + "_info"
         self._families[m.BUILD_INFO.name] = _value_family(info, MetricSpec(
             info, "gauge", m.BUILD_INFO.help, tuple(sorted(self._build)), "", "exporter"))

@@ -7,7 +7,7 @@ naming rules.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 Kind = Literal["counter", "gauge", "histogram", "info"]
@@ -336,3 +336,19 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     TASKS_IN_MEMORY, TASK_INDEX_EVICTIONS, TASK_NAMES_FOLDED, POLL_ERRORS, BUILD_INFO, *POLL,
     *HISTORY,
 )
+
+#: Families that take a ``hostname`` label (after ``queue_name``) with
+#: ``--task-hostname-label``: the task series built from events of the worker (not
+#: ``task_sent_total``: the producer sends it before any worker has the task).
+HOSTNAME_LABELED: tuple[MetricSpec, ...] = (
+    *(spec for spec in LIFECYCLE.values() if spec is not TASK_SENT), TASK_RUNTIME,
+    TASK_QUEUE_WAIT, TASK_RUNNING, TASK_LOST,
+)
+
+
+def with_hostname(spec: MetricSpec) -> MetricSpec:
+    """``spec`` with ``hostname`` inserted after ``queue_name`` in its labels
+    (``(name, queue_name, state)`` → ``(name, queue_name, hostname, state)``).
+    """
+    at = spec.labels.index("queue_name") + 1
+    return replace(spec, labels=(*spec.labels[:at], "hostname", *spec.labels[at:]))

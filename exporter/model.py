@@ -104,7 +104,9 @@ class ModelSnapshot:
     ``exceptions`` is ``{(name, exception): count}``; ``runtime`` is
     ``{(name, queue_name, state): HistogramValue}``; ``queue_wait`` and ``running`` are keyed by
     ``(name, queue_name)``; ``lost`` is ``{(name, queue_name): count}`` of tasks lost with
-    their worker; the remaining fields are the exporter's own counters and gauges.
+    their worker (with ``hostname_label``, every ``(name, queue_name)`` of these is
+    ``(name, queue_name, hostname)``); the remaining fields are the exporter's own counters and
+    gauges.
     """
 
     taken_at: float
@@ -144,6 +146,10 @@ class Model:
         clock: returns the exporter's time in seconds since the epoch (injected for tests).
         timer: monotonic seconds, for the time spent applying events (injected for tests).
         history: receives every well-formed event (``HistoryWriter.submit``: non-blocking).
+        hostname_label: task series but ``task-sent`` counts are keyed
+            ``(name, queue_name, hostname)`` — the worker that received or started the task,
+            ``unknown`` if none did — instead of ``(name, queue_name)``
+            (``--task-hostname-label``).
 
     """
 
@@ -160,6 +166,7 @@ class Model:
         timer: Callable[[], float] = time.perf_counter,
         history: Callable[[dict], None] | None = None,
         task_lost_grace: float | None = None,
+        hostname_label: bool = False,
     ) -> None:
         self.lock = threading.Lock()
         self.clock = clock
@@ -168,6 +175,7 @@ class Model:
         self.index = TaskIndex(max_tasks)
         self.workers = WorkerTable(worker_timeout, worker_retention)
         self.series = TaskSeries(runtime_buckets, queue_wait_buckets)
+        self._hostname_label = hostname_label
         self._max_task_names = max_task_names
         self._names: set[str] = set()
         self._folded: set[str] = set()
@@ -437,7 +445,17 @@ class Model:
                 self._count_deferred(record)
 
     def _count(self, event_type: str, record: TaskRecord) -> Labels:
-        labels = (record.name, record.queue)
+        labels: Labels
+        if not self._hostname_label:
+            labels = (record.name, record.queue)
+        elif event_type == "task-sent":
+            # The producer's event: no worker has the task yet, whatever order the events
+            # arrived in, so task_sent_total keeps (name, queue_name) only.
+            labels = (record.name, record.queue)
+            self.series.count(event_type, labels, first_sighting=False)
+            return labels
+        else:
+            labels = (record.name, record.queue, record.hostname or UNKNOWN)
         self.series.count(event_type, labels)
         return labels
 

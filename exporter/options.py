@@ -106,6 +106,9 @@ SERVE_OPTIONS: list[Decorator] = [
            help="A worker with no heartbeat for this long is reported down (worker_up 0)."),
     option("--worker-retention", type=DURATION, default=seconds(c.DEFAULT_WORKER_RETENTION),
            help="How long a down worker's series stay (at 0) before they are dropped."),
+    option("--task-hostname-label/--no-task-hostname-label", default=False,
+           help="Add the worker's hostname as a label to the task counters, histograms, "
+                "running and lost series (one series per worker: mind the cardinality)."),
     option("--task-lost-grace", type=DURATION, default=None,
            show_default="--worker-timeout",
            help="A task still running on a worker that has been down this long is counted "

@@ -62,13 +62,15 @@ class TaskSeries:
         self._running: dict[Labels, int] = {}
         self._lost: dict[Labels, int] = {}
 
-    def count(self, event_type: str, labels: Labels) -> None:
+    def count(self, event_type: str, labels: Labels, first_sighting: bool = True) -> None:
         """Add 1 to ``event_type``'s counter (one of :data:`LIFECYCLE_TYPES`) for ``labels``
-        (``(name, queue_name)``).
+        (``(name, queue_name)``, or ``(name, queue_name, hostname)``). ``first_sighting``
+        off: ``labels`` do not key the other families (``task-sent`` without the hostname
+        the others have), so they create nothing at 0.
         """
         counts = self._lifecycle[event_type]
         counts[labels] = counts.get(labels, 0) + 1
-        if labels not in self._pairs:
+        if first_sighting and labels not in self._pairs:
             self._pairs.add(labels)
             self._lifecycle["task-succeeded"].setdefault(labels, 0)
             self._lifecycle["task-failed"].setdefault(labels, 0)

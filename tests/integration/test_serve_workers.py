@@ -67,3 +67,24 @@ def test_waiting_running_and_scheduled_tasks_are_visible(redis_url, producer, st
                                          name="examples.tasks.sleep")
     assert later_age >= first_age + 2
     app.control.revoke(eta_task.id)
+
+
+def test_task_hostname_label_counts_each_worker_apart(redis_url, producer, start_exporter,
+                                                      start_worker):
+    exporter = start_exporter(redis_url, "--task-hostname-label")
+    worker = start_worker(redis_url, "a")
+    wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
+             60, what=f"worker up\n{worker.output()}")
+    app = producer(redis_url)
+    for i in range(3):
+        app.send_task("examples.tasks.add", (i, 1), queue="a")
+    on_worker = {"name": "examples.tasks.add", "queue_name": "a", "hostname": worker.hostname}
+    metrics = wait_for(lambda: (m := exporter.metrics()).value(
+        "celery_task_succeeded_total", **on_worker) == 3 and m, 30,
+        what=f"3 successes on {worker.hostname}\n{exporter.output()}")
+    assert metrics.value("celery_task_started_total", **on_worker) == 3
+    assert metrics.value("celery_task_runtime_seconds_count", **on_worker, state="SUCCESS") == 3
+    assert metrics.value("celery_task_running", **on_worker) == 0
+    # task-sent comes from the producer, before any worker has the task: no hostname.
+    assert metrics.value("celery_task_sent_total", name="examples.tasks.add",
+                         queue_name="a") == 3

@@ -308,3 +308,31 @@ def test_a_histogram_is_one_frozen_object_until_it_observes_again(model, registr
     labels = {"name": "app.add", "queue_name": "default", "state": "SUCCESS"}
     assert second[k("celery_task_runtime_seconds_count", **labels)] == 2.0
     assert second[k("celery_task_runtime_seconds_sum", **labels)] == 4.25
+
+
+def test_hostname_label_splits_task_series_by_worker(clock, ev) -> None:
+    model = Model(runtime_buckets=(0.5, 1.0, 5.0), queue_wait_buckets=(0.1, 1.0, 10.0),
+                  max_tasks=100, max_task_names=10, worker_timeout=30.0,
+                  worker_retention=3600.0, clock=clock, hostname_label=True)
+    scraper = Scraper(model)
+    scraper.exposition = ModelExposition("celery_", VERSIONS, hostname_label=True)
+    model.process_many([*ev.success("u1", T0, "app.add", runtime=0.25),
+                        *ev.failure("u2", T0, "app.add", runtime=3.0, exception="E('x')")])
+    model.process_many([ev.sent("u3", T0, "app.add"),
+                        ev.received("u3", T0, "app.add", hostname="celery@w2"),
+                        ev.started("u3", T0 + 0.25, hostname="celery@w2")])
+    samples = scrape(scraper)
+    w1 = {"name": "app.add", "queue_name": "default", "hostname": WORKER}
+    w2 = {**w1, "hostname": "celery@w2"}
+    assert {key: v for key, v in samples.items() if key[0] == "celery_task_sent_total"} == {
+        k("celery_task_sent_total", name="app.add", queue_name="default"): 3.0}
+    assert {key: v for key, v in samples.items() if key[0] == "celery_task_started_total"} == {
+        k("celery_task_started_total", **w1): 2.0, k("celery_task_started_total", **w2): 1.0}
+    assert samples[k("celery_task_succeeded_total", **w1)] == 1.0
+    assert samples[k("celery_task_failed_total", **w1)] == 1.0
+    assert samples[k("celery_task_running", **w2)] == 1.0
+    assert samples[k("celery_task_runtime_seconds_count", **w1, state="FAILURE")] == 1.0
+    assert samples[k("celery_task_queue_wait_seconds_count", **w2)] == 1.0
+    assert samples[k("celery_task_lost_total", **w2)] == 0.0
+    # Exceptions stay per task name, as without the option.
+    assert samples[k("celery_task_exceptions_total", name="app.add", exception="E")] == 1.0

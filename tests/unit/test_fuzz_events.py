@@ -156,19 +156,22 @@ class ReferenceCollector:
     ``*MetricFamily`` objects per scrape): what the exposition must render byte for byte.
     """
 
-    def __init__(self, snap: ModelSnapshot, versions: dict[str, str]) -> None:
-        self.snap, self.versions = snap, versions
+    def __init__(self, snap: ModelSnapshot, versions: dict[str, str], hostname: bool) -> None:
+        self.snap, self.versions, self.hostname = snap, versions, hostname
 
-    @staticmethod
-    def values(spec: m.MetricSpec, values: Any) -> Metric:
+    def spec(self, spec: m.MetricSpec) -> m.MetricSpec:
+        return m.with_hostname(spec) if self.hostname and spec in m.HOSTNAME_LABELED else spec
+
+    def values(self, spec: m.MetricSpec, values: Any) -> Metric:
+        spec = self.spec(spec)
         kind = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
         family = kind("celery_" + spec.name, spec.help, labels=spec.labels)
         for labels, value in values.items():
             family.add_metric(list(labels), value)
         return family
 
-    @staticmethod
-    def histograms(spec: m.MetricSpec, values: Any) -> Metric:
+    def histograms(self, spec: m.MetricSpec, values: Any) -> Metric:
+        spec = self.spec(spec)
         family = HistogramMetricFamily("celery_" + spec.name, spec.help, labels=spec.labels)
         for labels, hist in values.items():
             buckets = [(floatToGoString(b), c) for b, c in zip(hist.bounds, hist.cumulative,
@@ -212,21 +215,22 @@ class ReferenceCollector:
 
 @settings(max_examples=100, deadline=None, database=None)
 @given(batches=batches, gaps=st.lists(st.sampled_from([0.0, 0.5, 31.0, 3600.0]), min_size=8,
-                                      max_size=8))
+                                      max_size=8), hostname=st.booleans())
 def test_exposition_renders_what_prometheus_client_renders_scrape_after_scrape(
-        batches: list[list[Any]], gaps: list[float]) -> None:
+        batches: list[list[Any]], gaps: list[float], hostname: bool) -> None:
     now = [T0]
     model = Model(runtime_buckets=(0.5, 5.0, 1e7), queue_wait_buckets=(1e-05, 0.5),
                   max_tasks=3, max_task_names=2, worker_timeout=30.0, worker_retention=60.0,
-                  clock=lambda: now[0], task_lost_grace=30.0)
-    exposition = ModelExposition("celery_", {"version": "1", "celery_version": "5"})
+                  clock=lambda: now[0], task_lost_grace=30.0, hostname_label=hostname)
+    exposition = ModelExposition("celery_", {"version": "1", "celery_version": "5"},
+                                 hostname_label=hostname)
     versions = {"version": "1", "celery_version": "5", "python_version": platform.python_version()}
     for batch, gap in zip(batches, gaps, strict=False):
         model.process_many(batch)
         now[0] += gap
         for _ in range(2):  # the second render comes from the cache
             snap = model.snapshot()
-            expected = generate_latest(ReferenceCollector(snap, versions))
+            expected = generate_latest(ReferenceCollector(snap, versions, hostname))
             assert b"".join(exposition.chunks(snap)) == expected
 
 
