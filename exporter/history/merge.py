@@ -59,6 +59,7 @@ import ast
 import re
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
+from math import isfinite
 from typing import Any, TypeGuard
 
 from ..events import (
@@ -127,7 +128,8 @@ MERGE_RULES: tuple[MergeRule, ...] = (
                         "exception_message_truncated", "traceback", "traceback_truncated"),
               lambda row: row["exception_at"]),
 )
-_RULE_BY_LEAD = {rule.fields[0]: rule for rule in MERGE_RULES}
+#: Lead field → ``(kind, fields, order)`` of its rule (tuples: :func:`merge_into` is per event).
+_RULE_BY_LEAD = {rule.fields[0]: (rule.kind, rule.fields, rule.order) for rule in MERGE_RULES}
 #: Every column an event can set (the writer owns these; action columns are left alone).
 EVENT_FIELDS: tuple[str, ...] = tuple(f for rule in MERGE_RULES for f in rule.fields)
 #: Columns :func:`finalize` derives.
@@ -210,6 +212,9 @@ def precap_event(event: MutableMapping[str, Any], max_field_bytes: int) -> None:
 
 
 def _identifier(value: Any) -> str | None:
+    if (type(value) is str and len(value) <= MAX_IDENTIFIER_CHARS and value.isascii()
+            and "\x00" not in value):  # the usual case, already storable
+        return value or None
     if value is None or value == "":
         return None
     text = value if isinstance(value, str) else str(value)
@@ -217,6 +222,8 @@ def _identifier(value: Any) -> str | None:
 
 
 def _number(value: Any) -> float | None:
+    if type(value) is float:
+        return value if isfinite(value) else None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not finite(value):
         return None
     return float(value)
@@ -261,6 +268,8 @@ def exception_message(text: Any) -> str | None:
 
 def _storable_id(value: Any) -> TypeGuard[str]:
     """A task id the primary key can hold: 1..255 characters, no NUL, encodable as UTF-8."""
+    if type(value) is str and value.isascii():  # the usual case: no lone surrogates
+        return 0 < len(value) <= MAX_IDENTIFIER_CHARS and "\x00" not in value
     return (isinstance(value, str) and 0 < len(value) <= MAX_IDENTIFIER_CHARS
             and "\x00" not in value and _clean(value) == value)
 
@@ -283,39 +292,41 @@ def record_from_event(event: Mapping[str, Any], max_field_bytes: int = DEFAULT_M
     (UTF-8) with their ``*_truncated`` flag set; identifiers at 255 characters. Only fields the
     event carries (not ``None``) appear in the partial row; see the module table.
     """
-    event_type = event.get("type")
+    get = event.get
+    event_type = get("type")
     state = EVENT_STATE.get(event_type) if isinstance(event_type, str) else None
-    task_id = event.get("uuid")
-    timestamp = _number(event.get("timestamp"))
+    task_id = get("uuid")
+    timestamp = _number(get("timestamp"))
     if state is None or timestamp is None or not _storable_id(task_id):
         return None
     row: Row = {"state": state, "state_ts": timestamp}
     if state == "REVOKED":
         row["revoke_reason"] = _revoke_reason(event)
-        row["revoke_signal"] = _int(event.get("signum"))
+        row["revoke_signal"] = _int(get("signum"))
+    # Absent fields (most of them, on most events) are skipped before any conversion.
     for field in ("name", "parent_id", "root_id"):
-        value = _identifier(event.get(field))
-        if value is not None:
+        value = get(field)
+        if value is not None and (value := _identifier(value)) is not None:
             row[field] = value
-    for field in ("args", "kwargs"):
-        if event.get(field) is not None:
-            row[field], row[f"{field}_truncated"] = cap_text(event[field], max_field_bytes)
+    for field, flag in (("args", "args_truncated"), ("kwargs", "kwargs_truncated")):
+        value = get(field)
+        if value is not None:
+            row[field], row[flag] = cap_text(value, max_field_bytes)
     for field in ("eta", "expires"):
-        when = parse_eta(event.get(field))
-        if when is not None:
-            row[field] = when
-    retries, priority = _int(event.get("retries")), _int(event.get("priority"))
-    if retries is not None:
-        row["retries"] = retries
-    if priority is not None:
-        row["priority"] = priority
+        value = get(field)
+        if value is not None and (value := parse_eta(value)) is not None:
+            row[field] = value
+    for field in ("retries", "priority"):
+        value = get(field)
+        if value is not None and (value := _int(value)) is not None:
+            row[field] = value
     if event_type == "task-sent":
         row["sent_at"] = timestamp
         for field in ("routing_key", "exchange"):
-            value = _identifier(event.get(field))
-            if value is not None:
+            value = get(field)
+            if value is not None and (value := _identifier(value)) is not None:
                 row[field] = value
-        queue = _identifier(event.get("queue")) or row.get("routing_key")
+        queue = _identifier(get("queue")) or row.get("routing_key")
         if queue is not None:
             row["queue"] = queue
     elif event_type == "task-received":
@@ -339,8 +350,7 @@ def record_from_event(event: Mapping[str, Any], max_field_bytes: int = DEFAULT_M
         row.update(exception_at=timestamp, exception_type=_identifier(exception_type),
                    exception_message=message, exception_message_truncated=message_cut,
                    traceback=traceback, traceback_truncated=traceback_cut)
-    hostname = _identifier(event.get("hostname"))
-    if event_type in WORKER_EVENTS and hostname is not None:
+    if event_type in WORKER_EVENTS and (hostname := _identifier(get("hostname"))) is not None:
         row["worker_seen_at"] = timestamp
         row["hostname"] = hostname
     return task_id, row
@@ -354,25 +364,28 @@ def merge_into(target: MutableMapping[str, Any], incoming: Mapping[str, Any]) ->
     keys that are no event field (action columns) are left alone. The result does not depend on
     the order in which partial rows are merged.
     """
+    rules = _RULE_BY_LEAD
     for lead, value in incoming.items():
-        rule = _RULE_BY_LEAD.get(lead)
+        rule = rules.get(lead)
         if rule is None or value is None:
             continue
+        kind, fields, order = rule
         current = target.get(lead)
-        kind = rule.kind
         if current is None:
-            for field in rule.fields:
+            for field in fields:
                 target[field] = incoming.get(field)
+        elif kind == _FIRST:
+            continue
         elif kind == _MAX:
             if value > current:
                 target[lead] = value
         elif kind == _MIN:
             if value < current:
                 target[lead] = value
-        elif kind == _NEWEST:
-            assert rule.order is not None
-            if rule.order(incoming) > rule.order(target):
-                for field in rule.fields:
+        else:  # _NEWEST
+            assert order is not None
+            if order(incoming) > order(target):
+                for field in fields:
                     target[field] = incoming.get(field)
 
 
