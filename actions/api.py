@@ -71,6 +71,8 @@ TaskId = Annotated[str, Path(description="Celery task id.", pattern=IDENTIFIER_P
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size, 1..1000.")]
 Name = Annotated[str | None, Query(max_length=255, description="Exact task name.")]
 QueueName = Annotated[str | None, Query(max_length=255, description="Exact queue name.")]
+ExceptionType = Annotated[str | None, Query(
+    max_length=255, description="Exact exception class name of the failure (ValueError).")]
 Time = Annotated[str | None, Query(max_length=64, description="ISO 8601 (UTC when no offset) "
                                                               "or seconds since the epoch.")]
 
@@ -91,7 +93,7 @@ def _routes(api: FastAPI, ctx: ActionContext) -> None:
         state: Annotated[list[str] | None, Query(
             max_length=40, description="Celery state(s), repeatable or comma-separated; any "
                                        "case; aliases failed, succeeded, running.")] = None,
-        name: Name = None, queue: QueueName = None,
+        name: Name = None, queue: QueueName = None, exception_type: ExceptionType = None,
         since: Time = None, until: Time = None, limit: Limit = 50,
         cursor: Annotated[str | None, Query(max_length=512,
                                             description="next_cursor of the previous page.")
@@ -99,8 +101,10 @@ def _routes(api: FastAPI, ctx: ActionContext) -> None:
     ) -> TaskPage:
         return reads.list_tasks(
             ctx, states=parse_states(state or ()), name=check_identifier(name, "name"),
-            queue=check_identifier(queue, "queue"), since=_optional_time(since, "since"),
-            until=_optional_time(until, "until"), limit=limit, cursor=cursor)
+            queue=check_identifier(queue, "queue"),
+            exception_type=check_identifier(exception_type, "exception_type"),
+            since=_optional_time(since, "since"), until=_optional_time(until, "until"),
+            limit=limit, cursor=cursor)
 
     @api.get("/tasks/{task_id}", response_model=TaskDetail, responses=_responses(404, 503),
              summary="One execution: timing, worker, error, traceback, retry links")

@@ -76,7 +76,8 @@ def get_task(ctx: ActionContext, task_id: str) -> TaskDetail:
 
 def list_tasks(ctx: ActionContext, *, states: list[str] | None = None, name: str | None = None,
                queue: str | None = None, since: float | None = None, until: float | None = None,
-               limit: int = 50, cursor: str | None = None) -> TaskPage:
+               limit: int = 50, cursor: str | None = None,
+               exception_type: str | None = None) -> TaskPage:
     """One page of executions, newest state change first (see
     :func:`exporter.history.list_executions`); ``since``/``until`` in epoch seconds.
 
@@ -92,7 +93,8 @@ def list_tasks(ctx: ActionContext, *, states: list[str] | None = None, name: str
     try:
         with history_errors():
             page = list_executions(engine, states=states, name=name, queue=queue, since=since,
-                                   until=until, limit=limit, cursor=cursor)
+                                   until=until, limit=limit, cursor=cursor,
+                                   exception_type=exception_type)
     except InvalidCursor:
         raise InvalidParameter("cursor: not a cursor this API returned (pass next_cursor "
                                "unchanged)", parameter="cursor") from None

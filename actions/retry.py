@@ -42,8 +42,6 @@ from .params import check_identifier, check_range, parse_instant
 
 log = logging.getLogger(__name__)
 
-#: Executions a bulk retry looks at, at most, while filtering by exception type.
-BULK_SCAN_LIMIT = 20_000
 _PAGE = 1000
 
 
@@ -178,7 +176,7 @@ def select_for_bulk(ctx: ActionContext, selection: BulkRetryFilter
     """The executions a bulk retry selects, newest first, at most ``selection.limit``.
 
     Returns:
-        ``(rows, more)``: ``more`` is true when more match (or the scan limit was reached).
+        ``(rows, more)``: ``more`` is true when more executions match than ``limit``.
 
     Raises:
         InvalidParameter: a bad ``since``/``until``.
@@ -194,23 +192,18 @@ def select_for_bulk(ctx: ActionContext, selection: BulkRetryFilter
     engine = ctx.engine()
     matched: list[Execution] = []
     cursor: str | None = None
-    scanned = 0
     while True:
         with history_errors():
             page = list_executions(engine, states=states, name=selection.name,
                                    queue=selection.queue, since=since, until=until,
-                                   limit=_PAGE, cursor=cursor)
-        for row in page.items:
-            scanned += 1
-            if selection.exception_type is None or row.exception_type == selection.exception_type:
-                matched.append(row)
-                if len(matched) > selection.limit:
-                    return matched[:selection.limit], True
+                                   exception_type=selection.exception_type, limit=_PAGE,
+                                   cursor=cursor)
+        matched += page.items
+        if len(matched) > selection.limit:
+            return matched[:selection.limit], True
         cursor = page.next_cursor
         if cursor is None:
             return matched, False
-        if scanned >= BULK_SCAN_LIMIT:
-            return matched, True
 
 
 def bulk_retry(ctx: ActionContext, selection: BulkRetryFilter, *, actor: str

@@ -217,6 +217,7 @@ def list_executions(
     until: float | None = None,
     limit: int = DEFAULT_PAGE_SIZE,
     cursor: str | None = None,
+    exception_type: str | None = None,
 ) -> Page:
     """One page of executions, newest first, filtered by every argument given.
 
@@ -229,6 +230,8 @@ def list_executions(
         until: ``state_ts < until`` (epoch seconds).
         limit: page size, 1..:data:`MAX_PAGE_SIZE`.
         cursor: ``next_cursor`` of the previous page; ``None`` for the first page.
+        exception_type: exact exception class name (``ValueError``, as stored from
+            ``task-failed``).
 
     Raises:
         InvalidCursor: ``cursor`` was not produced by this module.
@@ -244,6 +247,8 @@ def list_executions(
         query = query.where(_C.name == name)
     if queue is not None:
         query = query.where(_C.queue == queue)
+    if exception_type is not None:
+        query = query.where(_C.exception_type == exception_type)
     if since is not None:
         query = query.where(_C.state_ts >= since)
     if until is not None:

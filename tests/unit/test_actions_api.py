@@ -265,6 +265,17 @@ def test_retry_with_the_broker_down_is_503_and_records_nothing(client, engine, b
     assert get_execution(engine, "t1").manual_retry_count == 0
 
 
+def test_list_filters_by_exception_type(client, engine):
+    add_row(engine, "v1", ts=T0 + 1)
+    add_row(engine, "k1", ts=T0 + 2, exception_type="KeyError")
+    add_row(engine, "k2", ts=T0 + 3, exception_type="KeyError")
+    page = client.get("/api/v1/tasks", params={"exception_type": "KeyError", "limit": 1}).json()
+    assert [item["task_id"] for item in page["items"]] == ["k2"]
+    rest = client.get("/api/v1/tasks", params={"exception_type": "KeyError",
+                                               "cursor": page["next_cursor"]}).json()
+    assert ([item["task_id"] for item in rest["items"]], rest["next_cursor"]) == (["k1"], None)
+
+
 def test_bulk_retry_is_a_dry_run_by_default_and_filters(client, engine, broker):
     add_row(engine, "v1", ts=T0 + 1)
     add_row(engine, "v2", ts=T0 + 2, args="(1, 2")  # not a literal: skipped with the reason
