@@ -11,7 +11,10 @@ in three situations:
 - *cold*: the first scrape (nothing cached: every series rendered);
 - *steady*: nothing changed since the last scrape;
 - *busy*: ``--changed`` task lifecycles (spread over random label pairs, so that many series
-  change) applied between two scrapes — what a scrape sees on a busy cluster.
+  change) applied between two scrapes — what a scrape sees on a busy cluster;
+
+and the steady render plus gzip at serve's level (what a Prometheus scrape, which asks for
+gzip, costs).
 
 The baseline, measured in the same run, is the same series held in prometheus-client's own
 Counter/Histogram/Gauge objects rendered by ``generate_latest`` (what a conventional exporter
@@ -21,6 +24,7 @@ does on every scrape, changed or not). No broker is involved: the renderer never
 from __future__ import annotations
 
 import argparse
+import gzip
 import random
 import statistics
 import time
@@ -28,7 +32,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from exporter.app import MetricsEndpoint
+from exporter.app import GZIP_LEVEL, MetricsEndpoint
 from exporter.config import DEFAULT_QUEUE_WAIT_BUCKETS, DEFAULT_RUNTIME_BUCKETS
 from exporter.exposition import ModelExposition
 from exporter.model import Model
@@ -73,7 +77,7 @@ def baseline_registry(names: int, queues: int, workers: int) -> CollectorRegistr
     labels = ["name", "queue_name"]
     counters = [Counter(f"celery_task_{v}", "x", labels, registry=registry)
                 for v in ("sent", "received", "started", "succeeded", "failed", "retried",
-                          "revoked", "rejected")]
+                          "revoked", "rejected", "lost")]
     exceptions = Counter("celery_task_exceptions", "x", ["name", "exception"], registry=registry)
     runtime = Histogram("celery_task_runtime_seconds", "x", labels + ["state"],
                         buckets=DEFAULT_RUNTIME_BUCKETS, registry=registry)
@@ -145,6 +149,7 @@ def main() -> None:
     ours = endpoint()
     ours.render()
     steady_ms, _ = median_ms(ours.render, args.runs)
+    gzip_ms, gzip_size = median_ms(lambda: gzip.compress(ours.render(), GZIP_LEVEL), args.runs)
     rng = random.Random(7)
     done = [0]
 
@@ -168,6 +173,7 @@ def main() -> None:
     rows = [("prometheus-client objects, generate_latest (baseline)", base_ms),
             ("celery-jobmon /metrics, cold (first scrape)", cold_ms),
             ("celery-jobmon /metrics, steady (nothing changed)", steady_ms),
+            (f"  the same + gzip level {GZIP_LEVEL} ({gzip_size / 1e6:.2f} MB sent)", gzip_ms),
             (f"celery-jobmon /metrics, busy ({args.changed:,} lifecycles between)", busy_ms)]
     for label, ms in rows:
         print(f"{label:58} {ms:>10.1f} {ms / base_ms:>7.3f}")
