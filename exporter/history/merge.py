@@ -282,8 +282,11 @@ def _revoke_reason(event: Mapping[str, Any]) -> str:
     return "revoked"
 
 
+_NOTHING: Mapping[str, Any] = {}
+
+
 def record_from_event(event: Mapping[str, Any], max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
-                      ) -> tuple[str, Row] | None:
+                      known: Mapping[str, Any] | None = None) -> tuple[str, Row] | None:
     """Turn one Celery task event into ``(task_id, partial row)``; ``None`` when unusable.
 
     Unusable: not a task event type, no finite ``timestamp``, or a ``uuid`` that is not a
@@ -291,8 +294,15 @@ def record_from_event(event: Mapping[str, Any], max_field_bytes: int = DEFAULT_M
     Args, kwargs, result, exception message and traceback are capped at ``max_field_bytes``
     (UTF-8) with their ``*_truncated`` flag set; identifiers at 255 characters. Only fields the
     event carries (not ``None``) appear in the partial row; see the module table.
+
+    ``known``: the row the record is going to be merged into, if any. ``name``, ``parent_id``,
+    ``root_id``, ``args`` and ``kwargs`` (rule ``first``: merging them into a row that holds
+    them changes nothing) are then left out when ``known`` holds them — the fields every
+    ``task-received`` repeats after its ``task-sent``. ``merge_into(known, record)`` gives the
+    same row either way.
     """
     get = event.get
+    have = _NOTHING.get if known is None else known.get
     event_type = get("type")
     state = EVENT_STATE.get(event_type) if isinstance(event_type, str) else None
     task_id = get("uuid")
@@ -306,11 +316,12 @@ def record_from_event(event: Mapping[str, Any], max_field_bytes: int = DEFAULT_M
     # Absent fields (most of them, on most events) are skipped before any conversion.
     for field in ("name", "parent_id", "root_id"):
         value = get(field)
-        if value is not None and (value := _identifier(value)) is not None:
+        if (value is not None and have(field) is None
+                and (value := _identifier(value)) is not None):
             row[field] = value
     for field, flag in (("args", "args_truncated"), ("kwargs", "kwargs_truncated")):
         value = get(field)
-        if value is not None:
+        if value is not None and have(field) is None:
             row[field], row[flag] = cap_text(value, max_field_bytes)
     for field in ("eta", "expires"):
         value = get(field)

@@ -362,12 +362,12 @@ class HistoryWriter(threading.Thread):
         invalid = 0
         for queue in taken:
             for event in queue:
-                record = record_from_event(event, self.max_field_bytes)
+                current = pending.get(event["uuid"])  # a str: submit checked it
+                record = record_from_event(event, self.max_field_bytes, current)
                 if record is None:
                     invalid += 1
                     continue
                 task_id, row = record
-                current = pending.get(task_id)
                 if current is None:
                     pending[task_id] = row
                 else:

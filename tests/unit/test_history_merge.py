@@ -220,6 +220,35 @@ def test_shuffled_and_batched_events_give_the_same_rows(seed):
     assert _rows(events, groups=rng.randint(2, 6), rng=rng) == expected
 
 
+def _pending_rows(events: list[dict], use_known: bool) -> dict:
+    """Merge as the writer does: the first record is the pending row, the next merge into it."""
+    pending: dict[str, dict] = {}
+    for event in events:
+        known = pending.get(event["uuid"])
+        task_id, partial = record_from_event(event, known=known if use_known else None)
+        if known is None:
+            pending[task_id] = partial
+        else:
+            merge_into(known, partial)
+    for row in pending.values():
+        finalize(row)
+    return pending
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_records_made_for_a_known_row_merge_into_the_same_rows(seed):
+    events = _lifecycles()
+    random.Random(seed).shuffle(events)
+    assert _pending_rows(events, use_known=True) == _pending_rows(events, use_known=False)
+
+
+def test_a_record_for_a_known_row_leaves_out_the_first_fields_it_holds():
+    known = record_from_event(sent("t1", T0))[1]
+    assert record_from_event(received("t1", T0 + 1), known=known)[1] == {
+        "state": "RECEIVED", "state_ts": T0 + 1, "retries": 0, "received_at": T0 + 1,
+        "worker_seen_at": T0 + 1, "hostname": "celery@w1"}
+
+
 def test_in_order_rows_of_the_shuffle_reference():
     rows = _rows(_lifecycles())
     assert {k: r["state"] for k, r in rows.items()} == {
