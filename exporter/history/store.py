@@ -12,11 +12,12 @@ Cost: a row is bound as a plain tuple (positional drivers such as sqlite3) or di
 such as psycopg) to an INSERT or UPDATE that SQLAlchemy compiled once for that set of columns
 (:class:`_Statement`), and run with the driver's ``executemany`` through
 :meth:`~sqlalchemy.engine.Connection.exec_driver_sql` (so driver errors still arrive as
-SQLAlchemy's ``DBAPIError`` subclasses). An INSERT names only the columns that are not NULL (a
-left-out column is NULL too: :data:`OMITTABLE` have no default; binding ``None`` costs sqlite3
-an adapter lookup per parameter), an UPDATE sets only the columns that changed. Per row that is
-a fraction of what ``Connection.execute(insert(table), list_of_dicts)`` spends building
-parameters; the statements are the same SQL.
+SQLAlchemy's ``DBAPIError`` subclasses). An INSERT names only the columns whose value the
+database would not put there itself (:data:`LEFT_OUT`: NULL, the server defaults; binding
+``None`` costs sqlite3 an adapter lookup per parameter, a ``bool`` a call of SQLAlchemy's
+processor), an UPDATE sets only the columns that changed. Per row that is a fraction of what
+``Connection.execute(insert(table), list_of_dicts)`` spends building parameters; the
+statements are the same SQL.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from sqlalchemy import (
     update,
 )
 
-from .merge import DERIVED_FIELDS, EVENT_FIELDS, finalize, merge_into
+from .merge import DERIVED_FIELDS, EVENT_FIELDS, FIELD_DEFAULTS, finalize, merge_into
 from .models import TASK_EXECUTION
 
 _TABLE: Table = TASK_EXECUTION  # type: ignore[assignment]
@@ -57,9 +58,16 @@ _SELECT = (select(*_SELECT_COLUMNS)
 _INSERT = insert(_TABLE)
 #: The SET clause comes from the compiled column keys (the columns that changed).
 _UPDATE = update(_TABLE).where(_TABLE.c.task_id == bindparam(_KEY))
-#: Nullable columns without a default: an INSERT that leaves one out stores NULL in it.
-OMITTABLE = frozenset(c.key for c in _TABLE.columns
-                      if c.nullable and c.default is None and c.server_default is None)
+#: Columns an INSERT leaves out when the row's value is the one given here, which the database
+#: then stores itself: NULL in the nullable columns without a default, and in the NOT NULL ones
+#: their server default (:data:`~exporter.history.merge.FIELD_DEFAULTS`: ``false``, ``0``; a
+#: test compares them with the schema).
+LEFT_OUT: Mapping[str, Any] = {
+    **{c.key: None for c in _TABLE.columns
+       if c.nullable and c.default is None and c.server_default is None},
+    **{key: value for key, value in FIELD_DEFAULTS.items()
+       if _TABLE.c[key].server_default is not None},
+}
 #: Compiled statements kept per dialect; the cache starts afresh beyond this many column sets
 #: (a handful occur: one per combination of events seen, e.g. success, failure, retry).
 MAX_STATEMENTS = 256
@@ -167,7 +175,7 @@ def upsert_rows(connection: Connection, rows: Mapping[str, Mapping[str, Any]], n
             new["task_id"] = task_id
             new["updated_at"] = now
             keys = frozenset([key for key, value in new.items()
-                              if value is not None or key not in OMITTABLE])
+                              if key not in LEFT_OUT or LEFT_OUT[key] != value])
             inserts.setdefault(keys, []).append(new)
             inserted += 1
             continue
