@@ -182,6 +182,7 @@ CAPPED_FIELDS = ("args", "kwargs", "result")
 #: Characters of an ``exception`` repr kept by :func:`precap_event` at least (the message is
 #: parsed out of it, see :func:`exception_message`).
 EXCEPTION_KEEP_CHARS = 65536
+_PRECAPPED = (*CAPPED_FIELDS, "traceback", "exception")
 
 
 def precap_event(event: MutableMapping[str, Any], max_field_bytes: int) -> None:
@@ -198,17 +199,17 @@ def precap_event(event: MutableMapping[str, Any], max_field_bytes: int) -> None:
     a length check per field; only the oversized are sliced.
     """
     limit = max_field_bytes + 1
-    for name in CAPPED_FIELDS:
+    for name in _PRECAPPED:
         value = event.get(name)
-        if isinstance(value, str) and len(value) > limit:
-            event[name] = value[:limit]
-    traceback = event.get("traceback")
-    if isinstance(traceback, str) and len(traceback) > limit + TRACEBACK_TAIL_CHARS:
-        event["traceback"] = traceback[:limit] + traceback[-TRACEBACK_TAIL_CHARS:]
-    exception = event.get("exception")
-    keep = max(EXCEPTION_KEEP_CHARS, limit)
-    if isinstance(exception, str) and len(exception) > keep:
-        event["exception"] = exception[:keep]
+        if isinstance(value, str) and len(value) > limit:  # all three cuts need this
+            if name == "traceback":
+                if len(value) > limit + TRACEBACK_TAIL_CHARS:
+                    event[name] = value[:limit] + value[-TRACEBACK_TAIL_CHARS:]
+            elif name == "exception":
+                if len(value) > EXCEPTION_KEEP_CHARS:
+                    event[name] = value[:max(EXCEPTION_KEEP_CHARS, limit)]
+            else:
+                event[name] = value[:limit]
 
 
 def _identifier(value: Any) -> str | None:

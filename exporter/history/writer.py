@@ -167,7 +167,9 @@ class HistoryWriter(threading.Thread):
         self.prune_interval = prune_interval
         self.clock = clock
         self.upsert = upsert
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        # submit() takes the bare lock (a Condition's `with` costs another Python call per event).
+        self._cond = threading.Condition(self._lock)
         # Guarded by _cond: the queue, flush/stop requests and the counters.
         self._queues: tuple[deque[dict[str, Any]], ...] = (deque(), deque(), deque())
         self._queued = 0
@@ -214,7 +216,7 @@ class HistoryWriter(threading.Thread):
                 precap_event(item, self.max_field_bytes)
         except Exception:  # not a mapping, or a mapping that fails: still never raise
             drop_class, item = None, None
-        with self._cond:
+        with self._lock:
             if item is None or drop_class is None:
                 self._dropped["invalid"] += 1
                 return
