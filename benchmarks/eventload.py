@@ -5,6 +5,11 @@ good consumer, so it would measure the generator. Instead a template of task lif
 published once through the real dispatcher to a private Redis; the exact bytes kombu published
 are captured from pub/sub and later replayed with pipelined ``PUBLISH`` (tens of thousands of
 events per second). Replayed events keep their render-time timestamps.
+
+For RabbitMQ (:class:`RabbitVhost`, :func:`publish_amqp`) the same captured messages are
+unwrapped (JSON body, routing key such as ``task.succeeded``, ``hostname`` header) and
+published as they are (no re-serialization) to the ``celeryev`` topic exchange of a private
+vhost with a kombu ``Producer``.
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from celery import Celery
+from celery.events.event import get_exchange
+from kombu import Connection, Producer
 
 LIFECYCLE_OK = ("task-sent", "task-received", "task-started", "task-succeeded")
 LIFECYCLE_FAIL = ("task-sent", "task-received", "task-started", "task-failed")
@@ -209,4 +217,86 @@ def replay_batches(server: RedisServer, db: int, batches: list[list[tuple[str, b
                     if ahead > 0:
                         time.sleep(ahead)
     pipe.execute()
+    return time.perf_counter() - started
+
+
+class RabbitVhost:
+    """A private vhost on the local RabbitMQ (``rabbitmqctl add_vhost`` + ``set_permissions``
+    for ``user``), deleted with everything in it by :meth:`delete`."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 5672, user: str = "guest",
+                 password: str = "guest") -> None:
+        self.name = f"jobmon-bench-{uuid.uuid4().hex[:12]}"
+        self.host, self.port, self.user, self.password = host, port, user, password
+        self._ctl("add_vhost", self.name)
+        self._ctl("set_permissions", "-p", self.name, user, ".*", ".*", ".*")
+
+    @staticmethod
+    def _ctl(*args: str) -> str:
+        return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True,
+                              text=True).stdout
+
+    def url(self) -> str:
+        return f"amqp://{self.user}:{self.password}@{self.host}:{self.port}/{self.name}"
+
+    def queues(self) -> dict[str, tuple[int, int]]:
+        """``{queue name: (ready messages, consumers)}`` in the vhost."""
+        out = self._ctl("list_queues", "-p", self.name, "--no-table-headers",
+                        "name", "messages_ready", "consumers")
+        found = {}
+        for line in out.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3 and parts[1].isdigit():
+                found[parts[0]] = (int(parts[1]), int(parts[2]))
+        return found
+
+    def wait_event_queue(self, prefix: str = "celeryev.", timeout: float = 30.0) -> str:
+        """Block until exactly one event queue (``prefix``…) exists and has a consumer (the
+        consumer declares it when it connects; a previous consumer's auto-delete queue must be
+        gone, or it would get copies of the burst). Returns its name."""
+        deadline = time.monotonic() + timeout
+        while True:
+            queues = {name: v for name, v in self.queues().items() if name.startswith(prefix)}
+            if len(queues) == 1:
+                name, (_, consumers) = next(iter(queues.items()))
+                if consumers:
+                    return name
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no single consumed event queue in {self.name}: {queues}")
+            time.sleep(0.2)
+
+    def delete(self) -> None:
+        self._ctl("delete_vhost", self.name)
+
+
+def amqp_messages(batches: list[list[tuple[str, bytes]]]
+                  ) -> list[tuple[str, bytes, dict[str, Any]]]:
+    """The prepared Redis ``batches`` (see :func:`prepare`) as AMQP messages:
+    ``(routing key, JSON body bytes, headers)``, in order."""
+    out = []
+    for messages in batches:
+        for _channel, data in messages:
+            envelope = json.loads(data)
+            routing_key = envelope["properties"]["delivery_info"]["routing_key"]
+            out.append((routing_key, base64.b64decode(envelope["body"]), envelope["headers"]))
+    return out
+
+
+def publish_amqp(url: str, messages: list[tuple[str, bytes, dict[str, Any]]]) -> float:
+    """Publish ``messages`` (see :func:`amqp_messages`) to the event exchange at ``url``,
+    bodies as they are (``application/json``, transient, like Celery's dispatcher). Returns
+    once the broker has routed them all (a synchronous call on the same channel answers after
+    every publish before it): the seconds that took."""
+    started = time.perf_counter()
+    with Connection(url) as conn:
+        channel = conn.channel()
+        exchange = get_exchange(conn)
+        producer = Producer(channel, exchange=exchange, auto_declare=True)
+        publish = producer.publish
+        for routing_key, body, headers in messages:
+            publish(body, routing_key=routing_key, serializer=None,
+                    content_type="application/json", content_encoding="utf-8",
+                    headers=headers, delivery_mode=1, retry=False)
+        exchange(channel).declare(passive=True)  # synchronous: the publishes are routed
+        channel.close()
     return time.perf_counter() - started

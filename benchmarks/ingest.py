@@ -31,10 +31,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eventload import (  # noqa: E402
+    RabbitVhost,
     RedisServer,
+    amqp_messages,
     free_port,
     pattern_subscribers,
     prepare,
+    publish_amqp,
     render,
     replay_batches,
     wait_subscribed,
@@ -42,13 +45,17 @@ from eventload import (  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: ``event_queue_ttl`` of the baseline receiver, seconds (the exporter's default is the same):
+#: Celery's default of 5 s makes RabbitMQ drop what a stopped or busy consumer has not read.
+QUEUE_TTL = 300.0
 
 BASELINE = r"""
 import sys, time, resource
 from celery import Celery
 import threading
-url, expected = sys.argv[1], int(sys.argv[2])
+url, expected, ttl = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 app = Celery("baseline", broker=url, set_as_current=False)
+app.conf.event_queue_ttl = ttl  # RabbitMQ: Celery's default 5 s would drop most of a burst
 count = 0
 last = time.perf_counter()
 def on_event(event):
@@ -107,25 +114,72 @@ def scalar(url: str, name: str) -> float:
     return float("nan")
 
 
-def measure_baseline(server: RedisServer, template, copies: int,
+class RedisBroker:
+    """Redis mode: one db per consumer, pub/sub publishing with pipelined ``PUBLISH``."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self.server = server
+
+    def url(self, db: int) -> str:
+        return self.server.url(db)
+
+    def mark(self) -> int:
+        return pattern_subscribers(self.server)
+
+    def wait_consuming(self, mark: int) -> None:
+        wait_subscribed(self.server, mark)
+
+    def prepare(self, template, copies: int):
+        return prepare(template, copies)
+
+    def publish(self, db: int, prepared, rate: float | None = None) -> None:
+        replay_batches(self.server, db, prepared, rate=rate)
+
+
+class AmqpBroker:
+    """RabbitMQ mode: one private vhost for the run; the consumer's own event queue (bound to
+    the ``celeryev`` topic exchange) must exist before the burst is published into it."""
+
+    def __init__(self, vhost: RabbitVhost) -> None:
+        self.vhost = vhost
+
+    def url(self, db: int) -> str:
+        return self.vhost.url()
+
+    def mark(self) -> int:
+        return 0
+
+    def wait_consuming(self, mark: int) -> None:
+        self.vhost.wait_event_queue()
+
+    def prepare(self, template, copies: int):
+        return amqp_messages(prepare(template, copies))
+
+    def publish(self, db: int, prepared, rate: float | None = None) -> None:
+        assert rate is None, "RabbitMQ mode is burst only"
+        publish_amqp(self.vhost.url(), prepared)
+
+
+def measure_baseline(broker, template, copies: int,
                      rate: float | None = None) -> dict:
     expected = len(template.messages) * copies
-    before = pattern_subscribers(server)
-    proc = subprocess.Popen([sys.executable, "-c", BASELINE, server.url(2), str(expected)],
+    before = broker.mark()
+    proc = subprocess.Popen([sys.executable, "-c", BASELINE, broker.url(2), str(expected),
+                             str(QUEUE_TTL)],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
-    wait_subscribed(server, before)
-    batches = prepare(template, copies)
+    broker.wait_consuming(before)
+    batches = broker.prepare(template, copies)
     cpu0 = cpu_seconds(proc.pid)
     start = time.perf_counter()
     if rate:
-        replay_batches(server, 2, batches, rate=rate)
+        broker.publish(2, batches, rate=rate)
     else:
-        # The burst waits in Redis while the consumer is stopped: this measures the
+        # The burst waits in the broker while the consumer is stopped: this measures the
         # consumer's capacity, not the generator's speed.
         os.kill(proc.pid, signal.SIGSTOP)
-        replay_batches(server, 2, batches)
+        broker.publish(2, batches)
         cpu0 = cpu_seconds(proc.pid)
         start = time.perf_counter()
         os.kill(proc.pid, signal.SIGCONT)
@@ -143,13 +197,13 @@ def measure_baseline(server: RedisServer, template, copies: int,
             "expected": expected}
 
 
-def measure_exporter(server: RedisServer, template, copies: int, db: int, *extra: str,
+def measure_exporter(broker, template, copies: int, db: int, *extra: str,
                      rate: float | None = None) -> dict:
     expected = len(template.messages) * copies
-    before = pattern_subscribers(server)
+    before = broker.mark()
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "serve", "--broker-url", server.url(db),
+        [sys.executable, "-m", "exporter", "serve", "--broker-url", broker.url(db),
          "--listen", f"127.0.0.1:{port}", "--no-enable-events", "--log-level", "WARNING",
          *extra],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -166,15 +220,15 @@ def measure_exporter(server: RedisServer, template, copies: int, db: int, *extra
         if time.monotonic() > deadline:
             raise RuntimeError("exporter did not become ready")
         time.sleep(0.1)
-    wait_subscribed(server, before)
-    batches = prepare(template, copies)
+    broker.wait_consuming(before)
+    batches = broker.prepare(template, copies)
     cpu0 = cpu_seconds(proc.pid)
     start = time.perf_counter()
     if rate:
-        replay_batches(server, db, batches, rate=rate)
+        broker.publish(db, batches, rate=rate)
     else:
         os.kill(proc.pid, signal.SIGSTOP)
-        replay_batches(server, db, batches)
+        broker.publish(db, batches)
         cpu0 = cpu_seconds(proc.pid)
         start = time.perf_counter()
         os.kill(proc.pid, signal.SIGCONT)
@@ -205,11 +259,17 @@ def main() -> None:
                         help="sustained mode: publish at this many events/s (default: burst)")
     parser.add_argument("--duration", type=float, default=60.0,
                         help="sustained mode: seconds to publish for")
+    parser.add_argument("--broker", choices=("redis", "amqp"), default="redis",
+                        help="redis: a private redis-server; amqp: a private vhost on the "
+                             "RabbitMQ at 127.0.0.1:5672 (guest/guest), burst only")
     args = parser.parse_args()
     sustained = args.rate is not None
+    if sustained and args.broker == "amqp":
+        parser.error("--broker amqp measures bursts only (no --rate)")
     # Sustained mode keeps Redis' default pub/sub output limit (what production sees): a
     # consumer that falls 32 MB behind is disconnected and loses events.
     server = RedisServer(lift_pubsub_limit=not sustained)
+    vhost = None
     try:
         template = render(server, tasks=args.tasks)
         copies = (max(1, int(args.rate * args.duration / len(template.messages)))
@@ -219,21 +279,39 @@ def main() -> None:
         print(f"template: {len(template.messages)} events ({args.tasks} lifecycles), "
               f"replayed {mode}")
         history_dir = tempfile.mkdtemp(prefix="jobmon-bench-history-")
+        history = ("--history-url", f"sqlite:///{history_dir}/history.db")
         rate = args.rate
-        rows = [
-            ("celery EventReceiver (count only)",
-             measure_baseline(server, template, copies, rate=rate)),
-            ("jobmon, kombu path, no history",
-             measure_exporter(server, template, copies, 3, "--no-redis-fast-path",
-                              "--no-history", rate=rate)),
-            ("jobmon, Redis fast path, no history",
-             measure_exporter(server, template, copies, 4, "--no-history", rate=rate)),
-            ("jobmon, fast path + history (SQLite)",
-             measure_exporter(server, template, copies, 5, "--history-url",
-                              f"sqlite:///{history_dir}/history.db", rate=rate)),
-        ]
+        if args.broker == "amqp":
+            server.stop()  # only needed to render the template
+            vhost = RabbitVhost()
+            amqp = AmqpBroker(vhost)
+            print(f"RabbitMQ vhost {vhost.name}; event queues with message TTL "
+                  f"{QUEUE_TTL:.0f} s (baseline: event_queue_ttl; exporter: its default)")
+            rows = [
+                ("celery EventReceiver (count only)",
+                 measure_baseline(amqp, template, copies)),
+                ("jobmon, kombu path, no history",
+                 measure_exporter(amqp, template, copies, 0, "--no-history")),
+                ("jobmon, kombu path + history (SQLite)",
+                 measure_exporter(amqp, template, copies, 0, *history)),
+            ]
+        else:
+            redis_ = RedisBroker(server)
+            rows = [
+                ("celery EventReceiver (count only)",
+                 measure_baseline(redis_, template, copies, rate=rate)),
+                ("jobmon, kombu path, no history",
+                 measure_exporter(redis_, template, copies, 3, "--no-redis-fast-path",
+                                  "--no-history", rate=rate)),
+                ("jobmon, Redis fast path, no history",
+                 measure_exporter(redis_, template, copies, 4, "--no-history", rate=rate)),
+                ("jobmon, fast path + history (SQLite)",
+                 measure_exporter(redis_, template, copies, 5, *history, rate=rate)),
+            ]
     finally:
         server.stop()
+        if vhost is not None:
+            vhost.delete()
     base_rate = rows[0][1]["events"] / rows[0][1]["seconds"]
     print(f"{'consumer':38} {'events':>8} {'seconds':>8} {'events/s':>9} {'x base':>7} "
           f"{'CPU s/100k':>10} {'ev/CPU-s':>9} {'peak RSS MB':>11} {'lost %':>7} {'gaps':>5}")
