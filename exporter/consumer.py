@@ -8,9 +8,11 @@ Two paths, one behaviour:
   acquisition per batch). Reconnects back off exponentially (1 s, 2 s, 4 s … at most
   ``--reconnect-max-interval``); :meth:`EventConsumer.stop` interrupts the wait.
 - **kombu path** (RabbitMQ, Sentinel, anything else): Celery's :class:`EventReceiver` (same
-  queue, exchange and bindings as Flower or ``celery events``), decoding with kombu; reconnects
-  use kombu's capped backoff (``ensure_connection``: 1 s, then +2 s per attempt, at most
-  ``--reconnect-max-interval``).
+  queue, exchange and bindings as Flower or ``celery events``); plain JSON bodies are decoded
+  without kombu's per-message decoder set-up (:func:`decode_message`), the rest by kombu; on
+  a plain ``amqp://`` connection py-amqp's socket reads are buffered
+  (:class:`_BufferedTCPTransport`). Reconnects use kombu's capped backoff
+  (``ensure_connection``: 1 s, then +2 s per attempt, at most ``--reconnect-max-interval``).
 
 It never gives up and never exits on a broker error; an undecodable message is counted and
 skipped. Losing a connection that was consuming is counted as an event gap: what the broker
@@ -22,6 +24,8 @@ a worker that went away) moves on when no event arrives.
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -29,6 +33,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
+from amqp.transport import TCPTransport
 from celery import Celery
 from celery.events.receiver import EventReceiver
 from kombu import Connection
@@ -47,6 +52,96 @@ _REDIS_HINT = ("; Redis also closes a pub/sub client that reads too slowly "
                "(client-output-buffer-limit pubsub)")
 
 
+_JSON = "application/json"
+#: Bytes asked from the socket at once on the py-amqp path (about 100 event messages).
+_AMQP_READ_SIZE = 1 << 16
+
+
+def decode_message(message: Any, json_accepted: bool) -> Any:
+    """The body of a kombu ``message``, exactly as kombu's ``message.decode()`` gives it.
+
+    Plain JSON (``application/json`` accepted; the body a ``str`` — py-amqp decoded it by its
+    content encoding — or UTF-8 bytes; no kombu ``__type__`` marker) is decoded with the
+    standard library's shared decoder: kombu's own JSON decoding builds a decoder with an
+    ``object_hook`` per message, which only acts on ``__type__`` objects. Everything else
+    (kombu's typed JSON, bad JSON, other serializers, content types not accepted) goes
+    through ``message.decode()``.
+
+    Raises:
+        kombu.exceptions.ContentDisallowed: the content type is not accepted.
+        Exception: anything else undecodable (kombu's ``DecodeError``).
+
+    """
+    body = message.body
+    if json_accepted and message.content_type == _JSON:
+        if isinstance(body, str):
+            plain = '"__type__"' not in body
+        else:
+            plain = message.content_encoding == "utf-8" and b'"__type__"' not in body
+        if plain:
+            try:
+                return json.loads(body)
+            except ValueError:
+                pass  # kombu raises its own error for it
+    return message.decode()
+
+
+class _BufferedTCPTransport(TCPTransport):
+    """py-amqp's plain TCP transport, reading up to :data:`_AMQP_READ_SIZE` bytes per
+    ``recv`` instead of exactly what the next piece of a frame needs (three ``recv`` calls per
+    frame, three frames per event message).
+
+    What was read ahead is ``_read_buffer[_read_pos:]`` (an offset, so that taking a few bytes
+    does not copy the rest). Whenever :meth:`_read` raises (a timeout, a lost connection), the
+    unread bytes are left as ``_read_buffer`` with ``_read_pos`` 0: what py-amqp's
+    ``read_frame`` expects when it puts a partly read frame back after a timeout.
+    """
+
+    _read_buffer: bytes
+    _read_pos = 0
+
+    def _read(self, n: int, initial: bool = False,
+              _errnos: tuple[int, ...] = (errno.EAGAIN, errno.EINTR)) -> bytes:
+        buf, pos = self._read_buffer, self._read_pos
+        end = pos + n
+        if end <= len(buf):
+            self._read_pos = end
+            return buf[pos:end]
+        rbuf = buf[pos:]
+        self._read_buffer, self._read_pos = rbuf, 0
+        recv = self._quick_recv
+        try:
+            while len(rbuf) < n:
+                try:
+                    chunk = recv(max(n - len(rbuf), _AMQP_READ_SIZE))
+                except OSError as exc:
+                    if exc.errno in _errnos:
+                        if initial and self.raise_on_initial_eintr:
+                            raise TimeoutError() from exc
+                        continue
+                    raise
+                if not chunk:
+                    raise OSError("Server unexpectedly closed connection")
+                rbuf += chunk
+        except BaseException:
+            self._read_buffer = rbuf
+            raise
+        self._read_buffer, self._read_pos = rbuf, n
+        return rbuf[:n]
+
+
+def buffer_reads(conn: Connection) -> bool:
+    """Make the socket reads of ``conn`` (a connected kombu connection) buffered when it uses
+    py-amqp's plain TCP transport (:class:`_BufferedTCPTransport`); TLS and other transports
+    are left as they are. Returns whether it did.
+    """
+    transport = getattr(getattr(conn, "connection", None), "transport", None)
+    if type(transport) is not TCPTransport:
+        return False
+    transport.__class__ = _BufferedTCPTransport
+    return True
+
+
 class _Stopping(Exception):
     """Raised inside kombu's retry loop to leave it when the consumer is asked to stop."""
 
@@ -61,16 +156,23 @@ class _Receiver(EventReceiver):
         super().__init__(connection, **kwargs)
         self.model = model
         self.owner = consumer
+        self._json_accepted = _JSON in accept_content(self.accept)
 
     def get_consumers(self, Consumer: Any, channel: Any) -> list[Any]:  # noqa: N803 (kombu API)
-        return [Consumer(queues=[self.queue], callbacks=[self._receive], no_ack=True,
+        # on_message: kombu hands over the message undecoded (decode_message does it).
+        return [Consumer(queues=[self.queue], on_message=self._on_message, no_ack=True,
                          accept=self.accept, on_decode_error=self.on_decode_error)]
 
     def on_iteration(self) -> None:
         """Called by kombu's consume loop at least once a second: the model's housekeeping."""
         self.model.tick()
 
-    def _receive(self, body: Any, message: Any) -> None:
+    def _on_message(self, message: Any) -> None:
+        try:
+            body = decode_message(message, self._json_accepted)
+        except Exception as exc:
+            self.owner.count_undecodable(exc)
+            return
         # Celery >= 4 may send a list of events in one message (buffered dispatchers).
         self.model.process_many(body if isinstance(body, list) else (body,))
 
@@ -81,6 +183,7 @@ class _Receiver(EventReceiver):
     def establish_connection(self) -> Iterator[Connection]:
         with self.create_connection() as conn:
             self.owner.ensure_connection(conn)
+            buffer_reads(conn)
             yield conn
 
     def on_connection_error(self, exc: Exception, interval: float) -> None:
