@@ -16,6 +16,7 @@ import orjson
 import pytest
 from celery import Celery
 from kombu.exceptions import ContentDisallowed
+from kombu.serialization import loads as kombu_loads
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
@@ -342,3 +343,13 @@ def test_pickle_is_refused_unless_accepted():
     with pytest.raises(ContentDisallowed):
         decode_payload(payload, accept_content(("json",)))
     assert decode_payload(payload, accept_content(("json", "pickle"))) == [1]
+
+
+@pytest.mark.parametrize("number", [2**64, 2**70, -(2**63) - 1, 10**19, -(10**30), 2**63 - 1])
+def test_integers_beyond_64_bits_decode_as_kombu_decodes_them(number):
+    # orjson turns integers outside 64 bits into floats; kombu's JSON keeps them exact.
+    body = json.dumps({"type": "worker-heartbeat", "hostname": "w@h", "processed": number,
+                       "args": "('12345678901234567890',)"}).encode()
+    decoded = decode_payload(envelope(body), accept_content(("json",)))
+    assert decoded == [kombu_loads(body, "application/json", "utf-8")]
+    assert type(decoded[0]["processed"]) is int
