@@ -9,9 +9,8 @@ Two paths, one behaviour:
   ``--reconnect-max-interval``); :meth:`EventConsumer.stop` interrupts the wait.
 - **kombu path** (RabbitMQ, Sentinel, anything else): Celery's :class:`EventReceiver` (same
   queue, exchange and bindings as Flower or ``celery events``); plain JSON bodies are decoded
-  without kombu's per-message decoder set-up (:func:`decode_message`), the rest by kombu; on
-  a plain ``amqp://`` connection py-amqp's socket reads are buffered
-  (:class:`_BufferedTCPTransport`). Reconnects use kombu's capped backoff
+  without kombu's per-message decoder set-up (:func:`decode_message`), the rest by kombu.
+  Reconnects use kombu's capped backoff
   (``ensure_connection``: 1 s, then +2 s per attempt, at most ``--reconnect-max-interval``).
 
 It never gives up and never exits on a broker error; an undecodable message is counted and
@@ -24,7 +23,6 @@ a worker that went away) moves on when no event arrives.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import threading
@@ -33,7 +31,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
-from amqp.transport import TCPTransport
 from celery import Celery
 from celery.events.receiver import EventReceiver
 from kombu import Connection
@@ -53,8 +50,6 @@ _REDIS_HINT = ("; Redis also closes a pub/sub client that reads too slowly "
 
 
 _JSON = "application/json"
-#: Bytes asked from the socket at once on the py-amqp path (about 100 event messages).
-_AMQP_READ_SIZE = 1 << 16
 
 
 def decode_message(message: Any, json_accepted: bool) -> Any:
@@ -84,62 +79,6 @@ def decode_message(message: Any, json_accepted: bool) -> Any:
             except ValueError:
                 pass  # kombu raises its own error for it
     return message.decode()
-
-
-class _BufferedTCPTransport(TCPTransport):
-    """py-amqp's plain TCP transport, reading up to :data:`_AMQP_READ_SIZE` bytes per
-    ``recv`` instead of exactly what the next piece of a frame needs (three ``recv`` calls per
-    frame, three frames per event message).
-
-    What was read ahead is ``_read_buffer[_read_pos:]`` (an offset, so that taking a few bytes
-    does not copy the rest). Whenever :meth:`_read` raises (a timeout, a lost connection), the
-    unread bytes are left as ``_read_buffer`` with ``_read_pos`` 0: what py-amqp's
-    ``read_frame`` expects when it puts a partly read frame back after a timeout.
-    """
-
-    _read_buffer: bytes
-    _read_pos = 0
-
-    def _read(self, n: int, initial: bool = False,
-              _errnos: tuple[int, ...] = (errno.EAGAIN, errno.EINTR)) -> bytes:
-        buf, pos = self._read_buffer, self._read_pos
-        end = pos + n
-        if end <= len(buf):
-            self._read_pos = end
-            return buf[pos:end]
-        rbuf = buf[pos:]
-        self._read_buffer, self._read_pos = rbuf, 0
-        recv = self._quick_recv
-        try:
-            while len(rbuf) < n:
-                try:
-                    chunk = recv(max(n - len(rbuf), _AMQP_READ_SIZE))
-                except OSError as exc:
-                    if exc.errno in _errnos:
-                        if initial and self.raise_on_initial_eintr:
-                            raise TimeoutError() from exc
-                        continue
-                    raise
-                if not chunk:
-                    raise OSError("Server unexpectedly closed connection")
-                rbuf += chunk
-        except BaseException:
-            self._read_buffer = rbuf
-            raise
-        self._read_buffer, self._read_pos = rbuf, n
-        return rbuf[:n]
-
-
-def buffer_reads(conn: Connection) -> bool:
-    """Make the socket reads of ``conn`` (a connected kombu connection) buffered when it uses
-    py-amqp's plain TCP transport (:class:`_BufferedTCPTransport`); TLS and other transports
-    are left as they are. Returns whether it did.
-    """
-    transport = getattr(getattr(conn, "connection", None), "transport", None)
-    if type(transport) is not TCPTransport:
-        return False
-    transport.__class__ = _BufferedTCPTransport
-    return True
 
 
 class _Stopping(Exception):
@@ -183,7 +122,6 @@ class _Receiver(EventReceiver):
     def establish_connection(self) -> Iterator[Connection]:
         with self.create_connection() as conn:
             self.owner.ensure_connection(conn)
-            buffer_reads(conn)
             yield conn
 
     def on_connection_error(self, exc: Exception, interval: float) -> None:
