@@ -162,7 +162,8 @@ TASKS_IN_MEMORY = MetricSpec(
 )
 TASK_INDEX_EVICTIONS = MetricSpec(
     "jobmon_task_index_evictions_total", "counter",
-    "Tasks evicted from the task index because it reached --max-tasks-in-memory.",
+    "Unfinished tasks evicted from the task index because it reached --max-tasks-in-memory "
+    "(their later events join to name/queue unknown).",
     (), "", "exporter",
 )
 TASK_NAMES_FOLDED = MetricSpec(

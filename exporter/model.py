@@ -94,6 +94,9 @@ _TIMESTAMP_SLOT = {"task-sent": "sent", "task-received": "received", "task-start
 #: Terminal reports counted once per execution, and the states they leave.
 _FINISH_TYPES = frozenset({"task-succeeded", "task-failed"})
 _FINISHED = frozenset({"SUCCESS", "FAILURE"})
+#: States after which a task sends no more events of its own (a retried task comes back with
+#: its id, a cancelled one is delivered again): its index record moves to the finished tasks.
+INDEX_FINISHED = frozenset({"SUCCESS", "FAILURE", "REVOKED", "REJECTED", "LOST"})
 
 
 @dataclass(frozen=True)
@@ -264,8 +267,7 @@ class Model:
                     continue
                 record, evicted = self.index.get_or_create(task.task_id)
                 if evicted is not None:
-                    self._evictions += 1
-                    self._end_execution(evicted)
+                    self._forget(evicted)
                 record.name = self._label_name(task.name) if task.name else UNKNOWN
                 record.queue = task.queue or UNKNOWN
                 record.routing_key = task.routing_key
@@ -388,6 +390,7 @@ class Model:
             timestamp = max(last_timestamp, record.state_ts or last_timestamp)
             record.state, record.state_ts = "LOST", timestamp
             self._end_execution(record)
+            self._finished(task_id)
             self.series.count_lost(labels)
             if self._history is not None:
                 self._history({"type": TASK_LOST, "uuid": task_id, "timestamp": timestamp,
@@ -395,6 +398,15 @@ class Model:
         if lost:
             log.warning("worker gone with running tasks hostname=%s lost=%d", hostname,
                         len(lost))
+
+    def _forget(self, evicted: TaskRecord) -> None:
+        """Undo what a record evicted from the index contributed; count the eviction when the
+        task had not finished (its later events will not join to its name and queue).
+        """
+        if evicted.state not in INDEX_FINISHED:
+            self._evictions += 1
+        self._end_execution(evicted)
+        self._count_deferred(evicted)
 
     def _label_name(self, name: str) -> str:
         if name in self._names:
@@ -413,9 +425,7 @@ class Model:
         """
         record, evicted = self.index.get_or_create(event["uuid"])
         if evicted is not None:
-            self._evictions += 1
-            self._end_execution(evicted)
-            self._count_deferred(evicted)
+            self._forget(evicted)
         name = event.get("name")
         if name and record.name == UNKNOWN:
             record.name = self._label_name(name)
@@ -564,6 +574,14 @@ class Model:
     def _finish(self, record: TaskRecord, event_type: str, event: dict) -> None:
         if self._set_state(record, event_type, event["timestamp"]):
             self._end_execution(record)
+            if record.state in INDEX_FINISHED:
+                self._finished(event["uuid"])
+
+    def _finished(self, task_id: str) -> None:
+        """Move the task to the index's finished tasks (first to be evicted)."""
+        evicted = self.index.finish(task_id)
+        if evicted is not None:
+            self._forget(evicted)
 
     def _on_worker(self, event_type: str, event: dict, now: float) -> None:
         self.workers.update(event_type, event, now)

@@ -99,7 +99,8 @@ SERVE_OPTIONS: list[Decorator] = [
            help="Upper bounds (seconds) of celery_task_queue_wait_seconds."),
     option("--max-tasks-in-memory", type=click.IntRange(min=1),
            default=c.DEFAULT_MAX_TASKS_IN_MEMORY,
-           help="Capacity of the in-memory task index (least recently used tasks are evicted)."),
+           help="Capacity of the in-memory task index; finished tasks are kept up to a quarter "
+                "of it and evicted first (least recently used)."),
     option("--max-task-names", type=click.IntRange(min=1), default=c.DEFAULT_MAX_TASK_NAMES,
            help='Distinct task names kept as label values; more fold into name="other".'),
     option("--worker-timeout", type=DURATION, default=seconds(c.DEFAULT_WORKER_TIMEOUT),

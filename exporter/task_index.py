@@ -46,47 +46,74 @@ class TaskRecord:
 
 
 class TaskIndex:
-    """Bounded, least-recently-used map of task id → :class:`TaskRecord`.
+    """Bounded map of task id → :class:`TaskRecord`, least recently used out first.
 
-    ``get_or_create`` and ``get`` mark an entry as used; when more than ``capacity`` entries
-    exist, the least recently used one is evicted and returned to the caller so it can undo
-    what the entry contributed (e.g. the running gauge).
+    Two LRU lists: tasks still in progress, and tasks that finished (:meth:`finish`). A
+    finished task's record only serves to recognise a duplicate or a late event, so finished
+    tasks are the first to go: they are kept up to ``finished_capacity`` (a quarter of
+    ``capacity`` by default), and when more than ``capacity`` tasks are held in all, the least
+    recently used finished one is evicted before any task in progress — whose record is what
+    joins its ``task-succeeded``/``task-failed`` (which carry only the id) to its name and
+    queue. ``get_or_create``, ``get`` and ``finish`` mark an entry as used; an evicted record is
+    returned to the caller so it can undo what it contributed (e.g. the running gauge).
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, finished_capacity: int | None = None) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
-        self._entries: OrderedDict[str, TaskRecord] = OrderedDict()
+        self.finished_capacity = max(1, capacity // 4) if finished_capacity is None \
+            else finished_capacity
+        self._active: OrderedDict[str, TaskRecord] = OrderedDict()
+        self._finished: OrderedDict[str, TaskRecord] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._active) + len(self._finished)
 
     def __iter__(self) -> Iterator[tuple[str, TaskRecord]]:
-        return iter(self._entries.items())
+        """Every ``(task id, record)``: tasks in progress, then finished ones."""
+        yield from self._active.items()
+        yield from self._finished.items()
 
     def get(self, task_id: str) -> TaskRecord | None:
         """Return the record for ``task_id`` (and mark it used), or ``None``."""
-        record = self._entries.get(task_id)
-        if record is not None:
-            self._entries.move_to_end(task_id)
-        return record
+        for entries in (self._active, self._finished):
+            record = entries.get(task_id)
+            if record is not None:
+                entries.move_to_end(task_id)
+                return record
+        return None
 
     def peek(self, task_id: str) -> TaskRecord | None:
         """Return the record for ``task_id`` without marking it used, or ``None``."""
-        return self._entries.get(task_id)
+        record = self._active.get(task_id)
+        return self._finished.get(task_id) if record is None else record
 
     def get_or_create(self, task_id: str) -> tuple[TaskRecord, TaskRecord | None]:
-        """Return ``(record, evicted)``: the record for ``task_id``, created when absent.
-
-        ``evicted`` is the record pushed out to stay within ``capacity``, or ``None``.
+        """Return ``(record, evicted)``: the record for ``task_id``, created (in progress) when
+        absent. ``evicted`` is the record pushed out to stay within ``capacity`` — the least
+        recently used finished task, else the least recently used task in progress — or
+        ``None``.
         """
-        entries = self._entries
-        record = entries.get(task_id)
+        record = self.get(task_id)
         if record is not None:
-            entries.move_to_end(task_id)
             return record, None
-        record = entries[task_id] = TaskRecord()
-        if len(entries) > self.capacity:
-            return record, entries.popitem(last=False)[1]
-        return record, None
+        record = self._active[task_id] = TaskRecord()
+        if len(self._active) + len(self._finished) <= self.capacity:
+            return record, None
+        victims = self._finished if self._finished else self._active
+        return record, victims.popitem(last=False)[1]
+
+    def finish(self, task_id: str) -> TaskRecord | None:
+        """Move ``task_id`` to the finished tasks (marked used); returns the finished record
+        evicted to stay within ``finished_capacity``, or ``None``.
+        """
+        record = self._active.pop(task_id, None)
+        if record is None:
+            if task_id in self._finished:
+                self._finished.move_to_end(task_id)
+            return None
+        self._finished[task_id] = record
+        if len(self._finished) > self.finished_capacity:
+            return self._finished.popitem(last=False)[1]
+        return None

@@ -416,8 +416,10 @@ def test_interleaved_lifecycles_give_the_ordered_counters(make_model, ev, seed) 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_fully_shuffled_events_keep_totals_and_final_states(make_model, ev, seed) -> None:
     # A full shuffle also reorders one task's own events: counts taken before the name and
-    # queue are known go under "unknown", so only totals and states can match exactly.
-    ordered_model, shuffled_model = make_model(), make_model()
+    # queue are known go under "unknown", so only totals and states can match exactly. The
+    # index keeps every task (300 finished: under a quarter of 2,000), as the shuffle reaches
+    # across all of them.
+    ordered_model, shuffled_model = make_model(max_tasks=2000), make_model(max_tasks=2000)
     rng = random.Random(seed)
     tasks = _workload(ev, rng)
     ordered = [dict(e) for task in tasks for e in task]
@@ -535,14 +537,33 @@ def test_evicting_a_running_task_decrements_running_and_counts_an_eviction(make_
     assert model.index.get("u1") is None
 
 
-def test_evicting_a_finished_task_leaves_running_alone(make_model, ev) -> None:
+def test_evicting_a_finished_task_leaves_running_alone_and_is_no_eviction(make_model,
+                                                                          ev) -> None:
     model = make_model(max_tasks=1)
     model.process_many([*ev.success("u1", T0, "app.add"), ev.sent("u2", T0 + 1, "app.add"),
                         ev.started("u2", T0 + 2)])
     snap = model.snapshot()
     assert snap.running == {ADD: 1}
-    assert snap.task_index_evictions == 1
+    assert snap.task_index_evictions == 0  # only unfinished tasks lost to the limit count
     assert snap.tasks_in_memory == 1
+
+
+def test_finished_tasks_make_room_before_any_running_one(make_model, ev) -> None:
+    # 8 tasks in all, at most 2 finished ones: a flood of finished tasks never pushes out the
+    # running task, whose end still joins to its name and queue.
+    model = make_model(max_tasks=8)
+    model.process_many([ev.sent("long", T0, "app.mul"), ev.started("long", T0 + 1)])
+    for i in range(50):
+        model.process_many(ev.success(f"u{i}", T0 + 2 + i, "app.add"))
+    assert model.snapshot().tasks_in_memory == 3  # long + the 2 latest finished
+    model.process_many([ev.succeeded("long", T0 + 99, 98.0)])
+    snap = model.snapshot()
+    assert snap.lifecycle["task-succeeded"] == {ADD: 50, ("app.mul", "default"): 1}
+    assert snap.running == {ADD: 0, ("app.mul", "default"): 0}
+    assert snap.task_index_evictions == 0
+    # A late duplicate of a recently finished task is still recognised.
+    model.process_many([ev.succeeded("u49", T0 + 51.125 + 0.25, 0.25)])
+    assert model.snapshot().events_malformed == {"duplicate": 1}
 
 
 # -- malformed events -------------------------------------------------------------------------

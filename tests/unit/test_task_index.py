@@ -83,3 +83,35 @@ def test_capacity_below_one_is_rejected(capacity: int) -> None:
     with pytest.raises(ValueError) as info:
         TaskIndex(capacity)
     assert str(info.value) == "capacity must be at least 1"
+
+
+def test_finished_tasks_are_evicted_first_and_kept_up_to_their_own_limit() -> None:
+    index = TaskIndex(4, finished_capacity=2)
+    records = {task_id: index.get_or_create(task_id)[0] for task_id in ("a", "b", "c", "d")}
+    assert index.finish("a") is None
+    assert index.finish("b") is None
+    evicted_finished = index.finish("c")  # a third finished task: the oldest finished goes
+    assert evicted_finished is records["a"]
+    assert index.get_or_create("e")[1] is None  # d, e in progress, b, c finished: 4
+    # Full: a new task evicts the least recently used finished one, not d or e.
+    _, evicted = index.get_or_create("f")
+    assert evicted is records["b"]
+    assert [task_id for task_id, _ in index] == ["d", "e", "f", "c"]
+
+
+def test_finishing_marks_used_and_an_unknown_id_is_ignored() -> None:
+    index = TaskIndex(10, finished_capacity=2)
+    for task_id in ("a", "b", "c"):
+        index.get_or_create(task_id)
+        index.finish(task_id)
+    assert [task_id for task_id, _ in index] == ["b", "c"]
+    index.get("b")  # used: c is now the least recently used finished task
+    index.get_or_create("d")
+    index.finish("d")
+    assert [task_id for task_id, _ in index] == ["b", "d"]
+    assert index.finish("never-seen") is None
+    assert len(index) == 2
+
+
+def test_default_finished_capacity_is_a_quarter() -> None:
+    assert (TaskIndex(100_000).finished_capacity, TaskIndex(3).finished_capacity) == (25_000, 1)
