@@ -131,9 +131,16 @@ def test_database_outage_loses_no_row(redis_url, pg_url, producer, start_exporte
         proxy.close()  # the database is gone for the exporter
         for i in range(4):
             app.send_task("examples.tasks.add", (i, i), queue="a")
-        wait_for(lambda: exporter.metrics().value(
-            "celery_task_succeeded_total", name="examples.tasks.add", queue_name="a") == 7, 30,
-            what="metrics keep counting")
+        try:
+            wait_for(lambda: exporter.metrics().value(
+                "celery_task_succeeded_total", name="examples.tasks.add", queue_name="a") == 7,
+                30, what="metrics keep counting")
+        except AssertionError as exc:  # say what was counted, and what both processes said
+            succeeded = exporter.metrics().value("celery_task_succeeded_total",
+                                                 name="examples.tasks.add", queue_name="a")
+            raise AssertionError(f"{exc}; succeeded={succeeded}\nexporter:\n"
+                                 f"{exporter.output()[-3000:]}\nworker:\n"
+                                 f"{worker.output()[-3000:]}") from None
         wait_for(lambda: exporter.metrics().value(
             "celery_jobmon_history_write_errors_total") >= 1, 30, what="write errors counted")
         metrics = exporter.metrics()
