@@ -34,7 +34,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from exporter.secrets import MASK
+from exporter.secrets import Redactor
 
 from .errors import ActionError
 
@@ -88,19 +88,6 @@ def _phrase(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
-
-
-class Redactor:
-    """Replaces each secret (longest first) with ``**`` in a text."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        """``text`` with every secret masked."""
-        for secret in self.secrets:
-            text = text.replace(secret, MASK)
-        return text
 
 
 def action_error_response(exc: ActionError, redact: Redactor) -> ProblemResponse:

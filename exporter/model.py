@@ -390,7 +390,7 @@ class Model:
             timestamp = max(last_timestamp, record.state_ts or last_timestamp)
             record.state, record.state_ts = "LOST", timestamp
             self._end_execution(record)
-            self._finished(task_id)
+            self._move_to_finished(task_id)
             self.series.count_lost(labels)
             if self._history is not None:
                 self._history({"type": TASK_LOST, "uuid": task_id, "timestamp": timestamp,
@@ -456,17 +456,15 @@ class Model:
 
     def _count(self, event_type: str, record: TaskRecord) -> Labels:
         labels: Labels
-        if not self._hostname_label:
-            labels = (record.name, record.queue)
-        elif event_type == "task-sent":
-            # The producer's event: no worker has the task yet, whatever order the events
-            # arrived in, so task_sent_total keeps (name, queue_name) only.
-            labels = (record.name, record.queue)
-            self.series.count(event_type, labels, first_sighting=False)
-            return labels
-        else:
+        if self._hostname_label and event_type != "task-sent":
             labels = (record.name, record.queue, record.hostname or UNKNOWN)
-        self.series.count(event_type, labels)
+            self.series.count(event_type, labels)
+        else:
+            # task-sent is the producer's event: no worker has the task yet, whatever order
+            # the events arrive in, so task_sent_total keeps (name, queue_name) only and, with
+            # the hostname label, keys none of the other families.
+            labels = (record.name, record.queue)
+            self.series.count(event_type, labels, first_sighting=not self._hostname_label)
         return labels
 
     def _set_state(self, record: TaskRecord, event_type: str, timestamp: float) -> bool:
@@ -575,9 +573,9 @@ class Model:
         if self._set_state(record, event_type, event["timestamp"]):
             self._end_execution(record)
             if record.state in INDEX_FINISHED:
-                self._finished(event["uuid"])
+                self._move_to_finished(event["uuid"])
 
-    def _finished(self, task_id: str) -> None:
+    def _move_to_finished(self, task_id: str) -> None:
         """Move the task to the index's finished tasks (first to be evicted)."""
         evicted = self.index.finish(task_id)
         if evicted is not None:

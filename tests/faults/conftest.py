@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from tests.integration.conftest import *  # noqa: F403 (fixtures are found by name)
-from tests.integration.conftest import ROOT, Worker, free_port, wait_for
+from tests.integration.conftest import ROOT, free_port, wait_for
 
 #: Exporter flags for tests that do not need the poller: its first round still runs at start,
 #: and a SIGTERM does not wait for an inspect broadcast in flight (about 2 s per exporter).
@@ -109,22 +109,6 @@ def any_broker_url(request: pytest.FixtureRequest) -> str:
     """Each test using this runs on a private Redis and on a RabbitMQ vhost of its own."""
     name = "own_redis_url" if request.param == "redis" else "amqp_url"
     return str(request.getfixturevalue(name))
-
-
-@pytest.fixture
-def start_worker() -> Iterator[Callable[..., Worker]]:
-    """As the integration fixture, but workers are SIGKILLed at teardown: a warm shutdown
-    costs seconds per test and nothing here checks it."""
-    started: list[Worker] = []
-
-    def start(broker_url: str, queues: str = "a,b") -> Worker:
-        worker = Worker(broker_url, queues)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.kill()
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None,
