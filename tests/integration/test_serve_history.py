@@ -123,6 +123,10 @@ def test_database_outage_loses_no_row(redis_url, pg_url, producer, start_exporte
         wait_for(lambda: exporter.metrics().value("celery_worker_up",
                                                   hostname=worker.hostname) == 1, 60,
                  what="worker up")
+        # The worker's queue known (inspect active_queues): a task-received that overtakes its
+        # task-sent (producer and worker events race through the broker) still names queue a.
+        wait_for(lambda: exporter.metrics().value("celery_queue_consumers", queue_name="a")
+                 == 1, 30, what="the worker's queues polled")
         app = producer(redis_url)
         for i in range(3):
             app.send_task("examples.tasks.add", (i, i), queue="a")
