@@ -24,9 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from actions.errors import BrokerUnavailable, NotEligible, broker_errors, describe
 from exporter.history import Execution
-
-from .errors import BrokerUnavailable, NotEligible, broker_errors, describe
 
 #: Celery's ``amqp.argsrepr_maxsize``/``kwargsrepr_maxsize``: a repr this long (or longer) that
 #: contains ``...`` may have been shortened by the producer.

@@ -16,10 +16,9 @@ from typing import Any, Protocol
 import kombu.exceptions
 from celery import Celery
 
+from actions.errors import NotEligible, NotSupported, broker_errors
 from exporter.config import Settings
-from exporter.queues_redis import PendingMessage, RedisQueueReader
-
-from .errors import NotEligible, NotSupported, broker_errors
+from exporter.poll.redis_queues import PendingMessage, RedisQueueReader
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,10 @@ from __future__ import annotations
 import logging
 from typing import get_args
 
+from actions.context import ActionContext
+from actions.errors import InvalidParameter, NotEligible, TaskNotFound, describe, history_errors
+from actions.schemas import CancelResult, Signal
 from exporter.history import TERMINAL_STATES, get_execution, record_action
-
-from .context import ActionContext
-from .errors import InvalidParameter, NotEligible, TaskNotFound, describe, history_errors
-from .models import CancelResult, Signal
 
 log = logging.getLogger(__name__)
 

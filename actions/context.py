@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
+from actions.broker import Broker
+from actions.errors import HistoryDisabled
 from exporter.config import DEFAULT_MAX_MANUAL_RETRIES, DEFAULT_SLOW_THRESHOLD
-from exporter.model import ModelSnapshot
-from exporter.poll_snapshot import PollSnapshot
-
-from .broker import Broker
-from .errors import HistoryDisabled
+from exporter.poll.snapshot import PollSnapshot
+from exporter.state.model import ModelSnapshot
 
 
 @dataclass(frozen=True)

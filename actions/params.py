@@ -11,10 +11,9 @@ import re
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
+from actions.errors import InvalidParameter
 from exporter.config import parse_duration
 from exporter.history import STATES
-
-from .errors import InvalidParameter
 
 #: Latest instant accepted (9999-12-31T23:59:59Z), seconds since the epoch.
 MAX_EPOCH = 253_402_300_799.0

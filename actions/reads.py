@@ -11,19 +11,10 @@ from datetime import datetime, timezone
 
 from sqlalchemy import Table, select
 
-from exporter.history import (
-    InvalidCursor,
-    failure_groups,
-    get_execution,
-    list_executions,
-    task_stats,
-)
-from exporter.history.models import ACTION_AUDIT
-from exporter.history.queries import MAX_PAGE_SIZE
-
-from .context import ActionContext
-from .errors import InvalidParameter, NotReady, TaskNotFound, history_errors
-from .models import (
+from actions.context import ActionContext
+from actions.errors import InvalidParameter, NotReady, TaskNotFound, history_errors
+from actions.params import check_range, parse_window
+from actions.schemas import (
     FailureGroupStatistics,
     PendingMessageInfo,
     PendingPage,
@@ -38,7 +29,15 @@ from .models import (
     WorkersReport,
     utc,
 )
-from .params import check_range, parse_window
+from exporter.history import (
+    InvalidCursor,
+    failure_groups,
+    get_execution,
+    list_executions,
+    task_stats,
+)
+from exporter.history.orm import ACTION_AUDIT
+from exporter.history.queries import MAX_PAGE_SIZE
 
 _AUDIT: Table = ACTION_AUDIT  # type: ignore[assignment]
 #: Failure groups listed by the statistics.

@@ -25,20 +25,25 @@ from dataclasses import dataclass
 
 import sqlalchemy.exc
 
-from exporter.history import Execution, get_execution, list_executions, record_action, record_retry
-
-from .arguments import resolve_arguments
-from .broker import Outgoing
-from .context import ActionContext
-from .errors import (
+from actions.arguments import resolve_arguments
+from actions.broker import Outgoing
+from actions.context import ActionContext
+from actions.errors import (
     BrokerUnavailable,
     NotEligible,
     TaskNotFound,
     describe,
     history_errors,
 )
-from .models import BulkRetryFilter, BulkRetryItem, BulkRetryResult, OutgoingTask, RetryResult
-from .params import check_identifier, check_range, parse_instant
+from actions.params import check_identifier, check_range, parse_instant
+from actions.schemas import (
+    BulkRetryFilter,
+    BulkRetryItem,
+    BulkRetryResult,
+    OutgoingTask,
+    RetryResult,
+)
+from exporter.history import Execution, get_execution, list_executions, record_action, record_retry
 
 log = logging.getLogger(__name__)
 

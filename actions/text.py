@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from .models import CancelResult, OutgoingTask, RetryResult, TaskPage
+from actions.schemas import CancelResult, OutgoingTask, RetryResult, TaskPage
 
 
 def call_text(message: OutgoingTask) -> str:

@@ -10,12 +10,11 @@ from collections.abc import Callable
 from celery import Celery
 from sqlalchemy.engine import Engine
 
+from actions.broker import CeleryBroker, make_action_app
+from actions.context import ActionContext, KnownTask
 from exporter.config import Settings
-from exporter.model import Model
-from exporter.poll_snapshot import PollSnapshot
-
-from .broker import CeleryBroker, make_action_app
-from .context import ActionContext, KnownTask
+from exporter.poll.snapshot import PollSnapshot
+from exporter.state.model import Model
 
 
 def known_task_lookup(model: Model) -> Callable[[str], KnownTask | None]:
@@ -49,7 +48,7 @@ def action_context(
         history: history engine, ``None`` when disabled.
         app: the actions' Celery app (default: :func:`make_action_app`).
         model: the running model (workers, running tasks, task index), if any.
-        poll_latest: the poller's :meth:`~exporter.poller.Poller.latest`, if any.
+        poll_latest: the poller's :meth:`~exporter.poll.poller.Poller.latest`, if any.
 
     """
     broker = CeleryBroker(app or make_action_app(settings), settings.inspect_timeout,

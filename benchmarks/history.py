@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from exporter.history import HistoryWriter, create_history_engine, upgrade
-from exporter.history.models import TASK_EXECUTION
+from exporter.history.orm import TASK_EXECUTION
 
 T0 = 1_700_000_000.0
 

@@ -28,10 +28,10 @@ from exporter.config import (
     DEFAULT_QUEUE_WAIT_BUCKETS,
     DEFAULT_RUNTIME_BUCKETS,
 )
-from exporter.exposition import ModelExposition
 from exporter.history import HistoryWriter, create_history_engine, upgrade
-from exporter.history_collector import HistoryCollector
-from exporter.model import Model
+from exporter.metrics.exposition import ModelExposition
+from exporter.metrics.history_collector import HistoryCollector
+from exporter.state.model import Model
 
 
 def rss_mb() -> float:

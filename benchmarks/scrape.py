@@ -34,8 +34,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from exporter.app import GZIP_LEVEL, MetricsEndpoint
 from exporter.config import DEFAULT_QUEUE_WAIT_BUCKETS, DEFAULT_RUNTIME_BUCKETS
-from exporter.exposition import ModelExposition
-from exporter.model import Model
+from exporter.metrics.exposition import ModelExposition
+from exporter.state.model import Model
 
 
 def filled_model(names: int, queues: int, workers: int) -> Model:

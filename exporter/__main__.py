@@ -1,5 +1,5 @@
 """``python -m exporter`` runs the ``celery-jobmon`` command line."""
 
-from .cli import main
+from exporter.cli.commands import main
 
 main()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .secrets import option_passwords, url_passwords
+from exporter.secrets import option_passwords, url_passwords
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_LISTEN = "0.0.0.0:9808"
@@ -278,7 +278,7 @@ class Settings:
     reconnect_max_interval: float = DEFAULT_RECONNECT_MAX_INTERVAL
     redis_fast_path: bool = True
     #: Add the worker's ``hostname`` as a label to the event-derived task series
-    #: (:data:`exporter.metrics.HOSTNAME_LABELED`); off by default: one series per worker.
+    #: (:data:`exporter.metrics.catalogue.HOSTNAME_LABELED`); off by default: one series per worker.
     task_hostname_label: bool = False
     queues: tuple[str, ...] = ()
     queue_forget_after: float = DEFAULT_QUEUE_FORGET_AFTER

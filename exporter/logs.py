@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Iterable
 
-from .secrets import RedactingFormatter
+from exporter.secrets import RedactingFormatter
 
 
 class JsonFormatter(logging.Formatter):

@@ -12,7 +12,7 @@ Every Prometheus panel reads the ``${datasource}`` variable and every SQL panel 
 ``${history}`` variable; no data source uid, job or instance is hard-coded. Series are selected
 with ``job=~"$job", instance=~"$instance"`` (multi-value variables with an "All" of ``.*``), so
 one Grafana can watch several exporters. Metric names are the defaults of
-``exporter/metrics.py`` with the ``celery_`` prefix; ``celery:*`` series come from the
+``exporter/metrics/catalogue.py`` with the ``celery_`` prefix; ``celery:*`` series come from the
 recording rules in ``prometheus/rules/recording.yml``.
 """
 

@@ -17,9 +17,9 @@ row rules, pure), :mod:`.store` (batched upsert), :mod:`.writer` (the thread),
 :mod:`.queries` (reads), :mod:`.retention` (prune), :mod:`.audit` (actions).
 """
 
-from ..events import STATES
-from .audit import record_action, record_retry
-from .db import (
+from exporter.events.table import STATES
+from exporter.history.audit import record_action, record_retry
+from exporter.history.db import (
     create_history_engine,
     current_revision,
     default_history_url,
@@ -28,9 +28,9 @@ from .db import (
     safe_url,
     upgrade,
 )
-from .merge import DEFAULT_MAX_FIELD_BYTES, TERMINAL_STATES
-from .models import ActionAudit, HistoryBase, TaskExecution
-from .queries import (
+from exporter.history.merge import DEFAULT_MAX_FIELD_BYTES, TERMINAL_STATES
+from exporter.history.orm import ActionAudit, HistoryBase, TaskExecution
+from exporter.history.queries import (
     DEFAULT_SLOW_THRESHOLD,
     Execution,
     FailureGroup,
@@ -44,8 +44,8 @@ from .queries import (
     task_stats,
     unfinished,
 )
-from .retention import prune
-from .writer import (
+from exporter.history.retention import prune
+from exporter.history.writer import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CAPACITY,
     DEFAULT_MAX_DELAY,

@@ -16,7 +16,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Connection, CursorResult, Engine, Table, insert, select, update
 from sqlalchemy.orm import Session
 
-from .models import ACTION_AUDIT, TASK_EXECUTION
+from exporter.history.orm import ACTION_AUDIT, TASK_EXECUTION
 
 Bind = Engine | Connection | Session
 _TASKS: Table = TASK_EXECUTION  # type: ignore[assignment]

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from math import isfinite
 from typing import Any, TypeGuard
 
-from ..events import (
+from exporter.events.table import (
     EVENT_STATE,
     STATE_PRECEDENCE,
     TRACEBACK_TAIL_CHARS,
@@ -193,7 +193,7 @@ def precap_event(event: MutableMapping[str, Any], max_field_bytes: int) -> None:
     cut there: :func:`cap_text` then gives the same text and truncated flag as for the whole
     string (UTF-8 needs at least one byte per character, and cleaning works character by
     character). A ``traceback`` keeps that head and its last
-    :data:`~exporter.events.TRACEBACK_TAIL_CHARS` characters (the real exception of a wrapped
+    :data:`~exporter.events.table.TRACEBACK_TAIL_CHARS` characters (the real exception of a wrapped
     one is on its last line); ``exception`` keeps ``max(EXCEPTION_KEEP_CHARS,
     max_field_bytes + 1)`` characters (its class name and the start of its message). Cheap:
     a length check per field; only the oversized are sliced.

@@ -35,9 +35,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from ..events import STATES
-from .merge import TERMINAL_STATES
-from .models import TASK_EXECUTION
+from exporter.events.table import STATES
+from exporter.history.merge import TERMINAL_STATES
+from exporter.history.orm import TASK_EXECUTION
 
 Bind = Engine | Connection | Session
 _TABLE: Table = TASK_EXECUTION  # type: ignore[assignment]
@@ -57,7 +57,7 @@ class InvalidCursor(ValueError):
 @dataclass(frozen=True)
 class Execution:
     """One ``task_execution`` row; field meanings and sources as in
-    :class:`exporter.history.models.TaskExecution` (times: epoch seconds; ``runtime`` seconds;
+    :class:`exporter.history.orm.TaskExecution` (times: epoch seconds; ``runtime`` seconds;
     ``None`` where no event said).
     """
 

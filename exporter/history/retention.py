@@ -16,9 +16,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, Table, and_, delete, func, or_, select
 
-from ..events import STATES
-from .merge import TERMINAL_STATES
-from .models import TASK_EXECUTION
+from exporter.events.table import STATES
+from exporter.history.merge import TERMINAL_STATES
+from exporter.history.orm import TASK_EXECUTION
 
 log = logging.getLogger(__name__)
 

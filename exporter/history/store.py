@@ -38,8 +38,14 @@ from sqlalchemy import (
     update,
 )
 
-from .merge import DERIVED_FIELDS, EVENT_FIELDS, FIELD_DEFAULTS, finalize, merge_into
-from .models import TASK_EXECUTION
+from exporter.history.merge import (
+    DERIVED_FIELDS,
+    EVENT_FIELDS,
+    FIELD_DEFAULTS,
+    finalize,
+    merge_into,
+)
+from exporter.history.orm import TASK_EXECUTION
 
 _TABLE: Table = TASK_EXECUTION  # type: ignore[assignment]
 #: Columns the writer reads and writes (besides ``task_id``).

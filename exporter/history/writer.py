@@ -42,11 +42,17 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from ..events import WORKER_EVENT_TYPES
-from .db import WRITE_INTENT, safe_url
-from .merge import DEFAULT_MAX_FIELD_BYTES, Row, merge_into, precap_event, record_from_event
-from .retention import prune
-from .store import upsert_rows
+from exporter.events.table import WORKER_EVENT_TYPES
+from exporter.history.db import WRITE_INTENT, safe_url
+from exporter.history.merge import (
+    DEFAULT_MAX_FIELD_BYTES,
+    Row,
+    merge_into,
+    precap_event,
+    record_from_event,
+)
+from exporter.history.retention import prune
+from exporter.history.store import upsert_rows
 
 log = logging.getLogger(__name__)
 

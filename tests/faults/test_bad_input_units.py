@@ -20,14 +20,14 @@ from kombu.serialization import loads as kombu_loads
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
-from exporter.consumer import EventConsumer
-from exporter.events import MAX_CLOCK_SKEW, exception_class
-from exporter.exposition import ModelExposition
+from exporter.events.consumer import EventConsumer
+from exporter.events.redis_stream import accept_content, decode_payload
+from exporter.events.table import MAX_CLOCK_SKEW, exception_class
 from exporter.history import create_history_engine, get_execution, upgrade
 from exporter.history.merge import finalize, merge, record_from_event
 from exporter.history.writer import HistoryWriter
-from exporter.model import Model
-from exporter.redis_events import accept_content, decode_payload
+from exporter.metrics.exposition import ModelExposition
+from exporter.state.model import Model
 
 T0 = 1_700_000_000.0
 W = "celery@w1"

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from exporter.history import create_history_engine, get_execution
-from exporter.history.models import TASK_EXECUTION
+from exporter.history.orm import TASK_EXECUTION
 
 from .conftest import QUIET_POLLER, ROOT, log_lines, wait_for
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from exporter.history import create_history_engine, upgrade
-from exporter.history.models import TASK_EXECUTION
+from exporter.history.orm import TASK_EXECUTION
 
 from .conftest import QUIET_POLLER, ROOT, Exporter, log_lines, wait_for
 

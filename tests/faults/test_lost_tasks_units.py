@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from exporter.history.merge import finalize, merge, record_from_event
-from exporter.model import TASK_LOST, Model
+from exporter.state.model import TASK_LOST, Model
 
 T0 = 1_700_000_000.0
 W1, W2 = "celery@w1", "celery@w2"

@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
 from exporter.history import create_history_engine, upgrade
-from exporter.history.models import ACTION_AUDIT, TASK_EXECUTION
+from exporter.history.orm import ACTION_AUDIT, TASK_EXECUTION
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_HOST = "127.0.0.1"

@@ -12,7 +12,7 @@ import sys
 import pytest
 from sqlalchemy import select
 
-from exporter.history.models import ACTION_AUDIT
+from exporter.history.orm import ACTION_AUDIT
 
 from .conftest import ROOT
 from .test_actions_api import exporter_backend, row_in, stack  # noqa: F401 - the fixture

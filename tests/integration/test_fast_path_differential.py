@@ -18,7 +18,7 @@ from celery.events.event import Event, get_exchange
 from celery.events.receiver import EventReceiver
 from kombu import Producer
 
-from exporter.redis_events import accept_content, decode_payload, fanout_pattern
+from exporter.events.redis_stream import accept_content, decode_payload, fanout_pattern
 
 from .conftest import wait_for
 

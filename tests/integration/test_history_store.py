@@ -47,7 +47,7 @@ from exporter.history import (
     upgrade,
 )
 from exporter.history.db import VERSION_TABLE
-from exporter.history.models import ACTION_AUDIT, TASK_EXECUTION, HistoryBase
+from exporter.history.orm import ACTION_AUDIT, TASK_EXECUTION, HistoryBase
 from exporter.history.store import upsert_rows
 
 from .conftest import TcpProxy

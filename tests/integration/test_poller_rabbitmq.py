@@ -10,9 +10,9 @@ import pytest
 from celery import Celery
 from kombu import Exchange, Queue
 
-from exporter.model import Model
-from exporter.poll_snapshot import QueueState
-from exporter.poller import Poller
+from exporter.poll.poller import Poller
+from exporter.poll.snapshot import QueueState
+from exporter.state.model import Model
 
 pytestmark = pytest.mark.integration
 

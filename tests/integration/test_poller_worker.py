@@ -24,12 +24,12 @@ from celery import Celery
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.check import exit_code, run_checks
+from exporter.cli.check import exit_code, run_checks
 from exporter.config import Settings
-from exporter.model import Model
-from exporter.poll_collector import PollCollector
-from exporter.poll_snapshot import PollSnapshot
-from exporter.poller import Poller
+from exporter.metrics.poll_collector import PollCollector
+from exporter.poll.poller import Poller
+from exporter.poll.snapshot import PollSnapshot
+from exporter.state.model import Model
 
 pytestmark = pytest.mark.integration
 

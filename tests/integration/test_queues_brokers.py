@@ -19,9 +19,9 @@ import redis
 from celery import Celery
 from kombu import Connection, Exchange, Queue
 
-from exporter.poll_snapshot import QueueState
-from exporter.queues_amqp import AmqpQueueReader
-from exporter.queues_redis import RedisQueueReader
+from exporter.poll.amqp_queues import AmqpQueueReader
+from exporter.poll.redis_queues import RedisQueueReader
+from exporter.poll.snapshot import QueueState
 
 pytestmark = pytest.mark.integration
 

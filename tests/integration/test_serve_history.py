@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from exporter.history import create_history_engine, get_execution, list_executions
-from exporter.history.models import TASK_EXECUTION
+from exporter.history.orm import TASK_EXECUTION
 
 from .conftest import TcpProxy, wait_for
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from exporter.model import Model
+from exporter.state.model import Model
 
 #: A fixed epoch second; multiples of 1/16 s added to it stay exact in a float.
 T0 = 1_700_000_000.0

@@ -11,15 +11,15 @@ from fastapi import FastAPI
 from sqlalchemy import insert, select
 from starlette.testclient import TestClient
 
-from actions.api import create_api
-from actions.auth import Verdict, authorize
 from actions.broker import HeldTask, Outgoing
 from actions.context import ActionContext, KnownTask
 from actions.errors import BrokerUnavailable, NotSupported
+from actions.http.auth import Verdict, authorize
+from actions.http.routes import create_api
 from exporter.history import create_history_engine, get_execution, upgrade
-from exporter.history.models import ACTION_AUDIT, TASK_EXECUTION
-from exporter.poll_snapshot import PollSnapshot, QueueState, WorkerPollState
-from exporter.queues_redis import PendingMessage
+from exporter.history.orm import ACTION_AUDIT, TASK_EXECUTION
+from exporter.poll.redis_queues import PendingMessage
+from exporter.poll.snapshot import PollSnapshot, QueueState, WorkerPollState
 
 TOKEN = "unit-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -8,7 +8,7 @@ import types
 import pytest
 from celery import Celery
 
-from exporter.check import (
+from exporter.cli.check import (
     CheckResult,
     exit_code,
     format_results,

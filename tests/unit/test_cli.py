@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from exporter import config as c
-from exporter import options
-from exporter.cli import main
+from exporter.cli import options
+from exporter.cli.commands import main
 
 
 @pytest.fixture(autouse=True)

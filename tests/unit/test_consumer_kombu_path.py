@@ -9,7 +9,7 @@ from kombu.exceptions import ContentDisallowed
 from kombu.message import Message
 from kombu.serialization import dumps, prepare_accept_content
 
-from exporter.consumer import decode_message
+from exporter.events.consumer import decode_message
 
 EVENT = {"type": "task-sent", "uuid": "u1", "timestamp": 1.7e9, "name": "x.add",
          "hostname": "producer@h", "clock": 3, "args": "(1, 2)", "eta": None}

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 import pytest
 
-from exporter import metrics
-from exporter.cli import main
+from exporter.cli.commands import main
+from exporter.metrics import catalogue as metrics
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

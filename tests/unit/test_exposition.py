@@ -8,9 +8,9 @@ import platform
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import metrics as m
-from exporter.exposition import ModelExposition
-from exporter.model import Model
+from exporter.metrics import catalogue as m
+from exporter.metrics.exposition import ModelExposition
+from exporter.state.model import Model
 
 T0 = 1_700_000_000.0
 WORKER = "celery@w1"

@@ -30,12 +30,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from exporter import metrics as m
-from exporter.exposition import ModelExposition
 from exporter.history import create_history_engine, get_execution, upgrade
 from exporter.history.merge import TERMINAL_STATES, finalize, merge, record_from_event
 from exporter.history.writer import HistoryWriter
-from exporter.model import TASK_LOST, Model, ModelSnapshot
+from exporter.metrics import catalogue as m
+from exporter.metrics.exposition import ModelExposition
+from exporter.state.model import TASK_LOST, Model, ModelSnapshot
 
 # Hypothesis keeps caches in ./.hypothesis by default; keep the checkout clean.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "celery-jobmon-hypothesis")

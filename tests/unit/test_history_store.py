@@ -6,7 +6,7 @@ from sqlalchemy import event, select
 
 from exporter.history import create_history_engine, upgrade
 from exporter.history.merge import FIELD_DEFAULTS, record_from_event
-from exporter.history.models import TASK_EXECUTION
+from exporter.history.orm import TASK_EXECUTION
 from exporter.history.store import LEFT_OUT, upsert_rows
 
 T0 = 1_700_000_000.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from exporter.inspect_poll import (
+from exporter.poll.inspect_replies import (
     ConsumedQueue,
     ScheduledTask,
     TaskInfo,

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from exporter import metrics as m
 from exporter.config import DEFAULT_METRIC_PREFIX
-from exporter.metrics import CATALOGUE, MetricSpec
+from exporter.metrics import catalogue as m
+from exporter.metrics.catalogue import CATALOGUE, MetricSpec
 
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")

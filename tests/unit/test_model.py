@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
-from exporter.histogram import HistogramValue
-from exporter.model import Model, ModelSnapshot
-from exporter.task_series import LIFECYCLE_TYPES
-from exporter.workers import WorkerState
+from exporter.state.histogram import HistogramValue
+from exporter.state.model import Model, ModelSnapshot
+from exporter.state.task_series import LIFECYCLE_TYPES
+from exporter.state.workers import WorkerState
 
 T0 = 1_700_000_000.0
 WORKER = "celery@w1"
@@ -722,7 +722,7 @@ def test_empty_model_snapshot(model: Model, clock: Callable[[], float]) -> None:
 
 
 def test_a_failing_handler_costs_one_event_not_the_batch(model, ev, monkeypatch) -> None:
-    import exporter.model as model_module
+    import exporter.state.model as model_module
 
     def broken(*args):
         raise RuntimeError("bug")

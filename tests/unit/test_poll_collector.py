@@ -6,9 +6,9 @@ import time
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter import metrics as m
-from exporter.poll_collector import PollCollector
-from exporter.poll_snapshot import PollSnapshot, QueueState, WorkerPollState
+from exporter.metrics import catalogue as m
+from exporter.metrics.poll_collector import PollCollector
+from exporter.poll.snapshot import PollSnapshot, QueueState, WorkerPollState
 
 T0 = 1_700_000_000.0
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.model import Model
-from exporter.poll_collector import PollCollector
-from exporter.poll_snapshot import QueueState, SentTime
-from exporter.poller import Poller
+from exporter.metrics.poll_collector import PollCollector
+from exporter.poll.poller import Poller
+from exporter.poll.snapshot import QueueState, SentTime
+from exporter.state.model import Model
 
 T0 = 1_700_000_000.0
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from exporter.inspect_poll import ConsumedQueue, ScheduledTask, TaskInfo
-from exporter.poll_snapshot import (
+from exporter.poll.inspect_replies import ConsumedQueue, ScheduledTask, TaskInfo
+from exporter.poll.snapshot import (
     Carried,
     carry_over,
     consumer_counts,
@@ -61,7 +61,7 @@ def test_task_queue_comes_from_the_workers_bindings_or_is_unknown():
 
 
 def test_names_are_labelled_through_the_models_guard():
-    from exporter.model import Model
+    from exporter.state.model import Model
 
     model = Model(runtime_buckets=(1.0,), queue_wait_buckets=(1.0,), max_tasks=10,
                   max_task_names=2, worker_timeout=30.0, worker_retention=60.0)

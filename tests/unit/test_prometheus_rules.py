@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter import metrics
+from exporter.metrics import catalogue as metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "prometheus"

@@ -10,8 +10,8 @@ from kombu.exceptions import ChannelError as VirtualChannelError
 from kombu.exceptions import OperationalError
 from kombu.transport.virtual.base import queue_declare_ok_t
 
-from exporter.poll_snapshot import NO_PRIORITY, QueueState
-from exporter.queues_amqp import AmqpQueueReader, is_not_found, parse_declare_ok
+from exporter.poll.amqp_queues import AmqpQueueReader, is_not_found, parse_declare_ok
+from exporter.poll.snapshot import NO_PRIORITY, QueueState
 
 
 class FakeChannel:

@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 from kombu.transport.redis import Channel
 
-from exporter.queues_redis import (
+from exporter.poll.redis_queues import (
     PendingMessage,
     RedisQueueLayout,
     RedisQueueReading,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.task_index import TaskIndex, TaskRecord
+from exporter.state.task_index import TaskIndex, TaskRecord
 
 
 def test_new_record_starts_unknown_and_pending() -> None:

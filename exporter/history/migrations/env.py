@@ -12,7 +12,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from exporter.history.db import VERSION_TABLE, create_history_engine
-from exporter.history.models import HistoryBase
+from exporter.history.orm import HistoryBase
 
 config = context.config
 target_metadata = HistoryBase.metadata

@@ -1,6 +1,6 @@
 """The action API: a FastAPI app mounted at ``/api/v1`` by ``serve``. Thin glue: each route
 parses its parameters and calls one service function; errors become problems in
-:mod:`actions.problems`.
+:mod:`actions.http.problems`.
 
 ======  ==================================  ======================================================
 method  path (under /api/v1)                service → success status
@@ -30,13 +30,13 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, Path, Query, Response
 from fastapi.openapi.utils import get_openapi
 
-from exporter import __version__
-
-from . import cancel, reads, retry
-from .auth import API_ACTOR, BearerAuth
-from .context import ActionContext
-from .limits import BodyLimit
-from .models import (
+from actions import cancel, reads, retry
+from actions.context import ActionContext
+from actions.http.auth import API_ACTOR, BearerAuth
+from actions.http.body_limit import BodyLimit
+from actions.http.problems import MEDIA_TYPE, install
+from actions.params import IDENTIFIER_PATTERN, check_identifier, parse_states, parse_time
+from actions.schemas import (
     BulkRetryFilter,
     BulkRetryResult,
     CancelResult,
@@ -50,8 +50,7 @@ from .models import (
     TaskStatsReport,
     WorkersReport,
 )
-from .params import IDENTIFIER_PATTERN, check_identifier, parse_states, parse_time
-from .problems import MEDIA_TYPE, install
+from exporter import __version__
 
 PREFIX = "/api/v1"
 _PROBLEM_TEXT = {

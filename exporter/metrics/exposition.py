@@ -7,7 +7,7 @@ task names × 10 queues and full histograms that is 345,000 samples and 2.4 s pe
 scrape would hold a core for seconds and time out. Between two scrapes most series do not
 change, so :class:`ModelExposition` keeps the rendered text of each series with the value it
 was rendered from and renders a series again only when its value differs (a frozen
-:class:`~exporter.histogram.HistogramValue` is the same object while its histogram saw no
+:class:`~exporter.state.histogram.HistogramValue` is the same object while its histogram saw no
 observation, so the check is an identity test); a family none of whose series changed is
 reused whole. Series the snapshot no longer has (a forgotten worker) are dropped from the cache.
 
@@ -31,10 +31,10 @@ from typing import Any
 
 from prometheus_client.utils import floatToGoString
 
-from . import metrics as m
-from .histogram import HistogramValue
-from .metrics import MetricSpec
-from .model import ModelSnapshot
+from exporter.metrics import catalogue as m
+from exporter.metrics.catalogue import MetricSpec
+from exporter.state.histogram import HistogramValue
+from exporter.state.model import ModelSnapshot
 
 Labels = tuple[str, ...]
 #: Formats what does not change in a series' lines, once per label-value tuple.
@@ -166,8 +166,8 @@ def _histogram_family(name: str, spec: MetricSpec) -> _Family:
 
 
 class ModelExposition:
-    """Renders :class:`~exporter.model.ModelSnapshot` s as text, every family of the model
-    part of :data:`exporter.metrics.CATALOGUE` in a fixed order.
+    """Renders :class:`~exporter.state.model.ModelSnapshot` s as text, every family of the model
+    part of :data:`exporter.metrics.catalogue.CATALOGUE` in a fixed order.
 
     Args:
         prefix: metric name prefix, ``celery_`` by default.

@@ -2,7 +2,7 @@
 
 The event consumer calls :meth:`Model.process_many` with decoded event dicts; ``/metrics`` calls
 :meth:`Model.snapshot` at scrape time and renders the frozen :class:`ModelSnapshot`
-(:mod:`exporter.exposition`). Nothing here
+(:mod:`exporter.metrics.exposition`). Nothing here
 does I/O.
 
 Which event sets what (the handler table ``_HANDLERS``):
@@ -26,7 +26,7 @@ worker-*                worker table (liveness, active, processed)
 Bad input never stops the thread; what cannot be used is counted in ``events_malformed`` by
 reason and skipped:
 
-- an event :func:`~exporter.events.check_event` refuses (reason from the check);
+- an event :func:`~exporter.events.table.check_event` refuses (reason from the check);
 - a task event already applied — same task id, type and ``timestamp`` as the one the task
   record holds for that type (sent, received, started, or the latest state) — is a ``duplicate``
   (a retried task sends its events again, with new timestamps: those count); so is a second
@@ -34,7 +34,7 @@ reason and skipped:
   ``task-failed`` twice for a hard time limit: from the timeout handler and from the pool);
 - a handler that raises (a bug) costs that one event (``handler_error``).
 
-A ``timestamp`` further than :data:`~exporter.events.MAX_CLOCK_SKEW` from the exporter's clock
+A ``timestamp`` further than :data:`~exporter.events.table.MAX_CLOCK_SKEW` from the exporter's clock
 at receipt (1970, 2100) is replaced by the receipt time before anything uses it, so it can
 neither freeze a task's state nor feed a negative or decades-long duration.
 
@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .events import (
+from exporter.events.table import (
     EVENT_STATE,
     MAX_CLOCK_SKEW,
     STATE_PRECEDENCE,
@@ -70,13 +70,13 @@ from .events import (
     exception_class,
     parse_eta,
 )
-from .histogram import HistogramValue
-from .task_index import TaskIndex, TaskRecord
-from .task_series import TaskSeries
-from .workers import WorkerState, WorkerTable
+from exporter.state.histogram import HistogramValue
+from exporter.state.task_index import TaskIndex, TaskRecord
+from exporter.state.task_series import TaskSeries
+from exporter.state.workers import WorkerState, WorkerTable
 
 if TYPE_CHECKING:
-    from .history import UnfinishedTask
+    from exporter.history import UnfinishedTask
 
 log = logging.getLogger(__name__)
 Labels = tuple[str, ...]
@@ -143,7 +143,7 @@ class Model:
         queue_wait_buckets: upper bounds (seconds) of ``task_queue_wait_seconds``.
         max_tasks: capacity of the task index (``--max-tasks-in-memory``).
         max_task_names: distinct task names kept as labels; more fold into ``other``.
-        worker_timeout / worker_retention: seconds, see :mod:`exporter.workers`.
+        worker_timeout / worker_retention: seconds, see :mod:`exporter.state.workers`.
         task_lost_grace: seconds a worker must have been down before the tasks it was running
             are marked lost (``None``: ``worker_timeout``); see the module docs.
         clock: returns the exporter's time in seconds since the epoch (injected for tests).

@@ -4,7 +4,7 @@ Two paths, one behaviour:
 
 - **Redis fast path** (``redis://``/``rediss://`` with the default topic layout): subscribe to
   kombu's event topic with redis-py, read payloads in batches, decode them with
-  :mod:`exporter.redis_events`, and hand each batch to :meth:`Model.process_many` (one lock
+  :mod:`exporter.events.redis_stream`, and hand each batch to :meth:`Model.process_many` (one lock
   acquisition per batch). Reconnects back off exponentially (1 s, 2 s, 4 s … at most
   ``--reconnect-max-interval``); :meth:`EventConsumer.stop` interrupts the wait.
 - **kombu path** (RabbitMQ, Sentinel, anything else): Celery's :class:`EventReceiver` (same
@@ -36,9 +36,14 @@ from celery.events.receiver import EventReceiver
 from kombu import Connection
 from kombu.exceptions import ContentDisallowed
 
-from .model import Model
-from .redis_events import RedisEventStream, accept_content, decode_payload, fanout_pattern
-from .secrets import mask_url
+from exporter.events.redis_stream import (
+    RedisEventStream,
+    accept_content,
+    decode_payload,
+    fanout_pattern,
+)
+from exporter.secrets import mask_url
+from exporter.state.model import Model
 
 log = logging.getLogger(__name__)
 

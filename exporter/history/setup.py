@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
-from .config import Settings
-from .history import (
+from exporter.config import Settings
+from exporter.history import (
     HistoryWriter,
     UnfinishedTask,
     create_history_engine,

@@ -21,7 +21,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .problems import problem_response
+from actions.http.problems import problem_response
 
 REALM = "celery-jobmon"
 HOW_TO_SET = ("the action API is disabled: start `celery-jobmon serve` with an API token in "

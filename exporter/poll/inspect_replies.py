@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .events import UNKNOWN, parse_eta
+from exporter.events.table import UNKNOWN, parse_eta
 
 #: ``rusage.maxrss`` unit of Linux workers (kilobytes); macOS workers report bytes (scale 1).
 MAXRSS_SCALE_LINUX = 1024

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from . import config as c
+from exporter import config as c
 
 
 class _Parsed(click.ParamType):

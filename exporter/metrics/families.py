@@ -1,4 +1,4 @@
-"""Build prometheus-client metric families for :mod:`exporter.metrics` specs.
+"""Build prometheus-client metric families for :mod:`exporter.metrics.catalogue` specs.
 
 Every collector renders through :class:`Families`, so a family's name (prefix + catalogue
 name), help, type and label names always come from the catalogue.
@@ -15,7 +15,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from .metrics import MetricSpec
+from exporter.metrics.catalogue import MetricSpec
 
 _SIMPLE = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from .histogram import Histogram, HistogramValue
+from exporter.state.histogram import Histogram, HistogramValue
 
 Labels = tuple[str, ...]
 

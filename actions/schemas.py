@@ -15,9 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from actions.params import MAX_EPOCH
 from exporter.history import Execution
-
-from .params import MAX_EPOCH
 
 #: Signals a running task may be terminated with (``cancel?terminate=true&signal=…``).
 Signal = Literal["SIGTERM", "SIGINT", "SIGQUIT", "SIGKILL", "SIGUSR1"]

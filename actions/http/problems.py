@@ -34,9 +34,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from actions.errors import ActionError
 from exporter.secrets import Redactor
-
-from .errors import ActionError
 
 log = logging.getLogger(__name__)
 

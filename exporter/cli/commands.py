@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .options import (
+from exporter import __version__
+from exporter.cli.options import (
     BROKER_OPTIONS,
     DURATION,
     RETRY_OPTIONS,
@@ -36,9 +36,9 @@ def _validated(options: dict[str, Any]) -> Any:
 @apply(BROKER_OPTIONS + SERVE_OPTIONS)
 def serve(**options: Any) -> None:
     """Consume Celery events and serve Prometheus metrics on --listen."""
-    from .app import serve as run
-    from .history_setup import HistoryUnavailable
-    from .logs import configure_logging
+    from exporter.app import serve as run
+    from exporter.history.setup import HistoryUnavailable
+    from exporter.logs import configure_logging
 
     settings = _validated(options)
     configure_logging(settings.log_level, settings.log_format, settings.secrets())
@@ -61,8 +61,8 @@ def check(app_ref: str | None, listen_seconds: float, **options: Any) -> None:
     Exits 0 only when the broker is reachable, at least one worker answers and worker events
     arrive with task events on.
     """
-    from .check import exit_code, format_results, run_checks
-    from .logs import configure_logging
+    from exporter.cli.check import exit_code, format_results, run_checks
+    from exporter.logs import configure_logging
 
     settings = _validated(options)
     configure_logging(settings.log_level, settings.log_format, settings.secrets())
@@ -86,8 +86,8 @@ def _history_engine(url: str | None) -> Any:
     """The history engine for ``--history-url``; a URL that cannot work is a usage error (exit
     2, naming the flag, never repeating the URL).
     """
-    from .config import history_url_problem
-    from .history import create_history_engine, default_history_url
+    from exporter.config import history_url_problem
+    from exporter.history import create_history_engine, default_history_url
 
     problem = history_url_problem(url) if url is not None else None
     if problem:
@@ -108,7 +108,7 @@ def db() -> None:
 @_HISTORY_URL
 def db_upgrade(history_url: str | None) -> None:
     """Migrate the history schema to the newest revision (what `serve` does at start)."""
-    from .history import current_revision, safe_url, upgrade
+    from exporter.history import current_revision, safe_url, upgrade
 
     engine = _history_engine(history_url)
     try:
@@ -135,7 +135,7 @@ def history() -> None:
 def history_prune(history_url: str | None, older_than: float | None, max_rows: int | None,
                   dry_run: bool) -> None:
     """Delete old executions by age and/or count (`serve` also does it every hour)."""
-    from .history import prune
+    from exporter.history import prune
 
     if older_than is None and max_rows is None:
         raise click.UsageError("give --older-than, --max-rows or both")
@@ -179,7 +179,7 @@ def _run_action(settings: Any, history_url: str | None, work: Any, render: Any,
     action error exits 1 with ``error: <title>: <detail>`` (secrets masked).
     """
     from actions.errors import ActionError
-    from actions.problems import Redactor
+    from actions.http.problems import Redactor
     from actions.wiring import action_context
 
     engine = _history_engine(history_url)
@@ -214,8 +214,7 @@ def retry(task_id: str, dry_run: bool, include_revoked: bool, as_json: bool,
     """
     from actions.retry import retry_task
     from actions.text import retry_text
-
-    from .logs import configure_logging
+    from exporter.logs import configure_logging
 
     settings = _validated(options)
     configure_logging(settings.log_level, settings.log_format, settings.secrets())
@@ -240,8 +239,7 @@ def cancel(task_id: str, terminate: bool, signal_name: str | None, as_json: bool
     """
     from actions.cancel import cancel_task
     from actions.text import cancel_text
-
-    from .logs import configure_logging
+    from exporter.logs import configure_logging
 
     settings = _validated(options)
     configure_logging(settings.log_level, settings.log_format, settings.secrets())
@@ -271,8 +269,7 @@ def tasks(history_url: str | None, states: tuple[str, ...], name: str | None,
     from actions import reads
     from actions.params import check_identifier, parse_states, parse_time
     from actions.text import tasks_text
-
-    from .config import Settings
+    from exporter.config import Settings
 
     def work(ctx: Any) -> Any:
         return reads.list_tasks(

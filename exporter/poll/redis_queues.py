@@ -30,8 +30,8 @@ from typing import Any
 import redis
 from kombu import Connection
 
-from .events import parse_eta
-from .poll_snapshot import QueueState, SentTime
+from exporter.events.table import parse_eta
+from exporter.poll.snapshot import QueueState, SentTime
 
 log = logging.getLogger(__name__)
 

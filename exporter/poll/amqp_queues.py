@@ -19,7 +19,7 @@ from typing import Any
 
 from kombu import Connection
 
-from .poll_snapshot import NO_PRIORITY, QueueState, SentTime
+from exporter.poll.snapshot import NO_PRIORITY, QueueState, SentTime
 
 log = logging.getLogger(__name__)
 

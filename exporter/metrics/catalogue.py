@@ -182,7 +182,7 @@ BUILD_INFO = MetricSpec(
     ("version", "celery_version", "python_version"), "", "exporter",
 )
 
-# -- from the poller (inspect broadcasts and broker queue reads), see exporter/poll_collector.py
+# -- from the poller (inspect broadcasts and broker queue reads), see exporter/metrics/poll_collector.py
 
 QUEUE_LENGTH = MetricSpec(
     "queue_length", "gauge",
@@ -265,14 +265,14 @@ POLL_DURATION = MetricSpec(
     "How long the poller's last round took (all broadcasts and queue reads).",
     (), "seconds", "exporter",
 )
-#: Families rendered by :class:`exporter.poll_collector.PollCollector`, in exposition order.
+#: Families rendered by :class:`exporter.metrics.poll_collector.PollCollector`, in exposition order.
 POLL: tuple[MetricSpec, ...] = (
     QUEUE_LENGTH, QUEUE_CONSUMERS, QUEUE_OLDEST_MESSAGE_AGE, TASK_RESERVED, TASK_SCHEDULED,
     TASK_SCHEDULED_EARLIEST_ETA, TASK_OLDEST_RUNNING, WORKER_POOL_SIZE, WORKER_CPU_USER,
     WORKER_CPU_SYSTEM, WORKER_MAX_RSS, INSPECT_TIMEOUTS, POLL_AGE, POLL_DURATION,
 )
 
-# -- the history writer (rendered by exporter.history_collector.HistoryCollector) ------------
+# -- the history writer (rendered by exporter.metrics.history_collector.HistoryCollector)
 
 HISTORY_ENABLED = MetricSpec(
     "jobmon_history_enabled", "gauge",

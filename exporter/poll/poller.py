@@ -36,16 +36,17 @@ from typing import Any, Protocol
 
 from celery import Celery
 
-from .config import DEFAULT_QUEUE_FORGET_AFTER
-from .inspect_poll import (
+from exporter.config import DEFAULT_QUEUE_FORGET_AFTER
+from exporter.poll.amqp_queues import AmqpQueueReader
+from exporter.poll.inspect_replies import (
     MAXRSS_SCALE_LINUX,
     parse_active_queues,
     parse_scheduled,
     parse_stats,
     parse_tasks,
 )
-from .model import Model
-from .poll_snapshot import (
+from exporter.poll.redis_queues import RedisQueueReader
+from exporter.poll.snapshot import (
     Carried,
     PollSnapshot,
     QueueState,
@@ -55,8 +56,7 @@ from .poll_snapshot import (
     task_gauges,
     worker_states,
 )
-from .queues_amqp import AmqpQueueReader
-from .queues_redis import RedisQueueReader
+from exporter.state.model import Model
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from . import metrics as m
-from .families import Families
-from .history import DROP_REASONS, HistoryStats
+from exporter.history import DROP_REASONS, HistoryStats
+from exporter.metrics import catalogue as m
+from exporter.metrics.families import Families
 
 
 class HistoryCollector(Collector):
-    """Renders :data:`exporter.metrics.HISTORY`.
+    """Renders :data:`exporter.metrics.catalogue.HISTORY`.
 
     Args:
         stats: ``HistoryWriter.stats`` (no I/O), or ``None`` when history is off.

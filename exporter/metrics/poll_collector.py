@@ -3,7 +3,8 @@
 It never calls the broker or the workers: it reads the snapshot the poller thread published
 (one attribute read) and the clock, so concurrent scrapes cost no broadcast. Before the first
 round completes it renders nothing. Failed poller calls are counted in the model and rendered
-with the model's families (:mod:`exporter.exposition`, ``celery_jobmon_poll_errors_total{call}``).
+with the model's families (:mod:`exporter.metrics.exposition`,
+``celery_jobmon_poll_errors_total{call}``).
 Sample output (default prefix)::
 
     celery_queue_length{priority="0",queue_name="a"} 12.0
@@ -29,13 +30,13 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from . import metrics as m
-from .families import Families
-from .poll_snapshot import PollSnapshot
+from exporter.metrics import catalogue as m
+from exporter.metrics.families import Families
+from exporter.poll.snapshot import PollSnapshot
 
 
 class PollCollector(Collector):
-    """Renders :data:`exporter.metrics.POLL` from the latest poll snapshot.
+    """Renders :data:`exporter.metrics.catalogue.POLL` from the latest poll snapshot.
 
     Args:
         snapshot: returns the latest :class:`PollSnapshot` or ``None`` before the first round

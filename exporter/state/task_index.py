@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .events import UNKNOWN
+from exporter.events.table import UNKNOWN
 
 
 @dataclass(slots=True)

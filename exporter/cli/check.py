@@ -26,9 +26,9 @@ from celery import Celery
 from celery.app.utils import find_app
 from kombu import Consumer
 
-from .config import Settings
-from .inspect_poll import parse_active_queues
-from .secrets import MASK, Redactor, mask_url
+from exporter.config import Settings
+from exporter.poll.inspect_replies import parse_active_queues
+from exporter.secrets import MASK, Redactor, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def run_checks(
     """
     own_app = app is None
     if app is None:
-        from .app import make_celery_app
+        from exporter.app import make_celery_app
 
         app = make_celery_app(settings)
     try:

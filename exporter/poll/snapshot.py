@@ -11,7 +11,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from .inspect_poll import ConsumedQueue, ScheduledTask, TaskInfo, WorkerStats, queue_of
+from exporter.poll.inspect_replies import (
+    ConsumedQueue,
+    ScheduledTask,
+    TaskInfo,
+    WorkerStats,
+    queue_of,
+)
 
 Labels = tuple[str, ...]
 T = TypeVar("T")
@@ -116,7 +122,8 @@ def task_gauges(
     """Aggregate per-worker task lists into the task gauges.
 
     ``queues`` is each worker's ``active_queues`` (resolves ``delivery_info`` to a queue name,
-    see :func:`~exporter.inspect_poll.queue_of`); ``label`` maps a task name to its label value.
+    see :func:`~exporter.poll.inspect_replies.queue_of`); ``label`` maps a task name to its label
+    value.
 
     Returns:
         ``(reserved {(name, queue_name): n}, scheduled {(name, queue_name): n},

@@ -1,0 +1,1 @@
+"""The action API over HTTP: routes, bearer auth, body limit, problem documents."""

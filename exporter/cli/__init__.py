@@ -1,0 +1,1 @@
+"""The ``celery-jobmon`` command line: commands, their options, and ``check``."""

@@ -1,0 +1,1 @@
+"""``/metrics``: the catalogue of every family, the model's cached exposition and the collectors."""

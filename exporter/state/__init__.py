@@ -1,0 +1,3 @@
+"""What the events said, in memory: model, task index, task series, histograms, workers, and
+the exporter's own health.
+"""
