@@ -24,8 +24,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from actions.errors import BrokerUnavailable, NotEligible, broker_errors, describe
+from actions.errors import BrokerUnavailable, NotEligible, broker_errors
 from exporter.history import Execution
+from exporter.logs import describe
 
 #: Celery's ``amqp.argsrepr_maxsize``/``kwargsrepr_maxsize``: a repr this long (or longer) that
 #: contains ``...`` may have been shortened by the producer.

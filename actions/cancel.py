@@ -26,9 +26,11 @@ import logging
 from typing import get_args
 
 from actions.context import ActionContext
-from actions.errors import InvalidParameter, NotEligible, TaskNotFound, describe, history_errors
+from actions.errors import InvalidParameter, NotEligible, TaskNotFound, history_errors
 from actions.schemas import CancelResult, Signal
-from exporter.history import TERMINAL_STATES, get_execution, record_action
+from exporter.events.table import TERMINAL_STATES
+from exporter.history import get_execution, record_action
+from exporter.logs import describe
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,8 @@ import kombu.exceptions
 import redis.exceptions
 import sqlalchemy.exc
 
+from exporter.logs import describe
+
 
 class ActionError(Exception):
     """Base of the expected failures. ``detail``: one human-readable sentence or two;
@@ -98,14 +100,6 @@ HISTORY_EXCEPTIONS: tuple[type[BaseException], ...] = (
     sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
     sqlalchemy.exc.DisconnectionError, sqlalchemy.exc.TimeoutError,
 )
-
-
-def describe(exc: BaseException) -> str:
-    """``ClassName: first line`` of an exception, for details (no secrets: callers pass
-    exceptions of clients that mask URLs, and the log formatter redacts what is left).
-    """
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @contextmanager

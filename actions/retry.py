@@ -32,7 +32,6 @@ from actions.errors import (
     BrokerUnavailable,
     NotEligible,
     TaskNotFound,
-    describe,
     history_errors,
 )
 from actions.params import check_identifier, check_range, parse_instant
@@ -44,6 +43,7 @@ from actions.schemas import (
     RetryResult,
 )
 from exporter.history import Execution, get_execution, list_executions, record_action, record_retry
+from exporter.logs import describe
 
 log = logging.getLogger(__name__)
 

@@ -22,13 +22,13 @@ import uuid
 
 from prometheus_client import CollectorRegistry
 
-from exporter.app import MetricsEndpoint
 from exporter.config import (
     DEFAULT_HISTORY_QUEUE_SIZE,
     DEFAULT_QUEUE_WAIT_BUCKETS,
     DEFAULT_RUNTIME_BUCKETS,
 )
 from exporter.history import HistoryWriter, create_history_engine, upgrade
+from exporter.http import MetricsEndpoint
 from exporter.metrics.exposition import ModelExposition
 from exporter.metrics.history_collector import HistoryCollector
 from exporter.state.model import Model

@@ -32,8 +32,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from exporter.app import GZIP_LEVEL, MetricsEndpoint
 from exporter.config import DEFAULT_QUEUE_WAIT_BUCKETS, DEFAULT_RUNTIME_BUCKETS
+from exporter.http import GZIP_LEVEL, MetricsEndpoint
 from exporter.metrics.exposition import ModelExposition
 from exporter.state.model import Model
 

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from actions.broker import make_action_app
+from actions.http.routes import PREFIX as API_PREFIX
 from actions.http.routes import create_api
 from actions.wiring import action_context
 from exporter import __version__
@@ -26,7 +27,6 @@ from exporter.poll.poller import Poller
 from exporter.secrets import mask_url
 from exporter.state.model import Model
 
-#: Where the action API is mounted.
 log = logging.getLogger(__name__)
 
 
@@ -143,9 +143,9 @@ def serve(settings: Settings) -> None:
     service = build_service(settings)
     host, port = settings.listen
     scheme = "https" if settings.tls_cert else "http"
-    api_where = "on /api/v1" if settings.api_token else "off (no --api-token)"
+    api_where = f"on {API_PREFIX}" if settings.api_token else "off (no --api-token)"
     if settings.api_token and settings.api_listen is not None:
-        api_where = f"{scheme}://{settings.api_listen[0]}:{settings.api_listen[1]}/api/v1"
+        api_where = f"{scheme}://{settings.api_listen[0]}:{settings.api_listen[1]}{API_PREFIX}"
     log.info("starting version=%s broker=%s listen=%s://%s:%d action_api=%s",
              __version__, mask_url(settings.broker_url), scheme, host, port, api_where)
     service.start()

@@ -24,19 +24,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
+from actions.http.routes import PREFIX as API_PREFIX
 from exporter import __version__
 from exporter.config import Settings
 from exporter.metrics.exposition import ModelExposition
 from exporter.state.model import Model
 
-#: Where the action API is mounted.
-API_PREFIX = "/api/v1"
-#: gzip level of ``/metrics``. Measured on 36 MB of exposition (500 names × 10 queues): level
-#: 1 takes 54 ms for 1.41 MB, 6 takes 214 ms for 1.14 MB, 9 (prometheus-client's) 1,043 ms for
-#: 1.00 MB; the text is repetitive enough that the fastest level already gives 25×.
-GZIP_LEVEL = 1
-
-API_PREFIX = "/api/v1"
 #: gzip level of ``/metrics``. Measured on 36 MB of exposition (500 names × 10 queues): level
 #: 1 takes 54 ms for 1.41 MB, 6 takes 214 ms for 1.14 MB, 9 (prometheus-client's) 1,043 ms for
 #: 1.00 MB; the text is repetitive enough that the fastest level already gives 25×.

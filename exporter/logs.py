@@ -30,6 +30,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (``""`` when it has none): drivers and
+    SQLAlchemy append SQL, parameters (which may hold task arguments) and links on more lines.
+    """
+    text = str(exc)
+    return text.splitlines()[0] if text else ""
+
+
+def describe(exc: BaseException) -> str:
+    """``ClassName: first line`` of an exception (``ClassName`` alone when it has no message),
+    for log lines, problem details and command-line errors. No secrets: callers pass exceptions
+    of clients that mask URLs, and the log formatter redacts what is left.
+    """
+    text = first_line(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def configure_logging(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
     """Send every log record to stderr at ``level`` (DEBUG/INFO/WARNING/ERROR) as ``fmt``
     (``text`` or ``json``), replacing handlers set before; any of ``secrets`` appearing in a

@@ -7,6 +7,7 @@ password-like transport options (``password``, ``sentinel_kwargs.password``) and
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -14,6 +15,8 @@ from urllib.parse import quote, unquote, urlsplit
 from kombu.utils.url import maybe_sanitize_url
 
 MASK = "**"
+#: ``scheme://user:password@`` anywhere in a text (an error message that quotes a URL).
+_URL_SECRET_RE = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^@\s]+@")
 _PASSWORD_KEYS = frozenset({"password", "sentinel_password", "ssl_password"})
 
 
@@ -30,6 +33,13 @@ def mask_url(url: str) -> str:
         except ValueError:
             masked.append("<unparseable URL>")
     return ";".join(masked)
+
+
+def mask_urls_in(text: str) -> str:
+    """Replace the password of every ``scheme://user:password@host`` inside ``text`` (an error
+    message quoting a URL) with ``**``.
+    """
+    return _URL_SECRET_RE.sub(rf"\1{MASK}@", text)
 
 
 def url_passwords(url: str) -> set[str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,7 +27,7 @@ from kombu import Consumer
 
 from exporter.config import Settings
 from exporter.poll.inspect_replies import parse_active_queues
-from exporter.secrets import MASK, Redactor, mask_url
+from exporter.secrets import Redactor, mask_url, mask_urls_in
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,6 @@ log = logging.getLogger(__name__)
 DEFAULT_LISTEN_SECONDS = 5.0
 #: Rows whose ``ok`` must be True for exit code 0.
 REQUIRED = ("broker", "workers", "events")
-_URL_SECRET_RE = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^@\s]+@")
 
 
 @dataclass(frozen=True)
@@ -49,11 +47,6 @@ class CheckResult:
     ok: bool | None
     message: str
     fix: str = ""
-
-
-def mask(text: str) -> str:
-    """Replace passwords in any ``scheme://user:password@host`` inside ``text`` with ``**``."""
-    return _URL_SECRET_RE.sub(rf"\1{MASK}@", text)
 
 
 def redact(results: Iterable[CheckResult], secrets: Iterable[str]) -> list[CheckResult]:
@@ -87,7 +80,8 @@ def judge_broker(url: str, error: BaseException | None) -> CheckResult:
     if error is None:
         return CheckResult("broker", True, f"connected to {safe}")
     return CheckResult(
-        "broker", False, f"cannot connect to {safe}: {type(error).__name__}: {mask(str(error))}",
+        "broker", False,
+        f"cannot connect to {safe}: {type(error).__name__}: {mask_urls_in(str(error))}",
         "check --broker-url (or CELERY_BROKER_URL / JOBMON_BROKER_URL) and that the broker "
         "accepts connections from here",
     )
@@ -182,7 +176,7 @@ def judge_history(error: BaseException | None, checked: bool) -> CheckResult:
     if error is None:
         return CheckResult("history database", True, "writable")
     return CheckResult("history database", False,
-                       f"not writable: {type(error).__name__}: {mask(str(error))}",
+                       f"not writable: {type(error).__name__}: {mask_urls_in(str(error))}",
                        "check --history-url and that the database exists and accepts writes "
                        "(celery-jobmon db upgrade)")
 
@@ -319,7 +313,7 @@ def _rows(app: Celery, settings: Settings, app_ref: str | None,
         try:
             results[1:1] = _worker_rows(app, settings, listen_seconds, producer_conf)
         except Exception as exc:  # the broker went away during the check
-            lost = f"broker error during the check: {type(exc).__name__}: {mask(str(exc))}"
+            lost = f"broker error during the check: {type(exc).__name__}: {mask_urls_in(str(exc))}"
             results[1:1] = [CheckResult("workers", None, lost),
                             CheckResult("events", None, lost)]
     else:

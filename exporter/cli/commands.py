@@ -17,6 +17,7 @@ from exporter.cli.options import (
     option,
     settings_from,
 )
+from exporter.logs import describe
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -76,12 +77,6 @@ _HISTORY_URL = option("--history-url", default=None,
                            "`serve` uses.")
 
 
-def _first_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` (SQLAlchemy appends SQL and a link on more lines)."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
-
-
 def _history_engine(url: str | None) -> Any:
     """The history engine for ``--history-url``; a URL that cannot work is a usage error (exit
     2, naming the flag, never repeating the URL).
@@ -96,7 +91,7 @@ def _history_engine(url: str | None) -> Any:
     try:
         return create_history_engine(url or default_history_url())
     except Exception as exc:
-        raise click.ClickException(f"--history-url: {_first_line(exc)}") from None
+        raise click.ClickException(f"--history-url: {describe(exc)}") from None
 
 
 @main.group()
@@ -115,7 +110,7 @@ def db_upgrade(history_url: str | None) -> None:
         upgrade(engine)
         click.echo(f"{safe_url(engine)}: schema at revision {current_revision(engine)}")
     except Exception as exc:
-        raise click.ClickException(f"upgrade failed: {_first_line(exc)}") from None
+        raise click.ClickException(f"upgrade failed: {describe(exc)}") from None
     finally:
         engine.dispose()
 
@@ -143,7 +138,7 @@ def history_prune(history_url: str | None, older_than: float | None, max_rows: i
     try:
         count = prune(engine, older_than_seconds=older_than, max_rows=max_rows, dry_run=dry_run)
     except Exception as exc:
-        raise click.ClickException(f"prune failed: {_first_line(exc)}") from None
+        raise click.ClickException(f"prune failed: {describe(exc)}") from None
     finally:
         engine.dispose()
     click.echo(f"{'would delete' if dry_run else 'deleted'} {count} executions")

@@ -6,7 +6,7 @@ Typical wiring (``serve``)::
     upgrade(engine)                              # --no-history-upgrade: needs_upgrade()
     for task in unfinished(engine, since_seconds=86400, limit=100_000):
         ...                                      # warm the in-memory task index
-    writer = HistoryWriter(engine, max_field_bytes=4096, retention=30 * 86400)
+    writer = HistoryWriter(engine, retention=30 * 86400)
     writer.start()
     ...  writer.submit(event)                    # from the event consumer, per task event
     ...  writer.stats()                          # at scrape time
@@ -28,10 +28,8 @@ from exporter.history.db import (
     safe_url,
     upgrade,
 )
-from exporter.history.merge import DEFAULT_MAX_FIELD_BYTES, TERMINAL_STATES
 from exporter.history.orm import ActionAudit, HistoryBase, TaskExecution
 from exporter.history.queries import (
-    DEFAULT_SLOW_THRESHOLD,
     Execution,
     FailureGroup,
     InvalidCursor,
@@ -47,7 +45,6 @@ from exporter.history.queries import (
 from exporter.history.retention import prune
 from exporter.history.writer import (
     DEFAULT_BATCH_SIZE,
-    DEFAULT_CAPACITY,
     DEFAULT_MAX_DELAY,
     DEFAULT_PRUNE_INTERVAL,
     DEFAULT_RETRY_MAX,
@@ -57,9 +54,9 @@ from exporter.history.writer import (
 )
 
 __all__ = [
-    "DEFAULT_BATCH_SIZE", "DEFAULT_CAPACITY", "DEFAULT_MAX_DELAY", "DEFAULT_MAX_FIELD_BYTES",
-    "DEFAULT_PRUNE_INTERVAL", "DEFAULT_RETRY_MAX", "DEFAULT_SLOW_THRESHOLD", "DROP_REASONS",
-    "STATES", "TERMINAL_STATES", "ActionAudit", "Execution", "FailureGroup", "HistoryBase",
+    "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_DELAY",
+    "DEFAULT_PRUNE_INTERVAL", "DEFAULT_RETRY_MAX", "DROP_REASONS",
+    "STATES", "ActionAudit", "Execution", "FailureGroup", "HistoryBase",
     "HistoryStats", "HistoryWriter", "InvalidCursor", "Page", "TaskExecution", "TaskStats",
     "UnfinishedTask", "create_history_engine", "current_revision", "default_history_url",
     "failure_groups", "get_execution", "head_revision", "list_executions", "needs_upgrade",

@@ -59,30 +59,28 @@ import ast
 import re
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from math import isfinite
 from typing import Any, TypeGuard
 
-from exporter.events.table import (
-    EVENT_STATE,
-    STATE_PRECEDENCE,
+from exporter.config import DEFAULT_HISTORY_MAX_FIELD_BYTES
+from exporter.events.parse import (
     TRACEBACK_TAIL_CHARS,
     WRAPPER_EXCEPTIONS,
+    as_int,
+    as_number,
     exception_class,
-    finite,
     parse_eta,
     traceback_exception,
 )
+from exporter.events.table import EVENT_STATE, STATE_PRECEDENCE, TERMINAL_STATES
 
 Row = dict[str, Any]
 
 #: States after which no more events are expected; ``finished_at`` is set for them.
-TERMINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED", "REJECTED", "LOST"})
 #: Events sent by the worker running the task (their ``hostname`` is that worker).
 WORKER_EVENTS = frozenset(EVENT_STATE) - {"task-sent"}
 #: Longest stored identifier (task name, queue, hostname, ids, exception class), characters.
 MAX_IDENTIFIER_CHARS = 255
 #: Default cap of args, kwargs, result, exception message and traceback, UTF-8 bytes.
-DEFAULT_MAX_FIELD_BYTES = 4096
 
 _FIRST, _MIN, _MAX, _NEWEST = "first", "min", "max", "newest"
 
@@ -193,7 +191,7 @@ def precap_event(event: MutableMapping[str, Any], max_field_bytes: int) -> None:
     cut there: :func:`cap_text` then gives the same text and truncated flag as for the whole
     string (UTF-8 needs at least one byte per character, and cleaning works character by
     character). A ``traceback`` keeps that head and its last
-    :data:`~exporter.events.table.TRACEBACK_TAIL_CHARS` characters (the real exception of a wrapped
+    :data:`~exporter.events.parse.TRACEBACK_TAIL_CHARS` characters (the real exception of a wrapped
     one is on its last line); ``exception`` keeps ``max(EXCEPTION_KEEP_CHARS,
     max_field_bytes + 1)`` characters (its class name and the start of its message). Cheap:
     a length check per field; only the oversized are sliced.
@@ -222,19 +220,9 @@ def _identifier(value: Any) -> str | None:
     return _clean(text[:MAX_IDENTIFIER_CHARS])
 
 
-def _number(value: Any) -> float | None:
-    if type(value) is float:
-        return value if isfinite(value) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not finite(value):
-        return None
-    return float(value)
-
-
-def _int(value: Any) -> int | None:
+def _int32(value: Any) -> int | None:
     """``value`` when it is an int that fits the INTEGER columns (32 bits), else ``None``."""
-    if isinstance(value, int) and not isinstance(value, bool) and -2**31 <= value < 2**31:
-        return value
-    return None
+    return as_int(value, 32)
 
 
 _CALL_RE = re.compile(r"^\s*[A-Za-z_][\w.]*\((.*)\)\s*$", re.DOTALL)
@@ -286,7 +274,8 @@ def _revoke_reason(event: Mapping[str, Any]) -> str:
 _NOTHING: Mapping[str, Any] = {}
 
 
-def record_from_event(event: Mapping[str, Any], max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
+def record_from_event(event: Mapping[str, Any],
+                      max_field_bytes: int = DEFAULT_HISTORY_MAX_FIELD_BYTES,
                       known: Mapping[str, Any] | None = None) -> tuple[str, Row] | None:
     """Turn one Celery task event into ``(task_id, partial row)``; ``None`` when unusable.
 
@@ -307,13 +296,13 @@ def record_from_event(event: Mapping[str, Any], max_field_bytes: int = DEFAULT_M
     event_type = get("type")
     state = EVENT_STATE.get(event_type) if isinstance(event_type, str) else None
     task_id = get("uuid")
-    timestamp = _number(get("timestamp"))
+    timestamp = as_number(get("timestamp"))
     if state is None or timestamp is None or not _storable_id(task_id):
         return None
     row: Row = {"state": state, "state_ts": timestamp}
     if state == "REVOKED":
         row["revoke_reason"] = _revoke_reason(event)
-        row["revoke_signal"] = _int(get("signum"))
+        row["revoke_signal"] = _int32(get("signum"))
     # Absent fields (most of them, on most events) are skipped before any conversion.
     for field in ("name", "parent_id", "root_id"):
         value = get(field)
@@ -330,7 +319,7 @@ def record_from_event(event: Mapping[str, Any], max_field_bytes: int = DEFAULT_M
             row[field] = value
     for field in ("retries", "priority"):
         value = get(field)
-        if value is not None and (value := _int(value)) is not None:
+        if value is not None and (value := _int32(value)) is not None:
             row[field] = value
     if event_type == "task-sent":
         row["sent_at"] = timestamp
@@ -347,7 +336,7 @@ def record_from_event(event: Mapping[str, Any], max_field_bytes: int = DEFAULT_M
         row["started_at"] = timestamp
     elif event_type == "task-succeeded":
         row["result"], row["result_truncated"] = cap_text(event.get("result"), max_field_bytes)
-        runtime = _number(event.get("runtime"))
+        runtime = as_number(event.get("runtime"))
         if runtime is not None:
             row["runtime"] = max(0.0, runtime)
     elif event_type in ("task-failed", "task-retried"):

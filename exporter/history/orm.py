@@ -52,7 +52,7 @@ class TaskExecution(HistoryBase):
       ``worker_seen_at``: timestamp of the newest such event.
     - ``runtime`` seconds: ``task-succeeded``'s ``runtime``; for FAILURE finished − started.
     - ``result`` (repr, capped): ``task-succeeded``. ``exception_type`` (class name, as
-      :func:`exporter.events.table.exception_class`), ``exception_message``, ``traceback`` (capped),
+      :func:`exporter.events.parse.exception_class`), ``exception_message``, ``traceback`` (capped),
       ``exception_at``: the newest ``task-failed``/``task-retried``.
     - ``revoke_reason`` (``expired``/``terminated``/``revoked``), ``revoke_signal``:
       ``task-revoked``.

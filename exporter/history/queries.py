@@ -35,8 +35,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from exporter.events.table import STATES
-from exporter.history.merge import TERMINAL_STATES
+from exporter.config import DEFAULT_SLOW_THRESHOLD
+from exporter.events.table import UNFINISHED_STATES
 from exporter.history.orm import TASK_EXECUTION
 
 Bind = Engine | Connection | Session
@@ -46,8 +46,6 @@ _C = _TABLE.c
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
 #: ``TaskStats.slow`` is set when the average runtime exceeds this many seconds.
-DEFAULT_SLOW_THRESHOLD = 60.0
-UNFINISHED_STATES = tuple(s for s in STATES if s not in TERMINAL_STATES)
 
 
 class InvalidCursor(ValueError):

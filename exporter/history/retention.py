@@ -16,8 +16,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, Table, and_, delete, func, or_, select
 
-from exporter.events.table import STATES
-from exporter.history.merge import TERMINAL_STATES
+from exporter.events.table import TERMINAL_STATES, UNFINISHED_STATES
 from exporter.history.orm import TASK_EXECUTION
 
 log = logging.getLogger(__name__)
@@ -26,7 +25,6 @@ _TABLE: Table = TASK_EXECUTION  # type: ignore[assignment]
 _C = _TABLE.c
 #: Rows deleted per transaction.
 DEFAULT_CHUNK_SIZE = 5000
-_UNFINISHED = tuple(s for s in STATES if s not in TERMINAL_STATES)
 
 
 def _older_than(cutoff: float) -> ColumnElement[bool]:
@@ -34,7 +32,7 @@ def _older_than(cutoff: float) -> ColumnElement[bool]:
     # (state, finished_at) index prefix instead of scanning the table.
     return or_(
         and_(_C.state.in_(sorted(TERMINAL_STATES)), _C.finished_at < cutoff),
-        and_(_C.state.in_(_UNFINISHED), _C.updated_at < cutoff),
+        and_(_C.state.in_(UNFINISHED_STATES), _C.updated_at < cutoff),
     )
 
 

@@ -24,6 +24,7 @@ from exporter.history import (
     unfinished,
     upgrade,
 )
+from exporter.logs import describe
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def open_history(settings: Settings) -> OpenHistory | None:
         warm = unfinished(engine, since_seconds=since, limit=settings.max_tasks_in_memory)
     except Exception as exc:
         reason = f"history database {safe_url(url) if '://' in url else url} unusable: " \
-                 f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                 f"{describe(exc)}"
         if settings.history_required:
             raise HistoryUnavailable(reason) from None
         log.warning("%s; running without history (metrics only)", reason)

@@ -42,10 +42,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
+from exporter.config import DEFAULT_HISTORY_MAX_FIELD_BYTES, DEFAULT_HISTORY_QUEUE_SIZE
 from exporter.events.table import WORKER_EVENT_TYPES
 from exporter.history.db import WRITE_INTENT, safe_url
 from exporter.history.merge import (
-    DEFAULT_MAX_FIELD_BYTES,
     Row,
     merge_into,
     precap_event,
@@ -53,10 +53,10 @@ from exporter.history.merge import (
 )
 from exporter.history.retention import prune
 from exporter.history.store import upsert_rows
+from exporter.logs import first_line
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CAPACITY = 100_000
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_MAX_DELAY = 0.5
 DEFAULT_RETRY_INITIAL = 0.5
@@ -109,8 +109,7 @@ def _detail(exc: BaseException) -> str:
     """The first line of the driver's message (without SQLAlchemy's SQL and parameters, which
     may hold task arguments), at most 200 characters.
     """
-    text = str(getattr(exc, "orig", None) or exc)
-    return text.splitlines()[0][:200] if text else ""
+    return first_line(getattr(exc, "orig", None) or exc)[:200]
 
 
 class HistoryWriter(threading.Thread):
@@ -142,10 +141,10 @@ class HistoryWriter(threading.Thread):
         self,
         engine: Engine,
         *,
-        capacity: int = DEFAULT_CAPACITY,
+        capacity: int = DEFAULT_HISTORY_QUEUE_SIZE,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_delay: float = DEFAULT_MAX_DELAY,
-        max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
+        max_field_bytes: int = DEFAULT_HISTORY_MAX_FIELD_BYTES,
         max_pending: int | None = None,
         retry_initial: float = DEFAULT_RETRY_INITIAL,
         retry_max: float = DEFAULT_RETRY_MAX,

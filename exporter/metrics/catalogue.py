@@ -182,7 +182,7 @@ BUILD_INFO = MetricSpec(
     ("version", "celery_version", "python_version"), "", "exporter",
 )
 
-# -- from the poller (inspect broadcasts and broker queue reads), see exporter/metrics/poll_collector.py
+# -- from the poller (inspect broadcasts, broker queue reads): metrics/poll_collector.py
 
 QUEUE_LENGTH = MetricSpec(
     "queue_length", "gauge",

@@ -28,12 +28,12 @@ as not having answered.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.events.table import UNKNOWN, parse_eta
+from exporter.events.parse import as_int, as_number, parse_eta
+from exporter.events.table import UNKNOWN
 
 #: ``rusage.maxrss`` unit of Linux workers (kilobytes); macOS workers report bytes (scale 1).
 MAXRSS_SCALE_LINUX = 1024
@@ -93,18 +93,6 @@ class ConsumedQueue:
     routing_key: str | None
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value
-
-
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -124,10 +112,10 @@ def parse_task_info(entry: Any, hostname: str) -> TaskInfo | None:
         task_id=entry["id"],
         name=_str(entry.get("name")) or UNKNOWN,
         hostname=_str(entry.get("hostname")) or hostname,
-        time_start=_number(entry.get("time_start")),
+        time_start=as_number(entry.get("time_start")),
         exchange=_str(delivery.get("exchange")),
         routing_key=_str(delivery.get("routing_key")),
-        priority=_int(delivery.get("priority")),
+        priority=as_int(delivery.get("priority")),
     )
 
 
@@ -180,17 +168,17 @@ def parse_stats(reply: Mapping[str, Any] | None, maxrss_scale: int = MAXRSS_SCAL
         rusage = stats.get("rusage")
         rusage = rusage if isinstance(rusage, Mapping) else {}
         raw_processes = pool.get("processes")
-        processes = tuple(p for p in raw_processes if _int(p) is not None) if isinstance(
+        processes = tuple(p for p in raw_processes if as_int(p) is not None) if isinstance(
             raw_processes, list) else ()
-        size = _int(pool.get("max-concurrency"))
+        size = as_int(pool.get("max-concurrency"))
         if size is None and processes:
             size = len(processes)
-        maxrss = _int(rusage.get("maxrss"))
+        maxrss = as_int(rusage.get("maxrss"))
         parsed[hostname] = WorkerStats(
             pool_size=size,
             processes=processes,
-            cpu_user=_number(rusage.get("utime")),
-            cpu_system=_number(rusage.get("stime")),
+            cpu_user=as_number(rusage.get("utime")),
+            cpu_system=as_number(rusage.get("stime")),
             max_rss_bytes=None if maxrss is None else maxrss * maxrss_scale,
         )
     return parsed

@@ -30,7 +30,7 @@ from typing import Any
 import redis
 from kombu import Connection
 
-from exporter.events.table import parse_eta
+from exporter.events.parse import parse_eta
 from exporter.poll.snapshot import QueueState, SentTime
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ worker-*                worker table (liveness, active, processed)
 Bad input never stops the thread; what cannot be used is counted in ``events_malformed`` by
 reason and skipped:
 
-- an event :func:`~exporter.events.table.check_event` refuses (reason from the check);
+- an event :func:`~exporter.events.parse.check_event` refuses (reason from the check);
 - a task event already applied — same task id, type and ``timestamp`` as the one the task
   record holds for that type (sent, received, started, or the latest state) — is a ``duplicate``
   (a retried task sends its events again, with new timestamps: those count); so is a second
@@ -58,17 +58,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from exporter.events.parse import MalformedEvent, check_event, exception_class, parse_eta
 from exporter.events.table import (
     EVENT_STATE,
     MAX_CLOCK_SKEW,
     STATE_PRECEDENCE,
     TASK_EVENT_TYPES,
     TASK_LOST,
+    TERMINAL_STATES,
     UNKNOWN,
-    MalformedEvent,
-    check_event,
-    exception_class,
-    parse_eta,
 )
 from exporter.state.histogram import HistogramValue
 from exporter.state.task_index import TaskIndex, TaskRecord
@@ -93,10 +91,7 @@ LOST_CHECK_INTERVAL = 1.0
 _TIMESTAMP_SLOT = {"task-sent": "sent", "task-received": "received", "task-started": "started"}
 #: Terminal reports counted once per execution, and the states they leave.
 _FINISH_TYPES = frozenset({"task-succeeded", "task-failed"})
-_FINISHED = frozenset({"SUCCESS", "FAILURE"})
-#: States after which a task sends no more events of its own (a retried task comes back with
-#: its id, a cancelled one is delivered again): its index record moves to the finished tasks.
-INDEX_FINISHED = frozenset({"SUCCESS", "FAILURE", "REVOKED", "REJECTED", "LOST"})
+_FINISHED = frozenset(EVENT_STATE[event_type] for event_type in _FINISH_TYPES)
 
 
 @dataclass(frozen=True)
@@ -403,7 +398,7 @@ class Model:
         """Undo what a record evicted from the index contributed; count the eviction when the
         task had not finished (its later events will not join to its name and queue).
         """
-        if evicted.state not in INDEX_FINISHED:
+        if evicted.state not in TERMINAL_STATES:
             self._evictions += 1
         self._end_execution(evicted)
         self._count_deferred(evicted)
@@ -572,7 +567,7 @@ class Model:
     def _finish(self, record: TaskRecord, event_type: str, event: dict) -> None:
         if self._set_state(record, event_type, event["timestamp"]):
             self._end_execution(record)
-            if record.state in INDEX_FINISHED:
+            if record.state in TERMINAL_STATES:
                 self._move_to_finished(event["uuid"])
 
     def _move_to_finished(self, task_id: str) -> None:

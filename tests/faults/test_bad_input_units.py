@@ -21,8 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
 from exporter.events.consumer import EventConsumer
+from exporter.events.parse import exception_class
 from exporter.events.redis_stream import accept_content, decode_payload
-from exporter.events.table import MAX_CLOCK_SKEW, exception_class
+from exporter.events.table import MAX_CLOCK_SKEW
 from exporter.history import create_history_engine, get_execution, upgrade
 from exporter.history.merge import finalize, merge, record_from_event
 from exporter.history.writer import HistoryWriter

@@ -19,9 +19,9 @@ from exporter.cli.check import (
     judge_task_sent,
     judge_workers,
     load_producer_conf,
-    mask,
     redact,
 )
+from exporter.secrets import mask_urls_in
 
 QUEUES_REPLY = {"w1@h": [{"name": "a", "exchange": {"name": "a"}, "routing_key": "a"},
                          {"name": "b", "exchange": {"name": "b"}, "routing_key": "b"}]}
@@ -37,9 +37,9 @@ def test_broker_row_masks_the_password():
 
 
 def test_mask_hides_passwords_in_any_url_in_a_text():
-    assert mask("postgresql+psycopg://app:pw@db/x and amqp://u:p@h//") == (
+    assert mask_urls_in("postgresql+psycopg://app:pw@db/x and amqp://u:p@h//") == (
         "postgresql+psycopg://app:**@db/x and amqp://u:**@h//")
-    assert mask("no url here") == "no url here"
+    assert mask_urls_in("no url here") == "no url here"
 
 
 def test_failover_lists_are_masked_url_by_url():

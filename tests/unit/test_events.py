@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from exporter.events.table import MalformedEvent, check_event, exception_class, parse_eta
+from exporter.events.parse import MalformedEvent, check_event, exception_class, parse_eta
 
 T0 = 1_700_000_000.0
 

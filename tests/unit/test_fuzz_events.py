@@ -30,8 +30,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from exporter.events.table import TERMINAL_STATES
 from exporter.history import create_history_engine, get_execution, upgrade
-from exporter.history.merge import TERMINAL_STATES, finalize, merge, record_from_event
+from exporter.history.merge import finalize, merge, record_from_event
 from exporter.history.writer import HistoryWriter
 from exporter.metrics import catalogue as m
 from exporter.metrics.exposition import ModelExposition

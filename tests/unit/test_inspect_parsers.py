@@ -208,6 +208,15 @@ def test_booleans_are_not_numbers():
     assert info is not None and (info.time_start, info.priority) == (None, None)
 
 
+def test_an_integer_beyond_the_float_range_is_no_number():
+    # math.isfinite(2**1100) raises OverflowError: the reply of one worker must not end the
+    # poll round.
+    info = parse_task_info({"id": "t", "time_start": 2**1100}, "w@h")
+    stats = parse_stats({"w@h": {"rusage": {"utime": 2**1100, "stime": 1.5}}})
+    assert info is not None and info.time_start is None
+    assert (stats["w@h"].cpu_user, stats["w@h"].cpu_system) == (None, 1.5)
+
+
 QUEUES = (ConsumedQueue("a", "a", "a"), ConsumedQueue("b", "tasks", "b.#"),
           ConsumedQueue("c", "tasks", "c"))
 
