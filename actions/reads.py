@@ -38,6 +38,7 @@ from exporter.history import (
 )
 from exporter.history.orm import ACTION_AUDIT
 from exporter.history.queries import MAX_PAGE_SIZE
+from exporter.state.labels import TaskLabels
 
 _AUDIT: Table = ACTION_AUDIT  # type: ignore[assignment]
 #: Failure groups listed by the statistics.
@@ -152,8 +153,8 @@ def queues(ctx: ActionContext) -> QueuesReport:
     now = ctx.clock()
     running: dict[str, int] = {}
     if ctx.model_snapshot is not None:
-        for (_, queue), count in ctx.model_snapshot().running.items():
-            running[queue] = running.get(queue, 0) + count
+        for labels, count in ctx.model_snapshot().running.items():
+            running[labels.queue_name] = running.get(labels.queue_name, 0) + count
 
     reserved, scheduled = snapshot.reserved, snapshot.scheduled
     return QueuesReport(
@@ -169,9 +170,9 @@ def queues(ctx: ActionContext) -> QueuesReport:
     )
 
 
-def _held(counts: Mapping[tuple[str, ...], int], queue: str) -> int:
+def _held(counts: Mapping[TaskLabels, int], queue: str) -> int:
     """Tasks of ``queue`` in ``{(name, queue_name): n}``."""
-    return sum(n for labels, n in counts.items() if labels[1] == queue)
+    return sum(n for labels, n in counts.items() if labels.queue_name == queue)
 
 
 def pending(ctx: ActionContext, queue: str, *, offset: int = 0, limit: int = 100) -> PendingPage:

@@ -6,10 +6,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-import celery
 from celery import Celery
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 
 from actions.broker import make_action_app
 from actions.http.routes import PREFIX as API_PREFIX
@@ -20,11 +18,10 @@ from exporter.config import Settings
 from exporter.events.consumer import EventConsumer
 from exporter.history.setup import OpenHistory, open_history
 from exporter.http import MetricsEndpoint, create_http_app, make_server, serve_all
-from exporter.metrics.exposition import ModelExposition
-from exporter.metrics.history_collector import HistoryCollector
-from exporter.metrics.poll_collector import PollCollector
+from exporter.metrics.scrape import Scrape, exporter_sources
 from exporter.poll.poller import Poller
 from exporter.secrets import mask_url
+from exporter.state.health import Health
 from exporter.state.model import Model
 
 log = logging.getLogger(__name__)
@@ -57,6 +54,7 @@ class Service:
 
     settings: Settings
     model: Model
+    health: Health
     metrics: MetricsEndpoint
     consumer: EventConsumer
     poller: Poller
@@ -107,33 +105,30 @@ def build_service(settings: Settings) -> Service:
     )
     if history is not None:
         model.warm(history.unfinished)
-    exposition = ModelExposition(
-        settings.metric_prefix, {"version": __version__, "celery_version": celery.__version__},
-        hostname_label=settings.task_hostname_label)
-    registry = CollectorRegistry(auto_describe=False)
+    health = Health()
     app = make_celery_app(settings)
-    consumer = EventConsumer(app, model, accept=settings.accept_content,
+    consumer = EventConsumer(app, model, health, accept=settings.accept_content,
                              reconnect_max_interval=settings.reconnect_max_interval,
                              redis_fast_path=settings.redis_fast_path)
-    poller = Poller(app, model, interval=settings.inspect_interval,
+    poller = Poller(app, model, health, interval=settings.inspect_interval,
                     timeout=settings.inspect_timeout, enable_events=settings.enable_events,
                     queues=settings.queues, queue_forget_after=settings.queue_forget_after,
                     sent_time=model.sent_time)
-    registry.register(PollCollector(poller.latest, settings.metric_prefix))
-    registry.register(HistoryCollector(
-        history.writer.stats if history is not None else None, settings.metric_prefix))
-    metrics = MetricsEndpoint(model, exposition, registry)
+    metrics = MetricsEndpoint(Scrape(exporter_sources(
+        settings.metric_prefix, model, health, poller.latest,
+        history.writer.stats if history is not None else None,
+        hostname_label=settings.task_hostname_label), settings.metric_prefix).render)
     action_app = make_action_app(settings)
     context = action_context(settings, history=history.engine if history is not None else None,
                              app=action_app, model=model, poll_latest=poller.latest)
     api = create_api(context, token=settings.api_token,
                      max_body_bytes=settings.api_max_body_bytes, secrets=settings.secrets())
     if settings.api_listen is not None and api is not None:
-        return Service(settings, model, metrics, consumer, poller,
-                       create_http_app(metrics, model), history, action_app,
-                       api_http=create_http_app(None, model, api))
-    return Service(settings, model, metrics, consumer, poller,
-                   create_http_app(metrics, model, api), history, action_app)
+        return Service(settings, model, health, metrics, consumer, poller,
+                       create_http_app(metrics, health), history, action_app,
+                       api_http=create_http_app(None, health, api))
+    return Service(settings, model, health, metrics, consumer, poller,
+                   create_http_app(metrics, health, api), history, action_app)
 
 
 def serve(settings: Settings) -> None:

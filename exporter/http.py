@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,7 +14,6 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -27,8 +25,7 @@ from starlette.routing import Mount, Route
 from actions.http.routes import PREFIX as API_PREFIX
 from exporter import __version__
 from exporter.config import Settings
-from exporter.metrics.exposition import ModelExposition
-from exporter.state.model import Model
+from exporter.state.health import Health
 
 #: gzip level of ``/metrics``. Measured on 36 MB of exposition (500 names × 10 queues): level
 #: 1 takes 54 ms for 1.41 MB, 6 takes 214 ms for 1.14 MB, 9 (prometheus-client's) 1,043 ms for
@@ -50,29 +47,15 @@ class _AsgiEndpoint:
 
 
 class MetricsEndpoint:
-    """``/metrics``: the model's families
-    (:class:`~exporter.metrics.exposition.ModelExposition`, cached per series) followed by
-    ``registry``'s (poller and history collectors, rendered by prometheus-client's
-    ``generate_latest``), always Prometheus text format 0.0.4 — OpenMetrics is not negotiated;
-    Prometheus reads the text format whatever it asked for.
+    """``/metrics``: ``render()`` (a :meth:`~exporter.metrics.scrape.Scrape.render`: every
+    source guarded, then the scrape report), always Prometheus text format 0.0.4 — OpenMetrics
+    is not negotiated; Prometheus reads the text format whatever it asked for.
 
-    Rendering runs in Starlette's thread pool (the event loop keeps serving ``/healthz``); one
-    render at a time, since the exposition's cache is not thread-safe.
+    Rendering runs in Starlette's thread pool, so the event loop keeps serving ``/healthz``.
     """
 
-    def __init__(self, model: Model, exposition: ModelExposition,
-                 registry: CollectorRegistry) -> None:
-        self._model = model
-        self._exposition = exposition
-        self._registry = registry
-        self._lock = threading.Lock()
-
-    def render(self) -> bytes:
-        """The whole exposition, UTF-8 text."""
-        with self._lock:
-            parts = self._exposition.chunks(self._model.snapshot())
-        parts.append(generate_latest(self._registry))
-        return b"".join(parts)
+    def __init__(self, render: Callable[[], bytes]) -> None:
+        self.render = render
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """ASGI: answer any request with the exposition."""
@@ -80,11 +63,12 @@ class MetricsEndpoint:
         await Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)(scope, receive, send)
 
 
-def create_http_app(metrics: MetricsEndpoint | None, model: Model,
+def create_http_app(metrics: MetricsEndpoint | None, health: Health,
                     api: Callable[..., Awaitable[None]] | None = None) -> FastAPI:
     """The ASGI app: ``/metrics`` (``metrics``, gzip-compressed when the client accepts it;
     left out when ``metrics`` is ``None``), ``/healthz`` (200 while the process serves) and
-    ``/readyz`` (200 when connected to the broker, else 503); both answer JSON
+    ``/readyz`` (200 when ``health`` says the consumer is connected to the broker, else 503);
+    both answer JSON
     ``{"status": ...}``.
     ``api`` (the action API, :func:`actions.http.routes.create_api`) is mounted at ``/api/v1``;
     ``/metrics``, ``/healthz`` and ``/readyz`` need no token. With ``--api-listen`` the
@@ -103,7 +87,7 @@ def create_http_app(metrics: MetricsEndpoint | None, model: Model,
 
     @http.get("/readyz")
     def readyz() -> JSONResponse:
-        connected = model.snapshot().broker_connected
+        connected = health.broker_connected
         return JSONResponse({"status": "ready" if connected else "broker disconnected"},
                             status_code=200 if connected else 503)
 

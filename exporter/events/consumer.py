@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -43,6 +44,7 @@ from exporter.events.redis_stream import (
     fanout_pattern,
 )
 from exporter.secrets import mask_url
+from exporter.state.health import Health
 from exporter.state.model import Model
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,7 @@ class _Receiver(EventReceiver):
             self.owner.count_undecodable(exc)
             return
         # Celery >= 4 may send a list of events in one message (buffered dispatchers).
-        self.model.process_many(body if isinstance(body, list) else (body,))
+        self.owner.apply(body if isinstance(body, list) else [body])
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         self.owner.count_undecodable(exc)
@@ -144,7 +146,8 @@ class EventConsumer(threading.Thread):
     Args:
         app: Celery app whose ``broker_url``/``broker_transport_options``/``event_queue_ttl``
             /``event_queue_expires`` say where and how to consume.
-        model: receives every event (:meth:`Model.process_many`) and the connection state.
+        model: receives every event (:meth:`Model.process_many`).
+        health: receives the connection state and the time spent applying each batch.
         accept: content types accepted for event messages (others are counted as
             ``content_disallowed``).
         reconnect_max_interval: the longest wait between two connection attempts, seconds.
@@ -153,12 +156,13 @@ class EventConsumer(threading.Thread):
 
     """
 
-    def __init__(self, app: Celery, model: Model, *, accept: tuple[str, ...],
+    def __init__(self, app: Celery, model: Model, health: Health, *, accept: tuple[str, ...],
                  reconnect_max_interval: float, redis_fast_path: bool = True,
                  batch_size: int = 1000) -> None:
         super().__init__(name="event-consumer", daemon=True)
         self.app = app
         self.model = model
+        self.health = health
         self.accept = accept
         self.reconnect_max_interval = reconnect_max_interval
         self.batch_size = batch_size
@@ -174,6 +178,14 @@ class EventConsumer(threading.Thread):
     def path(self) -> str:
         """``redis`` when the fast path is used, else ``kombu``."""
         return "redis" if self.fast_path_pattern else "kombu"
+
+    def apply(self, events: list[Any]) -> None:
+        """Apply one batch of decoded events to the model and count the batch and the wall
+        time it took (lock waits included) in the health.
+        """
+        started = time.perf_counter()
+        self.model.process_many(events)
+        self.health.record_batch(time.perf_counter() - started)
 
     def count_undecodable(self, exc: Exception) -> None:
         """Count a message that could not be decoded (``content_disallowed`` when its content
@@ -202,7 +214,7 @@ class EventConsumer(threading.Thread):
 
     def on_connection_error(self, exc: Exception, interval: float) -> None:
         """Kombu's errback before each wait: mark disconnected, log, leave if stopping."""
-        self.model.set_broker_connected(False)
+        self.health.set_broker_connected(False)
         log.warning("broker unreachable error=%s retry_in=%.0fs", type(exc).__name__, interval)
         self._check_stopping()
 
@@ -211,7 +223,7 @@ class EventConsumer(threading.Thread):
         reconnect.
         """
         reconnected, self._connected_once = self._connected_once, True
-        self.model.set_broker_connected(True, reconnected=reconnected)
+        self.health.set_broker_connected(True, reconnected=reconnected)
         log.info("consuming events broker=%s reconnect=%s",
                  mask_url(broker), reconnected)
 
@@ -228,10 +240,10 @@ class EventConsumer(threading.Thread):
                 break
             except Exception:
                 # A bug must not end event consumption: log it, pause, consume again.
-                self.model.set_broker_connected(False)
+                self.health.set_broker_connected(False)
                 log.exception("event consumer error; reconnecting")
                 self._stopping.wait(1.0)
-        self.model.set_broker_connected(False)
+        self.health.set_broker_connected(False)
 
     def _consume(self) -> None:
         with self.app.connection_for_read() as conn:
@@ -251,7 +263,7 @@ class EventConsumer(threading.Thread):
                     else:
                         self._stopping.wait(receiver.restart_limit.expected_time(1))
                 except errors as exc:
-                    self.model.set_broker_connected(False)
+                    self.health.set_broker_connected(False)
                     log.warning(LOST_MESSAGE, type(exc).__name__, "")
 
     def _consume_redis(self, pattern: str) -> None:
@@ -270,7 +282,7 @@ class EventConsumer(threading.Thread):
                         else:
                             self.model.tick()
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                    self.model.set_broker_connected(False)
+                    self.health.set_broker_connected(False)
                     log.warning(LOST_MESSAGE, type(exc).__name__, _REDIS_HINT)
         finally:
             stream.close()
@@ -303,7 +315,7 @@ class EventConsumer(threading.Thread):
             except Exception as exc:
                 self.count_undecodable(exc)
         if events:
-            self.model.process_many(events)
+            self.apply(events)
 
     def _wakeup_workers(self) -> None:
         """Ask workers for a heartbeat now (as Celery's receiver does) so workers show up."""

@@ -1,11 +1,11 @@
-"""The model's part of ``/metrics``: Prometheus text format 0.0.4, rendered again only where it
-changed.
+"""The model's and the exporter's health part of ``/metrics``: Prometheus text format 0.0.4,
+rendered again only where it changed.
 
 prometheus-client's custom-collector pattern builds a ``Metric`` object per family and a
 ``Sample`` per series on every scrape, then formats each sample: about 8 µs a sample. With 500
 task names × 10 queues and full histograms that is 345,000 samples and 2.4 s per scrape — the
 scrape would hold a core for seconds and time out. Between two scrapes most series do not
-change, so :class:`ModelExposition` keeps the rendered text of each series with the value it
+change, so :class:`CachedExposition` keeps the rendered text of each series with the value it
 was rendered from and renders a series again only when its value differs (a frozen
 :class:`~exporter.state.histogram.HistogramValue` is the same object while its histogram saw no
 observation, so the check is an identity test); a family none of whose series changed is
@@ -25,16 +25,15 @@ Not thread-safe: the ``/metrics`` endpoint serialises renders with its own lock.
 
 from __future__ import annotations
 
-import platform
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client.utils import floatToGoString
 
 from exporter.metrics import catalogue as m
-from exporter.metrics.catalogue import MetricSpec
+from exporter.metrics.catalogue import MetricSpec, Reader
 from exporter.state.histogram import HistogramValue
-from exporter.state.model import ModelSnapshot
 
 Labels = tuple[str, ...]
 #: Formats what does not change in a series' lines, once per label-value tuple.
@@ -165,85 +164,46 @@ def _histogram_family(name: str, spec: MetricSpec) -> _Family:
     return _Family(_header(name, spec.help, "histogram"), prefix, render, hashable=False)
 
 
-class ModelExposition:
-    """Renders :class:`~exporter.state.model.ModelSnapshot` s as text, every family of the model
-    part of :data:`exporter.metrics.catalogue.CATALOGUE` in a fixed order.
+class CachedExposition:
+    """Renders the families ``specs`` (each with its catalogue reader) from the snapshots of one
+    source as text, in ``specs`` order, re-rendering only what changed (see the module docs).
 
     Args:
         prefix: metric name prefix, ``celery_`` by default.
-        versions: values of the build-info labels (``version``, ``celery_version``).
-        hostname_label: the task series carry ``hostname`` after ``queue_name``
-            (``--task-hostname-label``; the model's label tuples must have it too).
+        specs: the families, e.g. :data:`~exporter.metrics.catalogue.MODEL`.
+        hostname_label: the families of :data:`~exporter.metrics.catalogue.HOSTNAME_LABELED`
+            carry ``hostname`` after ``queue_name`` (``--task-hostname-label``; the snapshot's
+            label tuples must have it too).
 
     """
 
-    def __init__(self, prefix: str, versions: Mapping[str, str],
+    def __init__(self, prefix: str, specs: Iterable[MetricSpec],
                  hostname_label: bool = False) -> None:
-        self._build = {**versions, "python_version": platform.python_version()}
-        self._families: dict[str, _Family] = {}
-        specs = {spec.name: spec for spec in m.CATALOGUE}
-        if hostname_label:
-            specs.update({spec.name: m.with_hostname(spec) for spec in m.HOSTNAME_LABELED})
-        for spec in (*m.LIFECYCLE.values(), m.TASK_EXCEPTIONS, m.TASK_RUNNING, m.TASK_LOST,
-                     m.WORKER_UP, m.WORKER_TASKS_ACTIVE, m.WORKER_LAST_HEARTBEAT,
-                     m.WORKER_PROCESSED, m.EVENTS_RECEIVED, m.EVENTS_MALFORMED, m.LAST_EVENT,
-                     m.BROKER_CONNECTED, m.BROKER_RECONNECTS, m.EVENT_GAPS, m.EVENT_LAG,
-                     m.EVENT_BATCHES, m.EVENT_PROCESSING, m.TASKS_IN_MEMORY,
-                     m.TASK_INDEX_EVICTIONS, m.TASK_NAMES_FOLDED, m.POLL_ERRORS):
-            self._families[spec.name] = _value_family(prefix + spec.name, specs[spec.name])
-        for spec in (m.TASK_RUNTIME, m.TASK_QUEUE_WAIT):
-            self._families[spec.name] = _histogram_family(prefix + spec.name, specs[spec.name])
-        info = prefix + m.BUILD_INFO.name + "_info"
-        self._families[m.BUILD_INFO.name] = _value_family(info, MetricSpec(
-            info, "gauge", m.BUILD_INFO.help, tuple(sorted(self._build)), "", "exporter"))
+        self._families: list[tuple[Reader, _Family]] = []
+        for spec in specs:
+            if hostname_label and spec in m.HOSTNAME_LABELED:
+                spec = m.with_hostname(spec)
+            if spec.kind == "histogram":
+                family = _histogram_family(prefix + spec.name, spec)
+            elif spec.kind == "info":  # exposed as <name>_info 1, as prometheus-client does
+                family = _value_family(prefix + spec.name + "_info", replace(spec, kind="gauge"))
+            else:
+                family = _value_family(prefix + spec.name, spec)
+            self._families.append((spec.read, family))
 
-    def chunks(self, snap: ModelSnapshot) -> list[bytes]:
-        """The text of every model family for ``snap`` as UTF-8 chunks to be joined (one per
-        family header and one per series; joining is left to the caller, so that 36 MB are
-        copied once, not twice).
+    def chunks(self, snapshot: Any, now: float) -> list[bytes]:
+        """The text of every family for ``snapshot`` (at exporter time ``now``) as UTF-8
+        chunks to be joined (one per family header and one per series; joining is left to the
+        caller, so that 36 MB are copied once, not twice).
+
+        Raises:
+            Exception: whatever a reader raises on a snapshot it cannot read (the caller
+                guards each source; a failed render leaves the cache as it was).
+
         """
         parts: list[bytes] = []
-        for chunks in self._family_chunks(snap):
-            parts += chunks
+        for read, family in self._families:
+            values = read(snapshot, now)
+            if values is not None:
+                parts += family.chunks(values)
         return parts
-
-    def _family_chunks(self, snap: ModelSnapshot) -> Iterator[list[bytes]]:
-        text = self._text
-        for event_type, spec in m.LIFECYCLE.items():
-            yield text(spec, snap.lifecycle[event_type])
-        yield text(m.TASK_EXCEPTIONS, snap.exceptions)
-        yield text(m.TASK_RUNTIME, snap.runtime)
-        yield text(m.TASK_QUEUE_WAIT, snap.queue_wait)
-        yield text(m.TASK_RUNNING, snap.running)
-        yield text(m.TASK_LOST, snap.lost)
-        workers = snap.workers
-        yield text(m.WORKER_UP, {(w.hostname,): float(w.up) for w in workers})
-        yield text(m.WORKER_TASKS_ACTIVE, {
-            (w.hostname,): w.active for w in workers if w.active is not None})
-        yield text(m.WORKER_LAST_HEARTBEAT, {(w.hostname,): w.last_heartbeat for w in workers})
-        yield text(m.WORKER_PROCESSED, {
-            (w.hostname,): w.processed for w in workers if w.processed is not None})
-        yield text(m.EVENTS_RECEIVED, _by_one_label(snap.events_received))
-        yield text(m.EVENTS_MALFORMED, _by_one_label(snap.events_malformed))
-        if snap.last_event is not None:
-            yield text(m.LAST_EVENT, {(): snap.last_event})
-        yield text(m.BROKER_CONNECTED, {(): float(snap.broker_connected)})
-        yield text(m.BROKER_RECONNECTS, {(): snap.broker_reconnects})
-        yield text(m.EVENT_GAPS, {(): snap.event_gaps})
-        if snap.event_lag is not None:
-            yield text(m.EVENT_LAG, {(): snap.event_lag})
-        yield text(m.EVENT_BATCHES, {(): snap.event_batches})
-        yield text(m.EVENT_PROCESSING, {(): snap.event_processing_seconds})
-        yield text(m.TASKS_IN_MEMORY, {(): snap.tasks_in_memory})
-        yield text(m.TASK_INDEX_EVICTIONS, {(): snap.task_index_evictions})
-        yield text(m.TASK_NAMES_FOLDED, {(): snap.task_names_folded})
-        yield text(m.POLL_ERRORS, _by_one_label(snap.poll_errors))
-        build = self._build
-        yield text(m.BUILD_INFO, {tuple(build[key] for key in sorted(build)): 1.0})
-
-    def _text(self, spec: MetricSpec, values: Mapping[Labels, Any]) -> list[bytes]:
-        return self._families[spec.name].chunks(values)
-
-
-def _by_one_label(counts: Mapping[str, int]) -> dict[Labels, float]:
-    return {(key,): value for key, value in counts.items()}

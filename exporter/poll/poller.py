@@ -56,6 +56,7 @@ from exporter.poll.snapshot import (
     task_gauges,
     worker_states,
 )
+from exporter.state.health import Health
 from exporter.state.model import Model
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,9 @@ class Poller(threading.Thread):
     Args:
         app: Celery app connected to the broker (``app.control``; the broker connection for
             queue reads). May be ``None`` when ``broadcaster`` and ``queue_reader`` are given.
-        model: receives the worker → queues map (:meth:`Model.set_worker_queues`) and the
-            failed calls (:meth:`Model.count_poll_error`).
+        model: receives the worker → queues map (:meth:`Model.set_worker_queues`); names
+            tasks (:meth:`Model.label_name`).
+        health: counts the failed calls (:meth:`Health.count_poll_error`).
         interval: seconds between round starts; timeout: seconds to wait for inspect replies.
         enable_events: also broadcast ``enable_events`` each round.
         queues: queue names always read (``--queue``), consumed or not.
@@ -166,6 +168,7 @@ class Poller(threading.Thread):
         self,
         app: Celery | None,
         model: Model,
+        health: Health,
         *,
         interval: float,
         timeout: float,
@@ -187,6 +190,7 @@ class Poller(threading.Thread):
             broadcaster = CeleryBroadcaster(app, timeout)
         self.app = app
         self.model = model
+        self.health = health
         self.interval = interval
         self.timeout = timeout
         self.enable_events = enable_events
@@ -300,7 +304,7 @@ class Poller(threading.Thread):
             return False, None
 
     def _count_error(self, call: str, exc: Exception) -> None:
-        self.model.count_poll_error(call)
+        self.health.count_poll_error(call)
         log.warning("poll call failed call=%s error=%s", call, type(exc).__name__)
 
     def _queue_names(self, now: float, consumed: Mapping[str, Any]) -> list[str]:

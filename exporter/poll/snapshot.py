@@ -18,8 +18,8 @@ from exporter.poll.inspect_replies import (
     WorkerStats,
     queue_of,
 )
+from exporter.state.labels import TaskLabels
 
-Labels = tuple[str, ...]
 T = TypeVar("T")
 
 #: ``priority`` label value of brokers that give no per-priority breakdown (RabbitMQ over
@@ -65,17 +65,18 @@ class PollSnapshot:
     """One poller round, frozen.
 
     ``taken_at``: exporter clock (seconds since the epoch) when the round ended; ``duration``:
-    seconds the round took. ``reserved``/``scheduled``: ``{(name, queue_name): tasks}`` over all
-    workers; ``earliest_eta``: ``{name: ETA seconds since the epoch}``; ``oldest_running_start``:
-    ``{name: time_start}`` of the oldest running task (worker clock); ``inspect_timeouts``:
-    ``{hostname: rounds}`` since start (cumulative); every other field is this round's view.
+    seconds the round took. ``reserved``/``scheduled``: ``{TaskLabels(name, queue_name): tasks}``
+    over all workers; ``earliest_eta``: ``{name: ETA seconds since the epoch}``;
+    ``oldest_running_start``: ``{name: time_start}`` of the oldest running task (worker clock);
+    ``inspect_timeouts``: ``{hostname: rounds}`` since start (cumulative); every other field is
+    this round's view.
     """
 
     taken_at: float
     duration: float
     queues: tuple[QueueState, ...] = ()
-    reserved: Mapping[Labels, int] = field(default_factory=dict)
-    scheduled: Mapping[Labels, int] = field(default_factory=dict)
+    reserved: Mapping[TaskLabels, int] = field(default_factory=dict)
+    scheduled: Mapping[TaskLabels, int] = field(default_factory=dict)
     earliest_eta: Mapping[str, float] = field(default_factory=dict)
     oldest_running_start: Mapping[str, float] = field(default_factory=dict)
     workers: tuple[WorkerPollState, ...] = ()
@@ -118,7 +119,7 @@ def task_gauges(
     scheduled: Mapping[str, Iterable[ScheduledTask]],
     queues: Mapping[str, Iterable[ConsumedQueue]],
     label: Callable[[str], str] = str,
-) -> tuple[dict[Labels, int], dict[Labels, int], dict[str, float], dict[str, float]]:
+) -> tuple[dict[TaskLabels, int], dict[TaskLabels, int], dict[str, float], dict[str, float]]:
     """Aggregate per-worker task lists into the task gauges.
 
     ``queues`` is each worker's ``active_queues`` (resolves ``delivery_info`` to a queue name,
@@ -130,20 +131,20 @@ def task_gauges(
         earliest ETA {name: seconds since the epoch}, oldest running start {name: time_start})``.
 
     """
-    reserved_counts: dict[Labels, int] = {}
-    scheduled_counts: dict[Labels, int] = {}
+    reserved_counts: dict[TaskLabels, int] = {}
+    scheduled_counts: dict[TaskLabels, int] = {}
     earliest: dict[str, float] = {}
     oldest: dict[str, float] = {}
     for hostname, tasks in reserved.items():
         consumed = tuple(queues.get(hostname, ()))
         for task in tasks:
-            key = (label(task.name), queue_of(task, consumed))
+            key = TaskLabels(label(task.name), queue_of(task, consumed))
             reserved_counts[key] = reserved_counts.get(key, 0) + 1
     for hostname, entries in scheduled.items():
         consumed = tuple(queues.get(hostname, ()))
         for entry in entries:
             name = label(entry.request.name)
-            key = (name, queue_of(entry.request, consumed))
+            key = TaskLabels(name, queue_of(entry.request, consumed))
             scheduled_counts[key] = scheduled_counts.get(key, 0) + 1
             if entry.eta is not None and entry.eta < earliest.get(name, float("inf")):
                 earliest[name] = entry.eta

@@ -69,6 +69,13 @@ from exporter.events.table import (
     UNKNOWN,
 )
 from exporter.state.histogram import HistogramValue
+from exporter.state.labels import (
+    AnyRuntimeLabels,
+    AnyTaskLabels,
+    ExceptionLabels,
+    TaskLabels,
+    WorkerTaskLabels,
+)
 from exporter.state.task_index import TaskIndex, TaskRecord
 from exporter.state.task_series import TaskSeries
 from exporter.state.workers import WorkerState, WorkerTable
@@ -77,7 +84,6 @@ if TYPE_CHECKING:
     from exporter.history import UnfinishedTask
 
 log = logging.getLogger(__name__)
-Labels = tuple[str, ...]
 OTHER = "other"
 #: How long a task-received whose task-sent has not arrived yet waits to be counted (seconds).
 RECEIVED_DEFER_SECONDS = 2.0
@@ -102,32 +108,27 @@ class ModelSnapshot:
     ``exceptions`` is ``{(name, exception): count}``; ``runtime`` is
     ``{(name, queue_name, state): HistogramValue}``; ``queue_wait`` and ``running`` are keyed by
     ``(name, queue_name)``; ``lost`` is ``{(name, queue_name): count}`` of tasks lost with
-    their worker (with ``hostname_label``, every ``(name, queue_name)`` of these is
-    ``(name, queue_name, hostname)``); the remaining fields are the exporter's own counters and
-    gauges.
+    their worker. Keys are the typed labels of :mod:`exporter.state.labels`: with
+    ``hostname_label`` every task key carries the worker ``hostname`` too, so read them by
+    field name. The remaining fields count the events themselves (received by type, malformed
+    by reason, last receipt and lag) and the task index (size, evictions, folded names).
     """
 
     taken_at: float
-    lifecycle: Mapping[str, Mapping[Labels, int]]
-    exceptions: Mapping[Labels, int]
-    runtime: Mapping[Labels, HistogramValue]
-    queue_wait: Mapping[Labels, HistogramValue]
-    running: Mapping[Labels, int]
+    lifecycle: Mapping[str, Mapping[AnyTaskLabels, int]]
+    exceptions: Mapping[ExceptionLabels, int]
+    runtime: Mapping[AnyRuntimeLabels, HistogramValue]
+    queue_wait: Mapping[AnyTaskLabels, HistogramValue]
+    running: Mapping[AnyTaskLabels, int]
     workers: tuple[WorkerState, ...]
     events_received: Mapping[str, int]
     events_malformed: Mapping[str, int]
     last_event: float | None
-    broker_connected: bool
-    broker_reconnects: int
-    event_gaps: int
     event_lag: float | None
-    event_batches: int
-    event_processing_seconds: float
     tasks_in_memory: int
     task_index_evictions: int
     task_names_folded: int
-    poll_errors: Mapping[str, int]
-    lost: Mapping[Labels, int] = field(default_factory=dict)
+    lost: Mapping[AnyTaskLabels, int] = field(default_factory=dict)
 
 
 class Model:
@@ -142,7 +143,6 @@ class Model:
         task_lost_grace: seconds a worker must have been down before the tasks it was running
             are marked lost (``None``: ``worker_timeout``); see the module docs.
         clock: returns the exporter's time in seconds since the epoch (injected for tests).
-        timer: monotonic seconds, for the time spent applying events (injected for tests).
         history: receives every well-formed event (``HistoryWriter.submit``: non-blocking).
         hostname_label: task series but ``task-sent`` counts are keyed
             ``(name, queue_name, hostname)`` — the worker that received or started the task,
@@ -161,14 +161,12 @@ class Model:
         worker_timeout: float,
         worker_retention: float,
         clock: Callable[[], float] = time.time,
-        timer: Callable[[], float] = time.perf_counter,
         history: Callable[[dict], None] | None = None,
         task_lost_grace: float | None = None,
         hostname_label: bool = False,
     ) -> None:
         self.lock = threading.Lock()
         self.clock = clock
-        self.timer = timer
         self._history = history
         self.index = TaskIndex(max_tasks)
         self.workers = WorkerTable(worker_timeout, worker_retention)
@@ -183,14 +181,8 @@ class Model:
         self._events_received: dict[str, int] = {}
         self._events_malformed: dict[str, int] = {}
         self._last_event: float | None = None
-        self._broker_connected = False
-        self._broker_reconnects = 0
-        self._event_gaps = 0
         self._event_lag: float | None = None
-        self._batches = 0
-        self._processing_seconds = 0.0
         self._evictions = 0
-        self._poll_errors: dict[str, int] = {}
         self._lost_grace = worker_timeout if task_lost_grace is None else task_lost_grace
         self._next_lost_check = float("-inf")
 
@@ -205,7 +197,6 @@ class Model:
         """
         now = self.clock() if received_at is None else received_at
         with self.lock:
-            started = self.timer()
             last_timestamp = None
             for event in events:
                 try:
@@ -234,11 +225,9 @@ class Model:
             if last_timestamp is not None:
                 self._last_event = now
                 self._event_lag = now - last_timestamp
-            self._batches += 1
             if self._deferred:
                 self._expire_deferred(now)
             self._check_lost(now)
-            self._processing_seconds += self.timer() - started
 
     def tick(self) -> None:
         """Housekeeping the passing of time calls for when no event arrives: mark the tasks of
@@ -288,22 +277,6 @@ class Model:
         with self.lock:
             self._count_malformed_locked(reason)
 
-    def set_broker_connected(self, connected: bool, *, reconnected: bool = False) -> None:
-        """Record the consumer's connection state; ``reconnected`` counts a reconnect, and
-        losing a connection that was consuming counts an event gap.
-        """
-        with self.lock:
-            if self._broker_connected and not connected:
-                self._event_gaps += 1
-            self._broker_connected = connected
-            if reconnected:
-                self._broker_reconnects += 1
-
-    def count_poll_error(self, call: str) -> None:
-        """Count a failed broadcast (``call``: ``enable_events``, ``active_queues``, …)."""
-        with self.lock:
-            self._poll_errors[call] = self._poll_errors.get(call, 0) + 1
-
     def set_worker_queues(self, queues: Mapping[str, Iterable[str]]) -> None:
         """Record which queues each worker consumes (``inspect active_queues`` reply, by
         hostname); a worker consuming exactly one queue lets ``task-received`` name it.
@@ -337,16 +310,10 @@ class Model:
                 events_received=dict(self._events_received),
                 events_malformed=dict(self._events_malformed),
                 last_event=self._last_event,
-                broker_connected=self._broker_connected,
-                broker_reconnects=self._broker_reconnects,
-                event_gaps=self._event_gaps,
                 event_lag=self._event_lag,
-                event_batches=self._batches,
-                event_processing_seconds=self._processing_seconds,
                 tasks_in_memory=len(self.index),
                 task_index_evictions=self._evictions,
                 task_names_folded=self._folded_total,
-                poll_errors=dict(self._poll_errors),
             )
 
     # -- helpers (lock held) ---------------------------------------------------------------
@@ -449,16 +416,16 @@ class Model:
             if record is not None:
                 self._count_deferred(record)
 
-    def _count(self, event_type: str, record: TaskRecord) -> Labels:
-        labels: Labels
+    def _count(self, event_type: str, record: TaskRecord) -> AnyTaskLabels:
+        labels: AnyTaskLabels
         if self._hostname_label and event_type != "task-sent":
-            labels = (record.name, record.queue, record.hostname or UNKNOWN)
+            labels = WorkerTaskLabels(record.name, record.queue, record.hostname or UNKNOWN)
             self.series.count(event_type, labels)
         else:
             # task-sent is the producer's event: no worker has the task yet, whatever order
             # the events arrive in, so task_sent_total keeps (name, queue_name) only and, with
             # the hostname label, keys none of the other families.
-            labels = (record.name, record.queue)
+            labels = TaskLabels(record.name, record.queue)
             self.series.count(event_type, labels, first_sighting=not self._hostname_label)
         return labels
 
@@ -551,8 +518,8 @@ class Model:
     def _on_failed(self, event_type: str, event: dict, now: float) -> None:
         record = self._record(event)
         labels = self._count(event_type, record)
-        self.series.count_exception(
-            record.name, exception_class(event.get("exception"), event.get("traceback")))
+        self.series.count_exception(ExceptionLabels(
+            record.name, exception_class(event.get("exception"), event.get("traceback"))))
         if record.started is not None:
             runtime = max(0.0, event["timestamp"] - record.started)
             self.series.observe_runtime(labels, "FAILURE", runtime)

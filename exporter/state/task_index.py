@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from exporter.events.table import UNKNOWN
+from exporter.state.labels import AnyTaskLabels
 
 
 @dataclass(slots=True)
@@ -42,7 +43,7 @@ class TaskRecord:
     retries: int = 0
     state_ts: float | None = None
     deferred: int = 0
-    running: tuple[str, ...] | None = None
+    running: AnyTaskLabels | None = None
 
 
 class TaskIndex:

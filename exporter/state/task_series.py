@@ -13,11 +13,10 @@ First sighting of a ``(name, queue_name)`` pair creates its ``succeeded``, ``fai
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from exporter.state.histogram import Histogram, HistogramValue
-
-Labels = tuple[str, ...]
+from exporter.state.labels import AnyRuntimeLabels, AnyTaskLabels, ExceptionLabels
 
 #: Task event types with a lifecycle counter (``task_<verb>_total``).
 LIFECYCLE_TYPES = (
@@ -33,12 +32,12 @@ class SeriesCopy(NamedTuple):
     and ``lost`` are keyed by ``(name, queue_name)``.
     """
 
-    lifecycle: Mapping[str, Mapping[Labels, int]]
-    exceptions: Mapping[Labels, int]
-    runtime: Mapping[Labels, HistogramValue]
-    queue_wait: Mapping[Labels, HistogramValue]
-    running: Mapping[Labels, int]
-    lost: Mapping[Labels, int]
+    lifecycle: Mapping[str, Mapping[AnyTaskLabels, int]]
+    exceptions: Mapping[ExceptionLabels, int]
+    runtime: Mapping[AnyRuntimeLabels, HistogramValue]
+    queue_wait: Mapping[AnyTaskLabels, HistogramValue]
+    running: Mapping[AnyTaskLabels, int]
+    lost: Mapping[AnyTaskLabels, int]
 
 
 class TaskSeries:
@@ -54,15 +53,15 @@ class TaskSeries:
                  queue_wait_buckets: tuple[float, ...]) -> None:
         self._runtime_buckets = runtime_buckets
         self._queue_wait_buckets = queue_wait_buckets
-        self._pairs: set[Labels] = set()
-        self._lifecycle: dict[str, dict[Labels, int]] = {t: {} for t in LIFECYCLE_TYPES}
-        self._exceptions: dict[Labels, int] = {}
-        self._runtime: dict[Labels, Histogram] = {}
-        self._queue_wait: dict[Labels, Histogram] = {}
-        self._running: dict[Labels, int] = {}
-        self._lost: dict[Labels, int] = {}
+        self._pairs: set[AnyTaskLabels] = set()
+        self._lifecycle: dict[str, dict[AnyTaskLabels, int]] = {t: {} for t in LIFECYCLE_TYPES}
+        self._exceptions: dict[ExceptionLabels, int] = {}
+        self._runtime: dict[AnyRuntimeLabels, Histogram] = {}
+        self._queue_wait: dict[AnyTaskLabels, Histogram] = {}
+        self._running: dict[AnyTaskLabels, int] = {}
+        self._lost: dict[AnyTaskLabels, int] = {}
 
-    def count(self, event_type: str, labels: Labels, first_sighting: bool = True) -> None:
+    def count(self, event_type: str, labels: AnyTaskLabels, first_sighting: bool = True) -> None:
         """Add 1 to ``event_type``'s counter (one of :data:`LIFECYCLE_TYPES`) for ``labels``
         (``(name, queue_name)``, or ``(name, queue_name, hostname)``). ``first_sighting``
         off: ``labels`` do not key the other families (``task-sent`` without the hostname
@@ -76,29 +75,29 @@ class TaskSeries:
             self._lifecycle["task-failed"].setdefault(labels, 0)
             self._lost.setdefault(labels, 0)
             for state in ("SUCCESS", "FAILURE"):
-                self._runtime.setdefault((*labels, state), Histogram(self._runtime_buckets))
+                self._runtime.setdefault(labels.with_state(state),
+                                         Histogram(self._runtime_buckets))
             self._queue_wait.setdefault(labels, Histogram(self._queue_wait_buckets))
 
-    def count_exception(self, name: str, exception: str) -> None:
+    def count_exception(self, labels: ExceptionLabels) -> None:
         """Add 1 to ``task_exceptions_total{name, exception}``."""
-        key = (name, exception)
-        self._exceptions[key] = self._exceptions.get(key, 0) + 1
+        self._exceptions[labels] = self._exceptions.get(labels, 0) + 1
 
-    def observe_runtime(self, labels: Labels, state: str, seconds: float) -> None:
+    def observe_runtime(self, labels: AnyTaskLabels, state: str, seconds: float) -> None:
         """Observe a run time (seconds) of an execution that ended in ``state`` (SUCCESS or
         FAILURE).
         """
-        self._observe(self._runtime, (*labels, state), self._runtime_buckets, seconds)
+        self._observe(self._runtime, labels.with_state(state), self._runtime_buckets, seconds)
 
-    def observe_queue_wait(self, labels: Labels, seconds: float) -> None:
+    def observe_queue_wait(self, labels: AnyTaskLabels, seconds: float) -> None:
         """Observe the seconds a task waited between being sent (or its ETA) and starting."""
         self._observe(self._queue_wait, labels, self._queue_wait_buckets, seconds)
 
-    def add_running(self, labels: Labels, delta: int) -> None:
+    def add_running(self, labels: AnyTaskLabels, delta: int) -> None:
         """Move the running gauge of ``labels`` by ``delta`` (+1 started, -1 ended)."""
         self._running[labels] = self._running.get(labels, 0) + delta
 
-    def count_lost(self, labels: Labels) -> None:
+    def count_lost(self, labels: AnyTaskLabels) -> None:
         """Add 1 to ``task_lost_total`` for ``labels``."""
         self._lost[labels] = self._lost.get(labels, 0) + 1
 
@@ -120,8 +119,8 @@ class TaskSeries:
         )
 
     @staticmethod
-    def _observe(table: dict[Labels, Histogram], labels: Labels, bounds: tuple[float, ...],
-                 value: float) -> None:
+    def _observe(table: dict[Any, Histogram], labels: tuple[str, ...],
+                 bounds: tuple[float, ...], value: float) -> None:
         histogram = table.get(labels)
         if histogram is None:
             histogram = table[labels] = Histogram(bounds)

@@ -1,0 +1,65 @@
+"""The exporter's own health: connection state, gaps, batches and poll errors, kept apart from
+the model; what the consumer records in it; what /readyz reads from it."""
+
+from __future__ import annotations
+
+from celery import Celery
+from starlette.testclient import TestClient
+
+from exporter.events.consumer import EventConsumer
+from exporter.http import create_http_app
+from exporter.state.health import Health, HealthSnapshot
+from exporter.state.model import Model
+
+BUILD = {"version": "1", "celery_version": "5", "python_version": "3"}
+
+
+def test_a_new_health_is_disconnected_and_counts_nothing() -> None:
+    assert Health(build=BUILD).snapshot() == HealthSnapshot(
+        broker_connected=False, broker_reconnects=0, event_gaps=0, event_batches=0,
+        event_processing_seconds=0.0, poll_errors={}, build=BUILD)
+
+
+def test_reconnects_gaps_and_poll_errors_are_counted() -> None:
+    health = Health()
+    health.set_broker_connected(True)
+    health.set_broker_connected(False)
+    health.set_broker_connected(True, reconnected=True)
+    health.count_poll_error("active_queues")
+    health.count_poll_error("active_queues")
+    health.count_poll_error("enable_events")
+    snap = health.snapshot()
+    assert (snap.broker_connected, snap.broker_reconnects) == (True, 1)
+    # Losing the consuming connection once: one gap in the event stream.
+    assert snap.event_gaps == 1
+    assert snap.poll_errors == {"active_queues": 2, "enable_events": 1}
+
+
+def test_losing_a_connection_that_never_consumed_is_no_gap() -> None:
+    health = Health()
+    health.set_broker_connected(False)
+    health.set_broker_connected(False)
+    assert health.snapshot().event_gaps == 0
+
+
+def test_the_consumer_counts_each_batch_it_applies_and_the_time_it_took(make_model, ev) -> None:
+    model: Model = make_model()
+    health = Health()
+    consumer = EventConsumer(Celery(broker="redis://127.0.0.1:1/0", set_as_current=False),
+                             model, health, accept=("json",), reconnect_max_interval=1.0)
+    consumer.apply([ev.sent("u1", 1_700_000_000.0, "app.add")])
+    consumer.apply([ev.sent("u2", 1_700_000_000.0, "app.add"), "not an event"])
+    snap = health.snapshot()
+    assert snap.event_batches == 2
+    assert snap.event_processing_seconds > 0.0
+    assert model.snapshot().lifecycle["task-sent"] == {("app.add", "default"): 2}
+
+
+def test_readyz_answers_from_the_health_alone() -> None:
+    health = Health()
+    client = TestClient(create_http_app(None, health))
+    assert (client.get("/readyz").status_code, client.get("/readyz").json()) == (
+        503, {"status": "broker disconnected"})
+    health.set_broker_connected(True)
+    assert (client.get("/readyz").status_code, client.get("/readyz").json()) == (
+        200, {"status": "ready"})
