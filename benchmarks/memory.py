@@ -20,17 +20,14 @@ import tempfile
 import time
 import uuid
 
-from prometheus_client import CollectorRegistry
-
 from exporter.config import (
     DEFAULT_HISTORY_QUEUE_SIZE,
     DEFAULT_QUEUE_WAIT_BUCKETS,
     DEFAULT_RUNTIME_BUCKETS,
 )
 from exporter.history import HistoryWriter, create_history_engine, upgrade
-from exporter.http import MetricsEndpoint
-from exporter.metrics.exposition import ModelExposition
-from exporter.metrics.history_collector import HistoryCollector
+from exporter.metrics.scrape import Scrape, exporter_sources
+from exporter.state.health import Health
 from exporter.state.model import Model
 
 
@@ -80,11 +77,8 @@ def main() -> None:
                   queue_wait_buckets=DEFAULT_QUEUE_WAIT_BUCKETS, max_tasks=100_000,
                   max_task_names=1000, worker_timeout=30, worker_retention=86400,
                   history=writer.submit)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(HistoryCollector(writer.stats, "celery_"))
-    metrics = MetricsEndpoint(model, ModelExposition("celery_", {"version": "soak",
-                                                                 "celery_version": "soak"}),
-                              registry)
+    metrics = Scrape(exporter_sources("celery_", model, Health(), lambda: None, writer.stats),
+                     "celery_")
     writer.start()
     print(f"baseline (imports, empty model): {rss_mb():.1f} MB")
     started = time.perf_counter()

@@ -33,8 +33,9 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from exporter.config import DEFAULT_QUEUE_WAIT_BUCKETS, DEFAULT_RUNTIME_BUCKETS
-from exporter.http import GZIP_LEVEL, MetricsEndpoint
-from exporter.metrics.exposition import ModelExposition
+from exporter.http import GZIP_LEVEL
+from exporter.metrics.scrape import Scrape, exporter_sources
+from exporter.state.health import Health
 from exporter.state.model import Model
 
 
@@ -139,11 +140,9 @@ def main() -> None:
                         help="task lifecycles applied between two busy scrapes")
     args = parser.parse_args()
     model = filled_model(args.names, args.queues, args.workers)
-    versions = {"version": "bench", "celery_version": "bench"}
 
-    def endpoint() -> MetricsEndpoint:
-        return MetricsEndpoint(model, ModelExposition("celery_", versions),
-                               CollectorRegistry(auto_describe=False))
+    def endpoint() -> Scrape:
+        return Scrape(exporter_sources("celery_", model, Health(), lambda: None, None), "celery_")
 
     cold_ms, size = median_ms(lambda: endpoint().render(), max(3, args.runs // 4))
     ours = endpoint()
