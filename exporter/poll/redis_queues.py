@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SEP = "\x06\x16"
 DEFAULT_PRIORITY_STEPS: tuple[int, ...] = (0, 3, 6, 9)
-#: kombu's virtual-transport priority bounds and default (``virtual.Channel``).
-MIN_PRIORITY, MAX_PRIORITY, DEFAULT_PRIORITY = 0, 9, 0
 
 
 @dataclass(frozen=True)
@@ -69,16 +67,6 @@ class RedisQueueLayout:
         """The step list a priority maps to (kombu ``Channel.priority``)."""
         steps = self.priority_steps
         return steps[bisect(steps, priority) - 1]
-
-    def step_for_message(self, priority: Any) -> int:
-        """The step a message with this ``priority`` property is pushed to (kombu
-        ``_get_message_priority`` then ``_q_for_pri``): clamped to 0…9, default 0.
-        """
-        try:
-            value = max(min(int(priority), MAX_PRIORITY), MIN_PRIORITY)
-        except (TypeError, ValueError):
-            value = DEFAULT_PRIORITY
-        return self.step(value)
 
     def key(self, queue: str, step: int) -> str:
         """The full Redis key of ``queue``'s list for ``step``, prefix included."""

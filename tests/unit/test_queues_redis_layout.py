@@ -69,15 +69,6 @@ def test_custom_sep_steps_and_prefix():
     assert [layout.key("q", s) for s in layout.steps] == ["app1:q", "app1:q:5"]
 
 
-@pytest.mark.parametrize("priority, step", [
-    (0, 0), (1, 0), (3, 3), (5, 3), (6, 6), (8, 6), (9, 9), (12, 9), (-4, 0), (None, 0),
-    ("x", 0), ("7", 6),
-])
-def test_message_priority_goes_to_the_step_kombu_pushes_it_to(priority, step):
-    layout = RedisQueueLayout()
-    assert layout.step_for_message(priority) == step
-
-
 def test_step_mapping_equals_kombu_for_custom_steps():
     kombu = KombuChannel(steps=[0, 2, 4, 6, 8])
     layout = RedisQueueLayout(priority_steps=(0, 2, 4, 6, 8))
