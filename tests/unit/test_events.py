@@ -5,26 +5,19 @@ from typing import Any
 import pytest
 
 from exporter.events.parse import MalformedEvent, check_event, exception_class, parse_eta
-
-T0 = 1_700_000_000.0
+from tests.support.clock import T0
+from tests.support.events import task_event, without, worker_event
 
 
 def task(type_: str = "task-succeeded", **fields: Any) -> dict:
-    event = {"type": type_, "uuid": "u-1", "timestamp": T0, "hostname": "celery@w1",
-             "utcoffset": 0, "pid": 7, "clock": 3}
-    event.update(fields)
-    return event
+    """A good task event of ``type_``, ``fields`` replacing any of its keys."""
+    return task_event(type_, **{"uuid": "u-1", "timestamp": T0, "pid": 7, "clock": 3, **fields})
 
 
 def worker(type_: str = "worker-heartbeat", **fields: Any) -> dict:
-    event = {"type": type_, "hostname": "celery@w1", "timestamp": T0, "utcoffset": 0,
-             "pid": 7, "clock": 3, "freq": 2.0, "active": 1, "processed": 9}
-    event.update(fields)
-    return event
-
-
-def without(event: dict, key: str) -> dict:
-    return {k: v for k, v in event.items() if k != key}
+    """A good worker event of ``type_``, ``fields`` replacing any of its keys."""
+    return worker_event(type_, **{"timestamp": T0, "pid": 7, "clock": 3, "freq": 2.0,
+                                  "active": 1, "processed": 9, **fields})
 
 
 def reason_of(body: Any) -> str:

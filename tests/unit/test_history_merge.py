@@ -15,42 +15,42 @@ from exporter.history.merge import (
     merge_into,
     record_from_event,
 )
+from tests.support.clock import T0
+from tests.support.events import PRODUCER, WORKER, task_event
 
-T0 = 1_700_000_000.0
 TB = "Traceback (most recent call last):\n  File \"tasks.py\", line 3\nValueError: boom\n"
 
 
-def ev(type_: str, uuid: str, ts: float, hostname: str = "celery@w1", **fields) -> dict:
-    return {"type": type_, "uuid": uuid, "timestamp": ts, "hostname": hostname, "utcoffset": 0,
-            "pid": 1, "clock": 1, **fields}
-
-
 def sent(uuid, ts, retries=0, eta=None, **extra):
-    return ev("task-sent", uuid, ts, "web-1", name="app.add", args="(1, 2)", kwargs="{'x': 1}",
-              retries=retries, eta=eta, expires=None, queue="default", exchange="",
-              routing_key="default", root_id=uuid, parent_id=None, **extra)
+    return task_event("task-sent", uuid=uuid, timestamp=ts, hostname=PRODUCER, name="app.add",
+                      args="(1, 2)", kwargs="{'x': 1}", retries=retries, eta=eta, expires=None,
+                      queue="default", exchange="", routing_key="default", root_id=uuid,
+                      parent_id=None, **extra)
 
 
-def received(uuid, ts, retries=0, hostname="celery@w1", eta=None):
-    return ev("task-received", uuid, ts, hostname, name="app.add", args="(1, 2)",
-              kwargs="{'x': 1}", retries=retries, eta=eta, expires=None, root_id=uuid,
-              parent_id=None)
+def received(uuid, ts, retries=0, hostname=WORKER, eta=None):
+    return task_event("task-received", uuid=uuid, timestamp=ts, hostname=hostname,
+                      name="app.add", args="(1, 2)", kwargs="{'x': 1}", retries=retries, eta=eta,
+                      expires=None, root_id=uuid, parent_id=None)
 
 
-def started(uuid, ts, hostname="celery@w1"):
-    return ev("task-started", uuid, ts, hostname)
+def started(uuid, ts, hostname=WORKER):
+    return task_event("task-started", uuid=uuid, timestamp=ts, hostname=hostname)
 
 
-def succeeded(uuid, ts, runtime, hostname="celery@w1"):
-    return ev("task-succeeded", uuid, ts, hostname, result="3", runtime=runtime)
+def succeeded(uuid, ts, runtime, hostname=WORKER):
+    return task_event("task-succeeded", uuid=uuid, timestamp=ts, hostname=hostname, result="3",
+                      runtime=runtime)
 
 
-def failed(uuid, ts, exception="ValueError('boom')", hostname="celery@w1"):
-    return ev("task-failed", uuid, ts, hostname, exception=exception, traceback=TB)
+def failed(uuid, ts, exception="ValueError('boom')", hostname=WORKER):
+    return task_event("task-failed", uuid=uuid, timestamp=ts, hostname=hostname,
+                      exception=exception, traceback=TB)
 
 
-def retried(uuid, ts, exception, hostname="celery@w1"):
-    return ev("task-retried", uuid, ts, hostname, exception=exception, traceback=TB)
+def retried(uuid, ts, exception, hostname=WORKER):
+    return task_event("task-retried", uuid=uuid, timestamp=ts, hostname=hostname,
+                      exception=exception, traceback=TB)
 
 
 def row_of(*events) -> dict:
@@ -90,12 +90,12 @@ def test_task_failed_parses_exception_class_and_message():
 
 
 def test_task_revoked_records_how():
-    _, row = record_from_event(ev("task-revoked", "t1", T0, terminated=True, signum=15,
-                                  expired=False))
+    _, row = record_from_event(task_event("task-revoked", uuid="t1", timestamp=T0,
+                                          terminated=True, signum=15, expired=False))
     assert (row["state"], row["revoke_reason"], row["revoke_signal"]) == (
         "REVOKED", "terminated", 15)
-    _, row = record_from_event(ev("task-revoked", "t1", T0, terminated=False, signum=None,
-                                  expired=True))
+    _, row = record_from_event(task_event("task-revoked", uuid="t1", timestamp=T0,
+                                          terminated=False, signum=None, expired=True))
     assert (row["revoke_reason"], row["revoke_signal"]) == ("expired", None)
 
 
@@ -179,8 +179,8 @@ def _lifecycles() -> list[dict]:
                started("c", T0 + 2.125), retried("c", T0 + 2.25, "OSError('io')"),
                sent("c", T0 + 2.5, 1), received("c", T0 + 2.5625, 1, "celery@w2"),
                started("c", T0 + 2.625, "celery@w2"), succeeded("c", T0 + 3, 0.375, "celery@w2")]
-    events += [sent("d", T0 + 3), ev("task-revoked", "d", T0 + 3.5, terminated=False,
-                                     signum=None, expired=False)]
+    events += [sent("d", T0 + 3), task_event("task-revoked", uuid="d", timestamp=T0 + 3.5,
+                                             terminated=False, signum=None, expired=False)]
     events += [sent("e", T0 + 4), received("e", T0 + 4.0625)]
     return events
 

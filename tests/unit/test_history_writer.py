@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import create_engine
 
 from exporter.history.writer import DROP_REASONS, HistoryWriter
-
-T0 = 1_700_000_000.0
+from tests.support.clock import T0
+from tests.support.events import task_event
 
 
 def event(type_: str, uuid: str) -> dict:
-    return {"type": type_, "uuid": uuid, "timestamp": T0, "hostname": "celery@w1"}
+    return task_event(type_, uuid=uuid, timestamp=T0)
 
 
 @pytest.fixture

@@ -8,29 +8,17 @@ CI=true it fails, so CI cannot go green without running them.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.support.binaries import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 ALERTMANAGER = ROOT / "prometheus" / "alertmanager" / "alertmanager.yml"
-
-
-def require_binary(name: str, package: str) -> str:
-    """Path of ``name``; skip when missing, or fail when CI=true."""
-    path = shutil.which(name)
-    if path:
-        return path
-    message = f"{name} not found: apt-get install -y --no-install-recommends {package}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _compose() -> dict[str, Any]:
