@@ -10,34 +10,20 @@ import pytest
 
 from exporter.history.merge import finalize, merge, record_from_event
 from exporter.state.model import TASK_LOST, Model
+from tests.support.clock import T0, FakeClock
+from tests.support.events import task_event, worker_event
 
-T0 = 1_700_000_000.0
 W1, W2 = "celery@w1", "celery@w2"
 ADD = ("app.add", "default")
 TIMEOUT = 30.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def ev(type_: str, timestamp: float, hostname: str, **fields: Any) -> dict:
-    return {"type": type_, "timestamp": timestamp, "hostname": hostname, **fields}
-
-
 def started(uuid: str, t: float, hostname: str = W1) -> list[dict]:
-    return [ev("task-sent", t, "web", uuid=uuid, name="app.add", queue="default"),
-            ev("task-received", t + 0.0625, hostname, uuid=uuid, name="app.add"),
-            ev("task-started", t + 0.125, hostname, uuid=uuid)]
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
+    return [task_event("task-sent", uuid=uuid, timestamp=t, hostname="web", name="app.add",
+                       queue="default"),
+            task_event("task-received", uuid=uuid, timestamp=t + 0.0625, hostname=hostname,
+                       name="app.add"),
+            task_event("task-started", uuid=uuid, timestamp=t + 0.125, hostname=hostname)]
 
 
 @pytest.fixture
@@ -45,10 +31,10 @@ def sink() -> list[dict]:
     return []
 
 
-def make(clock: Clock, sink: list[dict], **kwargs: Any) -> Model:
+def make(clock: FakeClock, sink: list[dict], **kwargs: Any) -> Model:
     return Model(runtime_buckets=(1.0,), queue_wait_buckets=(1.0,), max_tasks=100,
                  max_task_names=10, worker_timeout=TIMEOUT, worker_retention=86400.0,
-                 clock=clock, timer=clock, history=sink.append, **kwargs)
+                 clock=clock, history=sink.append, **kwargs)
 
 
 def lost(sink: list[dict]) -> list[dict]:
@@ -57,11 +43,14 @@ def lost(sink: list[dict]) -> list[dict]:
 
 def test_running_tasks_of_a_silent_worker_are_lost_after_timeout_and_grace(clock, sink):
     model = make(clock, sink)
-    model.process_many([ev("worker-online", T0, W1), ev("worker-online", T0, W2),
+    model.process_many([worker_event("worker-online", timestamp=T0, hostname=W1),
+                        worker_event("worker-online", timestamp=T0, hostname=W2),
                         *started("a", T0), *started("b", T0), *started("c", T0, W2)])
-    model.process_many([ev("task-succeeded", T0 + 1, W1, uuid="b", runtime=0.875)])
+    model.process_many([task_event("task-succeeded", uuid="b", timestamp=T0 + 1, hostname=W1,
+                                   runtime=0.875)])
     clock.now = T0 + 50
-    model.process_many([ev("worker-heartbeat", T0 + 50, W2)])  # w2 stays alive
+    # w2 stays alive
+    model.process_many([worker_event("worker-heartbeat", timestamp=T0 + 50, hostname=W2)])
     clock.now = T0 + 2 * TIMEOUT  # w1: down at +30, grace 30 s (the timeout) not over yet
     snap = model.snapshot()
     assert [w.up for w in snap.workers] == [False, True]
@@ -82,9 +71,11 @@ def test_running_tasks_of_a_silent_worker_are_lost_after_timeout_and_grace(clock
 
 def test_offline_worker_loses_its_running_tasks_after_the_grace_only(clock, sink):
     model = make(clock, sink, task_lost_grace=5.0)
-    model.process_many([ev("worker-online", T0, W1), *started("a", T0)])
+    model.process_many([worker_event("worker-online", timestamp=T0, hostname=W1),
+                        *started("a", T0)])
     clock.now = T0 + 1
-    model.process_many([ev("worker-offline", T0 + 1, W1)])  # a cold shutdown
+    # a cold shutdown
+    model.process_many([worker_event("worker-offline", timestamp=T0 + 1, hostname=W1)])
     clock.now = T0 + 6
     assert model.snapshot().lost == {ADD: 0}
     clock.now = T0 + 6.5
@@ -94,9 +85,10 @@ def test_offline_worker_loses_its_running_tasks_after_the_grace_only(clock, sink
 
 def test_worker_back_within_the_grace_loses_nothing(clock, sink):
     model = make(clock, sink)
-    model.process_many([ev("worker-online", T0, W1), *started("a", T0)])
+    model.process_many([worker_event("worker-online", timestamp=T0, hostname=W1),
+                        *started("a", T0)])
     clock.now = T0 + 50  # down since +30
-    model.process_many([ev("worker-heartbeat", T0 + 50, W1)])
+    model.process_many([worker_event("worker-heartbeat", timestamp=T0 + 50, hostname=W1)])
     clock.now = T0 + 70
     assert model.snapshot().lost == {ADD: 0} and model.snapshot().running == {ADD: 1}
 
@@ -107,18 +99,20 @@ def test_tasks_warmed_from_the_history_are_never_marked_lost(clock, sink):
     model = make(clock, sink)
     model.warm([UnfinishedTask("w", "app.add", "default", None, W1, "STARTED", T0, T0, T0,
                                None, 0)])
-    model.process_many([ev("worker-online", T0, W1)])
+    model.process_many([worker_event("worker-online", timestamp=T0, hostname=W1)])
     clock.now = T0 + 3 * TIMEOUT
     assert model.snapshot().lost == {} and lost(sink) == []
 
 
 def test_a_late_end_of_a_lost_task_still_counts_and_wins_in_the_history(clock, sink):
     model = make(clock, sink)
-    model.process_many([ev("worker-online", T0, W1), *started("a", T0)])
+    model.process_many([worker_event("worker-online", timestamp=T0, hostname=W1),
+                        *started("a", T0)])
     clock.now = T0 + 61
     assert model.snapshot().lost == {ADD: 1}
     # The worker was only cut off from the broker: its success arrives afterwards.
-    model.process_many([ev("task-succeeded", T0 + 58, W1, uuid="a", runtime=57.875)])
+    model.process_many([task_event("task-succeeded", uuid="a", timestamp=T0 + 58, hostname=W1,
+                                   runtime=57.875)])
     snap = model.snapshot()
     assert snap.lifecycle["task-succeeded"] == {ADD: 1} and snap.lost == {ADD: 1}
     assert snap.running == {ADD: 0}
@@ -129,7 +123,8 @@ def test_a_late_end_of_a_lost_task_still_counts_and_wins_in_the_history(clock, s
 
 
 def test_lost_row_beats_started_and_loses_to_every_real_end():
-    started_row = record_from_event(ev("task-started", T0, W1, uuid="a"))[1]
+    started_row = record_from_event(task_event("task-started", uuid="a", timestamp=T0,
+                                               hostname=W1))[1]
     lost_row = record_from_event({"type": TASK_LOST, "uuid": "a", "timestamp": T0,
                                   "hostname": W1})[1]
     for order in ((started_row, lost_row), (lost_row, started_row)):
@@ -137,5 +132,5 @@ def test_lost_row_beats_started_and_loses_to_every_real_end():
         finalize(row)
         assert (row["state"], row["finished_at"], row["runtime"]) == ("LOST", T0, None)
     for end in ("task-failed", "task-succeeded", "task-revoked"):
-        real = record_from_event(ev(end, T0, W1, uuid="a"))[1]
+        real = record_from_event(task_event(end, uuid="a", timestamp=T0, hostname=W1))[1]
         assert merge(lost_row, real)["state"] == merge(real, lost_row)["state"] != "LOST"
