@@ -3,6 +3,9 @@
 Every option of the CLI ends up in :class:`Settings`. The defaults are module constants so that
 ``--help``, the README and the tests quote the same numbers. Parsers raise :class:`ValueError`
 with a one-line message; the CLI turns that into an error naming the flag.
+
+It is long because every option of ``serve`` has its default, its parser and its check here,
+so that all invalid options are reported together.
 """
 
 from __future__ import annotations

@@ -26,6 +26,11 @@ Failures:
 Other drop reasons: ``invalid`` (not a task event with a ``uuid`` and ``timestamp``), ``stopped``
 (submitted after :meth:`~HistoryWriter.stop`), ``stop_timeout`` (queued events and pending rows
 still unwritten when the stop timeout ran out).
+
+Why one module of this size: the queue with its drop classes, the batch loop, the backoff
+while the database is down and the drain on stop share one lock and one set of counters; the
+merge rules (:mod:`~exporter.history.merge`) and the SQL (:mod:`~exporter.history.store`) live
+apart.
 """
 
 from __future__ import annotations

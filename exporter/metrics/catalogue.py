@@ -11,6 +11,8 @@ success and duration at this scrape). Adding a metric touches this file and the 
 counts it; the renderers (:mod:`exporter.metrics.exposition`,
 :mod:`exporter.metrics.collectors`) only iterate. A unit test checks every entry against
 Prometheus naming rules.
+
+It is long because it is a table: one entry per family, each with its help text and reader.
 """
 
 from __future__ import annotations

@@ -46,6 +46,12 @@ counts in ``task_lost_total{name,queue_name}``, takes the state ``LOST`` and a s
 the worker's last event and the task's last state change (worker clock), so a real terminal
 event that turns up later still wins. Tasks warmed from the history are not known to run and
 are never marked.
+
+Why one module of this size: the handler table, the state order, duplicate detection, the
+deferral of an early ``task-received`` and the lost-task scan all act on the same task record
+under the same lock, and each handler reads only in the light of the others; the per-label
+numbers (:mod:`~exporter.state.task_series`), the index (:mod:`~exporter.state.task_index`),
+the name ceiling (:mod:`~exporter.state.names`), workers and the exporter's health live apart.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ from exporter.state.labels import (
     TaskLabels,
     WorkerTaskLabels,
 )
+from exporter.state.names import TaskNames
 from exporter.state.task_index import TaskIndex, TaskRecord
 from exporter.state.task_series import TaskSeries
 from exporter.state.workers import WorkerState, WorkerTable
@@ -84,11 +91,8 @@ if TYPE_CHECKING:
     from exporter.history import UnfinishedTask
 
 log = logging.getLogger(__name__)
-OTHER = "other"
 #: How long a task-received whose task-sent has not arrived yet waits to be counted (seconds).
 RECEIVED_DEFER_SECONDS = 2.0
-#: How many folded task names are remembered to count each one once.
-_FOLDED_MEMORY = 100_000
 #: How often (exporter clock, seconds) the event path looks for workers gone with tasks.
 LOST_CHECK_INTERVAL = 1.0
 
@@ -172,10 +176,7 @@ class Model:
         self.workers = WorkerTable(worker_timeout, worker_retention)
         self.series = TaskSeries(runtime_buckets, queue_wait_buckets)
         self._hostname_label = hostname_label
-        self._max_task_names = max_task_names
-        self._names: set[str] = set()
-        self._folded: set[str] = set()
-        self._folded_total = 0
+        self.names = TaskNames(max_task_names)
         self._worker_queues: dict[str, tuple[str, ...]] = {}
         self._deferred: OrderedDict[str, float] = OrderedDict()
         self._events_received: dict[str, int] = {}
@@ -252,7 +253,7 @@ class Model:
                 record, evicted = self.index.get_or_create(task.task_id)
                 if evicted is not None:
                     self._forget(evicted)
-                record.name = self._label_name(task.name) if task.name else UNKNOWN
+                record.name = self.names.label(task.name) if task.name else UNKNOWN
                 record.queue = task.queue or UNKNOWN
                 record.routing_key = task.routing_key
                 record.hostname = task.hostname
@@ -270,7 +271,7 @@ class Model:
         distinct names are kept; shared with the poller so both sources agree.
         """
         with self.lock:
-            return self._label_name(name)
+            return self.names.label(name)
 
     def count_malformed(self, reason: str) -> None:
         """Count a message the consumer could not even decode (``reason``: label value)."""
@@ -313,7 +314,7 @@ class Model:
                 event_lag=self._event_lag,
                 tasks_in_memory=len(self.index),
                 task_index_evictions=self._evictions,
-                task_names_folded=self._folded_total,
+                task_names_folded=self.names.folded_total,
             )
 
     # -- helpers (lock held) ---------------------------------------------------------------
@@ -370,17 +371,6 @@ class Model:
         self._end_execution(evicted)
         self._count_deferred(evicted)
 
-    def _label_name(self, name: str) -> str:
-        if name in self._names:
-            return name
-        if len(self._names) < self._max_task_names:
-            self._names.add(name)
-            return name
-        if name not in self._folded and len(self._folded) < _FOLDED_MEMORY:
-            self._folded.add(name)
-            self._folded_total += 1
-        return OTHER
-
     def _record(self, event: dict, flush: bool = True) -> TaskRecord:
         """The index record of the event's task (created when new); every task handler starts
         here.
@@ -390,7 +380,7 @@ class Model:
             self._forget(evicted)
         name = event.get("name")
         if name and record.name == UNKNOWN:
-            record.name = self._label_name(name)
+            record.name = self.names.label(name)
         if flush and record.deferred:
             self._flush_deferred(event["uuid"], record)
         return record
