@@ -36,7 +36,8 @@ class MetricSpec:
     """One metric family: name (without prefix, counters end in ``_total``), type, labels.
 
     ``unit`` is the base unit in the name (``seconds``) or ``""``; ``source`` says where values
-    come from (Celery event type, broker call, or the exporter itself).
+    come from (Celery event type, broker call, or the exporter itself); ``read`` (required)
+    takes the samples out of the source's snapshot (:data:`Reader`).
     """
 
     name: str
@@ -45,7 +46,7 @@ class MetricSpec:
     labels: tuple[str, ...]
     unit: str
     source: str
-    read: Reader = field(default=lambda snapshot, now: {}, compare=False, repr=False)
+    read: Reader = field(compare=False, repr=False)
 
 
 # -- readers: how a family's samples come out of its source's snapshot ------------------------
