@@ -27,10 +27,25 @@ def main() -> None:
 
 
 def _validated(options: dict[str, Any]) -> Any:
+    """The validated settings of a command's options.
+
+    Raises:
+        click.UsageError: naming every invalid option.
+
+    """
     try:
         return settings_from(options)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def _configured(options: dict[str, Any]) -> Any:
+    """:func:`_validated`, with logging set up as the settings say (level, format, secrets)."""
+    from exporter.logs import configure_logging
+
+    settings = _validated(options)
+    configure_logging(settings.log_level, settings.log_format, settings.secrets())
+    return settings
 
 
 @main.command()
@@ -174,8 +189,8 @@ def _run_action(settings: Any, history_url: str | None, work: Any, render: Any,
     action error exits 1 with ``error: <title>: <detail>`` (secrets masked).
     """
     from actions.errors import ActionError
-    from actions.http.problems import Redactor
     from actions.wiring import action_context
+    from exporter.secrets import Redactor
 
     engine = _history_engine(history_url)
     ctx = action_context(settings, history=engine)
@@ -209,10 +224,8 @@ def retry(task_id: str, dry_run: bool, include_revoked: bool, as_json: bool,
     """
     from actions.retry import retry_task
     from actions.text import retry_text
-    from exporter.logs import configure_logging
 
-    settings = _validated(options)
-    configure_logging(settings.log_level, settings.log_format, settings.secrets())
+    settings = _configured(options)
     _run_action(settings, settings.history_url, lambda ctx: retry_task(
         ctx, task_id, actor=_actor(), dry_run=dry_run, include_revoked=include_revoked),
         retry_text, as_json)
@@ -234,10 +247,8 @@ def cancel(task_id: str, terminate: bool, signal_name: str | None, as_json: bool
     """
     from actions.cancel import cancel_task
     from actions.text import cancel_text
-    from exporter.logs import configure_logging
 
-    settings = _validated(options)
-    configure_logging(settings.log_level, settings.log_format, settings.secrets())
+    settings = _configured(options)
     _run_action(settings, settings.history_url, lambda ctx: cancel_task(
         ctx, task_id, actor=_actor(), terminate=terminate, signal=signal_name),
         cancel_text, as_json)
