@@ -1,7 +1,8 @@
 """What the action services work with, injected once: :class:`ActionContext`.
 
 ``serve`` builds it from the running exporter (:func:`exporter.app.build_service`: the history
-engine, the poller's latest snapshot, the model's snapshot and task index); the ``retry``,
+engine, the poller's latest snapshot, the live model's running tasks, workers and task index);
+the ``retry``,
 ``cancel`` and ``tasks`` commands build a smaller one (:func:`cli_context`: no poller, no
 events). Tests pass fakes.
 """
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sqlalchemy.engine import Engine
 
@@ -19,7 +21,20 @@ from actions.broker import Broker
 from actions.errors import HistoryDisabled
 from exporter.config import DEFAULT_MAX_MANUAL_RETRIES, DEFAULT_SLOW_THRESHOLD
 from exporter.poll.snapshot import PollSnapshot
-from exporter.state.model import ModelSnapshot
+from exporter.state.labels import AnyTaskLabels
+from exporter.state.workers import WorkerState
+
+
+class LiveModel(Protocol):
+    """What the services read from the live event model (:class:`exporter.state.model.Model`
+    has these), each cheap: no full snapshot.
+    """
+
+    def running(self) -> Mapping[AnyTaskLabels, int]:
+        """Running tasks per label set (read labels by field name)."""
+
+    def worker_states(self) -> tuple[WorkerState, ...]:
+        """Every worker the events know, at the exporter's clock now."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +56,7 @@ class ActionContext:
         max_manual_retries: ``--max-manual-retries``.
         slow_threshold: ``--slow-threshold`` seconds, for the statistics' ``slow`` flag.
         poll_latest: the poller's latest snapshot (``None`` before the first round).
-        model_snapshot: the model's snapshot (workers, running tasks); ``None``: no events.
+        live: the live event model (workers, running tasks); ``None``: no events.
         known_task: task id → what the live events say (the model's task index), or ``None``.
         clock: seconds since the epoch.
 
@@ -52,7 +67,7 @@ class ActionContext:
     max_manual_retries: int = DEFAULT_MAX_MANUAL_RETRIES
     slow_threshold: float = DEFAULT_SLOW_THRESHOLD
     poll_latest: Callable[[], PollSnapshot | None] = lambda: None
-    model_snapshot: Callable[[], ModelSnapshot] | None = None
+    live: LiveModel | None = None
     known_task: Callable[[str], KnownTask | None] | None = None
     clock: Callable[[], float] = time.time
     #: Held while a retry is checked, sent and recorded: two concurrent retries of one task
@@ -74,7 +89,7 @@ class ActionContext:
 
     def workers_up(self) -> int | None:
         """Workers up by their heartbeats, ``None`` when unknown (no events or none up)."""
-        if self.model_snapshot is None:
+        if self.live is None:
             return None
-        count = sum(1 for worker in self.model_snapshot().workers if worker.up)
+        count = sum(1 for worker in self.live.worker_states() if worker.up)
         return count or None

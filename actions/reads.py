@@ -152,8 +152,8 @@ def queues(ctx: ActionContext) -> QueuesReport:
                        "seconds (--inspect-interval)")
     now = ctx.clock()
     running: dict[str, int] = {}
-    if ctx.model_snapshot is not None:
-        for labels, count in ctx.model_snapshot().running.items():
+    if ctx.live is not None:
+        for labels, count in ctx.live.running().items():
             running[labels.queue_name] = running.get(labels.queue_name, 0) + count
 
     reserved, scheduled = snapshot.reserved, snapshot.scheduled
@@ -201,7 +201,7 @@ def workers(ctx: ActionContext) -> WorkersReport:
     poller's last ``inspect stats`` (pool size, CPU, memory); a worker only inspect knows is
     reported up (it answered).
     """
-    seen = {w.hostname: w for w in (ctx.model_snapshot().workers if ctx.model_snapshot else ())}
+    seen = {w.hostname: w for w in (ctx.live.worker_states() if ctx.live else ())}
     snapshot = ctx.poll_latest()
     polled = {w.hostname: w for w in (snapshot.workers if snapshot is not None else ())}
     result = []

@@ -19,15 +19,12 @@ from exporter.state.model import Model
 
 def known_task_lookup(model: Model) -> Callable[[str], KnownTask | None]:
     """Task id → what the model's task index says (state, name, queue), without marking the
-    entry as used.
+    entry as used (:meth:`Model.task_summary`).
     """
 
     def lookup(task_id: str) -> KnownTask | None:
-        with model.lock:
-            record = model.index.peek(task_id)
-            if record is None:
-                return None
-            return KnownTask(record.state, record.name, record.queue)
+        summary = model.task_summary(task_id)
+        return None if summary is None else KnownTask(*summary)
 
     return lookup
 
@@ -57,6 +54,6 @@ def action_context(
         broker=broker, history=history, max_manual_retries=settings.max_manual_retries,
         slow_threshold=settings.slow_threshold,
         poll_latest=poll_latest or (lambda: None),
-        model_snapshot=model.snapshot if model is not None else None,
+        live=model,
         known_task=known_task_lookup(model) if model is not None else None,
     )

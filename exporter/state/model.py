@@ -62,7 +62,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from exporter.events.parse import MalformedEvent, check_event, exception_class, parse_eta
 from exporter.events.table import (
@@ -133,6 +133,14 @@ class ModelSnapshot:
     task_index_evictions: int
     task_names_folded: int
     lost: Mapping[AnyTaskLabels, int] = field(default_factory=dict)
+
+
+class TaskSummary(NamedTuple):
+    """A task as the events left it: Celery ``state``, ``name`` and ``queue`` label values."""
+
+    state: str
+    name: str
+    queue: str
 
 
 class Model:
@@ -296,6 +304,28 @@ class Model:
         with self.lock:
             record = self.index.peek(task_id)
             return None if record is None else record.sent
+
+    def running(self) -> dict[AnyTaskLabels, int]:
+        """Tasks running per label set (``task_running``), copied without the rest of a
+        snapshot (the action API's queue report).
+        """
+        with self.lock:
+            return self.series.copy_running()
+
+    def worker_states(self) -> tuple[WorkerState, ...]:
+        """Every worker at the exporter's clock now (as in a snapshot, without the series)."""
+        with self.lock:
+            return tuple(self.workers.states(self.clock()))
+
+    def task_summary(self, task_id: str) -> TaskSummary | None:
+        """What the events said of a task — state, name, queue — or ``None`` when the index
+        does not hold it; does not refresh its LRU position.
+        """
+        with self.lock:
+            record = self.index.peek(task_id)
+            if record is None:
+                return None
+            return TaskSummary(record.state, record.name, record.queue)
 
     def snapshot(self) -> ModelSnapshot:
         """Copy everything under the lock and return it frozen (see :class:`ModelSnapshot`)."""

@@ -118,6 +118,10 @@ class TaskSeries:
             lost=dict(self._lost),
         )
 
+    def copy_running(self) -> dict[AnyTaskLabels, int]:
+        """A copy of the running gauge's values alone."""
+        return dict(self._running)
+
     @staticmethod
     def _observe(table: dict[Any, Histogram], labels: tuple[str, ...],
                  bounds: tuple[float, ...], value: float) -> None:

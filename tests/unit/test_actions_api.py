@@ -20,6 +20,7 @@ from exporter.history import create_history_engine, get_execution, upgrade
 from exporter.history.orm import ACTION_AUDIT, TASK_EXECUTION
 from exporter.poll.redis_queues import PendingMessage
 from exporter.poll.snapshot import PollSnapshot, QueueState, WorkerPollState
+from exporter.state.labels import TaskLabels
 
 TOKEN = "unit-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -390,7 +391,8 @@ def test_queues_and_workers_come_from_the_snapshots(make_client, broker):
     snapshot = PollSnapshot(
         taken_at=T0 + 99, duration=0.1,
         queues=(QueueState("a", {"0": 2, "3": 1}, 1, T0 + 40),),
-        reserved={("app.x", "a"): 2, ("app.y", "b"): 1}, scheduled={("app.x", "a"): 1},
+        reserved={TaskLabels("app.x", "a"): 2, TaskLabels("app.y", "b"): 1},
+        scheduled={TaskLabels("app.x", "a"): 1},
         workers=(WorkerPollState("w@h", 4, 1.5, 0.5, 1024),),
     )
     client = make_client(poll_latest=lambda: snapshot)
@@ -404,6 +406,25 @@ def test_queues_and_workers_come_from_the_snapshots(make_client, broker):
         "last_heartbeat": None, "pool_size": 4, "cpu_user_seconds": 1.5,
         "cpu_system_seconds": 0.5, "max_rss_bytes": 1024}]
     assert problem(make_client().get("/api/v1/queues"), 503)["title"] == "Not ready"
+
+
+@pytest.mark.parametrize("hostname_label", [False, True])
+def test_queues_count_running_tasks_of_a_real_model_with_or_without_the_hostname_label(
+        make_client, make_model, ev, hostname_label):
+    # With --task-hostname-label the model keys running tasks (name, queue_name, hostname):
+    # /queues unpacked them as pairs and answered 500 while a task ran.
+    model = make_model(hostname_label=hostname_label)
+    model.process_many([ev.sent("u1", T0, "app.x", queue="a"),
+                        ev.received("u1", T0, "app.x", hostname="w@h"),
+                        ev.started("u1", T0 + 1, hostname="w@h"),
+                        ev.heartbeat("w@h", T0 + 1, active=1, processed=1)])
+    snapshot = PollSnapshot(taken_at=T0 + 99, duration=0.1, queues=(QueueState("a", {"0": 0}),))
+    client = make_client(poll_latest=lambda: snapshot, live=model)
+    queues = client.get("/api/v1/queues")
+    assert queues.status_code == 200, queues.text
+    assert [(q["name"], q["running"]) for q in queues.json()["queues"]] == [("a", 1)]
+    workers = client.get("/api/v1/workers").json()["workers"]
+    assert [(w["hostname"], w["up"], w["active"]) for w in workers] == [("w@h", True, 1)]
 
 
 def test_pending_messages_page_and_rabbitmq_is_501(client, broker):
