@@ -33,11 +33,37 @@ EVENT_STATE: Mapping[str, str] = {
     "task-cancelled": "CANCELLED",
     TASK_LOST: "LOST",
 }
-#: Every state a task can have, in precedence order: when two events carry the same
-#: timestamp, the state later here wins.
+#: Every state a task can have, in precedence order: when two events of one stage carry the
+#: same timestamp, the state later here wins.
 STATES = ("PENDING", "RECEIVED", "STARTED", "RETRY", "CANCELLED", "REJECTED", "LOST",
           "REVOKED", "FAILURE", "SUCCESS")
 STATE_PRECEDENCE: Mapping[str, int] = {state: rank for rank, state in enumerate(STATES)}
+#: How far along its execution a state puts a task: 0 the producer published it (``task-sent``,
+#: the producer's clock), 1 a worker holds it (received, started, retried, cancelled: the
+#: worker's clock), 2 it ended (succeeded, failed, revoked, rejected, lost).
+STATE_STAGE: Mapping[str, int] = {
+    "PENDING": 0, "RECEIVED": 1, "STARTED": 1, "RETRY": 1, "CANCELLED": 1,
+    "REJECTED": 2, "LOST": 2, "REVOKED": 2, "FAILURE": 2, "SUCCESS": 2,
+}
+
+
+def state_order(state: str, timestamp: float) -> tuple[int, float, int]:
+    """The key that orders two states of one task: the greater key is the task's state.
+
+    Timestamps come from different hosts (``task-sent`` from the producer, the rest from the
+    worker) and are not comparable across them: a worker whose clock is 20 ms behind the
+    producer's sends a ``task-succeeded`` that looks older than the ``task-sent``. So a later
+    stage (:data:`STATE_STAGE`) wins whatever the timestamps say — a finished task never shows
+    an earlier state —, and only within a stage, where the events come from one worker as a
+    rule, does the newer ``timestamp`` win, then :data:`STATE_PRECEDENCE` at equal timestamps.
+    Celery's own event state (``celery.events.state.Task``) orders by precedence, not by
+    timestamps, for the same reason. Unknown states order first.
+
+    A retried task whose next attempt starts on a worker whose clock is behind the one that
+    retried it shows RETRY until that attempt ends (stage 1 on two hosts: the one case the
+    timestamps still decide).
+    """
+    return STATE_STAGE.get(state, -1), timestamp, STATE_PRECEDENCE.get(state, -1)
 #: Largest believable distance between an event's ``timestamp`` and the exporter's clock at
 #: receipt, seconds. Beyond it (a producer clock at 1970, a typo'd year 2100) the timestamp is
 #: replaced by the receipt time: durations, state order and history times stay sane. Larger

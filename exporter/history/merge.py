@@ -28,10 +28,14 @@ sent_at                           sent                       min (the first publ
 received_at / started_at          received / started         max (the latest attempt)
 eta                               sent, received             max (a retry's ETA is later)
 retries                           sent, received             max
-state, state_ts, revoke_reason,   every event                newer (state_ts, precedence):
-revoke_signal                     (``EVENT_STATE``)          newer timestamp wins; at the same
-                                                             timestamp the higher
+state, state_ts, revoke_reason,   every event                later (stage, state_ts,
+revoke_signal                     (``EVENT_STATE``)          precedence): an end beats a
+                                                             worker's state beats PENDING
+                                                             whatever the clocks say; within a
+                                                             stage the newer timestamp, then
                                                              ``STATE_PRECEDENCE``
+                                                             (:func:`~exporter.events.table.
+                                                             state_order`)
 worker_seen_at, hostname          received, started and      newer worker_seen_at (the latest
                                   every event after          worker to report on the task)
 result, result_truncated          succeeded                  first
@@ -48,9 +52,9 @@ runtime), for SUCCESS the event's ``runtime`` (else the same difference), otherw
 
 Times are float seconds since the epoch, UTC, as Celery sends them (``timestamp``; ``eta`` and
 ``expires`` are parsed from ISO 8601). ``task-sent``'s ``hostname`` is the *publisher* and is
-not taken as the worker. State changes follow event timestamps, which come from different hosts:
-with clock skew between producer and workers a ``task-received`` can look older than
-``task-sent``; the row then shows PENDING until the next worker event.
+not taken as the worker. Timestamps come from different hosts, so the state follows the
+execution's stage first and timestamps only within a stage: with a worker's clock behind the
+producer's, the row still goes PENDING → RECEIVED → … → SUCCESS.
 
 Why one module of this size: it is the rule table of the history (which event may set which
 column, which value wins) with the parsers of the fields it caps and cleans; every function is
@@ -75,7 +79,7 @@ from exporter.events.parse import (
     parse_eta,
     traceback_exception,
 )
-from exporter.events.table import EVENT_STATE, STATE_PRECEDENCE, TERMINAL_STATES
+from exporter.events.table import EVENT_STATE, TERMINAL_STATES, state_order
 
 Row = dict[str, Any]
 
@@ -102,8 +106,8 @@ class MergeRule:
     order: Callable[[Mapping[str, Any]], Any] | None = None
 
 
-def _state_order(row: Mapping[str, Any]) -> tuple[float, int]:
-    return row["state_ts"], STATE_PRECEDENCE.get(row["state"], -1)
+def _state_order(row: Mapping[str, Any]) -> tuple[int, float, int]:
+    return state_order(row["state"], row["state_ts"])
 
 
 MERGE_RULES: tuple[MergeRule, ...] = (

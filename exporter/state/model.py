@@ -68,11 +68,12 @@ from exporter.events.parse import MalformedEvent, check_event, exception_class, 
 from exporter.events.table import (
     EVENT_STATE,
     MAX_CLOCK_SKEW,
-    STATE_PRECEDENCE,
+    STATE_STAGE,
     TASK_EVENT_TYPES,
     TASK_LOST,
     TERMINAL_STATES,
     UNKNOWN,
+    state_order,
 )
 from exporter.state.histogram import HistogramValue
 from exporter.state.labels import (
@@ -269,7 +270,7 @@ class Model:
                 record.started, record.eta = task.started_at, task.eta
                 record.retries = task.retries
                 times = [t for t in (task.sent_at, task.received_at, task.started_at) if t]
-                if task.state in STATE_PRECEDENCE and times:
+                if task.state in STATE_STAGE and times:
                     record.state, record.state_ts = task.state, max(times)
                 added += 1
         return added
@@ -450,15 +451,14 @@ class Model:
         return labels
 
     def _set_state(self, record: TaskRecord, event_type: str, timestamp: float) -> bool:
-        """Move ``record`` to the event's state unless a newer event already set one; return
-        whether the state changed (out-of-order events lose to newer ones).
+        """Move ``record`` to the event's state unless it already holds a later one by
+        :func:`~exporter.events.table.state_order` (stage first, then timestamp, then
+        precedence: clock skew between producer and worker cannot undo an end); return whether
+        the state changed.
         """
         state = EVENT_STATE[event_type]
-        if record.state_ts is not None and (
-            timestamp < record.state_ts
-            or (timestamp == record.state_ts
-                and STATE_PRECEDENCE[state] < STATE_PRECEDENCE[record.state])
-        ):
+        if record.state_ts is not None and state_order(state, timestamp) < state_order(
+                record.state, record.state_ts):
             return False
         record.state = state
         record.state_ts = timestamp

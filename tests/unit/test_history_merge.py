@@ -147,6 +147,25 @@ def test_timestamps_only_fill_in_never_cleared():
     assert row["finished_at"] is None and row["runtime"] is None
 
 
+@pytest.mark.parametrize("skew", [0.02, 7200.0, -0.02, -7200.0])
+def test_a_finished_task_never_shows_an_earlier_state_whatever_the_worker_clock(skew):
+    # The worker's clock is `skew` seconds behind the producer's (negative: ahead): its events
+    # can look older than task-sent. Seen with 20 ms: every row stayed PENDING.
+    worker = T0 - skew
+    for events in ([sent("t1", T0), received("t1", worker), started("t1", worker + 0.001),
+                    succeeded("t1", worker + 0.01, 0.009)],
+                   [sent("t1", T0), received("t1", worker), started("t1", worker + 0.001),
+                    failed("t1", worker + 0.01)]):
+        for order in (events, events[::-1]):
+            row = row_of(*order)
+            assert (row["state"], row["state_ts"], row["finished_at"]) == (
+                "SUCCESS" if len(row.get("result") or "") else "FAILURE", worker + 0.01,
+                worker + 0.01)
+    assert row_of(sent("t1", T0), received("t1", worker))["state"] == "RECEIVED"
+    assert row_of(sent("t1", T0), received("t1", worker),
+                  started("t1", worker + 0.001))["state"] == "STARTED"
+
+
 def test_retried_task_shows_retry_count_last_exception_and_latest_worker():
     row = row_of(
         sent("t1", T0, retries=0), received("t1", T0 + 1, 0, "celery@w1"),
@@ -164,9 +183,15 @@ def test_retried_task_shows_retry_count_last_exception_and_latest_worker():
     assert (row["hostname"], row["runtime"]) == ("celery@w1", 0.5)
 
 
-def test_a_retrying_task_is_in_retry_until_resent():
+def test_a_retrying_task_is_in_retry_until_a_worker_takes_it_again():
     row = row_of(sent("t1", T0), started("t1", T0 + 1), retried("t1", T0 + 2, "IOError('x')"))
     assert (row["state"], row["finished_at"], row["exception_type"]) == ("RETRY", None, "IOError")
+    # The retry is published again (task-sent from the worker that retried it): still RETRY
+    # until a worker receives it.
+    resent = [sent("t1", T0), started("t1", T0 + 1), retried("t1", T0 + 2, "IOError('x')"),
+              sent("t1", T0 + 2.5, retries=1)]
+    assert row_of(*resent)["state"] == "RETRY"
+    assert row_of(*resent, received("t1", T0 + 3, retries=1))["state"] == "RECEIVED"
 
 
 def _lifecycles() -> list[dict]:

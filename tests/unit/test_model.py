@@ -781,3 +781,16 @@ def test_cheap_accessors_read_what_a_snapshot_would(model, ev) -> None:
     assert model.worker_states() == snap.workers
     assert model.task_summary("u1") == ("STARTED", "app.add", "default")
     assert model.task_summary("never-seen") is None
+
+
+@pytest.mark.parametrize("skew", [0.02, 7200.0, -0.02, -7200.0])
+def test_worker_clock_behind_or_ahead_of_the_producer_never_undoes_an_end(model, ev, skew):
+    worker = T0 - skew  # the worker's clock, `skew` seconds behind the producer's
+    model.process_many([ev.sent("u1", T0, "app.add"), ev.received("u1", worker, "app.add"),
+                        ev.started("u1", worker + 0.001)])
+    assert (model.task_summary("u1").state, model.running()) == ("STARTED", {ADD: 1})
+    model.process_many([ev.succeeded("u1", worker + 0.01, runtime=0.009)])
+    assert (model.task_summary("u1").state, model.running()) == ("SUCCESS", {ADD: 0})
+    model.process_many([ev.sent("u2", T0, "app.add"), ev.received("u2", worker, "app.add"),
+                        ev.started("u2", worker + 0.001), ev.failed("u2", worker + 0.01)])
+    assert (model.task_summary("u2").state, model.running()) == ("FAILURE", {ADD: 0})
