@@ -114,6 +114,10 @@ SERVE_OPTIONS: list[Decorator] = [
            show_default="--worker-timeout",
            help="A task still running on a worker that has been down this long is counted "
                 "lost (celery_task_lost_total) and its history row becomes LOST."),
+    option("--clock-offset-warning", type=DURATION,
+           default=seconds(c.DEFAULT_CLOCK_OFFSET_WARNING),
+           help="Log a warning when a worker's clock is this far from the exporter's "
+                "(celery_worker_clock_offset_seconds), either way."),
     option("--event-queue-ttl", type=DURATION, default=seconds(c.DEFAULT_EVENT_QUEUE_TTL),
            help="RabbitMQ: message TTL of the exporter's event queue (Celery's default is 5s)."),
     option("--event-queue-expires", type=DURATION,

@@ -158,6 +158,14 @@ WORKER_LAST_HEARTBEAT = MetricSpec(
     "Worker clock time (`timestamp`) of the worker's last event, seconds since the epoch.",
     ("hostname",), "seconds", "worker-*", read=_per_worker("last_heartbeat"),
 )
+WORKER_CLOCK_OFFSET = MetricSpec(
+    "worker_clock_offset_seconds", "gauge",
+    "Exporter clock at receipt minus the worker's event `timestamp`, smoothed over its worker "
+    "events (moving average): positive when the worker's clock is behind the exporter's, "
+    "negative when ahead; includes the events' transport delay (milliseconds when healthy).",
+    ("hostname",), "seconds", "worker-* (timestamp, receipt time)",
+    read=_per_worker("clock_offset"),
+)
 WORKER_PROCESSED = MetricSpec(
     "worker_processed_total", "counter",
     "Tasks the worker processed since it started (`processed` of its heartbeat).",
@@ -243,7 +251,7 @@ BUILD_INFO = MetricSpec(
 #: Families read from the model's snapshot (task events), in exposition order.
 MODEL: tuple[MetricSpec, ...] = (
     *LIFECYCLE.values(), TASK_EXCEPTIONS, TASK_RUNTIME, TASK_QUEUE_WAIT, TASK_RUNNING, TASK_LOST,
-    WORKER_UP, WORKER_TASKS_ACTIVE, WORKER_LAST_HEARTBEAT, WORKER_PROCESSED,
+    WORKER_UP, WORKER_TASKS_ACTIVE, WORKER_LAST_HEARTBEAT, WORKER_PROCESSED, WORKER_CLOCK_OFFSET,
     EVENTS_RECEIVED, EVENTS_MALFORMED, LAST_EVENT, EVENT_LAG, TASKS_IN_MEMORY,
     TASK_INDEX_EVICTIONS, TASK_NAMES_FOLDED,
 )

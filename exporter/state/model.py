@@ -153,6 +153,8 @@ class Model:
         max_tasks: capacity of the task index (``--max-tasks-in-memory``).
         max_task_names: distinct task names kept as labels; more fold into ``other``.
         worker_timeout / worker_retention: seconds, see :mod:`exporter.state.workers`.
+        clock_offset_warning: seconds of worker clock offset beyond which a warning is logged
+            (``--clock-offset-warning``; default: never).
         task_lost_grace: seconds a worker must have been down before the tasks it was running
             are marked lost (``None``: ``worker_timeout``); see the module docs.
         clock: returns the exporter's time in seconds since the epoch (injected for tests).
@@ -177,12 +179,13 @@ class Model:
         history: Callable[[dict], None] | None = None,
         task_lost_grace: float | None = None,
         hostname_label: bool = False,
+        clock_offset_warning: float = float("inf"),
     ) -> None:
         self.lock = threading.Lock()
         self.clock = clock
         self._history = history
         self.index = TaskIndex(max_tasks)
-        self.workers = WorkerTable(worker_timeout, worker_retention)
+        self.workers = WorkerTable(worker_timeout, worker_retention, clock_offset_warning)
         self.series = TaskSeries(runtime_buckets, queue_wait_buckets)
         self._hostname_label = hostname_label
         self.names = TaskNames(max_task_names)
@@ -216,6 +219,7 @@ class Model:
                     continue
                 timestamp = event["timestamp"]
                 if abs(timestamp - now) > MAX_CLOCK_SKEW:
+                    event["original_timestamp"] = timestamp
                     event["timestamp"] = timestamp = now
                 if event_type in TASK_EVENT_TYPES and self._already_seen(
                         event["uuid"], event_type, timestamp):

@@ -9,11 +9,25 @@ A worker is *down since* its ``worker-offline`` arrived, or since ``timeout`` se
 last event. :meth:`WorkerTable.gone` reports each worker once when it has been down for longer
 than a grace period (the model then marks the tasks it was running as lost); a worker that
 sends an event again is up and may be reported again later.
+
+Each worker's clock offset as the exporter sees it — exporter clock at receipt minus the event's
+``timestamp`` (the worker's clock), smoothed over its ``worker-*`` events (an exponential moving
+average, weight :data:`OFFSET_WEIGHT` for the newest) — is positive when the worker's clock is
+behind the exporter's, and includes the event's transport delay (milliseconds on a healthy
+broker). Beyond ``offset_warning`` seconds either way a warning is logged, once per worker
+every :data:`OFFSET_WARNING_INTERVAL` seconds while it lasts.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+#: Weight of the newest sample in a worker's smoothed clock offset.
+OFFSET_WEIGHT = 0.25
+#: Seconds (exporter clock) between two clock-offset warnings about one worker.
+OFFSET_WARNING_INTERVAL = 600.0
 
 
 @dataclass(slots=True)
@@ -24,13 +38,17 @@ class _WorkerRecord:
     active: int | None = None
     processed: int | None = None
     gone_reported: bool = False
+    clock_offset: float | None = None
+    offset_warned_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerState:
     """One worker as rendered: ``hostname`` (``worker@host``), ``up`` (bool), ``active`` and
-    ``processed`` from its last heartbeat (``None`` before the first heartbeat), and
-    ``last_heartbeat`` (worker clock ``timestamp`` of its last event, seconds since the epoch).
+    ``processed`` from its last heartbeat (``None`` before the first heartbeat),
+    ``last_heartbeat`` (worker clock ``timestamp`` of its last event, seconds since the epoch)
+    and ``clock_offset`` (seconds the worker's clock is behind the exporter's, smoothed; see the
+    module docs).
     """
 
     hostname: str
@@ -38,24 +56,37 @@ class WorkerState:
     active: int | None
     processed: int | None
     last_heartbeat: float
+    clock_offset: float | None = None
 
 
 class WorkerTable:
     """Workers by hostname. Not thread-safe: the model holds its lock while it uses the table."""
 
-    def __init__(self, timeout: float, retention: float) -> None:
+    def __init__(self, timeout: float, retention: float,
+                 offset_warning: float = float("inf")) -> None:
         self.timeout = timeout
         self.retention = retention
+        self.offset_warning = offset_warning
         self._workers: dict[str, _WorkerRecord] = {}
 
     def update(self, event_type: str, event: dict, now: float) -> None:
-        """Apply a checked ``worker-*`` event received at ``now`` (exporter clock, seconds)."""
+        """Apply a checked ``worker-*`` event received at ``now`` (exporter clock, seconds).
+
+        The clock offset takes the event's ``original_timestamp`` when the model replaced an
+        implausible ``timestamp`` by the receipt time (the real offset, not 0).
+        """
         hostname = event["hostname"]
         record = self._workers.get(hostname)
         if record is None:
             record = self._workers[hostname] = _WorkerRecord(now, event["timestamp"])
         record.last_seen = now
         record.last_timestamp = event["timestamp"]
+        offset = now - event.get("original_timestamp", event["timestamp"])
+        previous = record.clock_offset
+        record.clock_offset = offset if previous is None else (
+            previous + OFFSET_WEIGHT * (offset - previous))
+        if abs(record.clock_offset) > self.offset_warning:
+            self._warn_offset(hostname, record, now)
         record.offline = event_type == "worker-offline"
         record.gone_reported = False
         if event.get("active") is not None:
@@ -93,5 +124,19 @@ class WorkerTable:
                 active=record.active if up else 0,
                 processed=record.processed,
                 last_heartbeat=record.last_timestamp,
+                clock_offset=record.clock_offset,
             ))
         return states
+
+    def _warn_offset(self, hostname: str, record: _WorkerRecord, now: float) -> None:
+        warned = record.offset_warned_at
+        if warned is not None and now - warned < OFFSET_WARNING_INTERVAL:
+            return
+        record.offset_warned_at = now
+        assert record.clock_offset is not None
+        log.warning(
+            "worker clock offset hostname=%s offset=%.3fs threshold=%.3fs: its clock is %s the "
+            "exporter's; queue wait and ages that mix its clock with others are off by as much "
+            "(state order is not affected); synchronise the hosts' clocks (NTP)", hostname,
+            record.clock_offset, self.offset_warning,
+            "behind" if record.clock_offset > 0 else "ahead of")

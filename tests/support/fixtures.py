@@ -22,6 +22,7 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -116,11 +117,12 @@ def start_exporter() -> Iterator[Callable[..., Exporter]]:
 
 @pytest.fixture
 def start_worker() -> Iterator[Callable[..., Worker]]:
-    """Start a :class:`Worker` for a broker URL and queues (not waiting for it)."""
+    """Start a :class:`Worker` for a broker URL and queues (not waiting for it); keyword
+    arguments go to :class:`Worker` (``name``, ``faketime``)."""
     started: list[Worker] = []
 
-    def start(broker_url: str, queues: str = "a,b") -> Worker:
-        worker = Worker(broker_url, queues)
+    def start(broker_url: str, queues: str = "a,b", **options: Any) -> Worker:
+        worker = Worker(broker_url, queues, **options)
         started.append(worker)
         return worker
 

@@ -21,12 +21,16 @@ class Worker:
     mingle; :attr:`hostname` is unique unless ``name`` is given.
     """
 
-    def __init__(self, broker_url: str, queues: str = "a,b", name: str | None = None) -> None:
+    def __init__(self, broker_url: str, queues: str = "a,b", name: str | None = None,
+                 faketime: str | None = None) -> None:
         self.hostname = name or f"w{uuid.uuid4().hex[:6]}@jobmon-test"
         self.log = temp_log("worker-")
         env = {**os.environ, "CELERY_BROKER_URL": broker_url}
+        # faketime: a libfaketime offset ("-0.02s", "+2h"), the worker's clock skewed from
+        # the exporter's and the producer's (the binary: require_binary("faketime")).
+        skewed = ["faketime", "-f", faketime] if faketime else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "examples.tasks", "worker", "-E",
+            [*skewed, sys.executable, "-m", "celery", "-A", "examples.tasks", "worker", "-E",
              "-Q", queues, "-c", "2", "-P", "prefork", "--without-gossip", "--without-mingle",
              "-n", self.hostname, "--loglevel", "INFO"],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,

@@ -1,5 +1,6 @@
-"""Render the model through ModelExposition, parse the text back and check every sample; and
-compare the text, byte for byte, with what prometheus-client renders for the same families."""
+"""Render the model and the exporter's health through their cached expositions, parse the text
+back and check every sample; and compare the text, byte for byte, with what prometheus-client
+renders for the same families."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.metrics import catalogue as m
-from exporter.metrics.exposition import ModelExposition
+from exporter.metrics.exposition import CachedExposition
+from exporter.state.health import Health
 from exporter.state.model import Model
 
 T0 = 1_700_000_000.0
 WORKER = "celery@w1"
-VERSIONS = {"version": "1.2.3", "celery_version": "5.4.0"}
+VERSIONS = {"version": "1.2.3", "celery_version": "5.4.0",
+            "python_version": platform.python_version()}
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -25,14 +28,20 @@ def k(metric: str, /, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
 
 
 class Scraper:
-    """Renders ``model`` as ``/metrics`` does (one exposition, its cache kept between scrapes)."""
+    """Renders ``model`` and ``health`` as ``/metrics`` does (one exposition each, their caches
+    kept between scrapes)."""
 
-    def __init__(self, model: Model, prefix: str = "celery_") -> None:
+    def __init__(self, model: Model, prefix: str = "celery_",
+                 hostname_label: bool = False) -> None:
         self.model = model
-        self.exposition = ModelExposition(prefix, VERSIONS)
+        self.health = Health(build=VERSIONS)
+        self.exposition = CachedExposition(prefix, m.MODEL, hostname_label=hostname_label)
+        self.health_exposition = CachedExposition(prefix, m.HEALTH)
 
     def text(self) -> str:
-        return b"".join(self.exposition.chunks(self.model.snapshot())).decode()
+        snapshot = self.model.snapshot()
+        return b"".join([*self.exposition.chunks(snapshot, snapshot.taken_at),
+                         *self.health_exposition.chunks(self.health.snapshot(), T0)]).decode()
 
 
 def registry_for(model: Model, prefix: str = "celery_") -> Scraper:
@@ -81,8 +90,9 @@ def test_empty_model_renders_only_the_exporters_own_series(registry) -> None:
 
 
 def test_scrape_renders_every_sample_of_a_small_workload(model, registry, ev, clock) -> None:
-    model.set_broker_connected(True)
-    model.count_poll_error("stats")
+    registry.health.set_broker_connected(True)
+    registry.health.count_poll_error("stats")
+    registry.health.record_batch(0.0)
     model.process_many([
         *ev.success("u1", T0, "app.add", runtime=0.25),
         *ev.failure("u2", T0, "app.pay", queue="billing", runtime=3.0,
@@ -147,6 +157,8 @@ def test_scrape_renders_every_sample_of_a_small_workload(model, registry, ev, cl
         k("celery_worker_tasks_active", hostname=WORKER): 1.0,
         k("celery_worker_last_heartbeat_timestamp_seconds", hostname=WORKER): T0 - 0.5,
         k("celery_worker_processed_total", hostname=WORKER): 5.0,
+        # The heartbeat's timestamp is 0.5 s behind the exporter's clock at receipt.
+        k("celery_worker_clock_offset_seconds", hostname=WORKER): 0.5,
         k("celery_jobmon_events_received_total", type="task-sent"): 2.0,
         k("celery_jobmon_events_received_total", type="task-received"): 2.0,
         k("celery_jobmon_events_received_total", type="task-started"): 2.0,
@@ -211,15 +223,15 @@ def test_build_info_carries_the_versions(registry) -> None:
 
 def test_broker_connected_is_0_then_1_once_connected(model, registry) -> None:
     before = scrape(registry)[k("celery_jobmon_broker_connected")]
-    model.set_broker_connected(True)
+    registry.health.set_broker_connected(True)
     after = scrape(registry)[k("celery_jobmon_broker_connected")]
     assert (before, after) == (0.0, 1.0)
 
 
 def test_reconnect_is_counted(model, registry) -> None:
-    model.set_broker_connected(True)
-    model.set_broker_connected(False)
-    model.set_broker_connected(True, reconnected=True)
+    registry.health.set_broker_connected(True)
+    registry.health.set_broker_connected(False)
+    registry.health.set_broker_connected(True, reconnected=True)
     assert scrape(registry)[k("celery_jobmon_broker_reconnects_total")] == 1.0
 
 
@@ -242,23 +254,26 @@ def test_down_worker_renders_0_then_a_forgotten_worker_is_not_rendered(model, re
         k("celery_worker_tasks_active", **host): 2.0,
         k("celery_worker_last_heartbeat_timestamp_seconds", **host): T0,
         k("celery_worker_processed_total", **host): 5.0,
+        k("celery_worker_clock_offset_seconds", **host): 0.0,
     }
     assert down == {
         k("celery_worker_up", **host): 0.0,
         k("celery_worker_tasks_active", **host): 0.0,
         k("celery_worker_last_heartbeat_timestamp_seconds", **host): T0,
         k("celery_worker_processed_total", **host): 5.0,
+        k("celery_worker_clock_offset_seconds", **host): 0.0,
     }
     assert gone == {}
 
 
-def test_worker_without_heartbeat_counts_renders_only_up_and_last_heartbeat(model, registry,
-                                                                           ev) -> None:
+def test_worker_without_heartbeat_counts_renders_no_active_nor_processed(model, registry,
+                                                                         ev) -> None:
     model.process_many([ev.online(WORKER, T0)])
     assert {key: v for key, v in scrape(registry).items()
             if key[0].startswith("celery_worker_")} == {
         k("celery_worker_up", hostname=WORKER): 1.0,
         k("celery_worker_last_heartbeat_timestamp_seconds", hostname=WORKER): T0,
+        k("celery_worker_clock_offset_seconds", hostname=WORKER): 0.0,
     }
 
 
@@ -272,7 +287,8 @@ def test_rendered_families_have_their_catalogue_type(model, registry, ev) -> Non
     }
     rendered = family_types(registry)
     assert {name: by_name.get(name) for name in rendered} == rendered
-    poll_only = {"celery_" + spec.name.removesuffix("_total") for spec in m.POLL + m.HISTORY}
+    poll_only = {"celery_" + spec.name.removesuffix("_total")
+                 for spec in m.POLL + m.HISTORY + m.SCRAPE}
     assert set(by_name) - poll_only - set(rendered) == set()
 
 
@@ -314,8 +330,7 @@ def test_hostname_label_splits_task_series_by_worker(clock, ev) -> None:
     model = Model(runtime_buckets=(0.5, 1.0, 5.0), queue_wait_buckets=(0.1, 1.0, 10.0),
                   max_tasks=100, max_task_names=10, worker_timeout=30.0,
                   worker_retention=3600.0, clock=clock, hostname_label=True)
-    scraper = Scraper(model)
-    scraper.exposition = ModelExposition("celery_", VERSIONS, hostname_label=True)
+    scraper = Scraper(model, hostname_label=True)
     model.process_many([*ev.success("u1", T0, "app.add", runtime=0.25),
                         *ev.failure("u2", T0, "app.add", runtime=3.0, exception="E('x')")])
     model.process_many([ev.sent("u3", T0, "app.add"),

@@ -12,7 +12,6 @@ prometheus-client renders for the same snapshot, scrape after scrape.
 from __future__ import annotations
 
 import math
-import platform
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
-    InfoMetricFamily,
     Metric,
 )
 from prometheus_client.utils import floatToGoString
@@ -35,7 +33,7 @@ from exporter.history import create_history_engine, get_execution, upgrade
 from exporter.history.merge import finalize, merge, record_from_event
 from exporter.history.writer import HistoryWriter
 from exporter.metrics import catalogue as m
-from exporter.metrics.exposition import ModelExposition
+from exporter.metrics.exposition import CachedExposition
 from exporter.state.model import TASK_LOST, Model, ModelSnapshot
 
 # Hypothesis keeps caches in ./.hypothesis by default; keep the checkout clean.
@@ -157,8 +155,8 @@ class ReferenceCollector:
     ``*MetricFamily`` objects per scrape): what the exposition must render byte for byte.
     """
 
-    def __init__(self, snap: ModelSnapshot, versions: dict[str, str], hostname: bool) -> None:
-        self.snap, self.versions, self.hostname = snap, versions, hostname
+    def __init__(self, snap: ModelSnapshot, hostname: bool) -> None:
+        self.snap, self.hostname = snap, hostname
 
     def spec(self, spec: m.MetricSpec) -> m.MetricSpec:
         return m.with_hostname(spec) if self.hostname and spec in m.HOSTNAME_LABELED else spec
@@ -196,22 +194,17 @@ class ReferenceCollector:
         yield values(m.WORKER_LAST_HEARTBEAT, {(w.hostname,): w.last_heartbeat for w in workers})
         yield values(m.WORKER_PROCESSED, {
             (w.hostname,): w.processed for w in workers if w.processed is not None})
+        yield values(m.WORKER_CLOCK_OFFSET, {
+            (w.hostname,): w.clock_offset for w in workers if w.clock_offset is not None})
         yield values(m.EVENTS_RECEIVED, {(k,): v for k, v in snap.events_received.items()})
         yield values(m.EVENTS_MALFORMED, {(k,): v for k, v in snap.events_malformed.items()})
-        scalars = [(m.LAST_EVENT, snap.last_event), (m.BROKER_CONNECTED, snap.broker_connected),
-                   (m.BROKER_RECONNECTS, snap.broker_reconnects), (m.EVENT_GAPS, snap.event_gaps),
-                   (m.EVENT_LAG, snap.event_lag), (m.EVENT_BATCHES, snap.event_batches),
-                   (m.EVENT_PROCESSING, snap.event_processing_seconds),
+        scalars = [(m.LAST_EVENT, snap.last_event), (m.EVENT_LAG, snap.event_lag),
                    (m.TASKS_IN_MEMORY, snap.tasks_in_memory),
                    (m.TASK_INDEX_EVICTIONS, snap.task_index_evictions),
                    (m.TASK_NAMES_FOLDED, snap.task_names_folded)]
         for spec, value in scalars:
             if value is not None:
                 yield values(spec, {(): float(value)})
-        yield values(m.POLL_ERRORS, {(k,): v for k, v in snap.poll_errors.items()})
-        info = InfoMetricFamily("celery_" + m.BUILD_INFO.name, m.BUILD_INFO.help, labels=())
-        info.add_metric([], self.versions)
-        yield info
 
 
 @settings(max_examples=100, deadline=None, database=None)
@@ -223,16 +216,14 @@ def test_exposition_renders_what_prometheus_client_renders_scrape_after_scrape(
     model = Model(runtime_buckets=(0.5, 5.0, 1e7), queue_wait_buckets=(1e-05, 0.5),
                   max_tasks=3, max_task_names=2, worker_timeout=30.0, worker_retention=60.0,
                   clock=lambda: now[0], task_lost_grace=30.0, hostname_label=hostname)
-    exposition = ModelExposition("celery_", {"version": "1", "celery_version": "5"},
-                                 hostname_label=hostname)
-    versions = {"version": "1", "celery_version": "5", "python_version": platform.python_version()}
+    exposition = CachedExposition("celery_", m.MODEL, hostname_label=hostname)
     for batch, gap in zip(batches, gaps, strict=False):
         model.process_many(batch)
         now[0] += gap
         for _ in range(2):  # the second render comes from the cache
             snap = model.snapshot()
-            expected = generate_latest(ReferenceCollector(snap, versions, hostname))
-            assert b"".join(exposition.chunks(snap)) == expected
+            expected = generate_latest(ReferenceCollector(snap, hostname))
+            assert b"".join(exposition.chunks(snap, snap.taken_at)) == expected
 
 
 # -- the history merge ------------------------------------------------------------------------

@@ -597,7 +597,8 @@ def test_malformed_events_are_counted_by_reason_and_the_next_good_one_applies(mo
 def test_heartbeat_makes_a_worker_up_with_its_counts(model, ev, clock) -> None:
     model.process_many([ev.heartbeat(WORKER, T0 - 1, active=2, processed=10)])
     assert model.snapshot().workers == (
-        WorkerState(hostname=WORKER, up=True, active=2, processed=10, last_heartbeat=T0 - 1),
+        WorkerState(hostname=WORKER, up=True, active=2, processed=10, last_heartbeat=T0 - 1,
+                    clock_offset=1.0),
     )
 
 
@@ -611,9 +612,9 @@ def test_worker_is_up_until_the_timeout_then_down_then_forgotten(model, ev, cloc
     at_retention = model.snapshot().workers
     clock.advance(0.5)
     after_retention = model.snapshot().workers
-    assert at_timeout == (WorkerState(WORKER, True, 2, 10, T0),)
-    assert after_timeout == (WorkerState(WORKER, False, 0, 10, T0),)
-    assert at_retention == (WorkerState(WORKER, False, 0, 10, T0),)
+    assert at_timeout == (WorkerState(WORKER, True, 2, 10, T0, 0.0),)
+    assert after_timeout == (WorkerState(WORKER, False, 0, 10, T0, 0.0),)
+    assert at_retention == (WorkerState(WORKER, False, 0, 10, T0, 0.0),)
     assert after_retention == ()
 
 
@@ -621,26 +622,26 @@ def test_worker_liveness_uses_the_exporter_clock_not_the_event_timestamp(model, 
                                                                         clock) -> None:
     # The worker's clock is an hour behind; the heartbeat just arrived, so it is up.
     model.process_many([ev.heartbeat(WORKER, T0 - 3600, active=1, processed=1)])
-    assert model.snapshot().workers == (WorkerState(WORKER, True, 1, 1, T0 - 3600),)
+    assert model.snapshot().workers == (WorkerState(WORKER, True, 1, 1, T0 - 3600, 3600.0),)
 
 
 def test_worker_offline_is_down_immediately(model, ev, clock) -> None:
     model.process_many([ev.heartbeat(WORKER, T0, active=3, processed=7)])
     clock.advance(1.0)
     model.process_many([ev.offline(WORKER, T0 + 1)])
-    assert model.snapshot().workers == (WorkerState(WORKER, False, 0, 7, T0 + 1),)
+    assert model.snapshot().workers == (WorkerState(WORKER, False, 0, 7, T0 + 1, 0.0),)
 
 
 def test_heartbeat_after_offline_brings_the_worker_back(model, ev, clock) -> None:
     model.process_many([ev.offline(WORKER, T0)])
     clock.advance(5.0)
     model.process_many([ev.heartbeat(WORKER, T0 + 5, active=0, processed=0)])
-    assert model.snapshot().workers == (WorkerState(WORKER, True, 0, 0, T0 + 5),)
+    assert model.snapshot().workers == (WorkerState(WORKER, True, 0, 0, T0 + 5, 0.0),)
 
 
 def test_worker_online_before_any_heartbeat_has_no_active_or_processed(model, ev) -> None:
     model.process_many([ev.online(WORKER, T0)])
-    assert model.snapshot().workers == (WorkerState(WORKER, True, None, None, T0),)
+    assert model.snapshot().workers == (WorkerState(WORKER, True, None, None, T0, 0.0),)
 
 
 def test_heartbeat_keeps_a_worker_up_past_the_first_timeout(model, ev, clock) -> None:
@@ -648,7 +649,7 @@ def test_heartbeat_keeps_a_worker_up_past_the_first_timeout(model, ev, clock) ->
     clock.advance(20.0)
     model.process_many([ev.heartbeat(WORKER, T0 + 20, active=1, processed=4)])
     clock.advance(20.0)
-    assert model.snapshot().workers == (WorkerState(WORKER, True, 1, 4, T0 + 20),)
+    assert model.snapshot().workers == (WorkerState(WORKER, True, 1, 4, T0 + 20, 0.0),)
 
 
 # -- exporter's own state ---------------------------------------------------------------------
@@ -794,3 +795,23 @@ def test_worker_clock_behind_or_ahead_of_the_producer_never_undoes_an_end(model,
     model.process_many([ev.sent("u2", T0, "app.add"), ev.received("u2", worker, "app.add"),
                         ev.started("u2", worker + 0.001), ev.failed("u2", worker + 0.01)])
     assert (model.task_summary("u2").state, model.running()) == ("FAILURE", {ADD: 0})
+
+
+def test_a_workers_clock_offset_is_smoothed_and_warned_about_once(make_model, ev, clock,
+                                                                  caplog) -> None:
+    model = make_model(clock_offset_warning=1.0)
+    with caplog.at_level("WARNING", logger="exporter.state.workers"):
+        model.process_many([ev.heartbeat(WORKER, T0 - 2.0)])      # 2 s behind
+        clock.advance(2.0)
+        model.process_many([ev.heartbeat(WORKER, T0 + 2.0 - 6.0)])  # 6 s behind: 2 + (6-2)/4
+        clock.advance(2.0)
+        model.process_many([ev.heartbeat(WORKER, T0 + 4.0 + 3.0)])  # 3 s ahead: 3 + (-3-3)/4
+    assert model.worker_states()[0].clock_offset == 1.5
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and f"hostname={WORKER} offset=2.000s" in warnings[0]
+
+
+def test_a_timestamp_replaced_as_implausible_still_gives_the_real_offset(model, ev) -> None:
+    model.process_many([ev.heartbeat(WORKER, T0 - 3 * 86400.0)])
+    state = model.worker_states()[0]
+    assert (state.last_heartbeat, state.clock_offset) == (T0, 3 * 86400.0)
