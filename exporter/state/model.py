@@ -44,8 +44,9 @@ sees running on it (started there, no terminal event) is *lost*: it leaves the r
 counts in ``task_lost_total{name,queue_name}``, takes the state ``LOST`` and a synthetic
 ``task-lost`` record goes to the history sink (the row becomes LOST), stamped with the later of
 the worker's last event and the task's last state change (worker clock), so a real terminal
-event that turns up later still wins. Tasks warmed from the history are not known to run and
-are never marked.
+event that turns up later still wins. Tasks warmed from the history as STARTED count as
+running, and their worker is expected to speak within the same time: one that never does died
+while the exporter was down, and its tasks are lost too.
 
 Why one module of this size: the handler table, the state order, duplicate detection, the
 deferral of an early ``task-received`` and the lost-task scan all act on the same task record
@@ -255,11 +256,15 @@ class Model:
         """Fill the task index from the history's unfinished executions (exporter start), so
         a ``task-failed`` arriving after a restart still joins to its name and queue.
 
-        Warmed tasks do not count as running: whether they still run is unknown (the poller's
-        ``inspect active`` says). Returns how many records were added.
+        A task warmed as STARTED counts as running again (``task_running``: the "running now"
+        figure must not read 0 while it runs), and its worker is *expected*: if that worker
+        sends no event within ``worker_timeout`` + ``task_lost_grace`` of the start (it died
+        while the exporter was down), the task is lost like any other. Returns how many records
+        were added.
         """
         added = 0
         with self.lock:
+            now = self.clock()
             for task in tasks:
                 if self.index.peek(task.task_id) is not None:
                     continue
@@ -276,6 +281,11 @@ class Model:
                 times = [t for t in (task.sent_at, task.received_at, task.started_at) if t]
                 if task.state in STATE_STAGE and times:
                     record.state, record.state_ts = task.state, max(times)
+                if record.state == "STARTED" and record.running is None:
+                    record.running = self._labels(record, "task-started")
+                    self.series.add_running(record.running, 1)
+                    if record.hostname:
+                        self.workers.expect(record.hostname, now)
                 added += 1
         return added
 
@@ -441,17 +451,21 @@ class Model:
             if record is not None:
                 self._count_deferred(record)
 
-    def _count(self, event_type: str, record: TaskRecord) -> AnyTaskLabels:
-        labels: AnyTaskLabels
+    def _labels(self, record: TaskRecord, event_type: str) -> AnyTaskLabels:
+        """The labels ``record`` counts under for ``event_type``: with the hostname label,
+        every event but ``task-sent`` carries the worker; task-sent is the producer's event (no
+        worker has the task yet, whatever order the events arrive in), so task_sent_total keeps
+        (name, queue_name) only.
+        """
         if self._hostname_label and event_type != "task-sent":
-            labels = WorkerTaskLabels(record.name, record.queue, record.hostname or UNKNOWN)
-            self.series.count(event_type, labels)
-        else:
-            # task-sent is the producer's event: no worker has the task yet, whatever order
-            # the events arrive in, so task_sent_total keeps (name, queue_name) only and, with
-            # the hostname label, keys none of the other families.
-            labels = TaskLabels(record.name, record.queue)
-            self.series.count(event_type, labels, first_sighting=not self._hostname_label)
+            return WorkerTaskLabels(record.name, record.queue, record.hostname or UNKNOWN)
+        return TaskLabels(record.name, record.queue)
+
+    def _count(self, event_type: str, record: TaskRecord) -> AnyTaskLabels:
+        labels = self._labels(record, event_type)
+        # With the hostname label, task-sent's labels key none of the other families.
+        self.series.count(event_type, labels, first_sighting=not (
+            self._hostname_label and event_type == "task-sent"))
         return labels
 
     def _set_state(self, record: TaskRecord, event_type: str, timestamp: float) -> bool:

@@ -40,6 +40,8 @@ class _WorkerRecord:
     gone_reported: bool = False
     clock_offset: float | None = None
     offset_warned_at: float | None = None
+    #: False for a worker only expected (:meth:`WorkerTable.expect`), not heard from yet.
+    heard: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,7 @@ class WorkerTable:
             record = self._workers[hostname] = _WorkerRecord(now, event["timestamp"])
         record.last_seen = now
         record.last_timestamp = event["timestamp"]
+        record.heard = True
         offset = now - event.get("original_timestamp", event["timestamp"])
         previous = record.clock_offset
         record.clock_offset = offset if previous is None else (
@@ -93,6 +96,15 @@ class WorkerTable:
             record.active = event["active"]
         if event.get("processed") is not None:
             record.processed = event["processed"]
+
+    def expect(self, hostname: str, now: float) -> None:
+        """Expect an event from ``hostname`` from ``now`` on (exporter clock): a worker the
+        history says was running a task when the exporter started. It is not rendered until
+        it speaks; if it never does, :meth:`gone` reports it like a worker that stopped at
+        ``now`` (with 0 as its last timestamp: the tasks' own times stamp their loss).
+        """
+        if hostname not in self._workers:
+            self._workers[hostname] = _WorkerRecord(now, 0.0, heard=False)
 
     def gone(self, now: float, grace: float) -> list[tuple[str, float]]:
         """Workers down for more than ``grace`` seconds at ``now`` and not reported yet, as
@@ -116,6 +128,8 @@ class WorkerTable:
             del self._workers[hostname]
         states = []
         for hostname, record in self._workers.items():
+            if not record.heard:
+                continue
             up = not record.offline and now - record.last_seen <= self.timeout
             states.append(WorkerState(
                 hostname=hostname,

@@ -12,15 +12,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from sqlalchemy import func, select
 
 from exporter.history import create_history_engine, get_execution
 from exporter.history.orm import TASK_EXECUTION
-
-from .conftest import QUIET_POLLER, ROOT, log_lines, wait_for
+from tests.support.exporter import QUIET_POLLER, log_lines
+from tests.support.paths import ROOT
+from tests.support.waiting import wait_for
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from eventload import pattern_subscribers, render, with_new_ids  # noqa: E402
@@ -42,15 +42,15 @@ def test_sigkill_keeps_committed_rows_and_restart_joins_late_events(own_redis_ur
     first = start_exporter(own_redis_url, *QUIET_POLLER, history_url=history_url)
     worker = start_worker(own_redis_url, "a")
     wait_for(lambda: first.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
-             60, what="worker up")
+             60, message="worker up")
     app = producer(own_redis_url)
     done = [app.send_task(ADD, (i, i), queue="a").id for i in range(2)]
     engine = create_history_engine(history_url)
     wait_for(lambda: all(_states(engine).get(t) == "SUCCESS" for t in done), 30,
-             what="finished rows")
+             message="finished rows")
     running = [app.send_task(SLEEP, (6,), queue="a").id for _ in range(2)]
     wait_for(lambda: all(_states(engine).get(t) == "STARTED" for t in running), 30,
-             what="started rows committed")
+             message="started rows committed")
     before = {t: get_execution(engine, t) for t in done}
 
     first.proc.kill()  # SIGKILL: no drain, no goodbye
@@ -59,18 +59,20 @@ def test_sigkill_keeps_committed_rows_and_restart_joins_late_events(own_redis_ur
     metrics = second.metrics()
     assert metrics.value("celery_jobmon_tasks_in_memory") == 2  # the two running, warmed
     assert metrics.series("celery_task_succeeded_total") == []  # counters start from 0
+    # Warmed as running: "Running now" does not read 0 while they run (it did before).
+    assert metrics.value("celery_task_running", name=SLEEP, queue_name="a") == 2
 
     wait_for(lambda: second.metrics().value("celery_task_succeeded_total", name=SLEEP,
                                             queue_name="a") == 2, 30,
-             what=f"late successes joined\n{second.output()[-3000:]}")
+             message=lambda: f"late successes joined\n{second.output()[-3000:]}")
     wait_for(lambda: all(_states(engine).get(t) == "SUCCESS" for t in running), 10,
-             what="rows finished after the restart")
+             message="rows finished after the restart")
     metrics = second.metrics()
     # Joined by the warmed index: no "unknown" labels anywhere.
     assert metrics.series("celery_task_succeeded_total") == [{"name": SLEEP, "queue_name": "a"}]
     assert metrics.value("celery_task_runtime_seconds_count", name=SLEEP, queue_name="a",
                          state="SUCCESS") == 2
-    assert metrics.value("celery_task_running", name=SLEEP, queue_name="a") is None
+    assert metrics.value("celery_task_running", name=SLEEP, queue_name="a") == 0
     for task_id in running:
         row = get_execution(engine, task_id)
         assert (row.name, row.queue, row.state, row.hostname) == (SLEEP, "a", "SUCCESS",
@@ -94,13 +96,37 @@ connection.execute("COMMIT")
 """
 
 
+
+def test_a_worker_that_died_while_the_exporter_was_down_loses_its_warmed_tasks(
+        own_redis_url, tmp_path, producer, start_exporter, start_worker):
+    history_url = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    fast = ("--worker-timeout", "2s", "--task-lost-grace", "1s", *QUIET_POLLER)
+    first = start_exporter(own_redis_url, *fast, history_url=history_url)
+    worker = start_worker(own_redis_url, "a")
+    wait_for(lambda: first.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
+             60, message="worker up")
+    task_id = producer(own_redis_url).send_task(SLEEP, (60,), queue="a").id
+    engine = create_history_engine(history_url)
+    wait_for(lambda: _states(engine).get(task_id) == "STARTED", 30, message="started row")
+    first.stop()
+    worker.kill()  # dies while no exporter watches: no event will ever end its task
+    second = start_exporter(own_redis_url, *fast, history_url=history_url)
+    assert second.metrics().value("celery_task_running", name=SLEEP, queue_name="a") == 1
+    metrics = wait_for(lambda: (m := second.metrics()).value(
+        "celery_task_lost_total", name=SLEEP, queue_name="a") == 1 and m, 30,
+        message=lambda: f"warmed task lost\n{second.output()[-3000:]}")
+    assert metrics.value("celery_task_running", name=SLEEP, queue_name="a") == 0
+    # The worker was never heard from by this exporter: no worker_up series for it.
+    assert metrics.value("celery_worker_up", hostname=worker.hostname) is None
+    wait_for(lambda: _states(engine).get(task_id) == "LOST", 10, message="row LOST")
+
 def test_sigterm_writes_every_queued_row_before_exit(private_redis, tmp_path, start_exporter):
     server = private_redis()
     template = render(server, tasks=1000)
     path = tmp_path / "history.sqlite3"
     exporter = start_exporter(server.url(0), "--no-enable-events", *QUIET_POLLER,
                               history_url=f"sqlite:///{path}")
-    wait_for(lambda: pattern_subscribers(server) == 1, 10, what="exporter subscribed")
+    wait_for(lambda: pattern_subscribers(server) == 1, 10, message="exporter subscribed")
     # The database is locked while the flood arrives: every row is still in the writer's
     # memory (queued or merged) when SIGTERM comes.
     locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(path)], stdin=subprocess.PIPE,
@@ -116,7 +142,7 @@ def test_sigterm_writes_every_queued_row_before_exit(private_redis, tmp_path, st
         wait_for(lambda: sum(
             exporter.metrics().value("celery_jobmon_events_received_total", **s)
             for s in exporter.metrics().series("celery_jobmon_events_received_total"))
-            == events, 30, what="every event received")
+            == events, 30, message="every event received")
         metrics = exporter.metrics()
         assert metrics.value("celery_jobmon_history_rows_written_total") == 0
         held = (metrics.value("celery_jobmon_history_pending_rows")
@@ -134,4 +160,3 @@ def test_sigterm_writes_every_queued_row_before_exit(private_redis, tmp_path, st
     assert len(states) == 2 * template.tasks
     assert set(states.values()) == {"SUCCESS", "FAILURE"}
     engine.dispose()
-    time.sleep(0)

@@ -93,15 +93,40 @@ def test_worker_back_within_the_grace_loses_nothing(clock, sink):
     assert model.snapshot().lost == {ADD: 0} and model.snapshot().running == {ADD: 1}
 
 
-def test_tasks_warmed_from_the_history_are_never_marked_lost(clock, sink):
+def warmed(model: Model, task_id: str = "w") -> None:
     from exporter.history import UnfinishedTask
 
+    model.warm([UnfinishedTask(task_id, "app.add", "default", None, W1, "STARTED", T0 - 5,
+                               T0 - 5, T0 - 4, None, 0)])
+
+
+def test_a_task_warmed_as_started_runs_while_its_worker_speaks(clock, sink):
+    # Before: warmed tasks never counted as running ("Running now" read 0 after a restart).
     model = make(clock, sink)
-    model.warm([UnfinishedTask("w", "app.add", "default", None, W1, "STARTED", T0, T0, T0,
-                               None, 0)])
-    model.process_many([worker_event("worker-online", timestamp=T0, hostname=W1)])
-    clock.now = T0 + 3 * TIMEOUT
-    assert model.snapshot().lost == {} and lost(sink) == []
+    warmed(model)
+    assert model.snapshot().running == {ADD: 1}
+    for second in range(0, 4 * int(TIMEOUT), 10):
+        clock.now = T0 + second
+        model.process_many([worker_event("worker-heartbeat", timestamp=T0 + second,
+                                          hostname=W1)])
+    snap = model.snapshot()
+    assert (snap.running, snap.lost, lost(sink)) == ({ADD: 1}, {}, [])
+    model.process_many([task_event("task-succeeded", uuid="w", timestamp=T0 + 120,
+                                   hostname=W1, runtime=124.0)])
+    assert model.snapshot().running == {ADD: 0}
+
+
+def test_a_task_warmed_as_started_is_lost_when_its_worker_never_speaks(clock, sink):
+    model = make(clock, sink)
+    warmed(model)
+    assert model.snapshot().workers == ()  # expected, not rendered: nothing heard from it
+    clock.now = T0 + 2 * TIMEOUT  # down at +30 (never heard), grace 30 s not over yet
+    assert model.snapshot().lost == {}
+    clock.now = T0 + 2 * TIMEOUT + 0.5
+    snap = model.snapshot()
+    assert (snap.running, snap.lost) == ({ADD: 0}, {ADD: 1})
+    # Stamped with the task's own last state change, not the exporter's start.
+    assert [(e["uuid"], e["timestamp"]) for e in lost(sink)] == [("w", T0 - 4)]
 
 
 def test_a_late_end_of_a_lost_task_still_counts_and_wins_in_the_history(clock, sink):
