@@ -17,7 +17,6 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,12 +24,15 @@ import yaml
 from celery import Celery
 from sqlalchemy import Engine, text
 
-from ..integration.conftest import Exporter, Worker, wait_for
-from .conftest import Prometheus, e2e_config, require_binary, settle, stop_worker_now
+from tests.support.binaries import require_binary
+from tests.support.exporter import Exporter
+from tests.support.paths import ROOT
+from tests.support.prometheus import Prometheus, e2e_config
+from tests.support.waiting import wait_for
+from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = {path.name: json.loads(path.read_text())
               for path in sorted((ROOT / "grafana" / "dashboards").glob("*.json"))}
 RULES = [rule for path in sorted((ROOT / "prometheus" / "rules").glob("*.yml"))
@@ -91,8 +93,13 @@ def sql_targets() -> dict[str, str]:
 
 def total(exporter: Exporter, metric: str, **labels: str) -> float:
     """Sum of the exporter's samples of ``metric`` carrying ``labels`` (any other labels)."""
-    samples = exporter.metrics().samples.get(metric, {})
-    return sum(value for key, value in samples.items() if labels.items() <= dict(key).items())
+    return exporter.metrics().total(metric, **labels)
+
+
+def last_scrape(prometheus: Prometheus) -> float:
+    """When Prometheus last scraped the exporter (its ``up`` sample's timestamp), or 0."""
+    return max((value for _, value in prometheus.values('timestamp(up{job="celery-jobmon"})')),
+               default=0.0)
 
 
 def _send_wave(producer: Celery, wave: int) -> None:
@@ -120,14 +127,14 @@ def scenario(e2e_redis: str, postgres_url: str, history_engine: Engine,
         prometheus.wait_ready()
         # Targets reach the scrape loop a few seconds after start: the waves must come later.
         wait_for(lambda: prometheus.values('up{job="celery-jobmon"} == 1'), 20,
-                 what=f"first scrape of the exporter\n{prometheus.output()}")
+                 message=lambda: f"first scrape of the exporter\n{prometheus.output()}")
         wait_for(lambda: exporter.metrics().value("celery_worker_up",
                                                   hostname=worker.hostname) == 1,
-                 40, what=f"worker up\n{worker.output()}")
+                 40, message=lambda: f"worker up\n{worker.output()}")
         # The stuck job first, so it holds one of the two pool processes for the whole test.
         producer.send_task("examples.tasks.sleep", (60,), queue="a")
         wait_for(lambda: total(exporter, "celery_task_running", name="examples.tasks.sleep") == 1,
-                 20, what="the 60 s sleep running")
+                 20, message="the 60 s sleep running")
         _send_wave(producer, 1)
         producer.send_task("examples.tasks.flaky", (2,), queue="a")
         producer.send_task("examples.tasks.add", (0, 0), queue="a", countdown=120)
@@ -137,26 +144,31 @@ def scenario(e2e_redis: str, postgres_url: str, history_engine: Engine,
             producer.send_task("examples.tasks.add", (0, 2), queue="c", priority=priority)
         for _ in range(2):
             producer.send_task("examples.tasks.sleep", (1.5,), queue="a")
-        time.sleep(3)  # a few scrapes between the waves: the second one shows in increase()
+        # Scrapes between the waves, so that the second one shows in increase(): Prometheus
+        # has the first wave's three failures, and scrapes once more before the second.
+        wait_for(lambda: prometheus.values("sum(celery_task_failed_total) == 3"), 20,
+                 message="Prometheus scraping the first wave's failures")
+        scraped = last_scrape(prometheus)
+        wait_for(lambda: last_scrape(prometheus) > scraped, 10, message="one more scrape")
         _send_wave(producer, 2)
         wait_for(lambda: total(exporter, "celery_task_succeeded_total",
                                name="examples.tasks.sleep") == 2,
-                 30, what="both 1.5 s sleeps finished")
+                 30, message="both 1.5 s sleeps finished")
         wait_for(lambda: total(exporter, "celery_task_revoked_total",
                                name="examples.tasks.add") == 1,
-                 20, what="the countdown task revoked")
+                 20, message="the countdown task revoked")
         # A second long sleep fills both pool processes: the next tasks stay prefetched.
         producer.send_task("examples.tasks.sleep", (60,), queue="a")
         wait_for(lambda: total(exporter, "celery_task_running", name="examples.tasks.sleep") == 2,
-                 20, what="both pool processes sleeping")
+                 20, message="both pool processes sleeping")
         for _ in range(2):
             producer.send_task("examples.tasks.add", (3, 3), queue="a")
         wait_for(lambda: total(exporter, "celery_task_reserved", name="examples.tasks.add") == 2,
-                 20, what="two tasks reserved")
+                 20, message="two tasks reserved")
         yield Scenario(prometheus, exporter, worker, history_engine, started)
     finally:
         producer.close()
-        stop_worker_now(worker)
+        worker.quit()  # cold: a task still sleeping must not hold the suite up
         exporter.stop()
         prometheus.stop()
 
@@ -187,9 +199,10 @@ def test_every_dashboard_query_parses(scenario):
 
 
 def test_every_panel_the_scenario_fills_returns_data(scenario):
-    # Rates need two scrapes after an increment, recorded series a rule evaluation: settle.
-    missing = settle(lambda: _missing_data(scenario.prometheus), 30)
-    assert sorted(missing) == [], "\n".join(f"{key}: {expr}" for key, expr in missing.items())
+    # Rates need two scrapes after an increment, recorded series a rule evaluation: wait.
+    wait_for(lambda: not _missing_data(scenario.prometheus), 30, interval=1.0,
+             message=lambda: "data for every panel; missing:\n" + "\n".join(
+                 f"{key}: {expr}" for key, expr in _missing_data(scenario.prometheus).items()))
 
 
 def test_targets_listed_as_empty_are_still_empty(scenario):
@@ -206,7 +219,7 @@ def test_every_rule_expression_parses_and_every_recording_has_data(scenario):
         assert body["status"] == "success", (rule.get("alert") or rule.get("record"), body)
     records = sorted({rule["record"] for rule in RULES if "record" in rule})
     wait_for(lambda: all(scenario.prometheus.values(name) for name in records), 20,
-             what="every recording rule to have data")
+             message="every recording rule to have data")
 
 
 def test_rules_loaded_and_healthy(scenario):
@@ -223,7 +236,7 @@ def test_first_failure_fires_once_per_failing_task_and_only_it_fires(scenario):
                       for labels, _ in scenario.prometheus.values('ALERTS{alertstate="firing"}'))
 
     expected = sorted(("CeleryTaskFirstFailure", name) for name in FAILING)
-    wait_for(lambda: firing() == expected, 20, what=f"firing alerts {expected}")
+    wait_for(lambda: firing() == expected, 20, message=f"firing alerts {expected}")
 
 
 def test_top_exceptions_lists_each_failing_task_with_its_exception_class(scenario):
@@ -237,7 +250,7 @@ def test_top_exceptions_lists_each_failing_task_with_its_exception_class(scenari
 def test_queue_without_consumer_is_pending_for_no_consumers(scenario):
     wait_for(lambda: [labels["queue_name"] for labels, _ in scenario.prometheus.values(
         'ALERTS{alertname="CeleryQueueNoConsumers", alertstate="pending"}')] == ["c"], 20,
-        what="CeleryQueueNoConsumers pending for queue c")
+        message="CeleryQueueNoConsumers pending for queue c")
 
 
 def test_pending_panel_shows_each_priority_level_of_the_unconsumed_queue(scenario):
@@ -282,7 +295,7 @@ def test_recent_failures_sql_returns_the_scenario_failures(scenario):
     history = scenario.history
     since = time.time() - (time.monotonic() - scenario.started) - 5
     wait_for(lambda: len(_run_sql(history, sql_targets()["celery-jobmon-overview"], since)) == 6,
-             15, what="six failures in the history")
+             15, message="six failures in the history")
     for uid, sql in sql_targets().items():
         rows = _run_sql(history, sql, since)
         assert [list(row) for row in rows[:1]] == [

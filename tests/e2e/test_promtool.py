@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from .conftest import require_binary
+from tests.support.binaries import require_binary
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "prometheus"
 RULE_FILES = sorted(str(p) for p in (PROMETHEUS_DIR / "rules").glob("*.yml"))

@@ -12,8 +12,9 @@ from celery.events.event import get_exchange
 from kombu import Connection, Producer
 
 from exporter.history import create_history_engine, get_execution
-
-from .conftest import QUIET_POLLER, wait_for
+from tests.support.events import WORKER, task_event
+from tests.support.exporter import QUIET_POLLER
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 BIG = 10 * 1024 * 1024
@@ -34,10 +35,10 @@ def _json(event: dict) -> tuple[dict, dict]:
     return event, {"serializer": "json"}
 
 
-def _task(type_: str, uuid: str, timestamp: float, hostname: str = "celery@w1",
+def _task(type_: str, uuid: str, timestamp: float, hostname: str = WORKER,
           **fields: object) -> tuple[dict, dict]:
-    return _json({"type": type_, "uuid": uuid, "timestamp": timestamp, "hostname": hostname,
-                  **fields})
+    """A task event (:func:`~tests.support.events.task_event`) published as JSON."""
+    return _json(task_event(type_, uuid=uuid, timestamp=timestamp, hostname=hostname, **fields))
 
 
 def _rss_mb(pid: int) -> float:
@@ -89,7 +90,8 @@ def test_bad_messages_are_counted_capped_clamped_and_deduplicated(any_broker_url
         done = metrics.value("celery_task_succeeded_total", name="x.dup", queue_name="a") == 1
         return metrics if got == expected and done else None
 
-    metrics = wait_for(counted, 30, what=f"bad input counted\n{exporter.output()[-3000:]}")
+    metrics = wait_for(counted, 30,
+                       message=lambda: f"bad input counted\n{exporter.output()[-3000:]}")
     value = metrics.value
     assert value("celery_task_sent_total", name="x.big", queue_name="a") == 1
     assert value("celery_task_failed_total", name=UNICODE_NAME, queue_name="a") == 1
@@ -116,7 +118,7 @@ def test_bad_messages_are_counted_capped_clamped_and_deduplicated(any_broker_url
                                       for t in ("big", "uni", "clock", "dup")})
                     and rows["dup"] is not None and rows["dup"].state == "SUCCESS"
                     and rows["clock"] is not None and rows["clock"].state == "FAILURE" and rows,
-                    15, what="rows")
+                    15, message="rows")
     assert (len(rows["big"].args), rows["big"].args_truncated) == (4096, True)
     assert (rows["uni"].name, rows["uni"].exception_message) == (UNICODE_NAME, UNICODE_MESSAGE)
     assert abs(rows["clock"].sent_at - now) < 60 and 0 <= rows["clock"].runtime < 5

@@ -11,17 +11,22 @@ goes with its connection), which the test asserts as exactly that gap.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
 import pytest
 
-from .conftest import OUTAGE_SECONDS, QUIET_POLLER, TcpProxy, log_lines, wait_for
+from tests.support.exporter import QUIET_POLLER, log_lines
+from tests.support.network import TcpProxy
+from tests.support.waiting import assert_stays, wait_for
 
 pytestmark = pytest.mark.integration
 ADD = "examples.tasks.add"
 #: --reconnect-max-interval of the exporters here: the backoff cap the tests check.
 CAP = 2.0
+#: How long the outages last, seconds: ``JOBMON_FAULT_OUTAGE_SECONDS``, 30 by default.
+OUTAGE_SECONDS = float(os.environ.get("JOBMON_FAULT_OUTAGE_SECONDS", "30"))
 
 
 def _succeeded(exporter, queue: str = "a") -> float | None:
@@ -51,22 +56,22 @@ def _backoff_waits(output: str) -> list[float]:
 
 def test_redis_killed_for_the_outage_then_restarted(redis_server, producer, start_exporter,
                                                     start_worker):
-    url = redis_server.url
+    url = redis_server.url()
     exporter = start_exporter(url, "--reconnect-max-interval", f"{CAP:g}s", *QUIET_POLLER)
     worker = start_worker(url, "a")
     wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
-             60, what=f"worker up\n{worker.output()}")
+             60, message=lambda: f"worker up\n{worker.output()}")
     app = producer(url)
     for i in range(3):
         app.send_task(ADD, (i, i), queue="a")
-    wait_for(lambda: _succeeded(exporter) == 3, 30, what="three tasks before the outage")
+    wait_for(lambda: _succeeded(exporter) == 3, 30, message="three tasks before the outage")
     metrics = exporter.metrics()
     assert (metrics.value("celery_jobmon_broker_reconnects_total"),
             metrics.value("celery_jobmon_event_gaps_total")) == (0, 0)
 
     redis_server.kill()
     wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 0, 10,
-             what="disconnect noticed")
+             message="disconnect noticed")
     probes = _probe_during(exporter, OUTAGE_SECONDS)
     assert len(probes) >= OUTAGE_SECONDS  # every probe answered well within 0.5 s + 3 calls
     assert set(probes) == {(200, 503, 200, 0.0)}
@@ -74,7 +79,7 @@ def test_redis_killed_for_the_outage_then_restarted(redis_server, producer, star
     redis_server.start()
     restarted = time.monotonic()
     wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 1, 30,
-             what=f"reconnect\n{exporter.output()[-3000:]}")
+             message=lambda: f"reconnect\n{exporter.output()[-3000:]}")
     # The backoff is capped: the next attempt comes within CAP seconds of the restart.
     assert time.monotonic() - restarted < CAP + 2.0
     waits = _backoff_waits(exporter.output())
@@ -86,12 +91,13 @@ def test_redis_killed_for_the_outage_then_restarted(redis_server, producer, star
 
     # The worker reconnects by itself (Celery's own backoff); counting resumes, exactly.
     wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
-             60, what=f"worker back\n{worker.output()[-3000:]}")
+             60, message=lambda: f"worker back\n{worker.output()[-3000:]}")
     app = producer(url)
     for i in range(4):
         app.send_task(ADD, (i, i), queue="a")
-    wait_for(lambda: _succeeded(exporter) == 7, 60, what=f"counting resumed\n{worker.output()}")
-    time.sleep(1)
+    wait_for(lambda: _succeeded(exporter) == 7, 60,
+             message=lambda: f"counting resumed\n{worker.output()}")
+    assert_stays(lambda: _succeeded(exporter) == 7, 1.0, message="7 successes, no more")
     metrics = exporter.metrics()
     assert metrics.value("celery_task_sent_total", name=ADD, queue_name="a") == 7
     assert metrics.value("celery_task_succeeded_total", name=ADD, queue_name="a") == 7
@@ -112,15 +118,15 @@ def test_rabbitmq_connection_cut_then_restored(amqp_url, producer, start_exporte
         worker = start_worker(amqp_url, "a")
         wait_for(lambda: exporter.metrics().value("celery_worker_up",
                                                   hostname=worker.hostname) == 1,
-                 60, what=f"worker up\n{worker.output()}")
+                 60, message=lambda: f"worker up\n{worker.output()}")
         app = producer(amqp_url)
         for i in range(3):
             app.send_task(ADD, (i, i), queue="a")
-        wait_for(lambda: _succeeded(exporter) == 3, 30, what="three tasks before the outage")
+        wait_for(lambda: _succeeded(exporter) == 3, 30, message="three tasks before the outage")
 
         proxy.close()
         wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 0, 10,
-                 what="disconnect noticed")
+                 message="disconnect noticed")
         # Tasks that run while the exporter is cut off: their events are lost to it.
         during = [app.send_task(ADD, (i, i), queue="a") for i in range(2)]
         probes = _probe_during(exporter, OUTAGE_SECONDS)
@@ -131,7 +137,7 @@ def test_rabbitmq_connection_cut_then_restored(amqp_url, producer, start_exporte
         proxy.start()
         restarted = time.monotonic()
         wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 1, 30,
-                 what=f"reconnect\n{exporter.output()[-3000:]}")
+                 message=lambda: f"reconnect\n{exporter.output()[-3000:]}")
         assert time.monotonic() - restarted < CAP + 2.0
         waits = _backoff_waits(exporter.output())
         assert waits and max(waits) == CAP
@@ -140,9 +146,9 @@ def test_rabbitmq_connection_cut_then_restored(amqp_url, producer, start_exporte
 
         for i in range(3):
             app.send_task(ADD, (i, i), queue="a")
-        wait_for(lambda: _succeeded(exporter) == 6, 30, what=f"counting resumed\n"
+        wait_for(lambda: _succeeded(exporter) == 6, 30, message=lambda: f"counting resumed\n"
                                                              f"{exporter.output()[-3000:]}")
-        time.sleep(1)
+        assert_stays(lambda: _succeeded(exporter) == 6, 1.0, message="6 successes, no more")
         metrics = exporter.metrics()
         # 3 before + 3 after; the 2 that ran during the outage are the gap.
         assert metrics.value("celery_task_sent_total", name=ADD, queue_name="a") == 6

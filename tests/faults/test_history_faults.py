@@ -3,7 +3,6 @@ and a history path that cannot be written at start-up."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -14,8 +13,10 @@ from sqlalchemy import select
 
 from exporter.history import create_history_engine, upgrade
 from exporter.history.orm import TASK_EXECUTION
-
-from .conftest import QUIET_POLLER, ROOT, Exporter, log_lines, wait_for
+from tests.support.binaries import require_binary, unavailable
+from tests.support.exporter import QUIET_POLLER, Exporter, log_lines
+from tests.support.paths import ROOT
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 ADD = "examples.tasks.add"
@@ -44,12 +45,12 @@ def test_locked_sqlite_history_retries_and_loses_nothing(own_redis_url, tmp_path
     exporter = start_exporter(own_redis_url, *QUIET_POLLER, history_url=f"sqlite:///{path}")
     worker = start_worker(own_redis_url, "a")
     wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
-             60, what="worker up")
+             60, message="worker up")
     engine = create_history_engine(f"sqlite:///{path}")
     app = producer(own_redis_url)
     first = [app.send_task(ADD, (i, i), queue="a").id for i in range(2)]
     wait_for(lambda: sorted(_rows(engine)) == sorted((t, "SUCCESS") for t in first), 30,
-             what="rows before the lock")
+             message="rows before the lock")
 
     locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(path), str(LOCK_SECONDS)],
                               stdout=subprocess.PIPE, text=True)
@@ -60,9 +61,9 @@ def test_locked_sqlite_history_retries_and_loses_nothing(own_redis_url, tmp_path
         # Metrics do not wait for the database.
         wait_for(lambda: exporter.metrics().value("celery_task_succeeded_total", name=ADD,
                                                   queue_name="a") == 7, 30,
-                 what="metrics while the history is locked")
+                 message="metrics while the history is locked")
         wait_for(lambda: exporter.metrics().value("celery_jobmon_history_write_errors_total")
-                 >= 1, LOCK_SECONDS + 5, what="a failed write")
+                 >= 1, LOCK_SECONDS + 5, message="a failed write")
         assert time.monotonic() - locked_at < LOCK_SECONDS  # failed while still locked
         metrics = exporter.metrics()
         assert metrics.value("celery_jobmon_history_consecutive_write_failures") >= 1
@@ -71,10 +72,10 @@ def test_locked_sqlite_history_retries_and_loses_nothing(own_redis_url, tmp_path
     finally:
         assert locker.wait(LOCK_SECONDS + 10) == 0
 
-    wait_for(lambda: len(_rows(engine)) == 7, 30, what=f"rows after the lock\n"
+    wait_for(lambda: len(_rows(engine)) == 7, 30, message=lambda: f"rows after the lock\n"
                                                        f"{exporter.output()[-3000:]}")
     wait_for(lambda: exporter.metrics().value(
-        "celery_jobmon_history_consecutive_write_failures") == 0, 10, what="healthy again")
+        "celery_jobmon_history_consecutive_write_failures") == 0, 10, message="healthy again")
     assert sorted(_rows(engine)) == sorted((t, "SUCCESS") for t in first + during)
     metrics = exporter.metrics()
     failures = log_lines(exporter.output(), r"history write failed error=OperationalError "
@@ -103,10 +104,10 @@ def _read_only_bind(tmp_path: Path, command: list[str]) -> list[str]:
     directory = tmp_path / "ro"
     directory.mkdir()
     upgrade(f"sqlite:///{directory / 'history.sqlite3'}")
-    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
-    if probe.returncode != 0 and os.environ.get("CI") != "true":
-        pytest.skip(f"unshare -m not permitted here: {probe.stderr.decode().strip()}")
-    assert probe.returncode == 0, probe.stderr
+    probe = subprocess.run([require_binary("unshare", "util-linux"), "-m", "true"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        unavailable(f"unshare -m not permitted here: {probe.stderr.decode().strip()}")
     script = (f'mount --bind "{directory}" "{directory}" && '
               f'mount -o remount,ro,bind "{directory}" && exec "$@"')
     return ["unshare", "-m", "sh", "-c", script, "sh", *command]

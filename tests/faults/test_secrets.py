@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
@@ -20,7 +19,9 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy.engine import make_url
 
-from .conftest import Exporter, free_port, run_cli, wait_for
+from tests.support.exporter import Exporter, log_lines, run_cli
+from tests.support.network import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 BROKER_SECRET = "brk-Pw_7hQ9z"
@@ -74,19 +75,21 @@ def test_serve_at_debug_level_leaks_no_broker_or_history_password(broker, histor
         worker = start_worker(url, "a")
         wait_for(lambda: exporter.metrics().value("celery_worker_up",
                                                   hostname=worker.hostname) == 1,
-                 60, what="worker up")
+                 60, message="worker up")
         app = producer(url)
         app.send_task("examples.tasks.add", (1, 2), queue="a")
         app.send_task("examples.tasks.fail_value", ("nope",), queue="a")
         wait_for(lambda: exporter.metrics().value("celery_task_failed_total",
                                                   name="examples.tasks.fail_value",
-                                                  queue_name="a") == 1, 30, what="tasks done")
+                                                  queue_name="a") == 1, 30, message="tasks done")
         assert exporter.metrics().value("celery_jobmon_history_enabled") == 1
         outputs = _scrape_all(exporter)
         # A broker restart: reconnect attempts and errors are logged too.
+        failed_before = len(log_lines(exporter.output(), "broker unreachable"))
         broker.kill()
         wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 0, 10)
-        time.sleep(1.5)
+        wait_for(lambda: len(log_lines(exporter.output(), "broker unreachable"))
+                 > failed_before, 10, message="a failed reconnect attempt logged")
         broker.start()
         wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 1, 20)
         outputs += _scrape_all(exporter)
@@ -108,8 +111,11 @@ def test_failover_list_and_wrong_password_leak_nothing(broker, tmp_path):
                      history_url=f"sqlite:///{tmp_path / 'b.sqlite3'}")
     try:
         first.wait_ready()  # connected through the second URL of the list
-        wait_for(lambda: wrong.get("/healthz").status_code == 200, 30, what="serving")
-        time.sleep(2)  # a few refused attempts (AUTH fails) and poll rounds
+        wait_for(lambda: wrong.get("/healthz").status_code == 200, 30, message="serving")
+        # A few refused attempts (AUTH fails) and poll rounds, all logged.
+        wait_for(lambda: len(log_lines(wrong.output(), "broker unreachable")) >= 2
+                 and log_lines(wrong.output(), "poll call failed"), 15,
+                 message=lambda: f"refused attempts and failed poll rounds\n{wrong.output()}")
         assert wrong.get("/readyz").status_code == 503
         outputs = _scrape_all(first) + _scrape_all(wrong)
     finally:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 
 import pytest
 
-from .conftest import QUIET_POLLER, ROOT, log_lines, total, wait_for
+from tests.support.exporter import QUIET_POLLER, log_lines
+from tests.support.paths import ROOT
+from tests.support.waiting import assert_stays, wait_for
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from eventload import pattern_subscribers, render, replay, with_new_ids  # noqa: E402
@@ -47,22 +48,22 @@ def test_disconnected_slow_pubsub_client_counts_one_gap_and_resumes(private_redi
     events_per_copy = sum(template.by_type.values())
     exporter = start_exporter(server.url(0), "--no-history", "--reconnect-max-interval", "1s",
                               "--no-enable-events", *QUIET_POLLER)
-    wait_for(lambda: pattern_subscribers(server) == 1, 10, what="exporter subscribed")
+    wait_for(lambda: pattern_subscribers(server) == 1, 10, message="exporter subscribed")
 
     os.kill(exporter.proc.pid, signal.SIGSTOP)
     try:
         replay(server, 0, template, copies=4)  # ~12 MB: past the socket buffers and 256 kB
         wait_for(lambda: pattern_subscribers(server) == 0, 10,
-                 what="Redis closing the stopped subscriber")
+                 message="Redis closing the stopped subscriber")
     finally:
         os.kill(exporter.proc.pid, signal.SIGCONT)
 
     wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_reconnects_total") == 1, 20,
-             what=f"reconnect\n{exporter.output()[-3000:]}")
+             message=lambda: f"reconnect\n{exporter.output()[-3000:]}")
     metrics = exporter.metrics()
     assert metrics.value("celery_jobmon_event_gaps_total") == 1
     assert metrics.value("celery_jobmon_broker_connected") == 1
-    lost = total(metrics, "celery_jobmon_events_received_total")
+    lost = metrics.total("celery_jobmon_events_received_total")
     assert 0 < lost < 4 * events_per_copy  # what was read before the cut; the rest is gone
     warnings = log_lines(exporter.output(), r"level=WARNING .*broker connection lost")
     assert len(warnings) == 1
@@ -75,8 +76,9 @@ def test_disconnected_slow_pubsub_client_counts_one_gap_and_resumes(private_redi
     _publish_copy(server, template, copy=100)
     expected = {t: before.get(t, 0) + n for t, n in template.by_type.items()}
     wait_for(lambda: _received(exporter) == expected, 30,
-             what=f"exact counts after the gap: {expected}")
-    time.sleep(1)
+             message=f"exact counts after the gap: {expected}")
+    assert_stays(lambda: _received(exporter) == expected, 1.0,
+                 message=f"exact counts after the gap: {expected}")
     metrics = exporter.metrics()
     assert _received(exporter) == expected
     assert metrics.value("celery_jobmon_event_gaps_total") == 1

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from exporter.history import create_history_engine, get_execution
-
-from .conftest import QUIET_POLLER, log_lines, wait_for
+from tests.support.exporter import QUIET_POLLER, log_lines
+from tests.support.waiting import assert_stays, wait_for
 
 pytestmark = pytest.mark.integration
 SLEEP = "examples.tasks.sleep"
@@ -26,20 +26,21 @@ def test_sigkilled_worker_takes_its_running_tasks_to_lost(own_redis_url, produce
                                                           start_worker):
     exporter = start_exporter(own_redis_url, "--worker-timeout", f"{TIMEOUT:g}s", *QUIET_POLLER)
     worker = start_worker(own_redis_url, "a")
-    wait_for(lambda: _worker_up(exporter, worker), 60, what=f"worker up\n{worker.output()}")
+    wait_for(lambda: _worker_up(exporter, worker), 60,
+             message=lambda: f"worker up\n{worker.output()}")
     app = producer(own_redis_url)
     doomed = [app.send_task(SLEEP, (60,), queue="a").id for _ in range(2)]
     engine = create_history_engine(exporter.history_url)
     wait_for(lambda: exporter.metrics().value("celery_task_running", name=SLEEP,
-                                              queue_name="a") == 2, 30, what="both running")
+                                              queue_name="a") == 2, 30, message="both running")
     wait_for(lambda: all((row := get_execution(engine, t)) and row.state == "STARTED"
-                         for t in doomed), 10, what="started rows")
+                         for t in doomed), 10, message="started rows")
 
     worker.kill()  # SIGKILL to the worker and its pool: no task or worker event any more
     killed = time.monotonic()
     wait_for(lambda: exporter.metrics().value("celery_worker_up",
                                               hostname=worker.hostname) == 0,
-             TIMEOUT + 5, interval=0.1, what="worker down")
+             TIMEOUT + 5, interval=0.1, message="worker down")
     metrics = exporter.metrics()
     # Down, but not yet past the grace period: still running, nothing lost.
     assert metrics.value("celery_task_running", name=SLEEP, queue_name="a") == 2
@@ -47,7 +48,7 @@ def test_sigkilled_worker_takes_its_running_tasks_to_lost(own_redis_url, produce
 
     wait_for(lambda: exporter.metrics().value("celery_task_lost_total", name=SLEEP,
                                               queue_name="a") == 2, TIMEOUT + 5,
-             interval=0.1, what=f"tasks lost\n{exporter.output()[-2000:]}")
+             interval=0.1, message=lambda: f"tasks lost\n{exporter.output()[-2000:]}")
     assert time.monotonic() - killed >= TIMEOUT  # never before the worker timed out
     metrics = exporter.metrics()
     assert metrics.value("celery_task_running", name=SLEEP, queue_name="a") == 0
@@ -60,12 +61,14 @@ def test_sigkilled_worker_takes_its_running_tasks_to_lost(own_redis_url, produce
         rows = [get_execution(engine, t) for t in doomed]
         return rows if all(r.state == "LOST" for r in rows) else None
 
-    for row in wait_for(lost_rows, 10, what="LOST rows"):
+    for row in wait_for(lost_rows, 10, message="LOST rows"):
         assert (row.name, row.queue, row.hostname) == (SLEEP, "a", worker.hostname)
         assert row.finished_at is not None and row.finished_at >= row.started_at
         assert row.runtime is None  # not measured: the worker died
-    time.sleep(1.5)  # reported once: no second count on later checks
-    assert exporter.metrics().value("celery_task_lost_total", name=SLEEP, queue_name="a") == 2
+    # Reported once: no second count on later checks.
+    assert_stays(lambda: exporter.metrics().value("celery_task_lost_total", name=SLEEP,
+                                                  queue_name="a") == 2, 1.5,
+                 message="2 lost tasks, counted once")
     engine.dispose()
 
 
@@ -73,25 +76,26 @@ def test_time_limit_and_killed_pool_process_are_failures_with_their_exception(
         own_redis_url, producer, start_exporter, start_worker):
     exporter = start_exporter(own_redis_url, *QUIET_POLLER)
     worker = start_worker(own_redis_url, "a")
-    wait_for(lambda: _worker_up(exporter, worker), 60, what=f"worker up\n{worker.output()}")
+    wait_for(lambda: _worker_up(exporter, worker), 60,
+             message=lambda: f"worker up\n{worker.output()}")
     app = producer(own_redis_url)
     engine = create_history_engine(exporter.history_url)
 
     limited = app.send_task(SLEEP, (30,), queue="a", time_limit=1).id
     row = wait_for(lambda: (r := get_execution(engine, limited)) and r.state == "FAILURE" and r,
-                   30, what=f"time limit failure\n{worker.output()[-2000:]}")
+                   30, message=lambda: f"time limit failure\n{worker.output()[-2000:]}")
     assert (row.exception_type, row.name, row.queue) == ("TimeLimitExceeded", SLEEP, "a")
     assert 1.0 <= row.runtime < 3.0
 
     victim = app.send_task(SLEEP, (30,), queue="a").id
     wait_for(lambda: (r := get_execution(engine, victim)) and r.state == "STARTED", 30,
-             what="victim started")
+             message="victim started")
     active = wait_for(lambda: app.control.inspect([worker.hostname], timeout=2).active(), 10,
-                      what="inspect active")
+                      message="inspect active")
     pid = next(task["worker_pid"] for task in active[worker.hostname] if task["id"] == victim)
     os.kill(pid, signal.SIGKILL)  # the pool process, not the worker
     row = wait_for(lambda: (r := get_execution(engine, victim)) and r.state == "FAILURE" and r,
-                   30, what=f"WorkerLostError\n{worker.output()[-2000:]}")
+                   30, message=lambda: f"WorkerLostError\n{worker.output()[-2000:]}")
     assert (row.exception_type, row.name, row.queue) == ("WorkerLostError", SLEEP, "a")
     assert row.exception_message.startswith("Worker exited prematurely: signal 9 (SIGKILL)")
 

@@ -14,8 +14,7 @@ import pytest
 from celery import Celery
 
 from exporter.history import create_history_engine, get_execution, list_executions
-
-from .conftest import wait_for
+from tests.support.waiting import assert_stays, wait_for
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-token-0123456789abcdef"
@@ -63,7 +62,7 @@ def stack(redis_url, monkeypatch, tmp_path, producer, start_exporter, start_work
                               "--max-manual-retries", "1", "--inspect-timeout", "1s")
     worker = start_worker(redis_url)
     wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
-             60, what="worker up")
+             60, message="worker up")
     engine = create_history_engine(exporter.history_url)
     yield exporter, worker, producer(redis_url), engine
     engine.dispose()
@@ -72,7 +71,7 @@ def stack(redis_url, monkeypatch, tmp_path, producer, start_exporter, start_work
 def row_in(engine, task_id: str, *states: str, timeout: float = 30):
     return wait_for(lambda: (row := get_execution(engine, task_id)) is not None
                     and row.state in states and row, timeout,
-                    what=f"{task_id} in {states}")
+                    message=f"{task_id} in {states}")
 
 
 def test_retry_resends_the_exact_arguments_as_a_linked_new_task(stack):
@@ -156,7 +155,10 @@ def test_bulk_retry_dry_run_lists_failures_and_sends_nothing(stack):
     assert {item["outcome"] for item in body["items"]} == {"would_retry"}
     by_exception = api.post("/tasks/retry", json={"exception_type": "KeyError", "limit": 5})
     assert [i["task_id"] for i in by_exception.json()["items"]] == [other.id]
-    time.sleep(1.5)  # anything sent would have run and been written by now
+    # Dry runs send nothing: no row appears or changes (one would within a second).
+    assert_stays(lambda: len(rows := list_executions(engine, limit=100).items) == 5
+                 and all(row.retry_of is None for row in rows), 1.5,
+                 message="the five rows, and no retry")
     rows = list_executions(engine, limit=100).items
     assert len(rows) == 5
     assert all(row.manual_retry_count == 0 and row.retry_of is None for row in rows)
@@ -212,7 +214,7 @@ def test_queues_workers_and_pending_messages(stack):
     problem(api.get("/queues/nobody/pending", limit=0), 400)
 
     workers = wait_for(lambda: [w for w in api.get("/workers").json()["workers"]
-                                if w["pool_size"] is not None], 20, what="inspect stats")
+                                if w["pool_size"] is not None], 20, message="inspect stats")
     assert [(w["hostname"], w["up"], w["pool_size"]) for w in workers] == [
         (worker.hostname, True, 2)]
     queues = {q["name"]: q for q in api.get("/queues").json()["queues"]}
@@ -227,7 +229,7 @@ def test_cancel_revokes_a_scheduled_task_before_its_eta(stack):
     # Held by the worker until its ETA. (The row may still say PENDING: the producer stamps
     # task-sent after publishing, so the worker's task-received can carry an earlier time.)
     wait_for(lambda: (row := get_execution(engine, later.id)) and row.received_at, 20,
-             what="task received")
+             message="task received")
     response = api.post(f"/tasks/{later.id}/cancel")
     assert response.status_code == 202, response.text
     body = response.json()

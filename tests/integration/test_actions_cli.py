@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from exporter.history.orm import ACTION_AUDIT
+from tests.support.paths import ROOT
 
-from .conftest import ROOT
 from .test_actions_api import exporter_backend, row_in, stack  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.integration

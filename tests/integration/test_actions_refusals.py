@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from exporter.history import create_history_engine, get_execution
+from tests.support.waiting import wait_for
 
-from .conftest import wait_for
 from .test_actions_api import AUTH, TOKEN, Api, problem, row_in
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,7 @@ def test_retry_without_result_extended_uses_exact_reprs_and_refuses_the_rest(
                               "64")
     worker = start_worker(redis_url)
     wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
-             60, what="worker up")
+             60, message="worker up")
     app = producer(redis_url)
     engine = create_history_engine(exporter.history_url)
     api = Api(exporter.url)

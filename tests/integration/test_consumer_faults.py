@@ -8,7 +8,8 @@ import pytest
 from celery.events.event import get_exchange
 from kombu import Connection, Producer
 
-from .conftest import Exporter, wait_for
+from tests.support.exporter import Exporter, log_lines
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +62,7 @@ def test_malformed_events_are_counted_and_skipped(broker_url, start_exporter):
                for s in metrics.series("celery_jobmon_events_malformed_total")}
         return metrics if got == expected else None
 
-    metrics = wait_for(counted, 20, what=f"malformed counts\n{exporter.output()}")
+    metrics = wait_for(counted, 20, message=lambda: f"malformed counts\n{exporter.output()}")
     assert metrics.value("celery_task_sent_total", name="x.good", queue_name="a") == 1
     assert metrics.value("celery_jobmon_events_received_total", type="task-sent") == 1
     assert len(metrics.series("celery_jobmon_events_received_total")) == 1
@@ -71,11 +72,11 @@ def test_malformed_events_are_counted_and_skipped(broker_url, start_exporter):
 
 def test_exporter_reconnects_after_broker_restart(redis_server, producer, start_exporter,
                                                    start_worker):
-    url = redis_server.url
+    url = redis_server.url()
     exporter = start_exporter(url, "--reconnect-max-interval", "1s")
     worker = start_worker(url, "a")
     wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
-             60, what=f"worker up\n{worker.output()}")
+             60, message=lambda: f"worker up\n{worker.output()}")
     app = producer(url)
     for i in range(3):
         app.send_task("examples.tasks.add", (i, i), queue="a")
@@ -84,23 +85,27 @@ def test_exporter_reconnects_after_broker_restart(redis_server, producer, start_
         return lambda: exporter.metrics().value(
             "celery_task_succeeded_total", name="examples.tasks.add", queue_name="a") == n
 
-    wait_for(succeeded(3), 30, what="first three tasks")
+    wait_for(succeeded(3), 30, message="first three tasks")
     assert exporter.metrics().value("celery_jobmon_broker_reconnects_total") == 0
 
+    failed_before = len(log_lines(exporter.output(), "broker unreachable"))
     redis_server.kill()
     wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 0, 30,
-             what="disconnect noticed")
+             message="disconnect noticed")
     assert exporter.get("/readyz").status_code == 503
-    time.sleep(3)
+    # The broker stays down until the exporter has failed to reconnect twice (1 s apart).
+    wait_for(lambda: len(log_lines(exporter.output(), "broker unreachable"))
+             >= failed_before + 2, 10,
+             message=lambda: f"two failed reconnect attempts\n{exporter.output()}")
     redis_server.start()
     wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 1, 30,
-             what=f"reconnect\n{exporter.output()}")
+             message=lambda: f"reconnect\n{exporter.output()}")
     assert exporter.metrics().value("celery_jobmon_broker_reconnects_total") == 1
 
     app = producer(url)
     for i in range(3):
         app.send_task("examples.tasks.add", (i, i), queue="a")
-    wait_for(succeeded(6), 90, what=f"counting resumed\n{worker.output()}")
+    wait_for(succeeded(6), 90, message=lambda: f"counting resumed\n{worker.output()}")
     metrics = exporter.metrics()
     assert metrics.value("celery_task_sent_total", name="examples.tasks.add", queue_name="a") == 6
     assert metrics.value("celery_jobmon_broker_reconnects_total") == 1
@@ -109,14 +114,14 @@ def test_exporter_reconnects_after_broker_restart(redis_server, producer, start_
 
 def test_exporter_started_before_the_broker_serves_and_then_connects(redis_server):
     redis_server.kill()
-    exporter = Exporter(redis_server.url, "--reconnect-max-interval", "1s")
+    exporter = Exporter(redis_server.url(), "--reconnect-max-interval", "1s")
     try:
-        wait_for(lambda: exporter.get("/healthz").status_code == 200, 30, what="serving")
+        wait_for(lambda: exporter.get("/healthz").status_code == 200, 30, message="serving")
         assert exporter.get("/readyz").status_code == 503
         assert exporter.metrics().value("celery_jobmon_broker_connected") == 0
         redis_server.start()
         wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 1, 30,
-                 what=f"connected\n{exporter.output()}")
+                 message=lambda: f"connected\n{exporter.output()}")
         assert exporter.metrics().value("celery_jobmon_broker_reconnects_total") == 0
         assert exporter.proc.poll() is None
     finally:

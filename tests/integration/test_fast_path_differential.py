@@ -19,8 +19,7 @@ from celery.events.receiver import EventReceiver
 from kombu import Producer
 
 from exporter.events.redis_stream import accept_content, decode_payload, fanout_pattern
-
-from .conftest import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 ACCEPT = ("json", "msgpack", "yaml", "pickle")
@@ -73,7 +72,7 @@ def test_fast_path_decodes_what_kombu_decodes(redis_url, serializer, compression
         thread = threading.Thread(target=capture.capture,
                                   kwargs={"limit": None, "wakeup": False}, daemon=True)
         thread.start()
-        wait_for(lambda: _pattern_subscribers(redis_url) >= 2, 10, what="both subscribers")
+        wait_for(lambda: _pattern_subscribers(redis_url) >= 2, 10, message="both subscribers")
         events = _events()
         with app.connection_for_write() as pub_conn:
             exchange = get_exchange(pub_conn)
@@ -82,7 +81,7 @@ def test_fast_path_decodes_what_kombu_decodes(redis_url, serializer, compression
             for event in events:
                 producer.publish(event, routing_key=event["type"].replace("-", "."))
             producer.publish(events, routing_key="task.multi")  # a batched message
-        wait_for(lambda: len(capture.bodies) == len(events) + 1, 10, what="kombu path")
+        wait_for(lambda: len(capture.bodies) == len(events) + 1, 10, message="kombu path")
         capture.should_stop = True
         thread.join(5)
 
@@ -112,7 +111,7 @@ def test_content_not_accepted_is_refused_like_kombu(redis_url):
     with app.connection_for_write() as conn:
         Producer(conn.default_channel, exchange=get_exchange(conn), serializer="pickle") \
             .publish(Event("task-sent", uuid="x"), routing_key="task.sent")
-    message = wait_for(lambda: pubsub.get_message(timeout=0.5), 10, what="message")
+    message = wait_for(lambda: pubsub.get_message(timeout=0.5), 10, message="message")
     pubsub.close()
     with pytest.raises(ContentDisallowed):
         decode_payload(message["data"], accept_content(["json"]))

@@ -22,31 +22,13 @@ from kombu import Connection, Exchange, Queue
 from exporter.poll.amqp_queues import AmqpQueueReader
 from exporter.poll.redis_queues import RedisQueueReader
 from exporter.poll.snapshot import QueueState
+from tests.support.network import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 REDIS_DB = 13
 PRIORITIES = (0, 3, 5, 9)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception:  # still starting
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -210,14 +192,15 @@ def sentinel_url(tmp_path: Path) -> Iterator[str]:
          "--appendonly", "no", "--dir", str(tmp_path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
-        wait_until(lambda: redis.Redis(port=redis_port).ping(), what="private redis")
+        wait_for(lambda: redis.Redis(port=redis_port).ping(), 10, interval=0.1,
+                 message="private redis")
         conf = tmp_path / "sentinel.conf"
         conf.write_text(f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\n"
                         f"sentinel monitor jobmon 127.0.0.1 {redis_port} 1\n")
         procs.append(subprocess.Popen([binary, str(conf), "--sentinel"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_until(lambda: redis.Redis(port=sentinel_port).sentinel_master("jobmon"),
-                   what="sentinel")
+        wait_for(lambda: redis.Redis(port=sentinel_port).sentinel_master("jobmon"), 10,
+                 interval=0.1, message="sentinel")
         yield f"sentinel://127.0.0.1:{sentinel_port}/0"
     finally:
         for proc in procs:

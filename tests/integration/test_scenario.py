@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import Metrics, wait_for
+from tests.support.exporter import Metrics
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,7 @@ def test_scenario_metrics_are_exact(broker_url, producer, start_exporter, start_
     exporter = start_exporter(broker_url)
     worker = start_worker(broker_url)
     wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
-             60, what=f"worker up\n{worker.output()}")
+             60, message=lambda: f"worker up\n{worker.output()}")
 
     app = producer(broker_url)
     for i in range(7):
@@ -57,11 +58,11 @@ def test_scenario_metrics_are_exact(broker_url, producer, start_exporter, start_
     doomed = app.send_task(SLEEP, (0,), queue="a", countdown=4)
     wait_for(lambda: exporter.metrics().value(
         "celery_task_received_total", name=SLEEP, queue_name="a") == 1, 30,
-        what="countdown task received")
+        message="countdown task received")
     app.control.revoke(doomed.id)
 
     metrics = wait_for(lambda: (m := exporter.metrics()) and _finished(m) and m, 60,
-                       what=f"scenario done\n{exporter.output()}")
+                       message=lambda: f"scenario done\n{exporter.output()}")
     # Let stray late events arrive, then read once more: exact values must still hold.
     metrics = wait_for(lambda: exporter.metrics(), 5)
 

@@ -9,8 +9,8 @@ from sqlalchemy.engine import make_url
 
 from exporter.history import create_history_engine, get_execution, list_executions
 from exporter.history.orm import TASK_EXECUTION
-
-from .conftest import TcpProxy, wait_for
+from tests.support.network import TcpProxy
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 SLEEP = "examples.tasks.sleep"
@@ -26,7 +26,7 @@ def test_scenario_rows_are_exact(redis_url, history_url, producer, start_exporte
     exporter = start_exporter(redis_url, history_url=history_url)
     worker = start_worker(redis_url)
     wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
-             60, what="worker up")
+             60, message="worker up")
     app = producer(redis_url)
     ok = app.send_task(SLEEP, kwargs={"seconds": 0.3}, queue="a")
     bad = app.send_task("examples.tasks.fail_value", ("naïve amount ☃",), queue="b")
@@ -40,7 +40,7 @@ def test_scenario_rows_are_exact(redis_url, history_url, producer, start_exporte
         done = all(r is not None and r.state in ("SUCCESS", "FAILURE") for r in rows)
         return rows if done else None
 
-    row_ok, row_bad, row_key, row_flaky = wait_for(finished, 60, what="rows written")
+    row_ok, row_bad, row_key, row_flaky = wait_for(finished, 60, message="rows written")
     assert (row_ok.name, row_ok.state, row_ok.queue, row_ok.hostname) == (
         SLEEP, "SUCCESS", "a", worker.hostname)
     assert row_ok.kwargs == "{'seconds': 0.3}" and row_ok.args == "()"
@@ -80,12 +80,12 @@ def test_failure_after_an_exporter_restart_keeps_name_and_queue(redis_url, tmp_p
     first = start_exporter(redis_url, history_url=history_url)
     worker = start_worker(redis_url)
     wait_for(lambda: first.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
-             60, what="worker up")
+             60, message="worker up")
     app = producer(redis_url)
     doomed = app.send_task("examples.tasks.slow_fail", (8, "upstream gone"), queue="b")
     engine = create_history_engine(history_url)
     wait_for(lambda: (row := get_execution(engine, doomed.id)) and row.state == "STARTED", 30,
-             what="started row written")
+             message="started row written")
     first.stop()  # SIGTERM: the writer flushes before exit
     assert first.proc.returncode == 0, first.output()[-2000:]
     assert "logger=exporter.app stopped" in first.output()
@@ -95,14 +95,14 @@ def test_failure_after_an_exporter_restart_keeps_name_and_queue(redis_url, tmp_p
     wait_for(lambda: second.metrics().value("celery_task_failed_total",
                                             name="examples.tasks.slow_fail",
                                             queue_name="b") == 1, 30,
-             what=f"failure counted after restart\n{second.output()}")
+             message=lambda: f"failure counted after restart\n{second.output()}")
     metrics = second.metrics()
     assert metrics.value("celery_task_exceptions_total", name="examples.tasks.slow_fail",
                          exception="RuntimeError") == 1
     assert metrics.series("celery_task_failed_total") == [
         {"name": "examples.tasks.slow_fail", "queue_name": "b"}]
     row = wait_for(lambda: (r := get_execution(engine, doomed.id)) and r.state == "FAILURE"
-                   and r, 10, what="failure row")
+                   and r, 10, message="failure row")
     assert (row.name, row.queue, row.exception_type, row.exception_message) == (
         "examples.tasks.slow_fail", "b", "RuntimeError", "upstream gone")
     assert 8 <= row.runtime < 10
@@ -122,15 +122,15 @@ def test_database_outage_loses_no_row(redis_url, pg_url, producer, start_exporte
         worker = start_worker(redis_url, "a")
         wait_for(lambda: exporter.metrics().value("celery_worker_up",
                                                   hostname=worker.hostname) == 1, 60,
-                 what="worker up")
+                 message="worker up")
         # The worker's queue known (inspect active_queues): a task-received that overtakes its
         # task-sent (producer and worker events race through the broker) still names queue a.
         wait_for(lambda: exporter.metrics().value("celery_queue_consumers", queue_name="a")
-                 == 1, 30, what="the worker's queues polled")
+                 == 1, 30, message="the worker's queues polled")
         app = producer(redis_url)
         for i in range(3):
             app.send_task("examples.tasks.add", (i, i), queue="a")
-        wait_for(lambda: _rows(engine) == 3, 30, what="first rows")
+        wait_for(lambda: _rows(engine) == 3, 30, message="first rows")
 
         proxy.close()  # the database is gone for the exporter
         for i in range(4):
@@ -138,7 +138,7 @@ def test_database_outage_loses_no_row(redis_url, pg_url, producer, start_exporte
         try:
             wait_for(lambda: exporter.metrics().value(
                 "celery_task_succeeded_total", name="examples.tasks.add", queue_name="a") == 7,
-                30, what="metrics keep counting")
+                30, message="metrics keep counting")
         except AssertionError as exc:  # say what was counted, and what both processes said
             succeeded = exporter.metrics().value("celery_task_succeeded_total",
                                                  name="examples.tasks.add", queue_name="a")
@@ -146,16 +146,16 @@ def test_database_outage_loses_no_row(redis_url, pg_url, producer, start_exporte
                                  f"{exporter.output()[-3000:]}\nworker:\n"
                                  f"{worker.output()[-3000:]}") from None
         wait_for(lambda: exporter.metrics().value(
-            "celery_jobmon_history_write_errors_total") >= 1, 30, what="write errors counted")
+            "celery_jobmon_history_write_errors_total") >= 1, 30, message="write errors counted")
         metrics = exporter.metrics()
         assert metrics.value("celery_jobmon_history_consecutive_write_failures") >= 1
         assert _rows(engine) == 3
 
         proxy.start()
-        wait_for(lambda: _rows(engine) == 7, 60, what=f"rows written after the outage\n"
+        wait_for(lambda: _rows(engine) == 7, 60, message=lambda: f"rows written after the outage\n"
                                                       f"{exporter.output()[-3000:]}")
         wait_for(lambda: exporter.metrics().value(
-            "celery_jobmon_history_consecutive_write_failures") == 0, 30, what="healthy again")
+            "celery_jobmon_history_consecutive_write_failures") == 0, 30, message="healthy again")
         metrics = exporter.metrics()
         assert sum(metrics.value("celery_jobmon_history_dropped_total", **labels)
                    for labels in metrics.series("celery_jobmon_history_dropped_total")) == 0

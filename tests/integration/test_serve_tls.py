@@ -7,7 +7,9 @@ import subprocess
 import httpx
 import pytest
 
-from .conftest import Exporter, free_port, wait_for
+from tests.support.exporter import Exporter
+from tests.support.network import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -34,11 +36,11 @@ def test_tls_and_a_separate_api_address(redis_url, certificate):
     try:
         with httpx.Client(verify=cert, timeout=5) as client:
             wait_for(lambda: client.get(f"{main}/readyz").status_code == 200, 30,
-                     what=f"exporter ready over TLS\n{exporter.output()}")
+                     message=lambda: f"exporter ready over TLS\n{exporter.output()}")
             assert "celery_jobmon_broker_connected 1.0" in client.get(f"{main}/metrics").text
             assert client.get(f"{main}/api/v1/workers", headers=auth).status_code == 404
             wait_for(lambda: client.get(f"{api}/api/v1/workers", headers=auth).status_code
-                     == 200, 30, what="API on its own address")
+                     == 200, 30, message="API on its own address")
             assert client.get(f"{api}/metrics").status_code == 404
             assert client.get(f"{api}/api/v1/workers").status_code == 401
         with pytest.raises(httpx.HTTPError):

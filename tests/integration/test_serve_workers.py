@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from .conftest import wait_for
+from tests.support.waiting import assert_stays, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -16,17 +16,19 @@ def test_sigkilled_worker_goes_down_and_its_series_stays(redis_url, start_export
     exporter = start_exporter(redis_url, "--worker-timeout", "3s")
     worker = start_worker(redis_url, "a")
     wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
-             60, what=f"worker up\n{worker.output()}")
+             60, message=lambda: f"worker up\n{worker.output()}")
     metrics = wait_for(lambda: (m := exporter.metrics()).value(
         "celery_worker_pool_size", hostname=worker.hostname) is not None and m, 30,
-        what="pool size from inspect stats")
+        message="pool size from inspect stats")
     assert metrics.value("celery_worker_pool_size", hostname=worker.hostname) == 2
     assert metrics.value("celery_queue_consumers", queue_name="a") == 1
 
     worker.kill()
     wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 0,
-             30, what="worker down after the timeout")
-    time.sleep(3)
+             30, message="worker down after the timeout")
+    assert_stays(lambda: exporter.metrics().value("celery_worker_up",
+                                                  hostname=worker.hostname) == 0, 3.0,
+                 message="the down worker's series")
     metrics = exporter.metrics()
     assert metrics.value("celery_worker_up", hostname=worker.hostname) == 0
     assert metrics.value("celery_worker_tasks_active", hostname=worker.hostname) == 0
@@ -37,7 +39,7 @@ def test_waiting_running_and_scheduled_tasks_are_visible(redis_url, producer, st
     exporter = start_exporter(redis_url, "--queue", "idle")
     worker = start_worker(redis_url, "a")
     wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
-             60, what=f"worker up\n{worker.output()}")
+             60, message=lambda: f"worker up\n{worker.output()}")
     app = producer(redis_url)
     for priority in (0, 3, 5, 9):
         app.send_task("examples.tasks.add", (1, 2), queue="idle", priority=priority)
@@ -52,7 +54,7 @@ def test_waiting_running_and_scheduled_tasks_are_visible(redis_url, producer, st
               and m.value("celery_queue_length", queue_name="idle", priority="9") == 1)
         return m if ok else None
 
-    metrics = wait_for(poll_filled, 30, what=f"poll metrics\n{exporter.output()}")
+    metrics = wait_for(poll_filled, 30, message=lambda: f"poll metrics\n{exporter.output()}")
     lengths = {s["priority"]: metrics.value("celery_queue_length", **s)
                for s in metrics.series("celery_queue_length") if s["queue_name"] == "idle"}
     assert lengths == {"0": 1, "3": 2, "6": 0, "9": 1}
@@ -62,10 +64,10 @@ def test_waiting_running_and_scheduled_tasks_are_visible(redis_url, producer, st
                         name="examples.tasks.add")
     assert eta is not None and abs(eta - (time.time() + 60)) < 10
     first_age = metrics.value("celery_task_oldest_running_seconds", name="examples.tasks.sleep")
-    time.sleep(2.5)
-    later_age = exporter.metrics().value("celery_task_oldest_running_seconds",
-                                         name="examples.tasks.sleep")
-    assert later_age >= first_age + 2
+    # The age grows with the time: 2 s more within a few seconds (polled every second).
+    wait_for(lambda: exporter.metrics().value("celery_task_oldest_running_seconds",
+                                              name="examples.tasks.sleep") >= first_age + 2, 10,
+             message=f"oldest running age past {first_age + 2}")
     app.control.revoke(eta_task.id)
 
 
@@ -74,14 +76,14 @@ def test_task_hostname_label_counts_each_worker_apart(redis_url, producer, start
     exporter = start_exporter(redis_url, "--task-hostname-label")
     worker = start_worker(redis_url, "a")
     wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
-             60, what=f"worker up\n{worker.output()}")
+             60, message=lambda: f"worker up\n{worker.output()}")
     app = producer(redis_url)
     for i in range(3):
         app.send_task("examples.tasks.add", (i, 1), queue="a")
     on_worker = {"name": "examples.tasks.add", "queue_name": "a", "hostname": worker.hostname}
     metrics = wait_for(lambda: (m := exporter.metrics()).value(
         "celery_task_succeeded_total", **on_worker) == 3 and m, 30,
-        what=f"3 successes on {worker.hostname}\n{exporter.output()}")
+        message=lambda: f"3 successes on {worker.hostname}\n{exporter.output()}")
     assert metrics.value("celery_task_started_total", **on_worker) == 3
     assert metrics.value("celery_task_runtime_seconds_count", **on_worker, state="SUCCESS") == 3
     assert metrics.value("celery_task_running", **on_worker) == 0

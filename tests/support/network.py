@@ -34,10 +34,11 @@ class TcpProxy:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
-        assert self._server is not None
+        server = self._server  # close() forgets it; this thread ends with it
+        assert server is not None
         while True:
             try:
-                client, _ = self._server.accept()
+                client, _ = server.accept()
             except OSError:
                 return
             upstream = socket.create_connection(self.upstream)
