@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, func, select, text
+from sqlalchemy import event as sa_event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError
 
@@ -49,8 +49,9 @@ from exporter.history import (
 from exporter.history.db import VERSION_TABLE
 from exporter.history.orm import ACTION_AUDIT, TASK_EXECUTION, HistoryBase
 from exporter.history.store import upsert_rows
-
-from .conftest import TcpProxy
+from tests.support.events import PRODUCER, WORKER, task_event
+from tests.support.network import TcpProxy
+from tests.support.waiting import assert_stays, wait_for
 
 T0 = 1_700_000_000.0
 NOW = T0 + 1000.0
@@ -123,44 +124,44 @@ def make_writer() -> Iterator[Callable[..., HistoryWriter]]:
 # -- events as Celery sends them ---------------------------------------------------------------
 
 
-def ev(type_: str, task_id: str, ts: float, hostname: str = "celery@w1", **fields: Any) -> dict:
-    return {"type": type_, "uuid": task_id, "timestamp": ts, "hostname": hostname,
-            "utcoffset": 0, "pid": 7, "clock": 1, **fields}
-
-
 def sent(task_id: str, ts: float, name: str = "app.add", args: str = "(1, 2)",
          retries: int = 0, queue: str = "default") -> dict:
-    return ev("task-sent", task_id, ts, "web-1", name=name, args=args, kwargs="{'mode': 'x'}",
-              retries=retries, eta=None, expires=None, queue=queue, exchange="celery",
-              routing_key=queue, root_id="root-1", parent_id="parent-1")
+    return task_event("task-sent", uuid=task_id, timestamp=ts, hostname=PRODUCER, name=name,
+                      args=args, kwargs="{'mode': 'x'}", retries=retries, eta=None,
+                      expires=None, queue=queue, exchange="celery", routing_key=queue,
+                      root_id="root-1", parent_id="parent-1")
 
 
 def received(task_id: str, ts: float, name: str = "app.add", retries: int = 0,
-             hostname: str = "celery@w1") -> dict:
-    return ev("task-received", task_id, ts, hostname, name=name, args="(1, 2)",
-              kwargs="{'mode': 'x'}", retries=retries, eta=None, expires=None,
-              root_id="root-1", parent_id="parent-1")
+             hostname: str = WORKER) -> dict:
+    return task_event("task-received", uuid=task_id, timestamp=ts, hostname=hostname,
+                      name=name, args="(1, 2)", kwargs="{'mode': 'x'}", retries=retries,
+                      eta=None, expires=None, root_id="root-1", parent_id="parent-1")
 
 
-def started(task_id: str, ts: float, hostname: str = "celery@w1") -> dict:
-    return ev("task-started", task_id, ts, hostname)
+def started(task_id: str, ts: float, hostname: str = WORKER) -> dict:
+    return task_event("task-started", uuid=task_id, timestamp=ts, hostname=hostname)
 
 
-def succeeded(task_id: str, ts: float, runtime: float, hostname: str = "celery@w1") -> dict:
-    return ev("task-succeeded", task_id, ts, hostname, result="3", runtime=runtime)
+def succeeded(task_id: str, ts: float, runtime: float, hostname: str = WORKER) -> dict:
+    return task_event("task-succeeded", uuid=task_id, timestamp=ts, hostname=hostname,
+                      result="3", runtime=runtime)
 
 
 def failed(task_id: str, ts: float, exception: str = "ValueError('boom')",
            traceback: str = TB) -> dict:
-    return ev("task-failed", task_id, ts, exception=exception, traceback=traceback)
+    return task_event("task-failed", uuid=task_id, timestamp=ts, exception=exception,
+                      traceback=traceback)
 
 
 def retried(task_id: str, ts: float, exception: str) -> dict:
-    return ev("task-retried", task_id, ts, exception=exception, traceback=TB)
+    return task_event("task-retried", uuid=task_id, timestamp=ts, exception=exception,
+                      traceback=TB)
 
 
 def revoked(task_id: str, ts: float) -> dict:
-    return ev("task-revoked", task_id, ts, terminated=False, signum=None, expired=False)
+    return task_event("task-revoked", uuid=task_id, timestamp=ts, terminated=False,
+                      signum=None, expired=False)
 
 
 def success(task_id: str, t: float, runtime: float, name: str = "app.add") -> list[dict]:
@@ -178,13 +179,6 @@ def write(writer: HistoryWriter, events: list[dict]) -> None:
     for event in events:
         writer.submit(event)
     assert writer.flush(10.0), writer.stats()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def count_rows(engine: Engine) -> int:
@@ -306,8 +300,8 @@ def test_big_unicode_args_and_traceback_are_capped_with_flags(db, make_writer):
 
 def test_small_field_cap_applies_to_result_and_the_full_traceback_fits(db, make_writer):
     writer = make_writer(db.engine, max_field_bytes=8)
-    write(writer, [sent("c1", T0), ev("task-succeeded", "c1", T0 + 1, result="'€€€€'",
-                                      runtime=1.0)])
+    write(writer, [sent("c1", T0), task_event("task-succeeded", uuid="c1", timestamp=T0 + 1,
+                                              result="'€€€€'", runtime=1.0)])
     row = get_execution(db.engine, "c1")
     assert (row.result, row.result_truncated, row.args, row.args_truncated) == (
         "'€€", True, "(1, 2)", False)
@@ -319,7 +313,7 @@ def test_database_down_errors_counted_records_kept_then_written(db, make_writer)
     writer = make_writer(engine, retry_initial=0.02, retry_max=0.1)
     for event in success("d1", T0, 0.25) + failure("d2", T0 + 1, 3.0):
         writer.submit(event)
-    wait_until(lambda: writer.stats().write_errors >= 3)
+    wait_for(lambda: writer.stats().write_errors >= 3, 10, interval=0.01)
     stats = writer.stats()
     assert stats.write_errors >= 3 and stats.consecutive_failures >= 3
     assert (stats.rows_written, stats.pending_rows, stats.last_write_ts) == (0, 2, None)
@@ -341,7 +335,8 @@ def test_database_down_with_full_buffers_drops_successes_first(db, make_writer):
                          retry_max=0.05)
     writer.submit(sent("a", T0))
     writer.submit(sent("b", T0))
-    wait_until(lambda: writer.stats().pending_rows == 2 and writer.stats().write_errors > 0)
+    wait_for(lambda: writer.stats().pending_rows == 2 and writer.stats().write_errors > 0,
+             10, interval=0.01)
     for event in [succeeded("a", T0 + 1, 1.0), succeeded("b", T0 + 1, 1.0), failed("c", T0 + 2),
                   failed("d", T0 + 2), failed("e", T0 + 2)]:
         writer.submit(event)
@@ -424,13 +419,27 @@ def test_sqlite_writer_waits_for_another_writer_instead_of_failing(tmp_path, mak
     url = f"sqlite:///{tmp_path / 'busy.sqlite3'}"
     upgrade(url)
     engine, other = create_history_engine(url), create_history_engine(url)
+    statements: list[str] = []  # what the writer's connections send, in order
+
+    def before_execute(connection, cursor, statement, *args):
+        statements.append(statement)
+
+    sa_event.listen(engine, "before_cursor_execute", before_execute)
     writer = make_writer(engine)
     write(writer, [sent("b1", T0)])
+    written = writer.stats().rows_written
     with other.begin() as connection:  # holds the write lock while the writer wants it
         connection.execute(TASK_EXECUTION.update().values(updated_by_action="x"))
+        sent_before = len(statements)
         for event in [started("b1", T0 + 1), *success("b2", T0, 0.25)]:
             writer.submit(event)
-        time.sleep(0.3)
+        # The writer sends BEGIN IMMEDIATE and waits there for the lock: no error, no row
+        # written meanwhile.
+        wait_for(lambda: "BEGIN IMMEDIATE" in statements[sent_before:], 10, interval=0.01,
+                 message="the writer beginning its write transaction")
+        assert_stays(lambda: (stats := writer.stats()).write_errors == 0
+                     and stats.rows_written == written, 0.3, interval=0.01,
+                     message=lambda: f"a writer waiting on the lock ({writer.stats()})")
     assert writer.flush(10.0)
     assert (writer.stats().write_errors, get_execution(engine, "b1").state) == (0, "STARTED")
     assert get_execution(engine, "b1").updated_by_action == "x"
@@ -570,7 +579,7 @@ def test_the_writer_prunes_periodically(db, make_writer):
     write(first, [failed(f"old{i}", T0 + i) for i in range(3)] + [failed("new", NOW - 10)])
     writer = make_writer(db.engine, retention=100.0, prune_interval=3600.0)
     assert writer.flush(10.0)
-    wait_until(lambda: writer.stats().rows_pruned >= 3)
+    wait_for(lambda: writer.stats().rows_pruned >= 3, 10, interval=0.01)
     assert writer.stats().rows_pruned == 3
     assert [r.task_id for r in list_executions(db.engine).items] == ["new"]
 
