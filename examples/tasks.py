@@ -99,3 +99,10 @@ def fail_once(*args, **kwargs) -> dict:
     except FileExistsError:
         return {"args": list(args), "kwargs": kwargs}
     raise ConnectionError("first attempt fails; retry me")
+
+
+@app.task
+def recurse(depth: int = 0) -> int:
+    """Recurse until Python stops it: a RecursionError with a traceback of ~1,000 frames (the
+    line naming the error is its last)."""
+    return recurse(depth + 1)

@@ -182,13 +182,53 @@ def cap_text(value: Any, max_bytes: int) -> tuple[str | None, bool]:
     return data[:max_bytes].decode("utf-8", "ignore"), True
 
 
-#: Event fields that :func:`record_from_event` caps at ``max_field_bytes`` (``traceback`` too,
-#: but its last line is kept as well: see :func:`precap_event`).
+def _head(text: str, max_bytes: int) -> str:
+    """The longest start of ``text`` of at most ``max_bytes`` UTF-8 bytes."""
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
+
+
+def _tail(text: str, max_bytes: int) -> str:
+    """The longest end of ``text`` of at most ``max_bytes`` UTF-8 bytes."""
+    data = text.encode("utf-8")
+    return data[len(data) - max_bytes:].decode("utf-8", "ignore") if max_bytes else ""
+
+
+#: Share of a cut traceback's bytes kept from its start; the rest (the frames nearest the
+#: error and the line naming it) from its end.
+TRACEBACK_HEAD_SHARE = 0.4
+
+
+def cap_traceback(value: Any, max_bytes: int, original_chars: int | None = None
+                  ) -> tuple[str | None, bool]:
+    r"""Cap a traceback at ``max_bytes`` bytes of UTF-8 keeping its head *and* its tail — the
+    last line names the error (``RecursionError: …``) — joined by a marker saying how much was
+    cut: ``"\n... [12,345 characters cut] ...\n"``. ``original_chars``: the length of the
+    whole traceback, cleaned, when :func:`precap_event` shortened its middle (the marker counts
+    from it, so both give the same text). Cleaned as :func:`cap_text` does; returns ``(text,
+    truncated)``.
+    """
+    if value is None:
+        return None, False
+    text = _clean(value if isinstance(value, str) else repr(value))
+    if len(text) * 4 <= max_bytes or len(text.encode("utf-8")) <= max_bytes:
+        return text, False
+    total = max(original_chars or 0, len(text))
+    marker = f"\n... [{total:,} characters cut] ...\n"  # an upper bound of its final length
+    budget = max(0, max_bytes - len(marker.encode()))
+    head = _head(text, int(budget * TRACEBACK_HEAD_SHARE))
+    tail = _tail(text, budget - len(head.encode("utf-8")))
+    return f"{head}\n... [{total - len(head) - len(tail):,} characters cut] ...\n{tail}", True
+
+
+#: Event fields that :func:`record_from_event` caps at ``max_field_bytes`` (``traceback`` with
+#: :func:`cap_traceback`: head and tail, see :func:`precap_event`).
 CAPPED_FIELDS = ("args", "kwargs", "result")
 #: Characters of an ``exception`` repr kept by :func:`precap_event` at least (the message is
 #: parsed out of it, see :func:`exception_message`).
 EXCEPTION_KEEP_CHARS = 65536
 _PRECAPPED = (*CAPPED_FIELDS, "traceback", "exception")
+#: Key :func:`precap_event` adds to an event whose traceback it shortened: the original length.
+TRACEBACK_CHARS = "traceback_chars"
 
 
 def precap_event(event: MutableMapping[str, Any], max_field_bytes: int) -> None:
@@ -198,9 +238,10 @@ def precap_event(event: MutableMapping[str, Any], max_field_bytes: int) -> None:
     ``args``/``kwargs``/``result`` strings longer than ``max_field_bytes + 1`` characters are
     cut there: :func:`cap_text` then gives the same text and truncated flag as for the whole
     string (UTF-8 needs at least one byte per character, and cleaning works character by
-    character). A ``traceback`` keeps that head and its last
-    :data:`~exporter.events.parse.TRACEBACK_TAIL_CHARS` characters (the real exception of a wrapped
-    one is on its last line); ``exception`` keeps ``max(EXCEPTION_KEEP_CHARS,
+    character). A ``traceback`` keeps that head and as many characters of its end (at least
+    :data:`~exporter.events.parse.TRACEBACK_TAIL_CHARS`: the line naming the error is the last),
+    and its original length in ``event[TRACEBACK_CHARS]`` for :func:`cap_traceback`'s marker;
+    ``exception`` keeps ``max(EXCEPTION_KEEP_CHARS,
     max_field_bytes + 1)`` characters (its class name and the start of its message). Cheap:
     a length check per field; only the oversized are sliced.
     """
@@ -209,8 +250,10 @@ def precap_event(event: MutableMapping[str, Any], max_field_bytes: int) -> None:
         value = event.get(name)
         if isinstance(value, str) and len(value) > limit:  # all three cuts need this
             if name == "traceback":
-                if len(value) > limit + TRACEBACK_TAIL_CHARS:
-                    event[name] = value[:limit] + value[-TRACEBACK_TAIL_CHARS:]
+                keep = max(limit, TRACEBACK_TAIL_CHARS)
+                if len(value) > limit + keep:
+                    event[name] = value[:limit] + value[-keep:]
+                    event[TRACEBACK_CHARS] = len(_clean(value))
             elif name == "exception":
                 if len(value) > EXCEPTION_KEEP_CHARS:
                     event[name] = value[:max(EXCEPTION_KEEP_CHARS, limit)]
@@ -234,6 +277,8 @@ def _int32(value: Any) -> int | None:
 
 
 _CALL_RE = re.compile(r"^\s*[A-Za-z_][\w.]*\((.*)\)\s*$", re.DOTALL)
+#: A call repr cut inside its quoted message (no closing quote and parenthesis).
+_OPEN_CALL_RE = re.compile(r"^\s*[A-Za-z_][\w.]*\((['\"])(.*)$", re.DOTALL)
 _COLON_RE = re.compile(r"^\s*[A-Za-z_][\w.]*\s*:\s?(.*)$", re.DOTALL)
 _QUOTED_MAX = 100_000
 
@@ -243,7 +288,8 @@ def exception_message(text: Any) -> str | None:
 
     Celery sends ``safe_repr(exc)``: ``"ValueError('boom')"`` → ``boom``;
     ``"KeyError('a', 1)"`` → ``'a', 1``; ``"ValueError()"`` → ``""``;
-    ``"Timeout: took 5s"`` → ``took 5s``; anything else is returned whole. ``None`` or a
+    ``"Timeout: took 5s"`` → ``took 5s``; a repr cut inside its message
+    (``"ValueError('xxx"``) → ``xxx``; anything else is returned whole. ``None`` or a
     non-string gives ``None``.
     """
     if not isinstance(text, str):
@@ -259,8 +305,19 @@ def exception_message(text: Any) -> str | None:
                 return inner
             return value if isinstance(value, str) else inner
         return inner
+    match = _OPEN_CALL_RE.match(text)
+    if match:  # cut inside its message (see _is_cut_repr): the message without its quote
+        return match.group(2)
     match = _COLON_RE.match(text)
     return match.group(1) if match else text
+
+
+def _is_cut_repr(text: Any) -> bool:
+    """Whether an ``exception`` repr was cut inside its quoted message (by
+    :func:`precap_event`): ``ValueError('xxx…`` with no closing quote and parenthesis.
+    """
+    return isinstance(text, str) and not _CALL_RE.match(text) and bool(
+        _OPEN_CALL_RE.match(text))
 
 
 def _storable_id(value: Any) -> TypeGuard[str]:
@@ -355,7 +412,9 @@ def record_from_event(event: Mapping[str, Any],
             real = traceback_exception(event.get("traceback"))
             text = real[1] if real is not None else text
         message, message_cut = cap_text(text, max_field_bytes)
-        traceback, traceback_cut = cap_text(event.get("traceback"), max_field_bytes)
+        message_cut = message_cut or _is_cut_repr(exception)
+        traceback, traceback_cut = cap_traceback(event.get("traceback"), max_field_bytes,
+                                                 event.get(TRACEBACK_CHARS))
         row.update(exception_at=timestamp, exception_type=_identifier(exception_type),
                    exception_message=message, exception_message_truncated=message_cut,
                    traceback=traceback, traceback_truncated=traceback_cut)

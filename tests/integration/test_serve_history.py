@@ -165,3 +165,33 @@ def test_database_outage_loses_no_row(redis_url, pg_url, producer, start_exporte
     finally:
         proxy.close()
         engine.dispose()
+
+
+def test_a_long_traceback_keeps_the_line_naming_the_error(redis_url, tmp_path, producer,
+                                                         start_exporter, start_worker):
+    # Before: the stored traceback was its first 4,096 bytes, without "RecursionError: ...";
+    # and a cut message was stored as the exception's repr ("ValueError('xxx...").
+    history_url = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    exporter = start_exporter(redis_url, history_url=history_url)
+    worker = start_worker(redis_url)
+    wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
+             60, message="worker up")
+    app = producer(redis_url)
+    deep = app.send_task("examples.tasks.recurse", queue="a")
+    long = app.send_task("examples.tasks.fail_value", ("x" * 70_000 + "END",), queue="b")
+    engine = create_history_engine(history_url)
+    rows = wait_for(lambda: (found := [get_execution(engine, t.id) for t in (deep, long)])
+                    and all(r is not None and r.state == "FAILURE" for r in found) and found,
+                    60, message="failed rows")
+    engine.dispose()
+    recursion, message = rows
+    assert (recursion.exception_type, recursion.exception_message) == (
+        "RecursionError", "maximum recursion depth exceeded while calling a Python object")
+    assert recursion.traceback_truncated is True
+    assert len(recursion.traceback.encode()) <= 4096
+    assert recursion.traceback.startswith("Traceback (most recent call last):")
+    assert recursion.traceback.rstrip().endswith(
+        "RecursionError: maximum recursion depth exceeded while calling a Python object")
+    assert " characters cut] ...\n" in recursion.traceback
+    assert (message.exception_type, message.exception_message_truncated) == ("ValueError", True)
+    assert message.exception_message == "x" * 4096

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -13,6 +14,7 @@ from exporter.history.merge import (
     finalize,
     merge,
     merge_into,
+    precap_event,
     record_from_event,
 )
 from tests.support.clock import T0
@@ -334,3 +336,39 @@ def test_args_over_the_cap_are_flagged():
     _, row = record_from_event(event, max_field_bytes=100)
     assert row["args_truncated"] is True and row["kwargs_truncated"] is False
     assert row["args"] == "('" + "ü" * 49 and len(row["args"].encode()) == 100
+
+
+def _long_traceback(frames: int) -> str:
+    body = "".join(f'  File "tasks.py", line {i}, in recurse\n    return recurse(n - 1)\n'
+                   for i in range(frames))
+    return ("Traceback (most recent call last):\n" + body
+            + "RecursionError: maximum recursion depth exceeded\n")
+
+
+def test_a_cut_traceback_keeps_its_head_and_the_line_that_names_the_error():
+    # Before: the cut kept the first 4096 bytes and lost the last line.
+    traceback = _long_traceback(1000)
+    event = task_event("task-failed", uuid="t1", timestamp=T0, hostname=WORKER,
+                       exception="RecursionError('maximum recursion depth exceeded')",
+                       traceback=traceback)
+    precap_event(event, 4096)
+    row = record_from_event(event, 4096)[1]
+    stored = row["traceback"]
+    assert row["traceback_truncated"] is True
+    assert len(stored.encode()) <= 4096
+    assert stored.startswith("Traceback (most recent call last):\n  File \"tasks.py\", line 0")
+    assert stored.endswith("RecursionError: maximum recursion depth exceeded\n")
+    head, marker, tail = re.split(r"(\n\.\.\. \[[\d,]+ characters cut\] \.\.\.\n)", stored)
+    cut = int(re.sub(r"\D", "", marker))
+    assert len(head) + cut + len(tail) == len(traceback)
+    assert traceback.startswith(head) and traceback.endswith(tail)
+
+
+def test_a_cut_message_is_the_message_not_the_exceptions_repr():
+    message = "x" * 70_000 + "END"
+    event = task_event("task-failed", uuid="t1", timestamp=T0, hostname=WORKER,
+                       exception=f"ValueError('{message}')", traceback=TB)
+    precap_event(event, 4096)  # the repr is cut before its closing quote and parenthesis
+    row = record_from_event(event, 4096)[1]
+    assert (row["exception_type"], row["exception_message_truncated"]) == ("ValueError", True)
+    assert row["exception_message"] == "x" * 4096
