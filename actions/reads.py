@@ -79,7 +79,8 @@ def list_tasks(ctx: ActionContext, *, states: list[str] | None = None, name: str
                limit: int = 50, cursor: str | None = None,
                exception_type: str | None = None) -> TaskPage:
     """One page of executions, newest state change first (see
-    :func:`exporter.history.list_executions`); ``since``/``until`` in epoch seconds.
+    :func:`exporter.history.list_executions`); ``since``/``until`` in epoch seconds;
+    ``exception_type``: executions that failed (FAILURE) with that exception class.
 
     Raises:
         InvalidParameter: a cursor this API did not return, a limit outside 1..1000, or

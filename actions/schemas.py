@@ -57,7 +57,10 @@ class TaskSummary(_Model):
     runtime_seconds: float | None = Field(
         description="Seconds it ran: task-succeeded `runtime`; for failures finished − started.")
     retries: int = Field(description="Celery's own retry count (task `retries`).")
-    exception_type: str | None = Field(description="Exception class of the last failure.")
+    exception_type: str | None = Field(
+        description="Exception class the task last raised (task-failed, or task-retried: a "
+                    "task that retried and then succeeded keeps it; the `exception_type` "
+                    "filter selects FAILURE executions only).")
     manual_retry_count: int = Field(
         description="How often this execution was re-sent through the action API or CLI.")
     retry_of: str | None = Field(description="Task id this execution is a manual retry of.")
@@ -291,7 +294,8 @@ class BulkRetryFilter(_Model):
     name: str | None = Field(default=None, min_length=1, max_length=255,
                              description="Exact task name.")
     exception_type: str | None = Field(default=None, min_length=1, max_length=255,
-                                       description="Exact exception class (`ValueError`).")
+                                       description="Failed with this exact exception class "
+                                                   "(`ValueError`).")
     queue: str | None = Field(default=None, min_length=1, max_length=255)
     since: float | Annotated[str, StringConstraints(max_length=64)] | None = Field(
         default=None, description="State changed at or after: ISO 8601 or epoch seconds.")

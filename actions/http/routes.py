@@ -71,7 +71,9 @@ Limit = Annotated[int, Query(ge=1, le=1000, description="Page size, 1..1000.")]
 Name = Annotated[str | None, Query(max_length=255, description="Exact task name.")]
 QueueName = Annotated[str | None, Query(max_length=255, description="Exact queue name.")]
 ExceptionType = Annotated[str | None, Query(
-    max_length=255, description="Exact exception class name of the failure (ValueError).")]
+    max_length=255, description="Executions that failed with this exception class (exact "
+                                "name, `ValueError`): state FAILURE only. A task that raised "
+                                "it, retried itself and then succeeded is not listed.")]
 Time = Annotated[str | None, Query(max_length=64, description="ISO 8601 (UTC when no offset) "
                                                               "or seconds since the epoch.")]
 

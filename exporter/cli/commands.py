@@ -261,14 +261,16 @@ def cancel(task_id: str, terminate: bool, signal_name: str | None, as_json: bool
              "comma-separated.")
 @_arg("--name", default=None, help="Exact task name.")
 @_arg("--queue", default=None, help="Exact queue name.")
+@_arg("--exception-type", default=None, metavar="CLASS",
+        help="Executions that failed (FAILURE) with this exception class, e.g. KeyError.")
 @_arg("--since", default=None, help="State changed at or after: ISO 8601 or epoch seconds.")
 @_arg("--until", default=None, help="State changed before: ISO 8601 or epoch seconds.")
 @_arg("--limit", type=click.IntRange(1, 1000), default=20, help="Rows per page.")
 @_arg("--cursor", default=None, help="Next page: the cursor the previous page printed.")
 @_JSON
 def tasks(history_url: str | None, states: tuple[str, ...], name: str | None,
-          queue: str | None, since: str | None, until: str | None, limit: int,
-          cursor: str | None, as_json: bool) -> None:
+          queue: str | None, exception_type: str | None, since: str | None,
+          until: str | None, limit: int, cursor: str | None, as_json: bool) -> None:
     """List executions from the history, newest state change first (as the API's
     GET /api/v1/tasks).
     """
@@ -281,6 +283,7 @@ def tasks(history_url: str | None, states: tuple[str, ...], name: str | None,
         return reads.list_tasks(
             ctx, states=parse_states(states), name=check_identifier(name, "name"),
             queue=check_identifier(queue, "queue"),
+            exception_type=check_identifier(exception_type, "exception_type"),
             since=parse_time(since, "since") if since is not None else None,
             until=parse_time(until, "until") if until is not None else None,
             limit=limit, cursor=cursor)

@@ -45,6 +45,8 @@ _C = _TABLE.c
 #: Largest page :func:`list_executions` returns.
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
+#: The state ``exception_type`` filters select: the execution failed with that exception.
+FAILED = "FAILURE"
 #: ``TaskStats.slow`` is set when the average runtime exceeds this many seconds.
 
 
@@ -228,8 +230,10 @@ def list_executions(
         until: ``state_ts < until`` (epoch seconds).
         limit: page size, 1..:data:`MAX_PAGE_SIZE`.
         cursor: ``next_cursor`` of the previous page; ``None`` for the first page.
-        exception_type: exact exception class name (``ValueError``, as stored from
-            ``task-failed``).
+        exception_type: executions that *failed* with this exception class: state
+            FAILURE and ``exception_type`` equal to it (``ValueError``, as ``task-failed``
+            named it). A row that raised it, retried (``task-retried`` stores the exception
+            too) and then succeeded or is retrying still is not selected.
 
     Raises:
         InvalidCursor: ``cursor`` was not produced by this module.
@@ -246,7 +250,7 @@ def list_executions(
     if queue is not None:
         query = query.where(_C.queue == queue)
     if exception_type is not None:
-        query = query.where(_C.exception_type == exception_type)
+        query = query.where(_C.state == FAILED, _C.exception_type == exception_type)
     if since is not None:
         query = query.where(_C.state_ts >= since)
     if until is not None:

@@ -1,6 +1,7 @@
 """A Celery worker as a process: :class:`Worker` runs ``celery -A examples.tasks worker -E``
-(two prefork processes, its own process group) against a broker URL, and stops it three
-ways: :meth:`Worker.stop` (warm), :meth:`Worker.quit` (cold), :meth:`Worker.kill` (SIGKILL).
+(two prefork processes by default, its own process group) against a broker URL, and stops it
+three ways: :meth:`Worker.stop` (warm), :meth:`Worker.quit` (cold), :meth:`Worker.kill`
+(SIGKILL).
 """
 
 from __future__ import annotations
@@ -19,21 +20,26 @@ class Worker:
     """A real ``celery worker`` subprocess running examples/tasks.py with events on (-E),
     consuming ``queues`` (comma-separated) with two pool processes, without gossip and
     mingle; :attr:`hostname` is unique unless ``name`` is given.
+
+    ``pool``: Celery's ``-P`` (``prefork``, ``threads``, ``solo``); ``app``: the ``-A`` module
+    (e.g. :mod:`tests.support.queue_app`, examples/tasks.py with queues declared with
+    arguments); ``env``: more environment variables.
     """
 
     def __init__(self, broker_url: str, queues: str = "a,b", name: str | None = None,
-                 faketime: str | None = None) -> None:
+                 faketime: str | None = None, pool: str = "prefork",
+                 app: str = "examples.tasks", env: dict[str, str] | None = None) -> None:
         self.hostname = name or f"w{uuid.uuid4().hex[:6]}@jobmon-test"
         self.log = temp_log("worker-")
-        env = {**os.environ, "CELERY_BROKER_URL": broker_url}
+        environment = {**os.environ, **(env or {}), "CELERY_BROKER_URL": broker_url}
         # faketime: a libfaketime offset ("-0.02s", "+2h"), the worker's clock skewed from
         # the exporter's and the producer's (the binary: require_binary("faketime")).
         skewed = ["faketime", "-f", faketime] if faketime else []
         self.proc = subprocess.Popen(
-            [*skewed, sys.executable, "-m", "celery", "-A", "examples.tasks", "worker", "-E",
-             "-Q", queues, "-c", "2", "-P", "prefork", "--without-gossip", "--without-mingle",
+            [*skewed, sys.executable, "-m", "celery", "-A", app, "worker", "-E",
+             "-Q", queues, "-c", "2", "-P", pool, "--without-gossip", "--without-mingle",
              "-n", self.hostname, "--loglevel", "INFO"],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=environment,
             start_new_session=True,  # its own process group: the pool dies with it
         )
 

@@ -277,6 +277,24 @@ def test_list_filters_by_exception_type(client, engine):
     assert ([item["task_id"] for item in rest["items"]], rest["next_cursor"]) == (["k1"], None)
 
 
+def test_exception_type_selects_failures_only(client, engine):
+    # task-retried stores the exception too: a task that retried and then succeeded (or is
+    # retrying still) raised KeyError but did not fail with it.
+    add_row(engine, "failed", ts=T0 + 1, exception_type="KeyError")
+    add_row(engine, "retried-then-succeeded", "SUCCESS", ts=T0 + 2, exception_type="KeyError")
+    add_row(engine, "retrying", "RETRY", ts=T0 + 3, exception_type="KeyError")
+    page = client.get("/api/v1/tasks", params={"exception_type": "KeyError"}).json()
+    assert [item["task_id"] for item in page["items"]] == ["failed"]
+    with_state = client.get("/api/v1/tasks", params={"exception_type": "KeyError",
+                                                     "state": "SUCCESS"}).json()
+    assert with_state == {"items": [], "next_cursor": None}
+    parameter = next(p for p in client.get("/api/v1/openapi.json").json()["paths"][
+        "/tasks"]["get"]["parameters"] if p["name"] == "exception_type")
+    assert parameter["description"] == (
+        "Executions that failed with this exception class (exact name, `ValueError`): state "
+        "FAILURE only. A task that raised it, retried itself and then succeeded is not listed.")
+
+
 def test_bulk_retry_is_a_dry_run_by_default_and_filters(client, engine, broker):
     add_row(engine, "v1", ts=T0 + 1)
     add_row(engine, "v2", ts=T0 + 2, args="(1, 2")  # not a literal: skipped with the reason
