@@ -26,6 +26,8 @@ app.conf.update(
     # `celery-jobmon retry` can re-send the exact arguments (CELERY_RESULT_EXTENDED=1).
     result_extended=os.environ.get("CELERY_RESULT_EXTENDED") == "1",
     worker_send_task_events=True,
+    # To try a worker whose events the exporter refuses (pickle is not in --accept-content).
+    event_serializer=os.environ.get("JOBMON_EXAMPLE_EVENT_SERIALIZER", "json"),
     task_send_sent_event=True,
     task_routes={
         "examples.tasks.fail_value": {"queue": "b"},

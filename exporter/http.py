@@ -8,6 +8,7 @@ import re
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Any
 
 import uvicorn
@@ -67,8 +68,9 @@ def create_http_app(metrics: MetricsEndpoint | None, health: Health,
                     api: Callable[..., Awaitable[None]] | None = None) -> FastAPI:
     """The ASGI app: ``/metrics`` (``metrics``, gzip-compressed when the client accepts it;
     left out when ``metrics`` is ``None``), ``/healthz`` (200 while the process serves) and
-    ``/readyz`` (200 when ``health`` says the consumer is connected to the broker, else 503);
-    both answer JSON
+    ``/readyz`` (200 when ``health`` says the consumer is connected to the broker, else 503,
+    with ``problems`` an operator must fix — e.g. events refused for their content type — in
+    its body while they last); both answer JSON
     ``{"status": ...}``.
     ``api`` (the action API, :func:`actions.http.routes.create_api`) is mounted at ``/api/v1``;
     ``/metrics``, ``/healthz`` and ``/readyz`` need no token. With ``--api-listen`` the
@@ -88,8 +90,14 @@ def create_http_app(metrics: MetricsEndpoint | None, health: Health,
     @http.get("/readyz")
     def readyz() -> JSONResponse:
         connected = health.broker_connected
-        return JSONResponse({"status": "ready" if connected else "broker disconnected"},
-                            status_code=200 if connected else 503)
+        body: dict[str, Any] = {"status": "ready" if connected else "broker disconnected"}
+        problems = health.problems()
+        if problems:
+            body["problems"] = [
+                {"condition": condition, "detail": detail,
+                 "last_seen": datetime.fromtimestamp(seen, timezone.utc).isoformat()}
+                for condition, (detail, seen) in sorted(problems.items())]
+        return JSONResponse(body, status_code=200 if connected else 503)
 
     if api is not None:
         mount = Mount(API_PREFIX, app=api)

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from exporter.secrets import RedactingFormatter
 
@@ -28,6 +28,45 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             data["exc_info"] = self.formatException(record.exc_info)
         return json.dumps(data, ensure_ascii=False)
+
+
+class Throttled:
+    """Log lines that a lasting condition repeats (one per event, one per poll round): the
+    first of each ``key`` is logged at once; later ones within ``interval`` seconds are only
+    counted, and the next one logged after that says how many were held back
+    (``repeated=N``). A line per event from a misconfigured worker would bury every other line
+    of the log.
+
+    Args:
+        logger: where the lines go.
+        interval: seconds between two lines of one key.
+        clock: monotonic seconds (injected for tests).
+
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def log(self, level: int, key: str, message: str, *args: object) -> None:
+        """Log ``message % args`` at ``level`` unless a line of ``key`` went out less than
+        ``interval`` seconds ago (then count it).
+        """
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            message += " repeated=%d"
+            args = (*args, held)
+        self._logger.log(level, message, *args)
 
 
 def first_line(exc: BaseException) -> str:

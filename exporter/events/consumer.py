@@ -43,6 +43,7 @@ from exporter.events.redis_stream import (
     decode_payload,
     fanout_pattern,
 )
+from exporter.logs import Throttled, describe
 from exporter.secrets import mask_url
 from exporter.state.health import Health
 from exporter.state.model import Model
@@ -167,6 +168,7 @@ class EventConsumer(threading.Thread):
         self.reconnect_max_interval = reconnect_max_interval
         self.batch_size = batch_size
         self._stopping = threading.Event()
+        self._throttled = Throttled(log)
         self._receiver: _Receiver | None = None
         self._connected_once = False
         url = app.conf.broker_read_url
@@ -189,11 +191,23 @@ class EventConsumer(threading.Thread):
 
     def count_undecodable(self, exc: Exception) -> None:
         """Count a message that could not be decoded (``content_disallowed`` when its content
-        type is not accepted, else ``decode_error``) and log it once, without its body.
+        type is not accepted, else ``decode_error``), report it to the health (``/readyz``
+        shows it) and log it — without its body, at most once per reason every 5 minutes
+        (a worker sending every event in a refused serializer would log one line per event).
         """
-        reason = "content_disallowed" if isinstance(exc, ContentDisallowed) else "decode_error"
+        if isinstance(exc, ContentDisallowed):
+            reason = "content_disallowed"
+            detail = (f"{describe(exc)}: workers send events in a content type not in "
+                      f"--accept-content (JOBMON_ACCEPT_CONTENT, now {','.join(self.accept)});"
+                      " set the workers' event_serializer to json, or add the type to "
+                      "--accept-content if you trust every producer (pickle runs code)")
+        else:
+            reason, detail = "decode_error", f"{describe(exc)}: an event message could not be " \
+                "decoded (a foreign publisher on the event exchange, or a broken serializer)"
         self.model.count_malformed(reason)
-        log.warning("event skipped reason=%s error=%s", reason, type(exc).__name__)
+        self.health.report_problem(reason, detail)
+        self._throttled.log(logging.WARNING, reason, "event skipped reason=%s: %s", reason,
+                            detail)
 
     def ensure_connection(self, conn: Connection) -> None:
         """Block until ``conn`` is connected, with kombu's capped backoff.

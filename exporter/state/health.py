@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import platform
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -43,6 +44,10 @@ class HealthSnapshot:
     build: Mapping[str, str]
 
 
+#: Seconds a problem stays reported after it was last seen.
+PROBLEM_MEMORY = 600.0
+
+
 class Health:
     """Counters and flags of the exporter itself; thread-safe (one lock of its own).
 
@@ -63,6 +68,7 @@ class Health:
         self._batches = 0
         self._processing_seconds = 0.0
         self._poll_errors: dict[str, int] = {}
+        self._problems: dict[str, tuple[str, float]] = {}
 
     @property
     def broker_connected(self) -> bool:
@@ -90,6 +96,23 @@ class Health:
         """Count a failed poller call (``call``: ``enable_events``, ``active_queues``, …)."""
         with self._lock:
             self._poll_errors[call] = self._poll_errors.get(call, 0) + 1
+
+    def report_problem(self, condition: str, detail: str) -> None:
+        """Note that ``condition`` (a short name, e.g. ``content_disallowed``) holds now;
+        ``detail`` says what is wrong and what to do. Shown by ``/readyz`` for
+        :data:`PROBLEM_MEMORY` seconds after it was last reported.
+        """
+        now = time.time()
+        with self._lock:
+            self._problems[condition] = (detail, now)
+
+    def problems(self) -> dict[str, tuple[str, float]]:
+        """The problems reported in the last :data:`PROBLEM_MEMORY` seconds:
+        ``{condition: (detail, last seen)}``.
+        """
+        cutoff = time.time() - PROBLEM_MEMORY
+        with self._lock:
+            return {k: v for k, v in self._problems.items() if v[1] >= cutoff}
 
     def snapshot(self) -> HealthSnapshot:
         """A frozen copy of every counter."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 from celery.events.event import get_exchange
 from kombu import Connection, Producer
@@ -126,3 +127,25 @@ def test_exporter_started_before_the_broker_serves_and_then_connects(redis_serve
         assert exporter.proc.poll() is None
     finally:
         exporter.stop()
+
+
+def test_a_worker_sending_pickled_events_is_one_warning_that_names_the_fix(
+        redis_url, monkeypatch, start_exporter, start_worker):
+    # Before: one WARNING per event ("event skipped reason=content_disallowed
+    # error=ContentDisallowed"), never mentioning --accept-content, nothing in /readyz.
+    exporter = start_exporter(redis_url)
+    monkeypatch.setenv("JOBMON_EXAMPLE_EVENT_SERIALIZER", "pickle")
+    worker = start_worker(redis_url, "a")
+    metrics = wait_for(lambda: (m := exporter.metrics()).value(
+        "celery_jobmon_events_malformed_total", reason="content_disallowed") >= 4 and m, 60,
+        message=lambda: f"refused events\n{worker.output()[-2000:]}")
+    assert metrics.value("celery_worker_up", hostname=worker.hostname) is None
+    lines = log_lines(exporter.output(), "event skipped reason=content_disallowed")
+    assert len(lines) == 1, lines
+    assert "--accept-content (JOBMON_ACCEPT_CONTENT, now json)" in lines[0]
+    assert "application/x-python-serialize" in lines[0]
+    ready = httpx.get(f"{exporter.url}/readyz", timeout=5)
+    assert ready.status_code == 200
+    problems = ready.json()["problems"]
+    assert [p["condition"] for p in problems] == ["content_disallowed"]
+    assert "event_serializer to json" in problems[0]["detail"]
