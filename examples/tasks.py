@@ -25,7 +25,8 @@ app.conf.update(
     # Store each task's name, arguments and queue with its result, so that
     # `celery-jobmon retry` can re-send the exact arguments (CELERY_RESULT_EXTENDED=1).
     result_extended=os.environ.get("CELERY_RESULT_EXTENDED") == "1",
-    worker_send_task_events=True,
+    # JOBMON_EXAMPLE_TASK_EVENTS=0 (and no -E): a worker whose task events are off.
+    worker_send_task_events=os.environ.get("JOBMON_EXAMPLE_TASK_EVENTS", "1") == "1",
     # To try a worker whose events the exporter refuses (pickle is not in --accept-content).
     event_serializer=os.environ.get("JOBMON_EXAMPLE_EVENT_SERIALIZER", "json"),
     task_send_sent_event=True,

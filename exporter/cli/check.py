@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from celery import Celery
 from celery.app.utils import find_app
@@ -104,15 +104,46 @@ def judge_workers(ping: Sequence[Mapping[str, Any]] | None,
     return CheckResult("workers", True, f"{len(hosts)} answering: " + "; ".join(parts))
 
 
-def judge_events(seen: Mapping[str, int], task_events_on: Mapping[str, bool | None] | None,
+#: A worker's task events as ``check`` found them (:func:`task_events_before`).
+TaskEvents = Literal["on", "switched_on", "off"] | None
+
+
+def task_events_before(replies: Iterable[Any], hosts: Sequence[str]) -> dict[str, TaskEvents]:
+    """Per worker, whether it sent task events *before* ``check`` broadcast ``enable_events``,
+    from the replies (Celery answers ``{"ok": "task events already enabled"}`` when they were
+    on, ``{"ok": "task events enabled"}`` when the broadcast switched them on): ``on``,
+    ``switched_on``, ``off`` (no reply, or the worker could not), for every host in ``hosts``.
+    """
+    states: dict[str, TaskEvents] = {}
+    for reply in replies:
+        if not isinstance(reply, Mapping):
+            continue
+        for hostname, answer in reply.items():
+            text = answer.get("ok") if isinstance(answer, Mapping) else None
+            if isinstance(text, str):
+                states[hostname] = "on" if "already" in text else "switched_on"
+    return {h: states.get(h, "off") for h in hosts}
+
+
+def judge_events(seen: Mapping[str, int], task_events_on: Mapping[str, TaskEvents] | None,
                  seconds: float) -> CheckResult:
-    """The events row: do worker events reach the exporter, and are task events on.
+    """The events row: do worker events reach the exporter, and were task events on.
 
     ``seen``: event type → count during the listening window; ``task_events_on``: hostname →
-    whether the worker sends task events (True/False from the ``enable_events`` replies; without
-    ``--enable-events`` True when its ``worker_send_task_events`` setting says so, else ``None``
-    because ``-E`` does not show in the settings); ``None`` when no worker was asked.
+    whether the worker sent task events before the check (``on``/``switched_on``/``off`` from
+    the ``enable_events`` replies, see :func:`task_events_before`; without ``--enable-events``
+    ``on`` when its ``worker_send_task_events`` setting says so, else ``None`` because ``-E``
+    does not show in the settings); ``None`` when no worker was asked. A worker whose task
+    events the check itself switched on is said so: they were off, and stay on only because
+    ``serve --enable-events`` keeps switching them on.
     """
+    states = task_events_on or {}
+    switched = sorted(h for h, on in states.items() if on == "switched_on")
+    if switched:
+        return CheckResult(
+            "events", True, "task events were off on " + ", ".join(switched) + " and this "
+            "check switched them on (serve --enable-events does the same every round)",
+            "start workers with -E so that task events do not depend on the exporter")
     task_seen = sum(n for t, n in seen.items() if t.startswith("task-"))
     if task_seen:
         return CheckResult("events", True, f"{task_seen} task events in {seconds:g}s")
@@ -123,8 +154,7 @@ def judge_events(seen: Mapping[str, int], task_events_on: Mapping[str, bool | No
             "(and global_keyprefix) as the exporter",
         )
     fix = "start workers with -E or run the exporter with --enable-events"
-    states = task_events_on or {}
-    off = sorted(h for h, on in states.items() if on is False)
+    off = sorted(h for h, on in states.items() if on == "off")
     if off:
         return CheckResult("events", False, "worker heartbeats arrive but task events are off "
                            "on " + ", ".join(off), fix)
@@ -237,20 +267,20 @@ def listen_for_events(app: Celery, seconds: float, once_listening: Callable[[], 
 
 
 def _task_events_on(app: Celery, settings: Settings, hosts: Sequence[str]
-                    ) -> dict[str, bool | None] | None:
-    """Per worker: does it send task events? Enables them first when ``--enable-events``."""
+                    ) -> dict[str, TaskEvents] | None:
+    """Per worker: did it send task events? With ``--enable-events`` the check broadcasts
+    ``enable_events`` as ``serve`` does, and the replies say what was true before.
+    """
     if not hosts:
         return None
     timeout = settings.inspect_timeout
     if settings.enable_events:
         replies = app.control.broadcast("enable_events", reply=True, timeout=timeout,
                                         destination=list(hosts), limit=len(hosts)) or []
-        answered = {h: isinstance(v, Mapping) and "ok" in v
-                    for reply in replies for h, v in reply.items()}
-        return {h: answered.get(h, False) for h in hosts}
+        return task_events_before(replies, hosts)
     confs = app.control.inspect(timeout=timeout, destination=list(hosts),
                                 limit=len(hosts)).conf() or {}
-    return {h: True if isinstance(confs.get(h), Mapping)
+    return {h: "on" if isinstance(confs.get(h), Mapping)
             and confs[h].get("worker_send_task_events") else None for h in hosts}
 
 
@@ -342,7 +372,7 @@ def _worker_rows(app: Celery, settings: Settings, seconds: float,
     hosts = sorted({h for reply in ping if isinstance(reply, Mapping) for h in reply})
     queues = (app.control.inspect(timeout=timeout, destination=hosts, limit=len(hosts))
               .active_queues() if hosts else None)
-    task_events: dict[str, bool | None] | None = None
+    task_events: dict[str, TaskEvents] | None = None
 
     def once_listening() -> None:
         nonlocal task_events

@@ -128,11 +128,14 @@ def upgrade(target: str | URL | Engine, revision: str = "head") -> None:
     engine = target if isinstance(target, Engine) else create_history_engine(target)
     try:
         config = _alembic_config()
+        before = current_revision(engine)
         with engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
-        log.info("history schema upgraded url=%s revision=%s", safe_url(engine),
-                 current_revision(engine))
+        after = current_revision(engine)
+        if after != before:  # an up-to-date schema is no news at every start
+            log.info("history schema upgraded url=%s from=%s revision=%s", safe_url(engine),
+                     before or "empty", after)
     finally:
         if engine is not target:
             engine.dispose()

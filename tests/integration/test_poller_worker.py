@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,45 +21,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.cli.check import exit_code, run_checks
 from exporter.config import Settings
-from exporter.metrics.poll_collector import PollCollector
+from exporter.metrics.collectors import PollCollector
 from exporter.poll.poller import Poller
 from exporter.poll.snapshot import PollSnapshot
+from exporter.state.health import Health
 from exporter.state.model import Model
+from tests.support.network import free_port
+from tests.support.waiting import wait_for
+from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 REDIS_DB = 14
 URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
-
-
-class WorkerProcess:
-    """``celery -A examples.tasks worker -E -Q <queue> -c 2`` in its own process group."""
-
-    def __init__(self, queue: str) -> None:
-        self.hostname = f"jm{uuid.uuid4().hex[:6]}@jobmon-test"
-        self.log = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "examples.tasks", "worker", "-E", "-Q", queue,
-             "-c", "2", "--without-gossip", "--without-mingle", "-n", self.hostname,
-             "--loglevel", "INFO"],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-            env={**os.environ, "CELERY_BROKER_URL": URL},
-        )
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGCONT)
-            os.killpg(self.proc.pid, signal.SIGQUIT)  # cold shutdown: do not wait for tasks
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        os.unlink(self.log.name)
 
 
 def make_app() -> Celery:
@@ -79,20 +48,23 @@ def queue() -> str:
 
 
 @pytest.fixture(scope="module")
-def worker(queue: str) -> Iterator[WorkerProcess]:
+def worker(queue: str) -> Iterator[Worker]:
     client = redis.Redis(db=REDIS_DB)
     client.flushdb()
-    process = WorkerProcess(queue)
+    process = Worker(URL, queue)
     app = make_app()
+
+    def answers() -> bool:
+        assert process.proc.poll() is None, process.output()
+        return bool(app.control.ping(destination=[process.hostname], timeout=0.5))
+
     try:
-        deadline = time.monotonic() + 30
-        while not app.control.ping(destination=[process.hostname], timeout=0.5):
-            assert process.proc.poll() is None, process.output()
-            assert time.monotonic() < deadline, "worker did not answer ping\n" + process.output()
+        wait_for(answers, 30, interval=0,
+                 message=lambda: f"worker answering ping\n{process.output()}")
         yield process
     finally:
         app.close()
-        process.stop()
+        process.quit()  # cold: do not wait for the sleeping task
         client.flushdb()
 
 
@@ -127,10 +99,26 @@ def test_check_passes_with_a_worker_sending_events(worker, queue):
     assert exit_code(results) == 0
 
 
+def test_check_says_when_it_switched_task_events_on_itself(queue):
+    # A worker without -E and worker_send_task_events off: check's own enable_events turns
+    # its task events on. Before: "task events are on", as if the setup were right.
+    quiet = Worker(URL, queue, events=False, env={"JOBMON_EXAMPLE_TASK_EVENTS": "0"})
+    try:
+        settings = Settings(broker_url=URL, inspect_timeout=1.0)
+        wait_for(lambda: quiet.hostname in {h for r in make_app().control.ping(timeout=1.0)
+                                            for h in r}, 60, message="quiet worker answers")
+        rows = {r.name: r for r in run_checks(settings, listen_seconds=2.0)}
+        assert rows["events"].ok is True
+        assert f"task events were off on {quiet.hostname} and this check switched them on" \
+            in rows["events"].message, rows["events"]
+        again = {r.name: r for r in run_checks(settings, listen_seconds=2.0)}
+        assert "switched" not in again["events"].message, again["events"]
+    finally:
+        quiet.kill()
+
+
 def test_check_fails_without_a_broker():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nothing listens there once the socket is closed
+    port = free_port()  # nothing listens there
     settings = Settings(broker_url=f"redis://:secret@127.0.0.1:{port}/0", inspect_timeout=0.5)
     results = run_checks(settings, listen_seconds=1.0)
     rows = {r.name: r for r in results}
@@ -140,19 +128,21 @@ def test_check_fails_without_a_broker():
 
 
 def poll_until(poller: Poller, predicate: Any, what: str, timeout: float = 20.0) -> PollSnapshot:
-    deadline = time.monotonic() + timeout
-    while True:
-        snapshot = poller.poll_once()
-        if predicate(snapshot):
-            return snapshot
-        assert time.monotonic() < deadline, f"{what}: {snapshot}"
+    """Run poll rounds back to back until ``predicate(snapshot)``; that snapshot."""
+    rounds: list[PollSnapshot] = []
+
+    def poll_round() -> PollSnapshot | None:
+        rounds.append(snapshot := poller.poll_once())
+        return snapshot if predicate(snapshot) else None
+
+    return wait_for(poll_round, timeout, interval=0, message=lambda: f"{what}: {rounds[-1:]}")
 
 
 def test_running_scheduled_and_worker_state_then_an_inspect_timeout(worker, queue, app):
     before = time.time()
     app.send_task("examples.tasks.sleep", args=(30,), queue=queue)
     scheduled = app.send_task("examples.tasks.add", args=(1, 2), queue=queue, countdown=60)
-    poller = Poller(app, model(), interval=60.0, timeout=1.0, enable_events=True,
+    poller = Poller(app, model(), Health(), interval=60.0, timeout=1.0, enable_events=True,
                     queues=["jmq-configured-idle"])
     try:
         first = poll_until(poller, lambda s: s.oldest_running_start and s.scheduled,
@@ -171,11 +161,10 @@ def test_running_scheduled_and_worker_state_then_an_inspect_timeout(worker, queu
         assert queues[queue].consumers == 1 and sum(queues[queue].lengths.values()) == 0
         assert queues["jmq-configured-idle"].consumers == 0
 
-        time.sleep(1.0)
-        second = poller.poll_once()
-        later = render(second)[
+        # The age grows with the time: a later round shows the task a second older.
+        second = poll_until(poller, lambda s: render(s)[
             ("celery_task_oldest_running_seconds", (("name", "examples.tasks.sleep"),))]
-        assert later >= age + 1.0
+            >= age + 1.0, "the running task a second older")
         assert second.inspect_timeouts == {}
 
         os.kill(worker.proc.pid, signal.SIGSTOP)  # the worker stops answering

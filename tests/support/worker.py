@@ -23,12 +23,13 @@ class Worker:
 
     ``pool``: Celery's ``-P`` (``prefork``, ``threads``, ``solo``); ``app``: the ``-A`` module
     (e.g. :mod:`tests.support.queue_app`, examples/tasks.py with queues declared with
-    arguments); ``env``: more environment variables.
+    arguments); ``env``: more environment variables; ``events``: ``-E`` (task events on).
     """
 
     def __init__(self, broker_url: str, queues: str = "a,b", name: str | None = None,
                  faketime: str | None = None, pool: str = "prefork",
-                 app: str = "examples.tasks", env: dict[str, str] | None = None) -> None:
+                 app: str = "examples.tasks", env: dict[str, str] | None = None,
+                 events: bool = True) -> None:
         self.hostname = name or f"w{uuid.uuid4().hex[:6]}@jobmon-test"
         self.log = temp_log("worker-")
         environment = {**os.environ, **(env or {}), "CELERY_BROKER_URL": broker_url}
@@ -36,7 +37,8 @@ class Worker:
         # the exporter's and the producer's (the binary: require_binary("faketime")).
         skewed = ["faketime", "-f", faketime] if faketime else []
         self.proc = subprocess.Popen(
-            [*skewed, sys.executable, "-m", "celery", "-A", app, "worker", "-E",
+            [*skewed, sys.executable, "-m", "celery", "-A", app, "worker",
+             *(["-E"] if events else []),
              "-Q", queues, "-c", "2", "-P", pool, "--without-gossip", "--without-mingle",
              "-n", self.hostname, "--loglevel", "INFO"],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=environment,

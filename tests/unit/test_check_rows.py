@@ -20,6 +20,7 @@ from exporter.cli.check import (
     judge_workers,
     load_producer_conf,
     redact,
+    task_events_before,
 )
 from exporter.secrets import mask_urls_in
 
@@ -69,12 +70,12 @@ def test_task_events_seen_mean_events_are_fine():
 
 
 def test_heartbeats_with_task_events_enabled_everywhere_are_fine():
-    row = judge_events({"worker-heartbeat": 3}, {"w1@h": True}, 5)
+    row = judge_events({"worker-heartbeat": 3}, {"w1@h": "on"}, 5)
     assert row.ok is True
 
 
 def test_heartbeats_with_a_worker_without_task_events_fail():
-    row = judge_events({"worker-heartbeat": 3}, {"w1@h": True, "w2@h": False}, 5)
+    row = judge_events({"worker-heartbeat": 3}, {"w1@h": "on", "w2@h": "off"}, 5)
     assert row.ok is False and "w2@h" in row.message and "-E" in row.fix
 
 
@@ -84,8 +85,25 @@ def test_heartbeats_without_confirmation_of_task_events_are_unknown():
     assert judge_events({"worker-heartbeat": 3}, None, 5).ok is None
 
 
+def test_task_events_the_check_switched_on_are_said_so_even_when_seen():
+    # Before: check broadcast enable_events, then reported "task events are on".
+    row = judge_events({"task-started": 4}, {"w1@h": "on", "w2@h": "switched_on"}, 5)
+    assert row == CheckResult(
+        "events", True, "task events were off on w2@h and this check switched them on "
+        "(serve --enable-events does the same every round)",
+        "start workers with -E so that task events do not depend on the exporter")
+
+
+def test_enable_events_replies_tell_what_was_true_before():
+    replies = [{"w1@h": {"ok": "task events already enabled"}},
+               {"w2@h": {"ok": "task events enabled"}},
+               {"w3@h": {"error": "event dispatcher unavailable"}}, "garbage"]
+    assert task_events_before(replies, ["w1@h", "w2@h", "w3@h", "w4@h"]) == {
+        "w1@h": "on", "w2@h": "switched_on", "w3@h": "off", "w4@h": "off"}
+
+
 def test_no_event_at_all_fails():
-    row = judge_events({}, {"w1@h": True}, 5)
+    row = judge_events({}, {"w1@h": "on"}, 5)
     assert row == CheckResult("events", False, "no worker event in 5s", row.fix)
 
 
