@@ -296,6 +296,8 @@ class Settings:
     history_retention: float = DEFAULT_HISTORY_RETENTION
     history_max_rows: int = 0
     history_queue_size: int = DEFAULT_HISTORY_QUEUE_SIZE
+    #: Shell-style patterns of task names kept out of the history (``--history-exclude-task``).
+    history_exclude_tasks: tuple[str, ...] = ()
     slow_threshold: float = DEFAULT_SLOW_THRESHOLD
     #: Bearer token of the action API (``--api-token``, or read from ``--api-token-file``);
     #: ``None``: every ``/api`` request is answered 403.

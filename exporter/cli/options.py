@@ -160,6 +160,11 @@ SERVE_OPTIONS: list[Decorator] = [
            default=c.DEFAULT_HISTORY_QUEUE_SIZE,
            help="Events the history writer holds while the database is slow or down; beyond "
                 "it, successes are dropped first and failures last."),
+    option("--history-exclude-task", "history_exclude_tasks", multiple=True,
+           metavar="PATTERN",
+           help="Task names (shell-style pattern, e.g. 'celery.*' for Celery's built-in tasks "
+                "such as celery.chord_unlock) kept out of the history; metrics still count "
+                "them (repeatable; in the environment: space-separated)."),
     option("--slow-threshold", type=DURATION, default=seconds(c.DEFAULT_SLOW_THRESHOLD),
            help="Per-task statistics flag a task whose average runtime is above this."),
     option("--api-token", default=None, show_default=False,
@@ -202,8 +207,9 @@ def settings_from(options: dict[str, Any]) -> c.Settings:
     """
     token_problem = _read_token_file(options)
     pairs = list(options.pop("transport_options"))
-    if "queues" in options:
-        options["queues"] = tuple(options["queues"])
+    for name in ("queues", "history_exclude_tasks"):
+        if name in options:
+            options[name] = tuple(options[name])
     accept = tuple(part.strip() for part in options.pop("accept_content").split(",")
                    if part.strip())
     try:

@@ -57,7 +57,9 @@ the name ceiling (:mod:`~exporter.state.names`), workers and the exporter's heal
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -95,6 +97,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 #: How long a task-received whose task-sent has not arrived yet waits to be counted (seconds).
 RECEIVED_DEFER_SECONDS = 2.0
+#: Task names whose history exclusion is remembered (then the memory starts again).
+_EXCLUDE_MEMORY = 10_000
 #: How often (exporter clock, seconds) the event path looks for workers gone with tasks.
 LOST_CHECK_INTERVAL = 1.0
 
@@ -156,6 +160,9 @@ class Model:
         worker_timeout / worker_retention: seconds, see :mod:`exporter.state.workers`.
         clock_offset_warning: seconds of worker clock offset beyond which a warning is logged
             (``--clock-offset-warning``; default: never).
+        history_exclude: shell-style patterns of task names whose events do not go to
+            ``history`` (``--history-exclude-task``); the name is the event's ``name``, else
+            the one the task index holds.
         task_lost_grace: seconds a worker must have been down before the tasks it was running
             are marked lost (``None``: ``worker_timeout``); see the module docs.
         clock: returns the exporter's time in seconds since the epoch (injected for tests).
@@ -181,10 +188,14 @@ class Model:
         task_lost_grace: float | None = None,
         hostname_label: bool = False,
         clock_offset_warning: float = float("inf"),
+        history_exclude: Iterable[str] = (),
     ) -> None:
         self.lock = threading.Lock()
         self.clock = clock
         self._history = history
+        patterns = [fnmatch.translate(pattern) for pattern in history_exclude]
+        self._excluded = re.compile("|".join(patterns)).match if patterns else None
+        self._excluded_names: dict[str, bool] = {}
         self.index = TaskIndex(max_tasks)
         self.workers = WorkerTable(worker_timeout, worker_retention, clock_offset_warning)
         self.series = TaskSeries(runtime_buckets, queue_wait_buckets)
@@ -228,7 +239,8 @@ class Model:
                     continue
                 event["local_received"] = now
                 self._events_received[event_type] = self._events_received.get(event_type, 0) + 1
-                if self._history is not None:
+                if self._history is not None and not (
+                        self._excluded is not None and self._kept_out(event_type, event)):
                     self._history(event)
                 try:
                     _HANDLERS[event_type](self, event_type, event, now)
@@ -379,6 +391,25 @@ class Model:
         # retried, revoked, rejected, cancelled: the same end reported again.
         return record.state_ts == timestamp and record.state == EVENT_STATE[event_type]
 
+    def _kept_out(self, event_type: str, event: dict) -> bool:
+        """Whether a task event's task is kept out of the history (``history_exclude``)."""
+        if event_type not in TASK_EVENT_TYPES:
+            return False
+        name = event.get("name")
+        if not name:
+            record = self.index.peek(event["uuid"])
+            name = record.name if record is not None else None
+        return isinstance(name, str) and bool(name) and self._name_excluded(name)
+
+    def _name_excluded(self, name: str) -> bool:
+        excluded = self._excluded_names.get(name)
+        if excluded is None:
+            assert self._excluded is not None
+            if len(self._excluded_names) >= _EXCLUDE_MEMORY:
+                self._excluded_names.clear()
+            excluded = self._excluded_names[name] = self._excluded(name) is not None
+        return excluded
+
     def _check_lost(self, now: float, force: bool = False) -> None:
         if not force and now < self._next_lost_check:
             return
@@ -400,7 +431,8 @@ class Model:
             self._end_execution(record)
             self._move_to_finished(task_id)
             self.series.count_lost(labels)
-            if self._history is not None:
+            if self._history is not None and not (
+                    self._excluded is not None and self._name_excluded(record.name)):
                 self._history({"type": TASK_LOST, "uuid": task_id, "timestamp": timestamp,
                                "hostname": hostname, "local_received": now})
         if lost:

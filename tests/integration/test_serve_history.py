@@ -195,3 +195,25 @@ def test_a_long_traceback_keeps_the_line_naming_the_error(redis_url, tmp_path, p
     assert " characters cut] ...\n" in recursion.traceback
     assert (message.exception_type, message.exception_message_truncated) == ("ValueError", True)
     assert message.exception_message == "x" * 4096
+
+
+def test_excluded_builtin_tasks_are_counted_but_stay_out_of_the_history(
+        redis_url, tmp_path, producer, start_exporter, start_worker):
+    history_url = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    exporter = start_exporter(redis_url, "--history-exclude-task", "celery.*",
+                              history_url=history_url)
+    worker = start_worker(redis_url, "a")
+    wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
+             60, message="worker up")
+    app = producer(redis_url)
+    builtin = app.send_task("celery.backend_cleanup", queue="a")
+    mine = app.send_task("examples.tasks.add", (1, 2), queue="a")
+    engine = create_history_engine(history_url)
+    wait_for(lambda: (row := get_execution(engine, mine.id)) is not None
+             and row.state == "SUCCESS", 30, message="add row")
+    wait_for(lambda: exporter.metrics().value("celery_task_succeeded_total",
+                                              name="celery.backend_cleanup", queue_name="a") == 1,
+             30, message="built-in task counted")
+    assert get_execution(engine, builtin.id) is None
+    assert _rows(engine) == 1
+    engine.dispose()

@@ -815,3 +815,14 @@ def test_a_timestamp_replaced_as_implausible_still_gives_the_real_offset(model, 
     model.process_many([ev.heartbeat(WORKER, T0 - 3 * 86400.0)])
     state = model.worker_states()[0]
     assert (state.last_heartbeat, state.clock_offset) == (T0, 3 * 86400.0)
+
+
+def test_excluded_task_names_stay_out_of_the_history_but_are_counted(make_model, ev) -> None:
+    sink: list[dict] = []
+    model = make_model(history=sink.append, history_exclude=("celery.*",))
+    model.process_many([ev.sent("u1", T0, "celery.chord_unlock"),
+                        ev.received("u1", T0, "celery.chord_unlock"), ev.started("u1", T0 + 1),
+                        ev.sent("u2", T0, "app.add"), ev.started("u2", T0 + 1)])
+    assert [e["uuid"] for e in sink] == ["u2", "u2"]
+    assert model.snapshot().lifecycle["task-started"] == {
+        ("celery.chord_unlock", "default"): 1, ADD: 1}
