@@ -166,6 +166,15 @@ WORKER_CLOCK_OFFSET = MetricSpec(
     ("hostname",), "seconds", "worker-* (timestamp, receipt time)",
     read=_per_worker("clock_offset"),
 )
+WORKER_MISSED_TASK_EVENTS = MetricSpec(
+    "worker_missed_task_events_total", "counter",
+    "`task-started` events of the worker that never reached the exporter: the increase of "
+    "`processed` in its heartbeats (counted by Celery with each task-started) minus the "
+    "task-started events seen from it, since its first heartbeat; every missed start is also "
+    "a missed end, so the task counters are short by as much until repaired.",
+    ("hostname",), "", "worker-heartbeat (processed), task-started",
+    read=_per_worker("missed_task_events"),
+)
 WORKER_PROCESSED = MetricSpec(
     "worker_processed_total", "counter",
     "Tasks the worker processed since it started (`processed` of its heartbeat).",
@@ -237,7 +246,7 @@ TASK_NAMES_FOLDED = MetricSpec(
 POLL_ERRORS = MetricSpec(
     "jobmon_poll_errors_total", "counter",
     "Failed poller calls (broadcasts to workers, broker queue reads), by call: enable_events, "
-    "active_queues, active, reserved, scheduled, stats, queue_lengths.",
+    "active_queues, active, reserved, scheduled, stats, queue_lengths, queue_discovery.",
     ("call",), "", "exporter", read=_by_key("poll_errors"),
 )
 BUILD_INFO = MetricSpec(
@@ -252,6 +261,7 @@ BUILD_INFO = MetricSpec(
 MODEL: tuple[MetricSpec, ...] = (
     *LIFECYCLE.values(), TASK_EXCEPTIONS, TASK_RUNTIME, TASK_QUEUE_WAIT, TASK_RUNNING, TASK_LOST,
     WORKER_UP, WORKER_TASKS_ACTIVE, WORKER_LAST_HEARTBEAT, WORKER_PROCESSED, WORKER_CLOCK_OFFSET,
+    WORKER_MISSED_TASK_EVENTS,
     EVENTS_RECEIVED, EVENTS_MALFORMED, LAST_EVENT, EVENT_LAG, TASKS_IN_MEMORY,
     TASK_INDEX_EVICTIONS, TASK_NAMES_FOLDED,
 )
@@ -268,7 +278,10 @@ QUEUE_LENGTH = MetricSpec(
     "Messages waiting in a broker queue. Redis: LLEN of each priority sub-list, priority = the "
     "kombu priority step (0, 3, 6, 9 by default); RabbitMQ: message_count of a passive "
     "queue.declare (ready messages), priority=\"\" (no per-priority breakdown). Messages "
-    "prefetched by workers are not here (see task_reserved / task_scheduled).",
+    "prefetched by workers are not here (see task_reserved / task_scheduled). A queue is shown "
+    "while given with --queue, consumed, or holding messages (found from Redis bindings, the "
+    "RabbitMQ management API or task-sent routing); an empty queue nobody consumes goes "
+    "after --queue-forget-after.",
     ("queue_name", "priority"), "", "Redis LLEN, AMQP queue.declare(passive=True)",
     read=lambda snapshot, now: {(q.name, priority): n for q in snapshot.queues
                                 for priority, n in q.lengths.items()},

@@ -101,6 +101,8 @@ RECEIVED_DEFER_SECONDS = 2.0
 _EXCLUDE_MEMORY = 10_000
 #: How often (exporter clock, seconds) the event path looks for workers gone with tasks.
 LOST_CHECK_INTERVAL = 1.0
+#: Queue names from task-sent routing kept for the poller (the most recently used).
+MAX_SENT_QUEUES = 1_000
 
 #: Event type → the task record's timestamp it sets; an event whose ``timestamp`` equals the
 #: recorded one is a duplicate delivery. The other task events compare with ``state_ts``.
@@ -203,6 +205,7 @@ class Model:
         self.names = TaskNames(max_task_names)
         self._worker_queues: dict[str, tuple[str, ...]] = {}
         self._deferred: OrderedDict[str, float] = OrderedDict()
+        self._sent_queues: OrderedDict[str, None] = OrderedDict()
         self._events_received: dict[str, int] = {}
         self._events_malformed: dict[str, int] = {}
         self._last_event: float | None = None
@@ -285,6 +288,8 @@ class Model:
                     self._forget(evicted)
                 record.name = self.names.label(task.name) if task.name else UNKNOWN
                 record.queue = task.queue or UNKNOWN
+                if task.queue:
+                    self._note_queue(task.queue)
                 record.routing_key = task.routing_key
                 record.hostname = task.hostname
                 record.sent, record.received = task.sent_at, task.received_at
@@ -322,6 +327,14 @@ class Model:
             self._worker_queues.update(frozen)
 
     # -- output --------------------------------------------------------------------------
+
+    def sent_queues(self) -> tuple[str, ...]:
+        """Queue names of ``task-sent`` routing (``queue``, else ``routing_key``) and of the
+        warmed executions, the :data:`MAX_SENT_QUEUES` most recent: the poller reads these
+        queues too (a backlog nobody consumes).
+        """
+        with self.lock:
+            return tuple(self._sent_queues)
 
     def sent_time(self, task_id: str) -> float | None:
         """``task-sent`` timestamp of an indexed task (seconds since the epoch), ``None`` when
@@ -439,6 +452,12 @@ class Model:
             log.warning("worker gone with running tasks hostname=%s lost=%d", hostname,
                         len(lost))
 
+    def _note_queue(self, queue: str) -> None:
+        self._sent_queues[queue] = None
+        self._sent_queues.move_to_end(queue)
+        if len(self._sent_queues) > MAX_SENT_QUEUES:
+            self._sent_queues.popitem(last=False)
+
     def _forget(self, evicted: TaskRecord) -> None:
         """Undo what a record evicted from the index contributed; count the eviction when the
         task had not finished (its later events will not join to its name and queue).
@@ -528,6 +547,7 @@ class Model:
         queue = event.get("queue") or event.get("routing_key")
         if queue:
             record.queue = queue
+            self._note_queue(queue)
         if record.deferred:
             self._flush_deferred(event["uuid"], record)
         record.routing_key = event.get("routing_key") or record.routing_key
@@ -565,6 +585,7 @@ class Model:
         hostname = event.get("hostname")
         if isinstance(hostname, str) and hostname:
             record.hostname = hostname  # where it runs: a lost worker takes it with it
+            self.workers.count_started(hostname)
         timestamp = event["timestamp"]
         labels = self._count(event_type, record)
         record.started = timestamp

@@ -16,6 +16,16 @@ average, weight :data:`OFFSET_WEIGHT` for the newest) — is positive when the w
 behind the exporter's, and includes the event's transport delay (milliseconds on a healthy
 broker). Beyond ``offset_warning`` seconds either way a warning is logged, once per worker
 every :data:`OFFSET_WARNING_INTERVAL` seconds while it lasts.
+
+Missed events: a worker's heartbeat carries ``processed``, the number of tasks it accepted since
+its process started — Celery counts a task there exactly when it sends its ``task-started``
+(``Request.on_accepted``). From a worker's first heartbeat on (the baseline), the increase of
+``processed`` minus the ``task-started`` events the exporter saw from it is the number of its
+``task-started`` events that never arrived (a consumer gap, a Redis subscriber cut off, a
+RabbitMQ message expired). A heartbeat can overtake a ``task-started`` sent just before it, so
+only the shortfall already there at the previous heartbeat is counted (events later than a
+heartbeat interval are missed); a ``processed`` lower than before is a worker restart: a new
+baseline. Counted once: the total only grows.
 """
 
 from __future__ import annotations
@@ -42,15 +52,25 @@ class _WorkerRecord:
     offset_warned_at: float | None = None
     #: False for a worker only expected (:meth:`WorkerTable.expect`), not heard from yet.
     heard: bool = True
+    #: ``processed`` at the baseline (first heartbeat, or the worker's restart), and the
+    #: ``task-started`` events seen from it since; the shortfall at the previous heartbeat.
+    processed_base: int | None = None
+    processed_last: int = 0
+    started_seen: int = 0
+    shortfall: int = 0
+    #: Missed ``task-started`` events counted for earlier baselines, and for this one.
+    missed_before: int = 0
+    missed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerState:
     """One worker as rendered: ``hostname`` (``worker@host``), ``up`` (bool), ``active`` and
     ``processed`` from its last heartbeat (``None`` before the first heartbeat),
-    ``last_heartbeat`` (worker clock ``timestamp`` of its last event, seconds since the epoch)
-    and ``clock_offset`` (seconds the worker's clock is behind the exporter's, smoothed; see the
-    module docs).
+    ``last_heartbeat`` (worker clock ``timestamp`` of its last event, seconds since the epoch),
+    ``clock_offset`` (seconds the worker's clock is behind the exporter's, smoothed) and
+    ``missed_task_events`` (its ``task-started`` events that never arrived); see the module
+    docs.
     """
 
     hostname: str
@@ -59,6 +79,7 @@ class WorkerState:
     processed: int | None
     last_heartbeat: float
     clock_offset: float | None = None
+    missed_task_events: int = 0
 
 
 class WorkerTable:
@@ -94,8 +115,33 @@ class WorkerTable:
         record.gone_reported = False
         if event.get("active") is not None:
             record.active = event["active"]
-        if event.get("processed") is not None:
-            record.processed = event["processed"]
+        processed = event.get("processed")
+        if processed is not None:
+            record.processed = processed
+            self._count_missed(record, processed)
+
+    def count_started(self, hostname: str) -> None:
+        """Count a ``task-started`` event from ``hostname`` (see the module docs: missed
+        events); before the worker's first heartbeat there is no baseline to count against.
+        """
+        record = self._workers.get(hostname)
+        if record is not None and record.processed_base is not None:
+            record.started_seen += 1
+
+    @staticmethod
+    def _count_missed(record: _WorkerRecord, processed: int) -> None:
+        if record.processed_base is None or processed < record.processed_last:
+            # First heartbeat, or the worker restarted (its count starts again): new baseline.
+            record.missed_before += record.missed
+            record.processed_base, record.started_seen = processed, 0
+            record.shortfall = record.missed = 0
+        else:
+            shortfall = processed - record.processed_base - record.started_seen
+            confirmed = min(shortfall, record.shortfall)
+            if confirmed > record.missed:
+                record.missed = confirmed
+            record.shortfall = shortfall
+        record.processed_last = processed
 
     def expect(self, hostname: str, now: float) -> None:
         """Expect an event from ``hostname`` from ``now`` on (exporter clock): a worker the
@@ -139,6 +185,7 @@ class WorkerTable:
                 processed=record.processed,
                 last_heartbeat=record.last_timestamp,
                 clock_offset=record.clock_offset,
+                missed_task_events=record.missed_before + record.missed,
             ))
         return states
 

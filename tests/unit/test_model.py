@@ -826,3 +826,53 @@ def test_excluded_task_names_stay_out_of_the_history_but_are_counted(make_model,
     assert [e["uuid"] for e in sink] == ["u2", "u2"]
     assert model.snapshot().lifecycle["task-started"] == {
         ("celery.chord_unlock", "default"): 1, ADD: 1}
+
+
+def _missed(model) -> int:
+    return model.worker_states()[0].missed_task_events
+
+
+def test_missed_task_started_events_are_counted_from_the_heartbeats_processed(model, ev):
+    beat = iter(range(1000))
+
+    def heartbeat(processed: int) -> None:
+        model.process_many([ev.heartbeat(WORKER, T0 + next(beat), processed=processed)])
+
+    def start(task_id: str) -> None:
+        model.process_many([ev.started(task_id, T0)])
+
+    heartbeat(100)           # baseline: 100 tasks before the exporter looked
+    start("a"), start("b")
+    heartbeat(102)
+    heartbeat(102)
+    assert _missed(model) == 0
+    heartbeat(106)           # 4 accepted; the 4 task-started may still be on their way
+    assert _missed(model) == 0
+    start("c")               # one of them arrives late
+    heartbeat(106)           # 3 never came: missed, counted once
+    heartbeat(106)
+    assert _missed(model) == 3
+    start("d")               # later than a heartbeat interval: no going back (a counter)
+    heartbeat(107)
+    heartbeat(107)
+    assert _missed(model) == 3
+
+
+def test_a_restarted_worker_starts_a_new_baseline_and_keeps_what_was_missed(model, ev):
+    for t, processed in enumerate((10, 12, 12)):  # 2 starts missed
+        model.process_many([ev.heartbeat(WORKER, T0 + t, processed=processed)])
+    assert _missed(model) == 2
+    model.process_many([ev.heartbeat(WORKER, T0 + 3, processed=0)])  # restarted
+    model.process_many([ev.started("x", T0 + 4)])
+    for t in (5, 6):
+        model.process_many([ev.heartbeat(WORKER, T0 + t, processed=1)])
+    assert _missed(model) == 2
+
+
+def test_task_started_before_the_first_heartbeat_counts_for_nothing(model, ev):
+    model.process_many([ev.started("early", T0)])        # no baseline yet: not counted
+    for t, processed in enumerate((7, 7, 8, 8)):
+        if processed == 8 and t == 2:
+            model.process_many([ev.started("seen", T0 + t)])
+        model.process_many([ev.heartbeat(WORKER, T0 + t, processed=processed)])
+    assert _missed(model) == 0
