@@ -12,6 +12,7 @@ from kombu import Exchange, Queue
 
 from exporter.poll.poller import Poller
 from exporter.poll.snapshot import QueueState
+from exporter.state.health import Health
 from exporter.state.model import Model
 
 pytestmark = pytest.mark.integration
@@ -39,7 +40,8 @@ def test_configured_queues_are_read_and_an_absent_one_has_no_series(app):
         app.send_task("examples.tasks.add", args=(1, 2), queue="prio", priority=priority)
     model = Model(runtime_buckets=(1.0,), queue_wait_buckets=(1.0,), max_tasks=10,
                   max_task_names=10, worker_timeout=30.0, worker_retention=60.0)
-    poller = Poller(app, model, interval=60.0, timeout=0.5, enable_events=False,
+    health = Health()
+    poller = Poller(app, model, health, interval=60.0, timeout=0.5, enable_events=False,
                     queues=["prio", "never-declared"])
     try:
         snapshot = poller.poll_once()
@@ -47,4 +49,4 @@ def test_configured_queues_are_read_and_an_absent_one_has_no_series(app):
     finally:
         poller.close()
     assert snapshot.queues == (QueueState("prio", {"": 4}, consumers=0),)
-    assert model.snapshot().poll_errors == {}
+    assert health.snapshot().poll_errors == {}

@@ -7,7 +7,7 @@ import time
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.metrics import catalogue as m
-from exporter.metrics.poll_collector import PollCollector
+from exporter.metrics.collectors import PollCollector
 from exporter.poll.snapshot import PollSnapshot, QueueState, WorkerPollState
 
 T0 = 1_700_000_000.0

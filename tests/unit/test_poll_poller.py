@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.metrics.poll_collector import PollCollector
+from exporter.metrics.collectors import PollCollector
 from exporter.poll.poller import Poller
 from exporter.poll.snapshot import QueueState, SentTime
+from exporter.state.health import Health
 from exporter.state.model import Model
-
-T0 = 1_700_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import T0, FakeClock
+from tests.support.waiting import wait_for
 
 
 def task(task_id: str, name: str, queue: str, start: float | None = None) -> dict:
@@ -93,12 +85,7 @@ class FakeQueueReader:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def model(clock: Clock) -> Model:
+def model(clock: FakeClock) -> Model:
     return Model(runtime_buckets=(1.0,), queue_wait_buckets=(1.0,), max_tasks=100,
                  max_task_names=100, worker_timeout=30.0, worker_retention=3600.0, clock=clock)
 
@@ -111,8 +98,9 @@ def broadcaster() -> FakeBroadcaster:
 
 
 def make_poller(model: Model, broadcaster: FakeBroadcaster, reader: FakeQueueReader,
-                clock: Clock, **kwargs: Any) -> Poller:
-    return Poller(None, model, interval=15.0, timeout=1.0, enable_events=True,
+                clock: FakeClock, health: Health | None = None, **kwargs: Any) -> Poller:
+    return Poller(None, model, health or Health(), interval=15.0, timeout=1.0,
+                  enable_events=True,
                   broadcaster=broadcaster, queue_reader=reader, clock=clock, **kwargs)
 
 
@@ -194,8 +182,9 @@ def test_a_worker_is_forgotten_by_the_timeout_counter(model, broadcaster, clock)
     assert poller.poll_once().inspect_timeouts == {}
 
 
-def test_failed_calls_are_counted_in_the_model_and_values_carried(model, broadcaster, clock):
-    poller = make_poller(model, broadcaster, FakeQueueReader(), clock)
+def test_failed_calls_are_counted_in_the_health_and_values_carried(model, broadcaster, clock):
+    health = Health()
+    poller = make_poller(model, broadcaster, FakeQueueReader(), clock, health)
     poller.poll_once()
     broadcaster.fail = {"active_queues", "enable_events"}
     snap = poller.poll_once()
@@ -203,18 +192,19 @@ def test_failed_calls_are_counted_in_the_model_and_values_carried(model, broadca
     assert broadcaster.calls[-2:] == [("enable_events", None), ("active_queues", None)]
     assert snap.reserved == {("add", "a"): 2}
     assert snap.inspect_timeouts == {}
-    assert model.snapshot().poll_errors == {"active_queues": 1, "enable_events": 1}
+    assert health.snapshot().poll_errors == {"active_queues": 1, "enable_events": 1}
 
 
 def test_a_failed_queue_read_keeps_lengths_one_round_and_reconnects(model, broadcaster, clock):
     reader = FakeQueueReader({"a": 5})
-    poller = make_poller(model, broadcaster, reader, clock)
+    health = Health()
+    poller = make_poller(model, broadcaster, reader, clock, health)
     poller.poll_once()
     reader.fail = True
     assert [q.lengths["0"] for q in poller.poll_once().queues] == [5]
     assert reader.closed == 1
     assert poller.poll_once().queues == ()
-    assert model.snapshot().poll_errors == {"queue_lengths": 2}
+    assert health.snapshot().poll_errors == {"queue_lengths": 2}
 
 
 def test_a_queue_nobody_consumes_any_more_is_forgotten_unless_configured(
@@ -238,7 +228,7 @@ def test_broker_consumer_counts_win_over_worker_counts(model, broadcaster, clock
 
 
 def test_without_enable_events_no_enable_broadcast(model, broadcaster, clock):
-    poller = Poller(None, model, interval=15.0, timeout=1.0, enable_events=False,
+    poller = Poller(None, model, Health(), interval=15.0, timeout=1.0, enable_events=False,
                     broadcaster=broadcaster, queue_reader=FakeQueueReader(), clock=clock)
     poller.poll_once()
     assert ("enable_events", None) not in broadcaster.calls
@@ -264,13 +254,11 @@ def test_scrapes_never_call_the_broker_or_the_workers(model, broadcaster, clock)
 
 
 def test_the_thread_polls_until_stopped(model, broadcaster):
-    poller = Poller(None, model, interval=0.05, timeout=1.0, enable_events=False,
+    poller = Poller(None, model, Health(), interval=0.05, timeout=1.0, enable_events=False,
                     broadcaster=broadcaster, queue_reader=FakeQueueReader())
     poller.start()
-    deadline = time.monotonic() + 5
-    while sum(c == "active_queues" for c, _ in broadcaster.calls) < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_for(lambda: sum(c == "active_queues" for c, _ in broadcaster.calls) >= 2, 5,
+             interval=0.01, message="two rounds")
     poller.stop()
     assert not poller.is_alive()
     assert poller.latest() is not None
