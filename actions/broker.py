@@ -3,7 +3,17 @@ result backend. :class:`Broker` is what the services need; :class:`CeleryBroker`
 a Celery app of the exporter's own (:func:`make_action_app`), so tests can pass a fake.
 
 Every method turns an unreachable broker or backend into
-:class:`~actions.errors.BrokerUnavailable` (503).
+:class:`~actions.errors.BrokerUnavailable` (503) and a broker's refusal into
+:class:`~actions.errors.BrokerRefused` (409) with the broker's reason
+(:func:`~actions.errors.broker_errors`).
+
+A retry declares nothing: it publishes to the default exchange (``""``) with the queue's name
+as routing key, which delivers to that queue whatever arguments it was declared with
+(``x-max-priority``, ``x-queue-type=quorum``, …). Declaring it again with other arguments — what
+``send_task(queue=name)`` does — makes RabbitMQ close the channel with ``406
+PRECONDITION_FAILED - inequivalent arg``. On RabbitMQ, :meth:`CeleryBroker.check_queue` asks
+(passive declare) whether the queue exists, since a message published to a queue that does not
+exist is dropped without an error.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from celery import Celery
 
 from actions.errors import NotEligible, NotSupported, broker_errors
 from exporter.config import Settings
+from exporter.poll.amqp_queues import AmqpQueueReader
 from exporter.poll.redis_queues import PendingMessage, RedisQueueReader
 
 log = logging.getLogger(__name__)
@@ -45,6 +56,20 @@ class Outgoing:
 
 
 @dataclass(frozen=True)
+class QueueCheck:
+    """What the broker said of a queue (RabbitMQ: a passive ``queue.declare``): whether it
+    ``exists``, its ready ``messages`` and ``consumers`` (``None`` when it does not exist), and
+    ``vhost``: the virtual host asked.
+    """
+
+    queue: str
+    exists: bool
+    messages: int | None
+    consumers: int | None
+    vhost: str
+
+
+@dataclass(frozen=True)
 class HeldTask:
     """A task a worker holds now (``inspect query_task``): ``where`` is ``active`` (running),
     ``reserved`` (prefetched) or ``scheduled`` (waiting for its ETA).
@@ -59,7 +84,10 @@ class Broker(Protocol):
     """What the action services do with the broker and the result backend."""
 
     def send(self, message: Outgoing, task_id: str) -> None:
-        """Publish ``message`` as task ``task_id``."""
+        """Publish ``message`` as task ``task_id``, declaring nothing."""
+
+    def check_queue(self, queue: str) -> QueueCheck | None:
+        """Ask the broker about ``queue``; ``None`` when this broker cannot tell."""
 
     def revoke(self, task_id: str, *, terminate: bool, signal: str | None) -> None:
         """Broadcast ``revoke`` to the workers."""
@@ -124,18 +152,21 @@ class CeleryBroker:
         return bool(self.result_backend)
 
     def send(self, message: Outgoing, task_id: str) -> None:
-        """``app.send_task`` by name, with the original routing.
+        """``app.send_task`` by name to ``message.exchange`` (``None``: the default exchange
+        ``""``) and ``message.routing_key`` (default: the queue's name), with ``declare=[]``:
+        no queue or exchange is declared, so a queue declared with arguments is used as it is.
 
         Raises:
             BrokerUnavailable: the broker did not take the message.
+            BrokerRefused: the broker refused it (its reason in ``broker_reason``).
             NotEligible: the arguments cannot be serialised (``not-serialisable``).
 
         """
-        options: dict[str, Any] = {}
-        if message.routing_key:
-            options["routing_key"] = message.routing_key
-        if message.exchange:
-            options["exchange"] = message.exchange
+        options: dict[str, Any] = {
+            "exchange": message.exchange or "",
+            "routing_key": message.routing_key or message.queue,
+            "declare": [],
+        }
         if message.priority is not None:
             options["priority"] = message.priority
         try:
@@ -145,6 +176,33 @@ class CeleryBroker:
         except kombu.exceptions.EncodeError as exc:
             raise NotEligible(f"the arguments cannot be serialised: {exc}",
                               reason="not-serialisable") from exc
+
+    def check_queue(self, queue: str) -> QueueCheck | None:
+        """RabbitMQ: a passive declare of ``queue`` (creates nothing; see
+        :class:`~exporter.poll.amqp_queues.AmqpQueueReader`). Other brokers: ``None`` — a
+        Redis queue is a list that the first message creates, so an empty queue and a missing
+        one look the same.
+
+        Raises:
+            BrokerUnavailable: the broker did not answer.
+            BrokerRefused: another channel-level refusal (e.g. 403 ACCESS_REFUSED).
+
+        """
+        connection = self.app.connection_for_write()
+        if connection.transport.driver_type != "amqp":
+            connection.release()
+            return None
+        vhost = str(connection.virtual_host)
+        reader = AmqpQueueReader(connection)
+        try:
+            with broker_errors():
+                state = reader.declare(queue)
+        finally:
+            reader.close()  # releases the connection
+        if state is None:
+            return QueueCheck(queue, exists=False, messages=None, consumers=None, vhost=vhost)
+        return QueueCheck(queue, exists=True, messages=sum(state.lengths.values()),
+                          consumers=state.consumers, vhost=vhost)
 
     def revoke(self, task_id: str, *, terminate: bool, signal: str | None) -> None:
         """``app.control.revoke`` (a broadcast to the workers online now; no reply awaited).

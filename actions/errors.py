@@ -6,7 +6,25 @@ and the ``retry``/``cancel``/``tasks`` commands print them. Each class carries i
 and a problem ``slug`` so that the mapping is data, not if-chains.
 
 Infrastructure errors are translated at the call site with :func:`broker_errors` and
-:func:`history_errors`, so a broker or database outage becomes a 503, never a 500.
+:func:`history_errors`, so a broker or database outage becomes a 503, never a 500, and a broker
+that refuses an operation becomes a 409 or 503 with the broker's own words:
+
+==========================================  ==============================================
+the broker's answer                         error
+==========================================  ==============================================
+AMQP channel error (404 NOT_FOUND, 406      :class:`BrokerRefused` (409), ``reason``
+PRECONDITION_FAILED, 403 ACCESS_REFUSED,    ``broker-refused``, ``broker_reason`` the reply
+405 RESOURCE_LOCKED)                        text: this request cannot succeed as it is
+AMQP connection error (320                  :class:`BrokerUnavailable` (503) with the reply
+CONNECTION_FORCED, 530 NOT_ALLOWED, …),     text: the broker closed the connection or took
+a publish the broker nacked                 nothing; trying again later may work
+Redis error reply: OOM, READONLY, LOADING,  :class:`BrokerUnavailable` (503)
+BUSY, MASTERDOWN, CLUSTERDOWN, MISCONF,
+NOREPLICAS, TRYAGAIN
+any other Redis error reply (WRONGTYPE, …)  :class:`BrokerRefused` (409)
+unreachable (sockets, kombu                 :class:`BrokerUnavailable` (503)
+``OperationalError``, timeouts)
+==========================================  ==============================================
 """
 
 from __future__ import annotations
@@ -16,6 +34,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
+import amqp.exceptions
 import kombu.exceptions
 import redis.exceptions
 import sqlalchemy.exc
@@ -57,6 +76,16 @@ class NotEligible(ActionError):
     """
 
     status, slug, title = 409, "not-eligible", "Task not eligible"
+
+
+class BrokerRefused(ActionError):
+    """The broker answered and refused the operation (409): a queue that does not exist
+    (``reason`` ``queue-missing``), or any other refusal (``reason`` ``broker-refused``, with
+    ``broker_reason``: the broker's reply text, e.g. ``PRECONDITION_FAILED - inequivalent arg
+    'x-max-priority' for queue 'prio' …``). Nothing was sent.
+    """
+
+    status, slug, title = 409, "broker-refused", "Broker refused"
 
 
 class NotSupported(ActionError):
@@ -102,11 +131,53 @@ HISTORY_EXCEPTIONS: tuple[type[BaseException], ...] = (
 )
 
 
+#: Redis error replies that describe the server's condition, not the request: worth trying
+#: again later (503). redis-py raises its own class for some (and drops their code from the
+#: message); the others are recognised by their code. Any other error reply is a refusal of
+#: the request (409).
+REDIS_TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError,
+    redis.exceptions.TryAgainError, redis.exceptions.MasterDownError,
+    redis.exceptions.ClusterDownError,
+)
+REDIS_TRANSIENT_CODES = ("BUSY", "MISCONF", "NOREPLICAS")
+
+
+def _reply_text(exc: BaseException) -> str:
+    """The broker's words: an AMQP error's ``reply_text`` with its code and name (``406
+    PRECONDITION_FAILED - inequivalent arg …``), else the exception's message.
+    """
+    text = getattr(exc, "reply_text", None)
+    if isinstance(exc, amqp.exceptions.AMQPError) and text:
+        code = getattr(exc, "reply_code", None)
+        return f"{code} {text}" if code and not str(text).startswith(str(code)) else str(text)
+    return describe(exc)
+
+
 @contextmanager
 def broker_errors(what: str = "broker") -> Iterator[None]:
-    """Turn broker connection failures inside the block into :class:`BrokerUnavailable`."""
+    """Translate what the broker (or result backend, ``what``) raises inside the block: a
+    refusal becomes :class:`BrokerRefused`, an outage :class:`BrokerUnavailable` (see the
+    module's table).
+    """
     try:
         yield
+    except amqp.exceptions.ChannelError as exc:
+        reason = _reply_text(exc)
+        raise BrokerRefused(f"the {what} refused it: {reason}", reason="broker-refused",
+                            broker_reason=reason) from exc
+    except (amqp.exceptions.ConnectionError, amqp.exceptions.MessageNacked) as exc:
+        raise BrokerUnavailable(
+            f"the {what} took nothing: {_reply_text(exc) or 'the publish was nacked'}",
+            broker_reason=_reply_text(exc) or None) from exc
+    except redis.exceptions.ResponseError as exc:
+        reason = str(exc)
+        if (isinstance(exc, REDIS_TRANSIENT_ERRORS)
+                or reason.split(" ", 1)[0] in REDIS_TRANSIENT_CODES):
+            raise BrokerUnavailable(f"the {what} took nothing: {reason}",
+                                    broker_reason=reason) from exc
+        raise BrokerRefused(f"the {what} refused it: {reason}", reason="broker-refused",
+                            broker_reason=reason) from exc
     except BROKER_EXCEPTIONS as exc:
         raise BrokerUnavailable(f"the {what} did not answer ({describe(exc)})") from exc
 

@@ -11,6 +11,14 @@ Eligibility (each refusal is :class:`~actions.errors.NotEligible` with a ``reaso
   backend's stored ``queue`` is used when the history has none);
 - ``arguments-unavailable``: see :mod:`actions.arguments`.
 
+Where it goes: the original queue, by name — published to the default exchange with the
+queue's name as routing key and nothing declared, so a RabbitMQ queue declared with arguments
+(``x-max-priority``, quorum) receives it as it is. Before sending (and on a dry run, instead of
+sending) the broker is asked about that queue (:meth:`~actions.broker.Broker.check_queue`,
+RabbitMQ only): a queue that does not exist is :class:`~actions.errors.BrokerRefused`
+``queue-missing`` (a message published there would be dropped silently); one without consumers
+is sent with a warning.
+
 A retry publishes first and records afterwards (:func:`exporter.history.record_retry`: the new
 row's ``retry_of``, the old row's ``manual_retry_count``, an audit row with the actor): a
 message that could not be sent is never recorded as sent. If the recording fails, the answer
@@ -29,6 +37,7 @@ from actions.arguments import resolve_arguments
 from actions.broker import Outgoing
 from actions.context import ActionContext
 from actions.errors import (
+    BrokerRefused,
     BrokerUnavailable,
     NotEligible,
     TaskNotFound,
@@ -40,6 +49,7 @@ from actions.schemas import (
     BulkRetryItem,
     BulkRetryResult,
     OutgoingTask,
+    QueueCheckInfo,
     RetryResult,
 )
 from exporter.history import Execution, get_execution, list_executions, record_action, record_retry
@@ -48,6 +58,8 @@ from exporter.logs import describe
 log = logging.getLogger(__name__)
 
 _PAGE = 1000
+#: The exchange a retry publishes to: AMQP's default exchange routes by queue name.
+DEFAULT_EXCHANGE = ""
 
 
 @dataclass(frozen=True)
@@ -122,10 +134,36 @@ def plan_retry(ctx: ActionContext, task_id: str, *, include_revoked: bool = Fals
                           "True (or workers result_extended=True)", reason="queue-unknown")
     message = OutgoingTask(
         task_name=row.name, args=arguments.args, kwargs=arguments.kwargs, queue=queue,
-        routing_key=row.routing_key, exchange=row.exchange or None, priority=row.priority,
+        routing_key=queue, exchange=DEFAULT_EXCHANGE, priority=row.priority,
         argument_source=arguments.source,  # type: ignore[arg-type]
     )
     return RetryPlan(row, message)
+
+
+def check_destination(ctx: ActionContext, queue: str) -> tuple[QueueCheckInfo | None, list[str]]:
+    """Ask the broker about the queue a retry publishes to (RabbitMQ: passive declare).
+
+    Returns:
+        ``(what the broker said, warnings)``: ``None`` when the broker cannot tell (Redis); a
+        warning when nobody consumes the queue.
+
+    Raises:
+        BrokerRefused: ``queue-missing``, or another refusal with the broker's reason.
+        BrokerUnavailable: the broker did not answer.
+
+    """
+    check = ctx.broker.check_queue(queue)
+    if check is None:
+        return None, []
+    if not check.exists:
+        raise BrokerRefused(
+            f"RabbitMQ has no queue {queue!r} in vhost {check.vhost!r} (404 NOT_FOUND to a "
+            "passive declare): a retry published there would be dropped. Start a worker that "
+            "declares it, then retry.", reason="queue-missing")
+    warnings = [] if check.consumers else [
+        f"no consumer on queue {queue!r} now: the retry waits there until a worker consumes it"]
+    return QueueCheckInfo(queue=queue, exists=True, messages=check.messages,
+                          consumers=check.consumers), warnings
 
 
 def _record(ctx: ActionContext, plan: RetryPlan, new_id: str, actor: str) -> list[str]:
@@ -153,26 +191,33 @@ def retry_task(ctx: ActionContext, task_id: str, *, actor: str, include_revoked:
     """Retry one execution (or, with ``dry_run``, show exactly what would be sent).
 
     Returns:
-        The new task id (``None`` on a dry run), the message, the manual retry count after.
+        The new task id (``None`` on a dry run), the message, what the broker said of the
+        queue (:func:`check_destination`), the manual retry count after, warnings.
 
     Raises:
         TaskNotFound, NotEligible, HistoryDisabled, HistoryUnavailable: see :func:`plan_retry`.
-        BrokerUnavailable: the broker did not take the message (nothing was recorded).
+        BrokerRefused: the queue does not exist, or the broker refused the message (409).
+        BrokerUnavailable: the broker did not answer or take the message (503).
+        Nothing is recorded after either.
 
     """
     with ctx.retry_lock:
         plan = plan_retry(ctx, task_id, include_revoked=include_revoked)
-        if dry_run:
-            return RetryResult(task_id=task_id, dry_run=True, new_task_id=None,
-                               sent=plan.message, manual_retry_count=plan.row.manual_retry_count)
-        new_id = str(uuid.uuid4())
         m = plan.message
+        queue_check, warnings = check_destination(ctx, m.queue or "")
+        if dry_run:
+            return RetryResult(task_id=task_id, dry_run=True, new_task_id=None, sent=m,
+                               queue_check=queue_check,
+                               manual_retry_count=plan.row.manual_retry_count,
+                               warnings=warnings)
+        new_id = str(uuid.uuid4())
         ctx.broker.send(Outgoing(m.task_name, m.args, m.kwargs, m.queue, m.routing_key,
                                  m.exchange, m.priority), new_id)
-        warnings = _record(ctx, plan, new_id, actor)
+        warnings += _record(ctx, plan, new_id, actor)
     log.info("action=retry task_id=%s new_task_id=%s name=%s queue=%s source=%s actor=%s",
              task_id, new_id, m.task_name, m.queue, m.argument_source, actor)
     return RetryResult(task_id=task_id, dry_run=False, new_task_id=new_id, sent=m,
+                       queue_check=queue_check,
                        manual_retry_count=plan.row.manual_retry_count + 1, warnings=warnings)
 
 
@@ -215,8 +260,9 @@ def bulk_retry(ctx: ActionContext, selection: BulkRetryFilter, *, actor: str
                ) -> BulkRetryResult:
     """Retry (or, by default, list) every execution the filter selects.
 
-    Each one is checked like a single retry; an ineligible one is ``skipped`` with the reason.
-    When the broker stops answering, the rest are skipped without being tried.
+    Each one is checked like a single retry; an ineligible one, or one the broker refuses (its
+    queue is missing), is ``skipped`` with the reason. When the broker stops answering, the
+    rest are skipped without being tried.
 
     Raises:
         InvalidParameter, HistoryDisabled, HistoryUnavailable: see :func:`select_for_bulk`.
@@ -233,7 +279,7 @@ def bulk_retry(ctx: ActionContext, selection: BulkRetryFilter, *, actor: str
         try:
             result = retry_task(ctx, row.task_id, actor=actor, dry_run=selection.dry_run,
                                 include_revoked=selection.include_revoked)
-        except (NotEligible, TaskNotFound) as exc:
+        except (NotEligible, TaskNotFound, BrokerRefused) as exc:
             items.append(BulkRetryItem(task_id=row.task_id, outcome="skipped", reason=exc.detail))
         except BrokerUnavailable as exc:
             broker_down = exc.detail

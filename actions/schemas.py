@@ -265,12 +265,27 @@ class OutgoingTask(_Model):
     args: list[Any] = Field(description="Positional arguments (JSON).")
     kwargs: dict[str, Any] = Field(description="Keyword arguments (JSON).")
     queue: str | None = Field(description="Queue of the original execution.")
-    routing_key: str | None
-    exchange: str | None = Field(description="null: the queue's exchange.")
+    routing_key: str | None = Field(description="The queue's name: with the default exchange "
+                                                "it delivers to that queue.")
+    exchange: str | None = Field(description="`\"\"`: the default exchange. Nothing is "
+                                             "declared, so a queue declared with arguments "
+                                             "(x-max-priority, quorum) is used as it is.")
     priority: int | None = Field(description="null: not known; the queue's default applies.")
     argument_source: ArgumentSource = Field(
         description="result_backend: the arguments the worker stored (result_extended); "
                     "history_repr: parsed from the event's argument repr.")
+
+
+class QueueCheckInfo(_Model):
+    """What the broker said of the queue a retry publishes to, just before it sent (or, on a
+    dry run, instead of sending): RabbitMQ's answer to a passive declare.
+    """
+
+    queue: str
+    exists: bool = Field(description="The queue exists (a missing one is a 409 instead).")
+    messages: int | None = Field(description="Messages ready in it (not those being worked "
+                                             "on).")
+    consumers: int | None = Field(description="Consumers of it (0: the retry waits there).")
 
 
 class RetryResult(_Model):
@@ -280,10 +295,15 @@ class RetryResult(_Model):
     dry_run: bool
     new_task_id: str | None = Field(description="Id of the new execution; null on a dry run.")
     sent: OutgoingTask
+    queue_check: QueueCheckInfo | None = Field(
+        default=None, description="The broker's answer about the queue (RabbitMQ); null when "
+                                  "the broker cannot tell (Redis: a queue is a list the first "
+                                  "message creates).")
     manual_retry_count: int = Field(
         description="Manual retries of the original after this call.")
     warnings: list[str] = Field(default_factory=list,
-                                description="Sent, but something could not be recorded.")
+                                description="No consumer on the queue; sent but something "
+                                            "could not be recorded.")
 
 
 class BulkRetryFilter(_Model):
@@ -352,6 +372,10 @@ class Problem(_Model):
     status: int
     detail: str | None = None
     reason: str | None = Field(default=None,
-                               description="409: stable code of why the task is not eligible.")
+                               description="409: stable code of why the task is not eligible "
+                                           "or the broker refused.")
+    broker_reason: str | None = Field(
+        default=None, description="The broker's own words when it refused or closed the "
+                                  "connection (`406 PRECONDITION_FAILED - …`).")
     errors: list[dict[str, Any]] | None = Field(
         default=None, description="400: every invalid parameter (`loc`, `msg`).")

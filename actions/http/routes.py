@@ -18,8 +18,8 @@ GET     /openapi.json                       the OpenAPI 3.1 document
 ======  ==================================  ======================================================
 
 Errors: 400 bad parameters, 401 no/wrong token, 403 no token configured, 404 unknown task,
-409 not eligible (with ``reason``), 413 body too large, 501 pending messages on a non-Redis
-broker, 503 broker / history unavailable or history disabled.
+409 not eligible or refused by the broker (with ``reason``), 413 body too large, 501 pending
+messages on a non-Redis broker, 503 broker / history unavailable or history disabled.
 """
 
 from __future__ import annotations
@@ -58,10 +58,12 @@ _PROBLEM_TEXT = {
     401: "No token, or the wrong one (`Authorization: Bearer <token>`).",
     403: "The action API has no token configured (JOBMON_API_TOKEN).",
     404: "No such task.",
-    409: "The task is not eligible; `reason` says why.",
+    409: "The task is not eligible, or the broker refused (`Broker refused`: its words in "
+         "`broker_reason`); `reason` says why.",
     413: "Request body above --api-max-body-bytes.",
     501: "Not possible on this broker (RabbitMQ).",
-    503: "Broker or history unavailable, history disabled, or no poll round yet.",
+    503: "Broker unavailable or took nothing, history unavailable or disabled, or no poll "
+         "round yet.",
 }
 _COMMON = (400, 401, 403)
 

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import insert, select
 from starlette.testclient import TestClient
 
-from actions.broker import HeldTask, Outgoing
+from actions.broker import HeldTask, Outgoing, QueueCheck
 from actions.context import ActionContext, KnownTask
 from actions.errors import BrokerUnavailable, NotSupported
 from actions.http.auth import Verdict, authorize
@@ -39,6 +39,8 @@ class FakeBroker:
         self.result_backend = True
         self.down = False
         self.pending_messages: list[PendingMessage] | None = []
+        #: What check_queue answers (None: a broker that cannot tell, like Redis).
+        self.queues: dict[str, QueueCheck] | None = None
 
     @property
     def has_result_backend(self) -> bool:
@@ -48,6 +50,11 @@ class FakeBroker:
         if self.down:
             raise BrokerUnavailable("the broker did not answer (ConnectionError)")
         self.sent.append((message, task_id))
+
+    def check_queue(self, queue: str) -> QueueCheck | None:
+        if self.queues is None:
+            return None
+        return self.queues.get(queue, QueueCheck(queue, False, None, None, "/"))
 
     def revoke(self, task_id: str, *, terminate: bool, signal: str | None) -> None:
         self.revoked.append((task_id, terminate, signal))
@@ -217,14 +224,15 @@ def test_retry_sends_the_stored_arguments_and_records_the_link(client, engine, b
     assert dry.status_code == 200
     assert dry.json()["sent"] == {"task_name": "app.charge", "args": [1, "a"],
                                   "kwargs": {"x": [2]}, "queue": "b", "routing_key": "b",
-                                  "exchange": None, "priority": None,
+                                  "exchange": "", "priority": None,
                                   "argument_source": "result_backend"}
+    assert (dry.json()["queue_check"], dry.json()["warnings"]) == (None, [])
     assert broker.sent == []
 
     done = client.post("/api/v1/tasks/t1/retry")
     assert done.status_code == 202
     new_id = done.json()["new_task_id"]
-    assert broker.sent == [(Outgoing("app.charge", [1, "a"], {"x": [2]}, "b", "b", None, None),
+    assert broker.sent == [(Outgoing("app.charge", [1, "a"], {"x": [2]}, "b", "b", "", None),
                             new_id)]
     original, new = get_execution(engine, "t1"), get_execution(engine, new_id)
     assert (original.manual_retry_count, original.updated_by_action) == (1, "retry")
@@ -257,6 +265,27 @@ def test_retry_eligibility_refusals_are_409_with_a_reason(client, engine):
     assert "include_revoked=true" in revoked["detail"]
     assert client.post("/api/v1/tasks/revoked/retry?include_revoked=true").status_code == 202
     problem(client.post("/api/v1/tasks/unknown/retry"), 404)
+
+
+def test_retry_checks_the_queue_it_publishes_to(client, engine, broker):
+    add_row(engine, "t1", routing_key="b.key", exchange="tasks")
+    broker.queues = {"b": QueueCheck("b", True, 3, 0, "jobs")}
+    dry = client.post("/api/v1/tasks/t1/retry?dry_run=true").json()
+    # The original went through exchange "tasks"; the retry goes to queue b by name.
+    assert (dry["sent"]["exchange"], dry["sent"]["routing_key"]) == ("", "b")
+    assert dry["queue_check"] == {"queue": "b", "exists": True, "messages": 3, "consumers": 0}
+    assert dry["warnings"] == [
+        "no consumer on queue 'b' now: the retry waits there until a worker consumes it"]
+    broker.queues = {}
+    for path in ("/api/v1/tasks/t1/retry?dry_run=true", "/api/v1/tasks/t1/retry"):
+        body = problem(client.post(path), 409)
+        assert (body["title"], body["reason"], body["type"]) == (
+            "Broker refused", "queue-missing", "tag:celery-jobmon,2025:problem:broker-refused")
+        assert body["detail"].startswith("RabbitMQ has no queue 'b' in vhost '/' (404 NOT_FOUND")
+    assert broker.sent == []
+    bulk = client.post("/api/v1/tasks/retry", json={"dry_run": False}).json()
+    assert [(i["outcome"], i["reason"][:26]) for i in bulk["items"]] == [
+        ("skipped", "RabbitMQ has no queue 'b' ")]
 
 
 def test_retry_with_the_broker_down_is_503_and_records_nothing(client, engine, broker):
