@@ -115,6 +115,7 @@ def build_service(settings: Settings) -> Service:
     poller = Poller(app, model, health, interval=settings.inspect_interval,
                     timeout=settings.inspect_timeout, enable_events=settings.enable_events,
                     queues=settings.queues, queue_forget_after=settings.queue_forget_after,
+                    management_url=settings.rabbitmq_management_url,
                     sent_time=model.sent_time)
     metrics = MetricsEndpoint(Scrape(exporter_sources(
         settings.metric_prefix, model, health, poller.latest,

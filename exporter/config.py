@@ -44,7 +44,8 @@ DEFAULT_EVENT_QUEUE_EXPIRES = 3600.0
 DEFAULT_INSPECT_INTERVAL = 15.0
 DEFAULT_INSPECT_TIMEOUT = 2.0
 DEFAULT_RECONNECT_MAX_INTERVAL = 30.0
-#: A queue no worker consumes any more (and not given with --queue) is dropped after this long.
+#: An empty queue no worker consumes any more (and not given with --queue) is dropped after this
+#: long; a queue holding messages never is.
 DEFAULT_QUEUE_FORGET_AFTER = 600.0
 #: Bytes of UTF-8 kept of args, kwargs, result, exception message and traceback.
 DEFAULT_HISTORY_MAX_FIELD_BYTES = 4096
@@ -217,6 +218,20 @@ def history_url_problem(url: str) -> str | None:
     return None
 
 
+def management_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the RabbitMQ management API (not ``http(s)://host[:port]``), or
+    ``None``. The message never repeats the URL.
+    """
+    from exporter.poll.rabbitmq_management import queues_endpoint
+
+    try:
+        queues_endpoint(url, "/")
+    except ValueError:
+        return ("--rabbitmq-management-url: an http:// or https:// URL such as "
+                "http://rabbitmq:15672 (credentials: the broker's unless given)")
+    return None
+
+
 def accept_content_problems(names: Iterable[str]) -> list[str]:
     """Content types (``--accept-content``) kombu has no serializer for."""
     from kombu.exceptions import SerializerNotInstalled
@@ -288,6 +303,9 @@ class Settings:
     task_hostname_label: bool = False
     queues: tuple[str, ...] = ()
     queue_forget_after: float = DEFAULT_QUEUE_FORGET_AFTER
+    #: RabbitMQ management API (``http://user:password@host:15672``) the poller lists the
+    #: vhost's queues with; ``None``: queues are found over AMQP and from events only.
+    rabbitmq_management_url: str | None = None
     history: bool = True
     history_url: str | None = None
     history_required: bool = False
@@ -318,6 +336,7 @@ class Settings:
         """
         found = url_passwords(self.broker_url) | option_passwords(self.transport_options)
         found |= url_passwords(self.result_backend or "")
+        found |= url_passwords(self.rabbitmq_management_url or "")
         if self.api_token:
             found.add(self.api_token)
         return found | url_passwords(self.history_url or "")
@@ -366,6 +385,11 @@ class Settings:
             found.append(history_problem)
         if self.queue_forget_after < 0:
             found.append("--queue-forget-after: 0 or more")
+        management = self.rabbitmq_management_url
+        management_problem = (management_url_problem(management)
+                              if management is not None else None)
+        if management_problem:
+            found.append(management_problem)
         if self.inspect_interval <= 0 or self.inspect_timeout <= 0:
             found.append("--inspect-interval / --inspect-timeout: greater than 0")
         if not self.accept_content:

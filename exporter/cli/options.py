@@ -133,8 +133,12 @@ SERVE_OPTIONS: list[Decorator] = [
                 "that workers consume are found by inspect. In the environment: "
                 "space-separated."),
     option("--queue-forget-after", type=DURATION, default=seconds(c.DEFAULT_QUEUE_FORGET_AFTER),
-           help="A queue no worker consumes any more, and not given with --queue, is dropped "
-                "after this long."),
+           help="An empty queue no worker consumes any more, and not given with --queue, is "
+                "dropped after this long (a queue holding messages never is)."),
+    option("--rabbitmq-management-url", default=None, metavar="URL",
+           help="RabbitMQ management API (http://user:password@rabbitmq:15672; credentials: "
+                "the broker's unless given) to find the vhost's queues holding messages that "
+                "no worker consumes and no task-sent event named. RabbitMQ brokers only."),
     option("--redis-fast-path/--no-redis-fast-path", default=True,
            help="On redis:// and rediss:// brokers, read events with redis-py directly "
                 "(several times faster); off: Celery's kombu receiver, as on RabbitMQ."),

@@ -9,6 +9,10 @@ message can be read without consuming it, so there is no oldest-message age.
 A queue that does not exist makes the broker close the *channel* with ``404 NOT_FOUND``: the
 queue is reported absent (left out: no series, not a fake 0) and the next declare runs on a
 usable channel (py-amqp reopens the channel itself; any other client's channel is replaced).
+
+AMQP cannot list queues: :meth:`AmqpQueueReader.find_queues` asks the management API when
+one is configured (:mod:`exporter.poll.rabbitmq_management`) and finds nothing otherwise;
+the poller then knows queues from workers, ``task-sent`` events and ``--queue``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 from kombu import Connection
 
+from exporter.poll.rabbitmq_management import ManagementApi, waiting_queues
 from exporter.poll.snapshot import NO_PRIORITY, QueueState, SentTime
 
 log = logging.getLogger(__name__)
@@ -53,11 +58,15 @@ class AmqpQueueReader:
 
     Args:
         connection: a kombu ``Connection`` to an AMQP broker (not necessarily connected yet).
+        management: the management API of the connection's vhost, to find queues with
+            (``None``: none are found).
 
     """
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, management: ManagementApi | None = None
+                 ) -> None:
         self.connection = connection
+        self.management = management
         self._channel: Any = None
 
     def _channel_for_use(self) -> Any:
@@ -121,6 +130,18 @@ class AmqpQueueReader:
             else:
                 states[queue] = state
         return states
+
+    def find_queues(self) -> set[str]:
+        """Queues of the vhost holding ready messages, from the management API; empty
+        without one.
+
+        Raises:
+            OSError, ValueError: as :meth:`ManagementApi.queues`.
+
+        """
+        if self.management is None:
+            return set()
+        return waiting_queues(self.management.queues())
 
     def close(self) -> None:
         """Close the channel and release the connection; the next read connects again."""

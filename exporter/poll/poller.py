@@ -11,8 +11,11 @@ One round every ``--inspect-interval`` seconds (start to start):
    broadcasts addressed to the workers that answered step 2, each returning as soon as all of
    them answered (``limit``), so a round takes about one timeout plus a few round trips;
 4. queue lengths (Redis ``LLEN`` pipeline / RabbitMQ passive declare) of the ``--queue`` names,
-   every queue a worker reports consuming, and queues consumed within
-   ``--queue-forget-after``.
+   every queue a worker reports consuming, the queues found on the broker (Redis binding
+   keys, the RabbitMQ management API; looked up at most every
+   :data:`QUEUE_DISCOVERY_INTERVAL`) and in ``task-sent`` events, and the queues shown last
+   round; :class:`~exporter.poll.queue_tracker.QueueTracker` says which are shown (a queue
+   holding messages always is).
 
 The round ends by publishing a new immutable :class:`PollSnapshot` with one attribute
 assignment; scrapes read it through :meth:`Poller.latest` and never cause a broker call.
@@ -32,7 +35,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from celery import Celery
 
@@ -45,6 +48,8 @@ from exporter.poll.inspect_replies import (
     parse_stats,
     parse_tasks,
 )
+from exporter.poll.queue_tracker import QueueTracker
+from exporter.poll.rabbitmq_management import ManagementApi
 from exporter.poll.redis_queues import RedisQueueReader
 from exporter.poll.snapshot import (
     Carried,
@@ -62,6 +67,10 @@ from exporter.state.model import Model
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKER_FORGET_AFTER = 600.0
+#: Seconds between two look-ups of the broker's queues (a Redis ``SCAN`` of the binding keys,
+#: a management API request); the first round looks at once, a failed look-up is retried at
+#: the next round.
+QUEUE_DISCOVERY_INTERVAL = 60.0
 #: Inspect calls addressed to the workers that answered ``active_queues``, in order.
 TARGETED_CALLS = ("active", "reserved", "scheduled", "stats")
 INSPECT_CALLS = ("active_queues", *TARGETED_CALLS)
@@ -86,6 +95,14 @@ class QueueReader(Protocol):
 
     def close(self) -> None:
         """Drop the connection; the next read reconnects."""
+
+
+@runtime_checkable
+class QueueFinder(Protocol):
+    """A queue reader that can also list the broker's task queues (both readers can)."""
+
+    def find_queues(self) -> set[str]:
+        """Names of the broker's queues worth reading (see each reader)."""
 
 
 class CeleryBroadcaster:
@@ -116,16 +133,21 @@ class CeleryBroadcaster:
         return result
 
 
-def queue_reader_for(app: Celery) -> QueueReader | None:
+def queue_reader_for(app: Celery, management_url: str | None = None) -> QueueReader | None:
     """A queue reader for the app's broker: Redis (``redis``, ``rediss``, ``sentinel``) or AMQP
     (``amqp``, ``pyamqp``, ``amqps``); ``None`` for other transports (no queue lengths).
+
+    ``management_url``: RabbitMQ management API (``--rabbitmq-management-url``) the AMQP
+    reader lists queues with; ignored on other brokers.
     """
     connection = app.connection_for_read()
     driver = connection.transport.driver_type
     if driver == "redis":
         return RedisQueueReader(connection)
     if driver == "amqp":
-        return AmqpQueueReader(connection)
+        management = (ManagementApi.for_connection(management_url, connection)
+                      if management_url else None)
+        return AmqpQueueReader(connection, management)
     connection.release()
     log.warning("queue lengths not supported transport=%s", driver)
     return None
@@ -146,13 +168,16 @@ class Poller(threading.Thread):
         app: Celery app connected to the broker (``app.control``; the broker connection for
             queue reads). May be ``None`` when ``broadcaster`` and ``queue_reader`` are given.
         model: receives the worker → queues map (:meth:`Model.set_worker_queues`); names
-            tasks (:meth:`Model.label_name`).
+            tasks (:meth:`Model.label_name`); names queues seen in ``task-sent`` events
+            (:meth:`Model.sent_queues`).
         health: counts the failed calls (:meth:`Health.count_poll_error`).
         interval: seconds between round starts; timeout: seconds to wait for inspect replies.
         enable_events: also broadcast ``enable_events`` each round.
         queues: queue names always read (``--queue``), consumed or not.
-        queue_forget_after: seconds a queue no worker consumes any more (and not in
-            ``queues``) is still read.
+        queue_forget_after: seconds an empty queue no worker consumes any more (and not in
+            ``queues``) is still shown (:class:`~exporter.poll.queue_tracker.QueueTracker`).
+        management_url: RabbitMQ management API URL to list queues with (``None``: AMQP
+            only: queues are found from ``task-sent`` events, :meth:`Model.sent_queues`).
         worker_forget_after: seconds after its last answer a worker still counts for
             ``celery_inspect_timeouts_total``.
         maxrss_scale: ``rusage.maxrss`` → bytes (1024: Linux workers).
@@ -175,6 +200,7 @@ class Poller(threading.Thread):
         enable_events: bool,
         queues: Iterable[str] = (),
         queue_forget_after: float = DEFAULT_QUEUE_FORGET_AFTER,
+        management_url: str | None = None,
         worker_forget_after: float = DEFAULT_WORKER_FORGET_AFTER,
         maxrss_scale: int = MAXRSS_SCALE_LINUX,
         sent_time: SentTime | None = None,
@@ -194,8 +220,8 @@ class Poller(threading.Thread):
         self.interval = interval
         self.timeout = timeout
         self.enable_events = enable_events
-        self.queues = tuple(dict.fromkeys(queues))
-        self.queue_forget_after = queue_forget_after
+        self.tracker = QueueTracker(queues, queue_forget_after)
+        self.management_url = management_url
         self.worker_forget_after = worker_forget_after
         self.maxrss_scale = maxrss_scale
         self.sent_time = sent_time
@@ -210,7 +236,8 @@ class Poller(threading.Thread):
         self._carried: dict[str, dict[str, Carried[Any]]] = {c: {} for c in INSPECT_CALLS}
         self._last_answer: dict[str, float] = {}
         self._timeouts: dict[str, int] = {}
-        self._queue_seen: dict[str, float] = {}
+        self._found: set[str] = set()
+        self._next_discovery = float("-inf")
         self._last_queues: tuple[QueueState, ...] = ()
         self._queues_fresh = False
 
@@ -307,20 +334,24 @@ class Poller(threading.Thread):
         self.health.count_poll_error(call)
         log.warning("poll call failed call=%s error=%s", call, type(exc).__name__)
 
-    def _queue_names(self, now: float, consumed: Mapping[str, Any]) -> list[str]:
-        for queues in consumed.values():
-            for queue in queues:
-                self._queue_seen[queue.name] = now
-        for name in [n for n, t in self._queue_seen.items()
-                     if now - t > self.queue_forget_after and n not in self.queues]:
-            del self._queue_seen[name]
-            log.info("queue forgotten queue=%s", name)
-        return sorted(set(self.queues) | set(self._queue_seen))
+    def _found_queues(self, now: float, reader: QueueReader) -> set[str]:
+        """Queues found on the broker (at most every :data:`QUEUE_DISCOVERY_INTERVAL`; the
+        last answer in between, or after a failed look-up) and in ``task-sent`` events.
+        """
+        if isinstance(reader, QueueFinder) and now >= self._next_discovery:
+            ok, found = self._guarded("queue_discovery", reader.find_queues)
+            if ok:
+                self._found = found
+                self._next_discovery = now + QUEUE_DISCOVERY_INTERVAL
+        return self._found | set(self.model.sent_queues())
 
     def _read_queues(self, now: float, consumed: Mapping[str, Any]) -> tuple[QueueState, ...]:
-        names = self._queue_names(now, consumed)
         reader = self._queue_reader()
-        if reader is None or not names:
+        if reader is None:
+            return ()
+        names = self.tracker.to_read(now, (q.name for qs in consumed.values() for q in qs),
+                                     self._found_queues(now, reader))
+        if not names:
             return ()
         ok, states = self._guarded("queue_lengths", lambda: reader.read(names, self.sent_time))
         if not ok:
@@ -332,7 +363,8 @@ class Poller(threading.Thread):
         result = tuple(
             state if state.consumers is not None
             else dataclasses.replace(state, consumers=workers.get(state.name, 0))
-            for name in names if (state := states.get(name)) is not None
+            for name in self.tracker.to_show(now, states)
+            if (state := states.get(name)) is not None
         )
         self._last_queues, self._queues_fresh = result, True
         return result
@@ -340,7 +372,7 @@ class Poller(threading.Thread):
     def _queue_reader(self) -> QueueReader | None:
         if self._reader is None and not self._reader_unavailable and self.app is not None:
             try:
-                self._reader = queue_reader_for(self.app)
+                self._reader = queue_reader_for(self.app, self.management_url)
             except Exception as exc:
                 self._count_error("queue_lengths", exc)
                 return None

@@ -14,6 +14,13 @@ over the step lists; so do we, in one pipeline.
 Messages a worker has fetched (prefetched, ETA, running) are no longer in these lists (they sit
 in kombu's ``unacked`` hash) and are reported by inspect instead (reserved/scheduled/active).
 
+Which queues exist: kombu records every binding of a declared queue (producers declare the
+queue they send to, workers the queues they consume) in a Redis set per exchange,
+``<global_keyprefix>_kombu.binding.<exchange>`` (``Channel.keyprefix_queue``), whose members
+are ``<routing_key><sep><pattern><sep><queue>`` (``Channel._queue_bind``). A queue's lists
+disappear when it is empty, its binding stays: :meth:`RedisQueueReader.find_queues` lists the
+queues from these sets (``SCAN`` + ``SMEMBERS``).
+
 I/O is thin: :class:`RedisQueueReader` runs the pipelines; key layout and message parsing are
 pure (:class:`RedisQueueLayout`, :func:`parse_message`, :func:`waiting_since`).
 """
@@ -36,18 +43,24 @@ from exporter.poll.snapshot import QueueState, SentTime
 log = logging.getLogger(__name__)
 
 DEFAULT_SEP = "\x06\x16"
+#: kombu's binding set of an exchange is this prefix + the exchange name.
+DEFAULT_BINDING_PREFIX = "_kombu.binding."
+#: Keys asked per ``SCAN`` call when listing the binding sets.
+SCAN_COUNT = 1000
 DEFAULT_PRIORITY_STEPS: tuple[int, ...] = (0, 3, 6, 9)
 
 
 @dataclass(frozen=True)
 class RedisQueueLayout:
     """Where kombu keeps a queue's messages: ``sep``, ``priority_steps``, ``global_keyprefix``
-    (the transport options of the same names).
+    (the transport options of the same names); and its bindings: ``binding_prefix``
+    (``Channel.keyprefix_queue`` without the exchange).
     """
 
     sep: str = DEFAULT_SEP
     priority_steps: tuple[int, ...] = DEFAULT_PRIORITY_STEPS
     global_keyprefix: str = ""
+    binding_prefix: str = DEFAULT_BINDING_PREFIX
 
     @classmethod
     def from_channel(cls, channel: Any) -> RedisQueueLayout:
@@ -56,6 +69,7 @@ class RedisQueueLayout:
             sep=channel.sep,
             priority_steps=tuple(channel.priority_steps),
             global_keyprefix=channel.global_keyprefix or "",
+            binding_prefix=channel.keyprefix_queue % ("",),
         )
 
     @property
@@ -73,6 +87,25 @@ class RedisQueueLayout:
         pri = self.step(step)
         name = f"{queue}{self.sep}{pri}" if pri else queue
         return self.global_keyprefix + name
+
+    @property
+    def binding_pattern(self) -> str:
+        """The ``SCAN MATCH`` pattern of every exchange's binding set, prefix included (glob
+        characters of the prefix escaped).
+        """
+        return _glob_escape(self.global_keyprefix + self.binding_prefix) + "*"
+
+    def bound_queue(self, member: bytes | str) -> str | None:
+        """The queue of one binding set member (``routing_key<sep>pattern<sep>queue``), or
+        ``None`` when the member has another shape or no queue.
+        """
+        text = member.decode("utf-8", "replace") if isinstance(member, bytes) else member
+        parts = text.rsplit(self.sep, 2)  # a routing key may hold the separator, a queue not
+        return (parts[2] or None) if len(parts) == 3 else None
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +291,30 @@ class RedisQueueReader:
                         oldest[step] = message
             readings[queue] = RedisQueueReading(queue, lengths, oldest)
         return readings
+
+    def find_queues(self) -> set[str]:
+        """Every queue bound to an exchange (kombu's binding sets; see the module docs), Celery's
+        own included (the poller leaves them out). One ``SCAN`` over the database's keys
+        (:data:`SCAN_COUNT` per call), then one pipeline of ``SMEMBERS``; a key that matches
+        but is not a set is skipped.
+
+        Raises:
+            redis.RedisError, connection errors: as :meth:`read_raw`.
+
+        """
+        client, layout = self._open()
+        keys = list(client.scan_iter(match=layout.binding_pattern, count=SCAN_COUNT))
+        if not keys:
+            return set()
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.smembers(key)
+        found = set()
+        for members in pipe.execute(raise_on_error=False):
+            if isinstance(members, Exception):
+                continue
+            found |= {q for m in members if (q := layout.bound_queue(m)) is not None}
+        return found
 
     def read(self, queues: Sequence[str], sent_time: SentTime | None = None
              ) -> dict[str, QueueState]:
