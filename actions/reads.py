@@ -199,12 +199,14 @@ def pending(ctx: ActionContext, queue: str, *, offset: int = 0, limit: int = 100
 
 def workers(ctx: ActionContext) -> WorkersReport:
     """Workers seen by their events (liveness, heartbeat counts), merged by hostname with the
-    poller's last ``inspect stats`` (pool size, CPU, memory); a worker only inspect knows is
+    poller's last ``inspect stats`` (pool size, CPU, memory) and the pool each worker last
+    reported (kept while a busy solo worker answers nothing); a worker only inspect knows is
     reported up (it answered).
     """
     seen = {w.hostname: w for w in (ctx.live.worker_states() if ctx.live else ())}
     snapshot = ctx.poll_latest()
     polled = {w.hostname: w for w in (snapshot.workers if snapshot is not None else ())}
+    pools = snapshot.pools if snapshot is not None else {}
     result = []
     for hostname in sorted(set(seen) | set(polled)):
         event, stats = seen.get(hostname), polled.get(hostname)
@@ -213,6 +215,7 @@ def workers(ctx: ActionContext) -> WorkersReport:
             active=event.active if event is not None else None,
             processed=event.processed if event is not None else None,
             last_heartbeat=utc(event.last_heartbeat) if event is not None else None,
+            pool=pools.get(hostname),
             pool_size=stats.pool_size if stats else None,
             cpu_user_seconds=stats.cpu_user if stats else None,
             cpu_system_seconds=stats.cpu_system if stats else None,

@@ -243,6 +243,10 @@ class WorkerInfo(_Model):
     active: int | None = Field(description="Running tasks (last heartbeat).")
     processed: int | None = Field(description="Tasks processed since it started (heartbeat).")
     last_heartbeat: datetime | None = Field(description="Worker clock of its last event, UTC.")
+    pool: str | None = Field(
+        default=None, description="inspect stats: the pool (-P): prefork, threads, solo, "
+                                  "eventlet, gevent, or a custom pool's class; the last one "
+                                  "reported (a busy solo worker answers nothing).")
     pool_size: int | None = Field(description="inspect stats: pool max-concurrency.")
     cpu_user_seconds: float | None = Field(description="inspect stats: rusage utime.")
     cpu_system_seconds: float | None = Field(description="inspect stats: rusage stime.")

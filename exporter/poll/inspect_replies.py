@@ -14,7 +14,9 @@ call                    payload per worker
 ``reserved``            the same list, prefetched and not started (``time_start`` null)
 ``scheduled``           list of {``eta`` (ISO 8601), ``priority`` (the *timer* priority, not the
                         message's), ``request``: ``Request.info()``}
-``stats``               dict: ``pool`` {``max-concurrency``, ``processes`` [pids], ...},
+``stats``               dict: ``pool`` {``implementation`` (``module:Class`` of the pool,
+                        e.g. ``celery.concurrency.prefork:TaskPool``), ``max-concurrency``,
+                        ``processes`` [pids], ...},
                         ``rusage`` {``utime``, ``stime`` (seconds), ``maxrss`` (kilobytes on
                         Linux, bytes on macOS)}, ``total``, ``pid``, ``uptime``, ...
 ``active_queues``       list of ``Queue.as_dict(recurse=True)``: ``name``, ``exchange``
@@ -37,6 +39,14 @@ from exporter.events.table import UNKNOWN
 
 #: ``rusage.maxrss`` unit of Linux workers (kilobytes); macOS workers report bytes (scale 1).
 MAXRSS_SCALE_LINUX = 1024
+#: Celery's pool classes (``pool.implementation``) → the ``-P`` name (celery.concurrency.ALIASES).
+POOL_NAMES = {
+    "celery.concurrency.prefork:TaskPool": "prefork",
+    "celery.concurrency.thread:TaskPool": "threads",
+    "celery.concurrency.solo:TaskPool": "solo",
+    "celery.concurrency.eventlet:TaskPool": "eventlet",
+    "celery.concurrency.gevent:TaskPool": "gevent",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +82,9 @@ class WorkerStats:
     ``pool_size``: ``pool.max-concurrency`` (else ``len(pool.processes)``, else ``None``);
     ``cpu_user``/``cpu_system``: ``rusage.utime``/``stime`` in seconds; ``max_rss_bytes``:
     ``rusage.maxrss`` times the scale given to :func:`parse_stats`. All concern the worker's main
-    process (``getrusage(RUSAGE_SELF)``), not its pool children.
+    process (``getrusage(RUSAGE_SELF)``), not its pool children. ``pool``: the ``-P`` name of
+    ``pool.implementation`` (``prefork``, ``threads``, ``solo``, ``eventlet``, ``gevent``; see
+    :func:`pool_name`), ``None`` when absent.
     """
 
     pool_size: int | None
@@ -80,6 +92,7 @@ class WorkerStats:
     cpu_user: float | None
     cpu_system: float | None
     max_rss_bytes: int | None
+    pool: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +167,15 @@ def parse_scheduled(reply: Mapping[str, Any] | None) -> dict[str, tuple[Schedule
     return parsed
 
 
+def pool_name(implementation: Any) -> str | None:
+    """The ``-P`` name of a ``pool.implementation`` (``celery.concurrency.solo:TaskPool`` →
+    ``solo``); another pool's implementation as it is; ``None`` for a non-string or empty one.
+    """
+    if not isinstance(implementation, str) or not implementation:
+        return None
+    return POOL_NAMES.get(implementation, implementation)
+
+
 def parse_stats(reply: Mapping[str, Any] | None, maxrss_scale: int = MAXRSS_SCALE_LINUX
                 ) -> dict[str, WorkerStats]:
     """Parse a ``stats`` reply into ``{hostname: WorkerStats}``.
@@ -180,6 +202,7 @@ def parse_stats(reply: Mapping[str, Any] | None, maxrss_scale: int = MAXRSS_SCAL
             cpu_user=as_number(rusage.get("utime")),
             cpu_system=as_number(rusage.get("stime")),
             max_rss_bytes=None if maxrss is None else maxrss * maxrss_scale,
+            pool=pool_name(pool.get("implementation")),
         )
     return parsed
 

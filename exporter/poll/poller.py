@@ -58,6 +58,7 @@ from exporter.poll.snapshot import (
     SentTime,
     carry_over,
     consumer_counts,
+    remembered_pools,
     task_gauges,
     worker_states,
 )
@@ -276,6 +277,7 @@ class Poller(threading.Thread):
             earliest_eta=earliest,
             oldest_running_start=oldest,
             workers=worker_states(values["stats"]),
+            pools=remembered_pools(self._latest, values["stats"]),
             inspect_timeouts=dict(self._timeouts),
         )
         self._latest = snapshot  # one assignment: readers see the old or the new round

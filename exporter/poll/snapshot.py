@@ -49,15 +49,22 @@ class QueueState:
     waiting_since: float | None = None
 
 
+#: Workers whose pool :attr:`PollSnapshot.pools` remembers, at most (the newest answers).
+MAX_REMEMBERED_POOLS = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerPollState:
-    """Per-worker values of ``inspect stats`` (see :class:`.inspect_poll.WorkerStats`)."""
+    """Per-worker values of ``inspect stats`` (see
+    :class:`~exporter.poll.inspect_replies.WorkerStats`); ``pool``: its ``-P`` name.
+    """
 
     hostname: str
     pool_size: int | None
     cpu_user: float | None
     cpu_system: float | None
     max_rss_bytes: int | None
+    pool: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,8 +75,11 @@ class PollSnapshot:
     seconds the round took. ``reserved``/``scheduled``: ``{TaskLabels(name, queue_name): tasks}``
     over all workers; ``earliest_eta``: ``{name: ETA seconds since the epoch}``;
     ``oldest_running_start``: ``{name: time_start}`` of the oldest running task (worker clock);
-    ``inspect_timeouts``: ``{hostname: rounds}`` since start (cumulative); every other field is
-    this round's view.
+    ``inspect_timeouts``: ``{hostname: rounds}`` since start (cumulative); ``pools``:
+    ``{hostname: pool}`` (``-P`` name) of every worker that ever answered ``inspect stats``,
+    kept after it stops answering — a solo worker answers nothing while it runs a task, and
+    that is when a cancel needs its pool (:func:`remembered_pools`); every other field is this
+    round's view.
     """
 
     taken_at: float
@@ -81,6 +91,7 @@ class PollSnapshot:
     oldest_running_start: Mapping[str, float] = field(default_factory=dict)
     workers: tuple[WorkerPollState, ...] = ()
     inspect_timeouts: Mapping[str, int] = field(default_factory=dict)
+    pools: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +170,25 @@ def task_gauges(
 def worker_states(stats: Mapping[str, WorkerStats]) -> tuple[WorkerPollState, ...]:
     """One :class:`WorkerPollState` per worker of a parsed ``stats`` reply, sorted by name."""
     return tuple(
-        WorkerPollState(hostname, s.pool_size, s.cpu_user, s.cpu_system, s.max_rss_bytes)
+        WorkerPollState(hostname, s.pool_size, s.cpu_user, s.cpu_system, s.max_rss_bytes,
+                        s.pool)
         for hostname, s in sorted(stats.items())
     )
+
+
+def remembered_pools(previous: PollSnapshot | None, stats: Mapping[str, WorkerStats]
+                     ) -> dict[str, str]:
+    """The previous round's ``pools`` updated with this round's ``stats`` answers (a worker
+    restarted with another ``-P`` gets its new pool), the newest
+    :data:`MAX_REMEMBERED_POOLS` kept.
+    """
+    pools = dict(previous.pools) if previous is not None else {}
+    for hostname, worker in sorted(stats.items()):
+        if worker.pool is not None:
+            pools.pop(hostname, None)  # re-insert: the newest answers come last
+            pools[hostname] = worker.pool
+    excess = len(pools) - MAX_REMEMBERED_POOLS
+    return dict(list(pools.items())[excess:]) if excess > 0 else pools
 
 
 def consumer_counts(queues: Mapping[str, Iterable[ConsumedQueue]]) -> dict[str, int]:

@@ -440,7 +440,8 @@ def test_queues_and_workers_come_from_the_snapshots(make_client, broker):
         queues=(QueueState("a", {"0": 2, "3": 1}, 1, T0 + 40),),
         reserved={TaskLabels("app.x", "a"): 2, TaskLabels("app.y", "b"): 1},
         scheduled={TaskLabels("app.x", "a"): 1},
-        workers=(WorkerPollState("w@h", 4, 1.5, 0.5, 1024),),
+        workers=(WorkerPollState("w@h", 4, 1.5, 0.5, 1024, "prefork"),),
+        pools={"w@h": "prefork"},
     )
     client = make_client(poll_latest=lambda: snapshot)
     assert client.get("/api/v1/queues").json() == {
@@ -450,7 +451,7 @@ def test_queues_and_workers_come_from_the_snapshots(make_client, broker):
                     "reserved": 2, "scheduled": 1}]}
     assert client.get("/api/v1/workers").json()["workers"] == [{
         "hostname": "w@h", "up": True, "active": None, "processed": None,
-        "last_heartbeat": None, "pool_size": 4, "cpu_user_seconds": 1.5,
+        "last_heartbeat": None, "pool": "prefork", "pool_size": 4, "cpu_user_seconds": 1.5,
         "cpu_system_seconds": 0.5, "max_rss_bytes": 1024}]
     assert problem(make_client().get("/api/v1/queues"), 503)["title"] == "Not ready"
 

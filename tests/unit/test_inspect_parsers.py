@@ -159,7 +159,18 @@ def test_scheduled_reply_gives_eta_and_message_priority_not_timer_priority():
 def test_stats_reply_gives_pool_size_cpu_seconds_and_max_rss_in_bytes():
     assert parse_stats(STATS) == {"rec@vm": WorkerStats(
         pool_size=1, processes=(10795,), cpu_user=0.310965, cpu_system=0.030712999999999997,
-        max_rss_bytes=54408 * 1024)}
+        max_rss_bytes=54408 * 1024, pool="prefork")}
+
+
+def test_pool_implementation_becomes_the_pool_name():
+    # pool.implementation of each of Celery's pools (BasePool._get_info), and a custom one.
+    names = {f"w{i}@h": {"pool": {"implementation": implementation}} for i, implementation
+             in enumerate(["celery.concurrency.thread:TaskPool",
+                           "celery.concurrency.solo:TaskPool",
+                           "celery.concurrency.gevent:TaskPool", "mypools.fast:Pool", 7])}
+    assert {h: s.pool for h, s in parse_stats(names).items()} == {
+        "w0@h": "threads", "w1@h": "solo", "w2@h": "gevent", "w3@h": "mypools.fast:Pool",
+        "w4@h": None}
 
 
 def test_max_rss_of_a_macos_worker_is_already_in_bytes():

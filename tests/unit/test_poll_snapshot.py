@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from exporter.poll.inspect_replies import ConsumedQueue, ScheduledTask, TaskInfo
+from exporter.poll import snapshot
+from exporter.poll.inspect_replies import ConsumedQueue, ScheduledTask, TaskInfo, WorkerStats
 from exporter.poll.snapshot import (
     Carried,
+    PollSnapshot,
     carry_over,
     consumer_counts,
+    remembered_pools,
     task_gauges,
 )
 
@@ -76,3 +79,19 @@ def test_consumers_count_workers_per_queue_once():
     queues = {"w1": [ConsumedQueue("a", "a", "a"), ConsumedQueue("a", "x", "y")],
               "w2": [ConsumedQueue("a", "a", "a"), ConsumedQueue("b", "b", "b")]}
     assert consumer_counts(queues) == {"a": 2, "b": 1}
+
+
+def stats(pool: str | None) -> WorkerStats:
+    return WorkerStats(1, (), None, None, None, pool)
+
+
+def test_pools_are_remembered_after_a_worker_stops_answering(monkeypatch):
+    first = PollSnapshot(0.0, 0.1, pools=remembered_pools(
+        None, {"solo@h": stats("solo"), "t@h": stats("threads"), "x@h": stats(None)}))
+    assert first.pools == {"solo@h": "solo", "t@h": "threads"}
+    # solo@h runs a task and answers nothing; t@h was restarted with -P prefork.
+    second = remembered_pools(first, {"t@h": stats("prefork")})
+    assert second == {"solo@h": "solo", "t@h": "prefork"}
+    monkeypatch.setattr(snapshot, "MAX_REMEMBERED_POOLS", 2)
+    third = remembered_pools(PollSnapshot(0.0, 0.1, pools=second), {"new@h": stats("solo")})
+    assert third == {"t@h": "prefork", "new@h": "solo"}  # the oldest answer goes first
