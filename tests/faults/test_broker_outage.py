@@ -54,6 +54,13 @@ def _backoff_waits(output: str) -> list[float]:
             for m in re.findall(r"retry_in=(\d+)s", line)]
 
 
+def _resume_report(exporter, worker) -> str:
+    missed = exporter.metrics().total("celery_worker_missed_task_events_total")
+    return (f"counting resumed (succeeded {_succeeded(exporter)}, task-started missed by the "
+            f"heartbeats' count: {missed})\n{worker.output()[-3000:]}\n"
+            f"{exporter.output()[-3000:]}")
+
+
 def test_redis_killed_for_the_outage_then_restarted(redis_server, producer, start_exporter,
                                                     start_worker):
     url = redis_server.url()
@@ -96,7 +103,7 @@ def test_redis_killed_for_the_outage_then_restarted(redis_server, producer, star
     for i in range(4):
         app.send_task(ADD, (i, i), queue="a")
     wait_for(lambda: _succeeded(exporter) == 7, 60,
-             message=lambda: f"counting resumed\n{worker.output()}")
+             message=lambda: _resume_report(exporter, worker))
     assert_stays(lambda: _succeeded(exporter) == 7, 1.0, message="7 successes, no more")
     metrics = exporter.metrics()
     assert metrics.value("celery_task_sent_total", name=ADD, queue_name="a") == 7
