@@ -23,7 +23,7 @@ from typing import Any
 
 from kombu import Connection
 
-from exporter.poll.rabbitmq_management import ManagementApi, waiting_queues
+from exporter.poll.rabbitmq_management import ManagementApi
 from exporter.poll.snapshot import NO_PRIORITY, QueueState, SentTime
 
 log = logging.getLogger(__name__)
@@ -132,16 +132,16 @@ class AmqpQueueReader:
         return states
 
     def find_queues(self) -> set[str]:
-        """Queues of the vhost holding ready messages, from the management API; empty
-        without one.
+        """The vhost's queues, from the management API; none without one (the poller reads
+        them and shows those holding messages).
 
         Raises:
-            OSError, ValueError: as :meth:`ManagementApi.queues`.
+            OSError, ValueError: as :meth:`ManagementApi.queue_names`.
 
         """
         if self.management is None:
             return set()
-        return waiting_queues(self.management.queues())
+        return self.management.queue_names()
 
     def close(self) -> None:
         """Close the channel and release the connection; the next read connects again."""

@@ -24,13 +24,7 @@ from exporter.history import UnfinishedTask
 from exporter.poll.amqp_queues import AmqpQueueReader
 from exporter.poll.poller import QUEUE_DISCOVERY_INTERVAL, Poller
 from exporter.poll.queue_tracker import QueueTracker, is_celery_internal
-from exporter.poll.rabbitmq_management import (
-    ManagedQueue,
-    ManagementApi,
-    parse_queues,
-    queues_endpoint,
-    waiting_queues,
-)
+from exporter.poll.rabbitmq_management import ManagementApi, parse_queue_names, queues_endpoint
 from exporter.poll.redis_queues import RedisQueueLayout
 from exporter.poll.snapshot import QueueState, SentTime
 from exporter.state.health import Health
@@ -157,12 +151,12 @@ def test_the_layout_takes_the_binding_prefix_from_the_kombu_channel():
 
 @pytest.mark.parametrize("url, vhost, expected", [
     ("http://rabbitmq:15672", "/",
-     ("http://rabbitmq:15672/api/queues/%2F?columns=name,messages_ready,consumers", None, None)),
+     ("http://rabbitmq:15672/api/queues/%2F?columns=name", None, None)),
     ("https://mon:p%40ss@rabbitmq/rabbitmq/", "prod/eu",
-     ("https://rabbitmq/rabbitmq/api/queues/prod%2Feu?columns=name,messages_ready,consumers",
+     ("https://rabbitmq/rabbitmq/api/queues/prod%2Feu?columns=name",
       "mon", "p@ss")),
     ("http://[::1]:15672", "v",
-     ("http://[::1]:15672/api/queues/v?columns=name,messages_ready,consumers", None, None)),
+     ("http://[::1]:15672/api/queues/v?columns=name", None, None)),
 ])
 def test_the_queue_list_url_has_the_vhost_quoted_and_no_credentials(url, vhost, expected):
     assert queues_endpoint(url, vhost) == expected
@@ -175,18 +169,11 @@ def test_a_management_url_that_is_not_http_is_refused(url):
 
 
 def test_queue_list_answers_are_parsed_leniently():
-    payload = [
-        {"name": "a", "messages_ready": 3, "consumers": 0},
-        {"name": "b"},  # no statistics yet
-        {"name": "c", "messages_ready": -1, "consumers": True},
-        {"messages_ready": 5},
-        "junk",
-    ]
-    assert parse_queues(payload) == [ManagedQueue("a", 3, 0), ManagedQueue("b", 0, 0),
-                                     ManagedQueue("c", 0, 0)]
-    assert waiting_queues(parse_queues(payload)) == {"a"}
+    payload = [{"name": "a"}, {"name": "b", "messages_ready": 3}, {"name": 7}, {"vhost": "/"},
+               "junk"]
+    assert parse_queue_names(payload) == {"a", "b"}
     with pytest.raises(ValueError):
-        parse_queues({"error": "not_found"})
+        parse_queue_names({"error": "not_found"})
 
 
 class _Api(BaseHTTPRequestHandler):
@@ -224,22 +211,21 @@ def basic(user: str, password: str) -> str:
 
 def test_the_management_api_uses_the_brokers_credentials_unless_the_url_has_some(api_server):
     url, api = api_server
-    path = "/api/queues/prod?columns=name,messages_ready,consumers"
-    api.answers[path] = (200, [{"name": "orphan", "messages_ready": 7, "consumers": 0}])
-    assert ManagementApi(url, "prod", "broker-user", "broker-pw").queues() == [
-        ManagedQueue("orphan", 7, 0)]
+    path = "/api/queues/prod?columns=name"
+    api.answers[path] = (200, [{"name": "orphan"}])
+    assert ManagementApi(url, "prod", "broker-user", "broker-pw").queue_names() == {"orphan"}
     host = url.removeprefix("http://")
     assert ManagementApi(f"http://mon:m%40n@{host}", "prod", "broker-user", "broker-pw"
-                         ).queues() == [ManagedQueue("orphan", 7, 0)]
+                         ).queue_names() == {"orphan"}
     assert api.seen == [(path, basic("broker-user", "broker-pw")), (path, basic("mon", "m@n"))]
 
 
 def test_a_refusal_of_the_management_api_raises_for_the_poller_to_count(api_server):
     url, api = api_server
-    api.answers["/api/queues/v?columns=name,messages_ready,consumers"] = (
+    api.answers["/api/queues/v?columns=name"] = (
         401, {"error": "not_authorised"})
     with pytest.raises(HTTPError) as refused:
-        ManagementApi(url, "v", "guest", "wrong").queues()
+        ManagementApi(url, "v", "guest", "wrong").queue_names()
     assert refused.value.code == 401
 
 
@@ -247,16 +233,12 @@ def test_an_amqp_reader_finds_nothing_without_the_management_api():
     assert AmqpQueueReader(connection=None).find_queues() == set()  # type: ignore[arg-type]
 
 
-def test_an_amqp_reader_finds_the_queues_holding_ready_messages(api_server):
+def test_an_amqp_reader_finds_the_vhosts_queues_through_the_management_api(api_server):
     url, api = api_server
-    api.answers["/api/queues/%2F?columns=name,messages_ready,consumers"] = (200, [
-        {"name": "orphan", "messages_ready": 2, "consumers": 0},
-        {"name": "idle", "messages_ready": 0, "consumers": 0},
-        {"name": "busy", "messages_ready": 9, "consumers": 3},
-    ])
+    api.answers["/api/queues/%2F?columns=name"] = (200, [{"name": "orphan"}, {"name": "idle"}])
     reader = AmqpQueueReader(connection=None,  # type: ignore[arg-type]
                              management=ManagementApi(url, "/", "guest", "guest"))
-    assert reader.find_queues() == {"orphan", "busy"}
+    assert reader.find_queues() == {"orphan", "idle"}
 
 
 # -- settings --------------------------------------------------------------------------------
