@@ -29,6 +29,7 @@ from celery import Celery
 from actions.errors import NotEligible, NotSupported, broker_errors
 from exporter.config import Settings
 from exporter.poll.amqp_queues import AmqpQueueReader
+from exporter.poll.inspect_replies import parse_stats
 from exporter.poll.redis_queues import PendingMessage, RedisQueueReader
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,49 @@ class QueueCheck:
 
 
 @dataclass(frozen=True)
+class RevokeReplies:
+    """The workers' replies to a ``revoke`` broadcast, waited for ``waited`` seconds.
+
+    ``acknowledged``: workers that replied ``ok`` (they keep the id as revoked);
+    ``terminated``: those of them that replied ``terminate: <id>`` — they held the task and
+    signalled its process (or will when it starts); ``refused``: ``{worker: error reply}``
+    (e.g. a threads pool's ``NotImplementedError``). Each sorted by worker name.
+    """
+
+    acknowledged: tuple[str, ...]
+    terminated: tuple[str, ...]
+    refused: Mapping[str, str]
+    waited: float
+
+
+#: What a worker replies to ``revoke(terminate=True)`` when it does not hold the task
+#: (celery/worker/control.py ``_revoke``).
+TERMINATE_UNKNOWN = "terminate: tasks unknown"
+
+
+def parse_revoke_replies(replies: Any, waited: float) -> RevokeReplies:
+    """Parse ``app.control.revoke(..., reply=True)``: a list of ``{hostname: {"ok": text}}``
+    or ``{hostname: {"error": text}}``; anything of another shape is left out.
+    """
+    acknowledged: set[str] = set()
+    terminated: set[str] = set()
+    refused: dict[str, str] = {}
+    for reply in replies if isinstance(replies, list) else ():
+        for hostname, answer in (reply.items() if isinstance(reply, Mapping) else ()):
+            if not isinstance(hostname, str) or not isinstance(answer, Mapping):
+                continue
+            if "error" in answer:
+                refused[hostname] = str(answer["error"])
+            elif isinstance(answer.get("ok"), str):
+                acknowledged.add(hostname)
+                text = answer["ok"]
+                if text.startswith("terminate: ") and text != TERMINATE_UNKNOWN:
+                    terminated.add(hostname)
+    return RevokeReplies(tuple(sorted(acknowledged)), tuple(sorted(terminated)),
+                         dict(sorted(refused.items())), waited)
+
+
+@dataclass(frozen=True)
 class HeldTask:
     """A task a worker holds now (``inspect query_task``): ``where`` is ``active`` (running),
     ``reserved`` (prefetched) or ``scheduled`` (waiting for its ETA).
@@ -89,8 +133,14 @@ class Broker(Protocol):
     def check_queue(self, queue: str) -> QueueCheck | None:
         """Ask the broker about ``queue``; ``None`` when this broker cannot tell."""
 
-    def revoke(self, task_id: str, *, terminate: bool, signal: str | None) -> None:
-        """Broadcast ``revoke`` to the workers."""
+    def revoke(self, task_id: str, *, terminate: bool, signal: str | None,
+               workers: int | None) -> RevokeReplies:
+        """Broadcast ``revoke`` to the workers and collect their replies (``workers``: how
+        many to wait for; ``None``: wait the whole timeout).
+        """
+
+    def worker_pool(self, hostname: str) -> str | None:
+        """The pool (``-P`` name) ``hostname`` reports, ``None`` if it does not answer."""
 
     def find_held(self, task_id: str, workers: int | None) -> HeldTask | None:
         """Which worker holds ``task_id`` now (``workers``: how many replies to wait for)."""
@@ -204,18 +254,37 @@ class CeleryBroker:
         return QueueCheck(queue, exists=True, messages=sum(state.lengths.values()),
                           consumers=state.consumers, vhost=vhost)
 
-    def revoke(self, task_id: str, *, terminate: bool, signal: str | None) -> None:
-        """``app.control.revoke`` (a broadcast to the workers online now; no reply awaited).
+    def revoke(self, task_id: str, *, terminate: bool, signal: str | None,
+               workers: int | None) -> RevokeReplies:
+        """``app.control.revoke`` with ``reply=True``: a broadcast to the workers online now,
+        returning as soon as ``workers`` replied, else after the inspect timeout. A worker
+        busy in a solo pool replies only after its task, so not in time.
 
         Raises:
             BrokerUnavailable: the broker did not take the broadcast.
+            BrokerRefused: the broker refused it.
+
+        """
+        options: dict[str, Any] = {"terminate": True, "signal": signal or "SIGTERM"} \
+            if terminate else {}
+        with broker_errors():
+            replies = self.app.control.revoke(task_id, reply=True, timeout=self.inspect_timeout,
+                                              limit=workers or None, **options)
+        return parse_revoke_replies(replies, self.inspect_timeout)
+
+    def worker_pool(self, hostname: str) -> str | None:
+        """``inspect stats`` of ``hostname`` alone (for the command line, which has no poll
+        snapshot): its pool's ``-P`` name, ``None`` when it does not answer in time.
+
+        Raises:
+            BrokerUnavailable: the broker did not answer.
 
         """
         with broker_errors():
-            if terminate:
-                self.app.control.revoke(task_id, terminate=True, signal=signal or "SIGTERM")
-            else:
-                self.app.control.revoke(task_id)
+            reply = self.app.control.inspect(timeout=self.inspect_timeout,
+                                             destination=[hostname], limit=1).stats()
+        stats = parse_stats(reply).get(hostname)
+        return stats.pool if stats is not None else None
 
     def find_held(self, task_id: str, workers: int | None) -> HeldTask | None:
         """``inspect query_task``: returns as soon as ``workers`` replied, else after the

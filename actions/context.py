@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from actions.broker import Broker
 from actions.errors import HistoryDisabled
+from actions.follow_up import CancelFollowUp
 from exporter.config import DEFAULT_MAX_MANUAL_RETRIES, DEFAULT_SLOW_THRESHOLD
 from exporter.poll.snapshot import PollSnapshot
 from exporter.state.labels import AnyTaskLabels
@@ -59,6 +60,8 @@ class ActionContext:
         live: the live event model (workers, running tasks); ``None``: no events.
         known_task: task id → what the live events say (the model's task index), or ``None``.
         clock: seconds since the epoch.
+        follow_up: records the outcome of cancel requests (``None``: no history, or the
+            command line, whose process ends at once: reads settle them then).
 
     """
 
@@ -70,6 +73,7 @@ class ActionContext:
     live: LiveModel | None = None
     known_task: Callable[[str], KnownTask | None] | None = None
     clock: Callable[[], float] = time.time
+    follow_up: CancelFollowUp | None = None
     #: Held while a retry is checked, sent and recorded: two concurrent retries of one task
     #: cannot both pass the manual-retry limit.
     retry_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -89,7 +93,12 @@ class ActionContext:
 
     def workers_up(self) -> int | None:
         """Workers up by their heartbeats, ``None`` when unknown (no events or none up)."""
+        return self.workers_up_known() or None
+
+    def workers_up_known(self) -> int | None:
+        """Workers up by their heartbeats (0: none), ``None`` without task events (the
+        command line). A worker busy in a solo pool sends no heartbeat and counts as down.
+        """
         if self.live is None:
             return None
-        count = sum(1 for worker in self.live.worker_states() if worker.up)
-        return count or None
+        return sum(1 for worker in self.live.worker_states() if worker.up)

@@ -1,20 +1,25 @@
 """Read endpoints' services: task detail and lists (history), statistics (history), queues and
 workers (poll snapshot + model snapshot), waiting messages (Redis, peeked).
 
-Nothing here writes; every function returns the response model the API and the CLI show.
+Nothing here writes, except that reading a task records the outcome of its cancel requests
+once its row shows it (:func:`get_task`); every function returns the response model the API
+and the CLI show.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
+import sqlalchemy.exc
 from sqlalchemy import Table, select
 
 from actions.context import ActionContext
 from actions.errors import InvalidParameter, NotReady, TaskNotFound, history_errors
 from actions.params import check_range, parse_window
 from actions.schemas import (
+    CancelRequestInfo,
     FailureGroupStatistics,
     PendingMessageInfo,
     PendingPage,
@@ -36,10 +41,13 @@ from exporter.history import (
     list_executions,
     task_stats,
 )
+from exporter.history.audit import cancel_requests, settle_cancels
 from exporter.history.orm import ACTION_AUDIT
 from exporter.history.queries import MAX_PAGE_SIZE
+from exporter.logs import describe
 from exporter.state.labels import TaskLabels
 
+log = logging.getLogger(__name__)
 _AUDIT: Table = ACTION_AUDIT  # type: ignore[assignment]
 #: Failure groups listed by the statistics.
 FAILURE_GROUPS = 20
@@ -58,8 +66,28 @@ def _manual_retries(ctx: ActionContext, task_id: str) -> list[str]:
             if isinstance(d, dict) and isinstance(d.get("new_task_id"), str)]
 
 
+def _cancel_requests(ctx: ActionContext, task_id: str) -> list[CancelRequestInfo]:
+    """The task's cancel requests with their outcomes, after recording any outcome its row
+    now shows (:func:`~exporter.history.audit.settle_cancels`: requests made by the
+    ``cancel`` command, or while no follow-up ran, are settled here).
+    """
+    engine = ctx.engine()
+    try:
+        settle_cancels(engine, at=ctx.clock(), task_id=task_id)
+    except sqlalchemy.exc.SQLAlchemyError as exc:  # a read-only replica: show what is known
+        log.warning("cancel outcome not recorded task_id=%s error=%s", task_id, describe(exc))
+    return [CancelRequestInfo(
+        requested_at=utc(r.at), actor=r.actor, action=r.detail.get("requested"),
+        signal=r.detail.get("signal"), acknowledged_by=list(r.detail.get("acknowledged_by")
+                                                            or []),
+        outcome=r.outcome,  # type: ignore[arg-type]
+        outcome_at=utc(r.outcome_at), evidence=r.evidence)
+        for r in cancel_requests(engine, task_id)]
+
+
 def get_task(ctx: ActionContext, task_id: str) -> TaskDetail:
-    """Everything the history knows about ``task_id`` and its manual retries.
+    """Everything the history knows about ``task_id``, its manual retries and its cancel
+    requests with their outcomes.
 
     Raises:
         TaskNotFound: not in the history. HistoryDisabled / HistoryUnavailable.
@@ -71,7 +99,8 @@ def get_task(ctx: ActionContext, task_id: str) -> TaskDetail:
         if row is None:
             raise TaskNotFound(f"no task {task_id!r} in the history (unknown, or pruned)")
         retries = _manual_retries(ctx, task_id)
-    return TaskDetail.build(row, retries)
+        cancels = _cancel_requests(ctx, task_id)
+    return TaskDetail.build(row, retries, cancels)
 
 
 def list_tasks(ctx: ActionContext, *, states: list[str] | None = None, name: str | None = None,

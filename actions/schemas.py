@@ -82,6 +82,22 @@ def _summary_fields(row: Execution) -> dict[str, Any]:
     }
 
 
+class CancelRequestInfo(_Model):
+    """A cancel request of the audit trail and its outcome."""
+
+    requested_at: datetime | None = Field(description="When it was sent (exporter clock).")
+    actor: str = Field(description="api, or cli:<login>.")
+    action: str | None = Field(description="revoke or terminate.")
+    signal: str | None
+    acknowledged_by: list[str] = Field(description="Workers that acknowledged it.")
+    outcome: Literal["pending", "honoured", "not-honoured", "unknown"] = Field(
+        description="pending until the task's row shows it; honoured: task-revoked came; "
+                    "not-honoured: the task started after it or ran to its end; unknown: it "
+                    "ended otherwise (REJECTED, LOST).")
+    outcome_at: datetime | None = Field(description="When the outcome was recorded.")
+    evidence: str | None = Field(description="What the outcome rests on.")
+
+
 class TaskDetail(TaskSummary):
     """Everything the history knows about one execution, with its retry links."""
 
@@ -112,10 +128,16 @@ class TaskDetail(TaskSummary):
     updated_at: datetime | None = Field(description="Exporter clock of the last row write.")
     manual_retries: list[str] = Field(
         description="Task ids sent as manual retries of this execution, oldest first.")
+    cancel_requests: list[CancelRequestInfo] = Field(
+        default_factory=list, description="Cancel requests made of it, oldest first, each "
+                                          "with its outcome.")
 
     @classmethod
-    def build(cls, row: Execution, manual_retries: list[str]) -> TaskDetail:
-        """The detail of a history row and the ids of its manual retries."""
+    def build(cls, row: Execution, manual_retries: list[str],
+              cancel_requests: list[CancelRequestInfo] | None = None) -> TaskDetail:
+        """The detail of a history row, the ids of its manual retries and its cancel
+        requests.
+        """
         return cls(
             **_summary_fields(row),
             routing_key=row.routing_key, exchange=row.exchange, priority=row.priority,
@@ -129,7 +151,7 @@ class TaskDetail(TaskSummary):
             exception_at=utc(row.exception_at), revoke_reason=row.revoke_reason,
             revoke_signal=row.revoke_signal, created_by_action=row.created_by_action,
             updated_by_action=row.updated_by_action, updated_at=utc(row.updated_at),
-            manual_retries=manual_retries,
+            manual_retries=manual_retries, cancel_requests=cancel_requests or [],
         )
 
 
@@ -353,17 +375,43 @@ class BulkRetryResult(_Model):
 
 
 class CancelResult(_Model):
-    """A revoke broadcast to the workers (202)."""
+    """A revoke broadcast to the workers (202): what was *asked* and who acknowledged it —
+    not what it achieved. The outcome (honoured or not) is recorded in the history once the
+    task's events show it (``GET /tasks/{id}``: ``cancel_requests``).
+    """
 
     task_id: str
-    action: Literal["revoked", "terminated"] = Field(
-        description="revoked: workers will not start it; terminated: its process got the "
-                    "signal.")
-    signal: Signal | None = Field(description="Signal sent to a running task.")
+    action: Literal["revoke", "terminate"] = Field(
+        description="What was broadcast: revoke (workers drop the task when they get it) or "
+                    "terminate (also signal it if it runs). A request, not a result.")
+    signal: Signal | None = Field(description="Signal asked for a running task.")
     previous_state: str = Field(description="State the task was known in.")
     state_source: Literal["history", "events", "workers"] = Field(
         description="Who told that state: the SQL history, the live task events, or the "
                     "workers (inspect query_task).")
+    hostname: str | None = Field(
+        default=None, description="Worker running the task (history task-started/received, "
+                                  "else inspect query_task); null when not known or not "
+                                  "running.")
+    pool: str | None = Field(
+        default=None, description="That worker's pool (inspect stats): what terminate can do "
+                                  "depends on it (prefork: signals the task's process; solo: "
+                                  "cannot interrupt it; threads: refused with 409).")
+    workers_up: int | None = Field(
+        default=None, description="Workers up by their heartbeats when the revoke was sent; "
+                                  "null without task events (the command line).")
+    acknowledged_by: list[str] = Field(
+        default_factory=list, description="Workers that replied to the revoke within "
+                                          "--inspect-timeout (they will drop the task).")
+    terminated_by: list[str] = Field(
+        default_factory=list, description="Workers that replied they signalled the task's "
+                                          "process (terminate: the task was theirs).")
+    refused_by: dict[str, str] = Field(
+        default_factory=dict, description="Workers that replied with an error, and the error.")
+    warnings: list[str] = Field(
+        default_factory=list, description="What the answer cannot promise: no worker "
+                                          "acknowledged (the revoke is lost), a pool that "
+                                          "cannot interrupt the task, …")
 
 
 class Problem(_Model):

@@ -5,7 +5,7 @@ Examples::
 
     retried 3f2c… as 9a41…: examples.tasks.fail_value('x') → queue b (arguments: result_backend)
     would send examples.tasks.add(1, 2) → queue a (arguments: history_repr)
-    revoked 3f2c… (was RECEIVED, known from events)
+    asked to revoke 3f2c… (was RECEIVED, known from events): acknowledged by w1@h
     STATE    CHANGED (UTC)        NAME                     QUEUE  TASK ID        EXCEPTION
     FAILURE  2024-05-01 12:00:03  examples.tasks.fail_key  b      5d1e…          KeyError
 """
@@ -41,10 +41,14 @@ def retry_text(result: RetryResult) -> str:
 
 
 def cancel_text(result: CancelResult) -> str:
-    """One line for a cancel."""
+    """One line for a cancel — what was asked and who acknowledged it — plus any warnings."""
     how = f" with {result.signal}" if result.signal else ""
-    return (f"{result.action} {result.task_id}{how} (was {result.previous_state}, known from "
-            f"{result.state_source})")
+    on = f" on {result.hostname} ({result.pool or 'pool unknown'})" if result.hostname else ""
+    acknowledged = ", ".join(result.acknowledged_by) or "no worker"
+    line = (f"asked to {result.action} {result.task_id}{how}{on} (was "
+            f"{result.previous_state}, known from {result.state_source}): acknowledged by "
+            f"{acknowledged}")
+    return "\n".join([line, *(f"warning: {w}" for w in result.warnings)])
 
 
 def _time(value: datetime | None) -> str:

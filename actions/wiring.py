@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from actions.broker import CeleryBroker, make_action_app
 from actions.context import ActionContext, KnownTask
+from actions.follow_up import CancelFollowUp
 from exporter.config import Settings
 from exporter.poll.snapshot import PollSnapshot
 from exporter.state.model import Model
@@ -44,7 +45,10 @@ def action_context(
             ``inspect_timeout``).
         history: history engine, ``None`` when disabled.
         app: the actions' Celery app (default: :func:`make_action_app`).
-        model: the running model (workers, running tasks, task index), if any.
+        model: the running model (workers, running tasks, task index), if any: ``serve``.
+            With a model and a history, cancel requests are followed until their outcome is
+            recorded (:class:`~actions.follow_up.CancelFollowUp`); the commands, whose process
+            ends at once, leave that to ``serve`` and to reads of the task.
         poll_latest: the poller's :meth:`~exporter.poll.poller.Poller.latest`, if any.
 
     """
@@ -56,4 +60,6 @@ def action_context(
         poll_latest=poll_latest or (lambda: None),
         live=model,
         known_task=known_task_lookup(model) if model is not None else None,
+        follow_up=CancelFollowUp(history) if history is not None and model is not None
+        else None,
     )

@@ -243,7 +243,9 @@ def retry(task_id: str, dry_run: bool, include_revoked: bool, as_json: bool,
 def cancel(task_id: str, terminate: bool, signal_name: str | None, as_json: bool,
            **options: Any) -> None:
     """Revoke a waiting or scheduled task; a running one only with --terminate (as the API's
-    POST /api/v1/tasks/TASK_ID/cancel). Exits 1 when the task is unknown or finished.
+    POST /api/v1/tasks/TASK_ID/cancel). Prints what was asked and which workers acknowledged,
+    with warnings. Exits 1 when the task is unknown or finished, or its worker's pool cannot
+    stop it (threads).
     """
     from actions.cancel import cancel_task
     from actions.text import cancel_text

@@ -224,7 +224,7 @@ def test_queues_workers_and_pending_messages(stack):
 
 
 def test_cancel_revokes_a_scheduled_task_before_its_eta(stack):
-    exporter, _, app, engine = stack
+    exporter, worker, app, engine = stack
     api = Api(exporter.url)
     later = app.send_task("examples.tasks.add", (2, 3), queue="a", countdown=4)
     # Held by the worker until its ETA. (The row may still say PENDING: the producer stamps
@@ -235,11 +235,17 @@ def test_cancel_revokes_a_scheduled_task_before_its_eta(stack):
     assert response.status_code == 202, response.text
     body = response.json()
     assert body["previous_state"] in ("PENDING", "RECEIVED")
-    assert {k: body[k] for k in ("task_id", "action", "signal", "state_source")} == {
-        "task_id": later.id, "action": "revoked", "signal": None, "state_source": "events"}
+    assert {k: body[k] for k in ("task_id", "action", "signal", "state_source",
+                                 "acknowledged_by", "warnings")} == {
+        "task_id": later.id, "action": "revoke", "signal": None, "state_source": "events",
+        "acknowledged_by": [worker.hostname], "warnings": []}
     row = row_in(engine, later.id, "REVOKED", timeout=20)
     assert row.started_at is None and row.result is None
     assert row.updated_by_action == "cancel"
+    requests = wait_for(lambda: [(r["action"], r["outcome"], r["evidence"]) for r in api.get(
+        f"/tasks/{later.id}").json()["cancel_requests"] if r["outcome"] != "pending"], 10,
+        message="the outcome recorded")
+    assert requests == [("revoke", "honoured", "task-revoked (revoked)")]
     finished = problem(api.post(f"/tasks/{later.id}/cancel"), 409)
     assert finished["reason"] == "finished"
     problem(api.post("/tasks/never-seen-id/cancel"), 404)
@@ -247,7 +253,7 @@ def test_cancel_revokes_a_scheduled_task_before_its_eta(stack):
 
 
 def test_cancel_terminates_a_running_task_only_when_asked(stack):
-    exporter, _, app, engine = stack
+    exporter, worker, app, engine = stack
     api = Api(exporter.url)
     running = app.send_task("examples.tasks.sleep", (30,), queue="a")
     row_in(engine, running.id, "STARTED")
@@ -256,7 +262,16 @@ def test_cancel_terminates_a_running_task_only_when_asked(stack):
     problem(api.post(f"/tasks/{running.id}/cancel", terminate="true", signal="SIGHUP"), 400)
     response = api.post(f"/tasks/{running.id}/cancel", terminate="true")
     assert response.status_code == 202, response.text
-    assert (response.json()["action"], response.json()["signal"]) == ("terminated", "SIGTERM")
+    body = response.json()
+    assert {k: body[k] for k in ("action", "signal", "hostname", "pool", "acknowledged_by",
+                                 "terminated_by", "refused_by", "warnings")} == {
+        "action": "terminate", "signal": "SIGTERM", "hostname": worker.hostname,
+        "pool": "prefork", "acknowledged_by": [worker.hostname],
+        "terminated_by": [worker.hostname], "refused_by": {}, "warnings": []}
     row = row_in(engine, running.id, "REVOKED", timeout=20)
     assert (row.revoke_reason, row.revoke_signal) == ("terminated", 15)
     assert row.finished_at - row.started_at < 10
+    requests = wait_for(lambda: [(r["action"], r["outcome"], r["evidence"]) for r in api.get(
+        f"/tasks/{running.id}").json()["cancel_requests"] if r["outcome"] != "pending"], 10,
+        message="the outcome recorded")
+    assert requests == [("terminate", "honoured", "task-revoked (terminated, signal 15)")]

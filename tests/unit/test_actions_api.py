@@ -11,16 +11,21 @@ from fastapi import FastAPI
 from sqlalchemy import insert, select
 from starlette.testclient import TestClient
 
-from actions.broker import HeldTask, Outgoing, QueueCheck
+from actions.broker import HeldTask, Outgoing, QueueCheck, RevokeReplies
 from actions.context import ActionContext, KnownTask
 from actions.errors import BrokerUnavailable, NotSupported
+from actions.follow_up import CancelFollowUp
 from actions.http.auth import Verdict, authorize
 from actions.http.routes import create_api
-from exporter.history import create_history_engine, get_execution, upgrade
+from actions.schemas import CancelResult
+from actions.text import cancel_text
+from exporter.history import create_history_engine, get_execution, record_action, upgrade
+from exporter.history.audit import SettleResult, judge_cancel, settle_cancels
 from exporter.history.orm import ACTION_AUDIT, TASK_EXECUTION
 from exporter.poll.redis_queues import PendingMessage
 from exporter.poll.snapshot import PollSnapshot, QueueState, WorkerPollState
 from exporter.state.labels import TaskLabels
+from tests.support.waiting import assert_stays, wait_for
 
 TOKEN = "unit-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -41,6 +46,9 @@ class FakeBroker:
         self.pending_messages: list[PendingMessage] | None = []
         #: What check_queue answers (None: a broker that cannot tell, like Redis).
         self.queues: dict[str, QueueCheck] | None = None
+        #: What revoke answers, and the pool worker_pool reports per worker.
+        self.replies = RevokeReplies(("w@h",), (), {}, 1.0)
+        self.pools: dict[str, str] = {}
 
     @property
     def has_result_backend(self) -> bool:
@@ -56,8 +64,13 @@ class FakeBroker:
             return None
         return self.queues.get(queue, QueueCheck(queue, False, None, None, "/"))
 
-    def revoke(self, task_id: str, *, terminate: bool, signal: str | None) -> None:
+    def revoke(self, task_id: str, *, terminate: bool, signal: str | None,
+               workers: int | None) -> RevokeReplies:
         self.revoked.append((task_id, terminate, signal))
+        return self.replies
+
+    def worker_pool(self, hostname: str) -> str | None:
+        return self.pools.get(hostname)
 
     def find_held(self, task_id: str, workers: int | None) -> HeldTask | None:
         return self.held if self.held and task_id == "held" else None
@@ -358,25 +371,149 @@ def test_bulk_retry_is_a_dry_run_by_default_and_filters(client, engine, broker):
 # -- cancel -------------------------------------------------------------------------------
 
 
-def test_cancel_revokes_waiting_tasks_and_records_it(client, engine, broker):
+def cancel_audit(engine, task_id: str) -> list[tuple[str, dict[str, Any]]]:
+    with engine.connect() as connection:
+        rows = connection.execute(select(ACTION_AUDIT.c.action, ACTION_AUDIT.c.detail).where(
+            ACTION_AUDIT.c.task_id == task_id).order_by(ACTION_AUDIT.c.id)).all()
+    return [(action, detail) for action, detail in rows]
+
+
+def test_cancel_revokes_waiting_tasks_and_records_the_request(client, engine, broker):
     add_row(engine, "waiting", "RECEIVED")
     response = client.post("/api/v1/tasks/waiting/cancel")
     assert response.status_code == 202
-    assert response.json() == {"task_id": "waiting", "action": "revoked", "signal": None,
-                               "previous_state": "RECEIVED", "state_source": "history"}
+    assert response.json() == {
+        "task_id": "waiting", "action": "revoke", "signal": None, "previous_state": "RECEIVED",
+        "state_source": "history", "hostname": None, "pool": None, "workers_up": None,
+        "acknowledged_by": ["w@h"], "terminated_by": [], "refused_by": {}, "warnings": []}
     assert broker.revoked == [("waiting", False, None)]
-    assert get_execution(engine, "waiting").updated_by_action == "cancel"
+    row = get_execution(engine, "waiting")
+    assert (row.state, row.updated_by_action) == ("RECEIVED", "cancel")
+    (action, detail), = cancel_audit(engine, "waiting")
+    assert (action, detail["requested"], detail["acknowledged_by"]) == ("cancel", "revoke",
+                                                                         ["w@h"])
+    assert "outcome" not in detail
 
 
 def test_cancel_terminates_running_tasks_only_when_asked(client, engine, broker):
-    add_row(engine, "running", "STARTED")
+    add_row(engine, "running", "STARTED", hostname="w@h", started_at=T0 - 1)
+    broker.pools = {"w@h": "prefork"}
+    broker.replies = RevokeReplies(("other@h", "w@h"), ("w@h",), {}, 1.0)
     assert problem(client.post("/api/v1/tasks/running/cancel"), 409)["reason"] == "running"
     problem(client.post("/api/v1/tasks/running/cancel?signal=SIGKILL"), 400)
     problem(client.post("/api/v1/tasks/running/cancel?terminate=true&signal=SIGSTOP"), 400)
     response = client.post("/api/v1/tasks/running/cancel?terminate=true&signal=SIGKILL")
     assert response.status_code == 202
-    assert (response.json()["action"], response.json()["signal"]) == ("terminated", "SIGKILL")
+    body = response.json()
+    assert {k: body[k] for k in ("action", "signal", "hostname", "pool", "acknowledged_by",
+                                 "terminated_by", "warnings")} == {
+        "action": "terminate", "signal": "SIGKILL", "hostname": "w@h", "pool": "prefork",
+        "acknowledged_by": ["other@h", "w@h"], "terminated_by": ["w@h"], "warnings": []}
     assert broker.revoked == [("running", True, "SIGKILL")]
+    assert get_execution(engine, "running").state == "STARTED"  # until task-revoked comes
+
+
+def test_terminate_depends_on_the_pool_running_the_task(make_client, engine, broker):
+    add_row(engine, "t", "STARTED", hostname="w@h", started_at=T0 - 1)
+    snapshot = PollSnapshot(T0, 0.1, pools={"w@h": "threads"})
+    client = make_client(poll_latest=lambda: snapshot)
+    body = problem(client.post("/api/v1/tasks/t/cancel?terminate=true"), 409)
+    assert (body["reason"], body["hostname"], body["pool"]) == (
+        "pool-cannot-terminate", "w@h", "threads")
+    assert body["detail"].startswith("the task runs on w@h, whose pool is threads (-P threads)")
+    assert broker.revoked == [] and cancel_audit(engine, "t") == []
+
+    broker.replies = RevokeReplies((), (), {}, 1.0)  # a busy solo worker does not answer
+    snapshot = PollSnapshot(T0, 0.1, pools={"w@h": "solo"})
+    body = client.post("/api/v1/tasks/t/cancel?terminate=true").json()
+    assert (body["pool"], body["acknowledged_by"]) == ("solo", [])
+    assert body["warnings"][0].startswith("w@h runs the solo pool (-P solo): it reads control "
+                                          "messages only between tasks")
+    # The command line has no poll snapshot: it asks the worker (inspect stats).
+    broker.pools = {"w@h": "threads"}
+    assert problem(make_client().post("/api/v1/tasks/t/cancel?terminate=true"), 409)[
+        "reason"] == "pool-cannot-terminate"
+
+
+def test_a_revoke_no_worker_acknowledged_says_it_is_lost(make_client, engine, broker, make_model):
+    add_row(engine, "lost", "PENDING")
+    broker.replies = RevokeReplies((), (), {}, 1.0)
+    body = make_client(live=make_model()).post("/api/v1/tasks/lost/cancel").json()
+    assert (body["workers_up"], body["acknowledged_by"]) == (0, [])
+    assert body["warnings"][0].startswith(
+        "no worker acknowledged the revoke within 1 s, and no worker is up by its heartbeats: "
+        "the revoke is lost.")
+
+
+@pytest.mark.parametrize(("request_detail", "row", "expected"), [
+    ({"previous_state": "PENDING", "started_at": None},
+     {"state": "REVOKED", "revoke_reason": "revoked"}, ("honoured", "task-revoked (revoked)")),
+    ({"previous_state": "STARTED", "started_at": T0},
+     {"state": "REVOKED", "revoke_reason": "terminated", "revoke_signal": 15},
+     ("honoured", "task-revoked (terminated, signal 15)")),
+    ({"previous_state": "STARTED", "started_at": T0}, {"state": "STARTED", "started_at": T0},
+     None),
+    ({"previous_state": "PENDING", "started_at": None}, {"state": "RECEIVED"}, None),
+    ({"previous_state": "PENDING", "started_at": None},
+     {"state": "STARTED", "started_at": T0 + 5},
+     ("not-honoured", "the task started after the request (now STARTED)")),
+    ({"previous_state": "STARTED", "started_at": T0}, {"state": "SUCCESS", "started_at": T0},
+     ("not-honoured", "the task ran to its end (SUCCESS) after the request")),
+    ({"previous_state": "RECEIVED"}, {"state": "LOST"},
+     ("unknown", "the task ended LOST: neither revoked nor run to its end")),
+    ({"previous_state": "RECEIVED"}, None, None),
+])
+def test_a_cancel_outcome_is_judged_from_the_row_alone(request_detail, row, expected):
+    assert judge_cancel(request_detail, row) == expected
+
+
+def test_outcomes_are_recorded_once_and_shown_with_the_request(client, engine, broker):
+    add_row(engine, "w1", "PENDING")
+    assert client.post("/api/v1/tasks/w1/cancel").status_code == 202
+    assert settle_cancels(engine, at=T0 + 101) == SettleResult([], 1)
+    detail = client.get("/api/v1/tasks/w1").json()["cancel_requests"]
+    assert [(r["action"], r["outcome"], r["acknowledged_by"]) for r in detail] == [
+        ("revoke", "pending", ["w@h"])]
+    with engine.begin() as connection:  # the worker's task-revoked, as the writer stores it
+        connection.execute(TASK_EXECUTION.update().where(TASK_EXECUTION.c.task_id == "w1")
+                           .values(state="REVOKED", revoke_reason="revoked"))
+    assert settle_cancels(engine, at=T0 + 102) == SettleResult([("w1", "honoured")], 0)
+    assert settle_cancels(engine, at=T0 + 103) == SettleResult([], 0)
+    (_, request), (action, outcome) = cancel_audit(engine, "w1")
+    assert (action, outcome) == ("cancel-outcome", {
+        "outcome": "honoured", "state": "REVOKED", "evidence": "task-revoked (revoked)",
+        "request_id": 1})
+    detail = client.get("/api/v1/tasks/w1").json()["cancel_requests"]
+    assert [(r["outcome"], r["evidence"], r["outcome_at"]) for r in detail] == [
+        ("honoured", "task-revoked (revoked)", "2023-11-14T22:15:02Z")]
+
+
+def test_the_follow_up_records_the_outcome_and_then_stops(engine):
+    add_row(engine, "w1", "PENDING")
+    record_action(engine, actor="api", action="cancel", task_id="w1",
+                  detail={"requested": "revoke", "previous_state": "PENDING"}, at=T0)
+    follow_up = CancelFollowUp(engine, clock=lambda: T0 + 1, interval=0.01)
+    try:
+        follow_up.watch()
+        assert_stays(lambda: follow_up._thread is not None, 0.2, message="following")
+        with engine.begin() as connection:
+            connection.execute(TASK_EXECUTION.update().where(TASK_EXECUTION.c.task_id == "w1")
+                               .values(state="STARTED", started_at=T0 + 0.5))
+        wait_for(lambda: follow_up._thread is None, 5, message="the thread ended")
+    finally:
+        follow_up.stop()
+    assert [action for action, _ in cancel_audit(engine, "w1")] == ["cancel", "cancel-outcome"]
+    assert cancel_audit(engine, "w1")[1][1]["outcome"] == "not-honoured"
+
+
+def test_the_command_line_prints_what_was_asked_and_who_acknowledged():
+    result = CancelResult(
+        task_id="t1", action="terminate", signal="SIGTERM", previous_state="STARTED",
+        state_source="events", hostname="w@h", pool="solo", workers_up=1, acknowledged_by=[],
+        warnings=["w@h runs the solo pool"])
+    assert cancel_text(result) == (
+        "asked to terminate t1 with SIGTERM on w@h (solo) (was STARTED, known from events): "
+        "acknowledged by no worker\nwarning: w@h runs the solo pool")
 
 
 def test_cancel_of_finished_or_unknown_tasks(client, engine, broker):
