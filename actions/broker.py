@@ -238,7 +238,9 @@ class CeleryBroker:
             BrokerRefused: another channel-level refusal (e.g. 403 ACCESS_REFUSED).
 
         """
-        connection = self.app.connection_for_write()
+        # A connection of the app's pool (the one send_task publishes on): a bulk retry checks
+        # one queue per execution, without a connection handshake each time.
+        connection = self.app.pool.acquire(block=True)
         if connection.transport.driver_type != "amqp":
             connection.release()
             return None
@@ -248,7 +250,7 @@ class CeleryBroker:
             with broker_errors():
                 state = reader.declare(queue)
         finally:
-            reader.close()  # releases the connection
+            reader.close()  # closes its channel, returns the connection to the pool
         if state is None:
             return QueueCheck(queue, exists=False, messages=None, consumers=None, vhost=vhost)
         return QueueCheck(queue, exists=True, messages=sum(state.lengths.values()),
