@@ -33,6 +33,14 @@ def _succeeded(exporter, queue: str = "a") -> float | None:
     return exporter.metrics().value("celery_task_succeeded_total", name=ADD, queue_name=queue)
 
 
+def _counted(exporter) -> dict[str, dict[str, float | None]]:
+    """The task counters by event type and label set, for a failure's message."""
+    metrics = exporter.metrics()
+    return {step: {str(labels): metrics.value(f"celery_task_{step}_total", **labels)
+                   for labels in metrics.series(f"celery_task_{step}_total")}
+            for step in ("sent", "received", "started", "succeeded")}
+
+
 def _probe_during(exporter, seconds: float) -> list[tuple[int, int, int, float]]:
     """Probe /healthz, /readyz and /metrics every 0.5 s for ``seconds``: (status codes,
     broker_connected)."""
@@ -129,7 +137,10 @@ def test_rabbitmq_connection_cut_then_restored(amqp_url, producer, start_exporte
         app = producer(amqp_url)
         for i in range(3):
             app.send_task(ADD, (i, i), queue="a")
-        wait_for(lambda: _succeeded(exporter) == 3, 30, message="three tasks before the outage")
+        wait_for(lambda: _succeeded(exporter) == 3, 30,
+                 message=lambda: f"three tasks before the outage: {_counted(exporter)}\n"
+                                 f"exporter:\n{exporter.output()[-3000:]}\n"
+                                 f"worker:\n{worker.output()[-3000:]}")
 
         proxy.close()
         wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 0, 10,
