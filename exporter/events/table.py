@@ -20,6 +20,13 @@ UNKNOWN = "unknown"
 #: The type of the synthetic record the model sends to the history for a task lost with its
 #: worker (no Celery event has it).
 TASK_LOST = "task-lost"
+#: Where a task's state came from (the history's ``state_source``, the repair counters'
+#: ``source``): its own Celery events, the result backend (a repair after lost events), or the
+#: workers' ``inspect query_task`` replies (a repair of a task still reserved or running).
+SOURCE_EVENTS = "events"
+SOURCE_RESULT_BACKEND = "result_backend"
+SOURCE_WORKERS = "workers"
+STATE_SOURCES = (SOURCE_EVENTS, SOURCE_RESULT_BACKEND, SOURCE_WORKERS)
 #: Event type → the Celery state it puts the task in (shared by the model and the history).
 EVENT_STATE: Mapping[str, str] = {
     "task-sent": "PENDING",

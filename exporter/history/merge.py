@@ -29,7 +29,7 @@ received_at / started_at          received / started         max (the latest att
 eta                               sent, received             max (a retry's ETA is later)
 retries                           sent, received             max
 state, state_ts, revoke_reason,   every event                later (stage, state_ts,
-revoke_signal                     (``EVENT_STATE``)          precedence): an end beats a
+revoke_signal, state_source       (``EVENT_STATE``)          precedence): an end beats a
                                                              worker's state beats PENDING
                                                              whatever the clocks say; within a
                                                              stage the newer timestamp, then
@@ -45,10 +45,21 @@ exception_message(_truncated),                               exception: a retrie
 traceback(_truncated)                                        then succeeds keeps it)
 ================================  =========================  ===================================
 
+Repairs (:mod:`exporter.repair`) reach the history as the model's synthetic records: shaped like
+the event that was lost (``task-succeeded`` stamped with the result's ``date_done``, ``task-failed``
+with the exception repr and traceback the result backend stored, ``task-started`` stamped with the
+running task's ``time_start``, ``task-received`` for a task a worker holds) and carrying
+``state_source`` (``result_backend``, ``workers``). They merge by the same rules: the state and
+its source move together, so a real event that arrives later and wins the state order makes the
+source ``events`` again, and the fields a repair knows fill what no event said. A repair record
+also gives the row its ``queue`` (``result_extended``) and never a ``received_at`` (no source
+knows when a worker received the task).
+
 Derived by :func:`finalize`: ``finished_at`` = ``state_ts`` when the state is terminal
 (:data:`TERMINAL_STATES`), else ``None``; ``runtime`` for FAILURE (and REVOKED with
 ``revoke_reason == "terminated"``) = ``finished_at − started_at`` (``task-failed`` carries no
-runtime), for SUCCESS the event's ``runtime`` (else the same difference), otherwise ``None``.
+runtime), for SUCCESS the event's ``runtime`` (else the same difference), otherwise ``None``;
+``state_source`` = ``events`` when no repair set the state.
 
 Times are float seconds since the epoch, UTC, as Celery sends them (``timestamp``; ``eta`` and
 ``expires`` are parsed from ISO 8601). ``task-sent``'s ``hostname`` is the *publisher* and is
@@ -79,7 +90,7 @@ from exporter.events.parse import (
     parse_eta,
     traceback_exception,
 )
-from exporter.events.table import EVENT_STATE, TERMINAL_STATES, state_order
+from exporter.events.table import EVENT_STATE, SOURCE_EVENTS, TERMINAL_STATES, state_order
 
 Row = dict[str, Any]
 
@@ -126,7 +137,8 @@ MERGE_RULES: tuple[MergeRule, ...] = (
     MergeRule(_MAX, ("started_at",)),
     MergeRule(_MAX, ("eta",)),
     MergeRule(_MAX, ("retries",)),
-    MergeRule(_NEWEST, ("state", "state_ts", "revoke_reason", "revoke_signal"), _state_order),
+    MergeRule(_NEWEST, ("state", "state_ts", "revoke_reason", "revoke_signal", "state_source"),
+              _state_order),
     MergeRule(_NEWEST, ("worker_seen_at", "hostname"), lambda row: row["worker_seen_at"]),
     MergeRule(_FIRST, ("result", "result_truncated")),
     MergeRule(_FIRST, ("runtime",)),
@@ -144,7 +156,7 @@ DERIVED_FIELDS: tuple[str, ...] = ("finished_at",)
 FIELD_DEFAULTS: Mapping[str, Any] = {
     "retries": 0, "args_truncated": False, "kwargs_truncated": False,
     "result_truncated": False, "exception_message_truncated": False,
-    "traceback_truncated": False,
+    "traceback_truncated": False, "state_source": SOURCE_EVENTS,
 }
 
 
@@ -365,6 +377,12 @@ def record_from_event(event: Mapping[str, Any],
     if state is None or timestamp is None or not _storable_id(task_id):
         return None
     row: Row = {"state": state, "state_ts": timestamp}
+    source = get("state_source")
+    if source is not None:  # a repair record (exporter.repair), not a Celery event
+        row["state_source"] = _identifier(source)
+        queue = _identifier(get("queue"))
+        if queue is not None:
+            row["queue"] = queue
     if state == "REVOKED":
         row["revoke_reason"] = _revoke_reason(event)
         row["revoke_signal"] = _int32(get("signum"))
@@ -396,7 +414,8 @@ def record_from_event(event: Mapping[str, Any],
         if queue is not None:
             row["queue"] = queue
     elif event_type == "task-received":
-        row["received_at"] = timestamp
+        if source is None:
+            row["received_at"] = timestamp
     elif event_type == "task-started":
         row["started_at"] = timestamp
     elif event_type == "task-succeeded":

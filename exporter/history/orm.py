@@ -46,6 +46,10 @@ class TaskExecution(HistoryBase):
       ``priority``: any event carrying ``priority`` (Celery's own events do not), else NULL.
     - ``state``: Celery state (PENDING, RECEIVED, STARTED, RETRY, CANCELLED, REJECTED, LOST,
       REVOKED, FAILURE, SUCCESS); ``state_ts``: timestamp of the event that set it.
+      ``state_source``: where that state came from — ``events`` (the task's own events, and
+      the exporter's LOST), ``result_backend`` or ``workers`` (a repair after lost events,
+      :mod:`exporter.repair`; ``state_ts`` is then the result's ``date_done`` or the running
+      task's ``time_start``).
     - ``sent_at``/``received_at``/``started_at``: the event timestamps (first send, latest
       attempt); ``finished_at``: ``state_ts`` of a terminal state, else NULL.
     - ``hostname``: worker (``task-received`` and later events, never ``task-sent``'s publisher);
@@ -103,6 +107,7 @@ class TaskExecution(HistoryBase):
     created_by_action: Mapped[str | None] = mapped_column(_ID)
     updated_by_action: Mapped[str | None] = mapped_column(_ID)
     updated_at: Mapped[float] = mapped_column(Double)
+    state_source: Mapped[str] = mapped_column(String(16), server_default=text("'events'"))
 
     __table_args__ = (
         # Lists, statistics and failure groups filter on these and order/range on the time.

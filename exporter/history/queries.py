@@ -100,6 +100,9 @@ class Execution:
     created_by_action: str | None
     updated_by_action: str | None
     updated_at: float
+    #: ``events``, ``result_backend`` or ``workers`` (see :class:`~exporter.history.orm.
+    #: TaskExecution`).
+    state_source: str = "events"
 
 
 _EXECUTION_COLUMNS = [_C[f.name] for f in fields(Execution)]

@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy import event as sa_event
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError
 
@@ -46,7 +49,7 @@ from exporter.history import (
     unfinished,
     upgrade,
 )
-from exporter.history.db import VERSION_TABLE
+from exporter.history.db import MIGRATIONS_DIR, VERSION_TABLE
 from exporter.history.orm import ACTION_AUDIT, TASK_EXECUTION, HistoryBase
 from exporter.history.store import upsert_rows
 from tests.support.events import PRODUCER, WORKER, task_event
@@ -589,12 +592,46 @@ def test_the_writer_prunes_periodically(db, make_writer):
 
 def test_migrations_match_the_models_and_upgrade_is_idempotent(db):
     upgrade(db.engine)
-    assert current_revision(db.engine) == head_revision() == "0001"
+    assert current_revision(db.engine) == head_revision() == "0002"
     assert needs_upgrade(db.engine) is False
     with db.engine.connect() as connection:
         context = MigrationContext.configure(
             connection, opts={"compare_type": True, "version_table": VERSION_TABLE})
         assert compare_metadata(context, HistoryBase.metadata) == []
+
+
+def _downgrade(engine: Engine, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def test_the_state_source_migration_keeps_rows_and_says_they_came_from_events(
+        db, make_writer):
+    _downgrade(db.engine, "0001")
+    try:
+        with db.engine.connect() as connection:
+            assert "state_source" not in {c["name"] for c in sa_inspect(connection).get_columns(
+                "task_execution")}
+        with db.engine.begin() as connection:  # a row written before the column existed
+            connection.execute(text(
+                "INSERT INTO task_execution (task_id, name, state, state_ts, updated_at) "
+                "VALUES ('old', 'app.add', 'SUCCESS', :ts, :ts)"), {"ts": T0})
+        upgrade(db.engine)
+        assert current_revision(db.engine) == "0002"
+        assert get_execution(db.engine, "old").state_source == "events"
+        write(make_writer(db.engine), [
+            *success("s1", T0, 0.25),
+            {"type": "task-failed", "uuid": "old", "timestamp": T0 + 9,
+             "state_source": "result_backend", "exception": "KeyError('k')"}])
+        assert get_execution(db.engine, "s1").state_source == "events"
+        old = get_execution(db.engine, "old")
+        assert (old.state, old.state_source, old.exception_type) == (
+            "FAILURE", "result_backend", "KeyError")
+    finally:
+        upgrade(db.engine)
 
 
 def test_a_fresh_database_needs_an_upgrade(tmp_path):

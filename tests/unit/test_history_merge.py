@@ -131,6 +131,46 @@ def test_failure_runtime_is_finished_minus_started():
     assert (row["state"], row["runtime"], row["finished_at"]) == ("FAILURE", 3.0, T0 + 3.125)
 
 
+def repaired(uuid, ts, type_="task-succeeded", source="result_backend", **fields):
+    """A repair record as the model sends it (exporter.state.model._repair_record)."""
+    return {"type": type_, "uuid": uuid, "timestamp": ts, "local_received": ts + 60,
+            "state_source": source, **fields}
+
+
+def test_rows_of_events_say_their_state_came_from_events():
+    assert row_of(sent("t1", T0))["state_source"] == "events"
+
+
+def test_a_repaired_row_says_where_its_state_came_from_and_fills_what_no_event_said():
+    row = row_of(sent("t1", T0), repaired("t1", T0 + 5, "task-failed", exception="KeyError('k')",
+                                          traceback=TB, hostname="celery@w2", queue="other",
+                                          args="[9]"))
+    assert (row["state"], row["state_ts"], row["finished_at"], row["state_source"]) == (
+        "FAILURE", T0 + 5, T0 + 5, "result_backend")
+    assert (row["exception_type"], row["exception_message"], row["hostname"]) == (
+        "KeyError", "k", "celery@w2")
+    # What the events said first stays; no run time without a start.
+    assert (row["queue"], row["args"], row["runtime"]) == ("default", "(1, 2)", None)
+
+
+def test_a_repair_of_a_reserved_task_sets_no_received_time():
+    row = row_of(sent("t1", T0), repaired("t1", T0, "task-received", source="workers"))
+    assert (row["state"], row["state_source"], row.get("received_at")) == (
+        "RECEIVED", "workers", None)
+
+
+def test_a_late_real_end_takes_the_state_and_its_source_back_a_late_received_does_not():
+    repair = repaired("t1", T0 + 5, result="3")
+    late_received = received("t1", T0 + 1)
+    assert row_of(sent("t1", T0), repair, late_received)["state_source"] == "result_backend"
+    row = row_of(sent("t1", T0), repair, started("t1", T0 + 2),
+                 succeeded("t1", T0 + 5.25, 3.0))
+    assert (row["state_ts"], row["state_source"], row["runtime"]) == (T0 + 5.25, "events", 3.0)
+    # In any order.
+    row = row_of(succeeded("t1", T0 + 5.25, 3.0), repair, sent("t1", T0))
+    assert (row["state_ts"], row["state_source"]) == (T0 + 5.25, "events")
+
+
 def test_late_task_received_never_overwrites_task_failed():
     row = row_of(sent("t1", T0), started("t1", T0 + 0.125), failed("t1", T0 + 1),
                  received("t1", T0 + 0.0625))

@@ -18,7 +18,8 @@ def test_an_insert_leaves_out_only_columns_the_database_fills_with_that_value():
         if value is None:
             assert column.nullable and column.default is None and column.server_default is None
         else:
-            literal = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            literal = (("true" if value else "false") if isinstance(value, bool)
+                       else f"'{value}'" if isinstance(value, str) else str(value))
             assert not column.nullable and str(column.server_default.arg) == literal, key
     assert {key for key, value in LEFT_OUT.items() if value is not None} == set(FIELD_DEFAULTS)
 
@@ -50,5 +51,5 @@ def test_an_insert_names_what_is_set_and_an_update_sets_what_changed(tmp_path):
     assert {k: v for k, v in row.items() if v not in (None, False, 0)} == {
         "task_id": "t1", "state": "SUCCESS", "state_ts": T0 + 2, "hostname": "celery@w1",
         "worker_seen_at": T0 + 2, "started_at": T0, "finished_at": T0 + 2, "runtime": 1.5,
-        "result": "3", "updated_at": T0}
+        "result": "3", "updated_at": T0, "state_source": "events"}
     engine.dispose()
