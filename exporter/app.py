@@ -20,6 +20,8 @@ from exporter.history.setup import OpenHistory, open_history
 from exporter.http import MetricsEndpoint, create_http_app, make_server, serve_all
 from exporter.metrics.scrape import Scrape, exporter_sources
 from exporter.poll.poller import Poller
+from exporter.repair.repairer import Repairer
+from exporter.repair.setup import make_repairer
 from exporter.secrets import mask_url
 from exporter.state.health import Health
 from exporter.state.model import Model
@@ -65,16 +67,24 @@ class Service:
     action_app: Celery | None = None
     #: The action API's own app when it listens apart (``--api-listen``), else ``None``.
     api_http: FastAPI | None = None
+    #: The repairer of lost events (``--no-repair``: ``None``).
+    repairer: Repairer | None = None
 
     def start(self) -> None:
-        """Start the history writer, then the event consumer and poller threads."""
+        """Start the history writer, then the event consumer, poller and repairer threads."""
         if self.history is not None:
             self.history.writer.start()
         self.consumer.start()
         self.poller.start()
+        if self.repairer is not None:
+            self.repairer.start()
 
     def stop(self) -> None:
-        """Stop the poller and the consumer, then write what the history still holds."""
+        """Stop the repairer, the poller and the consumer, then write what the history still
+        holds (a repair applied before the stop is written too).
+        """
+        if self.repairer is not None:
+            self.repairer.stop()
         self.poller.stop()
         self.consumer.stop()
         if self.history is not None:
@@ -108,6 +118,9 @@ def build_service(settings: Settings) -> Service:
     if history is not None:
         model.warm(history.unfinished)
     health = Health()
+    repairer = make_repairer(settings, model, health) if settings.repair else None
+    if repairer is not None and history is not None:
+        repairer.suspect((task.task_id for task in history.unfinished), "restart")
     app = make_celery_app(settings)
     consumer = EventConsumer(app, model, health, accept=settings.accept_content,
                              reconnect_max_interval=settings.reconnect_max_interval,
@@ -129,9 +142,10 @@ def build_service(settings: Settings) -> Service:
     if settings.api_listen is not None and api is not None:
         return Service(settings, model, health, metrics, consumer, poller,
                        create_http_app(metrics, health), history, action_app,
-                       api_http=create_http_app(None, health, api))
+                       api_http=create_http_app(None, health, api), repairer=repairer)
     return Service(settings, model, health, metrics, consumer, poller,
-                   create_http_app(metrics, health, api), history, action_app)
+                   create_http_app(metrics, health, api), history, action_app,
+                   repairer=repairer)
 
 
 def serve(settings: Settings) -> None:

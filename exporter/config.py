@@ -55,6 +55,11 @@ DEFAULT_HISTORY_RETENTION = 30 * 86400.0
 DEFAULT_HISTORY_QUEUE_SIZE = 20_000
 #: A task whose average runtime is above this is flagged slow in the statistics.
 DEFAULT_SLOW_THRESHOLD = 60.0
+#: Seconds between two rounds of the repairer (lost events checked against the result backend
+#: and the workers); also how long a task waits before its first check.
+DEFAULT_REPAIR_INTERVAL = 5.0
+#: Tasks the repairer checks per round at most.
+DEFAULT_REPAIR_BATCH = 500
 #: Manual retries (action API, ``celery-jobmon retry``) allowed per chain of executions.
 DEFAULT_MAX_MANUAL_RETRIES = 3
 #: Largest request body the action API reads (bytes); larger bodies are answered 413.
@@ -317,6 +322,11 @@ class Settings:
     #: Shell-style patterns of task names kept out of the history (``--history-exclude-task``).
     history_exclude_tasks: tuple[str, ...] = ()
     slow_threshold: float = DEFAULT_SLOW_THRESHOLD
+    #: Check tasks left in progress by lost events against the result backend and the workers
+    #: (:mod:`exporter.repair`).
+    repair: bool = True
+    repair_interval: float = DEFAULT_REPAIR_INTERVAL
+    repair_batch: int = DEFAULT_REPAIR_BATCH
     #: Bearer token of the action API (``--api-token``, or read from ``--api-token-file``);
     #: ``None``: every ``/api`` request is answered 403.
     api_token: str | None = field(default=None, repr=False)
@@ -377,6 +387,10 @@ class Settings:
             found.append("--history-retention / --history-max-rows: 0 (no limit) or more")
         if self.history_queue_size < 1:
             found.append("--history-queue-size: at least 1")
+        if self.repair_interval <= 0:
+            found.append("--repair-interval: greater than 0")
+        if self.repair_batch < 1:
+            found.append("--repair-batch: at least 1")
         if self.slow_threshold <= 0:
             found.append("--slow-threshold: greater than 0")
         history_problem = (history_url_problem(self.history_url)

@@ -171,6 +171,15 @@ SERVE_OPTIONS: list[Decorator] = [
                 "them (repeatable; in the environment: space-separated)."),
     option("--slow-threshold", type=DURATION, default=seconds(c.DEFAULT_SLOW_THRESHOLD),
            help="Per-task statistics flag a task whose average runtime is above this."),
+    option("--repair/--no-repair", default=True,
+           help="Check tasks left in progress by lost events (event gaps, missed events, a "
+                "restart) against --result-backend and the workers (inspect query_task), and "
+                "repair counters and history from what they say."),
+    option("--repair-interval", type=DURATION, default=seconds(c.DEFAULT_REPAIR_INTERVAL),
+           help="Seconds between two repair rounds; a task waits this long before its first "
+                "check."),
+    option("--repair-batch", type=click.IntRange(min=1), default=c.DEFAULT_REPAIR_BATCH,
+           help="Tasks checked per repair round at most."),
     option("--api-token", default=None, show_default=False,
            help="Bearer token every /api/v1 request must send (Authorization: Bearer TOKEN); "
                 "without one the action API answers 403. Prefer the environment variable or "

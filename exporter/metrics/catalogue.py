@@ -249,6 +249,33 @@ POLL_ERRORS = MetricSpec(
     "active_queues, active, reserved, scheduled, stats, queue_lengths, queue_discovery.",
     ("call",), "", "exporter", read=_by_key("poll_errors"),
 )
+REPAIRS = MetricSpec(
+    "jobmon_repairs_total", "counter",
+    "Tasks whose state a repair took from a source of truth after their events were lost (an "
+    "event gap, missed events, a restart), by the state set (SUCCESS, FAILURE, REVOKED from "
+    "the result backend; STARTED, RECEIVED from the workers) and the source. The lifecycle "
+    "counters moved with them at repair time.",
+    ("state", "source"), "", "result backend, inspect query_task (exporter repairer)",
+    read=_field("repairs"),
+)
+REPAIR_UNRESOLVED = MetricSpec(
+    "jobmon_repair_unresolved_tasks", "gauge",
+    "Tasks left in progress by lost events whose outcome no source knows: the model says a "
+    "worker had them but none holds them and the result backend has no outcome (or there is no "
+    "result backend). Their counters and history rows stay as the events left them.",
+    (), "", "exporter repairer", read=_scalar("repair_unresolved"),
+)
+REPAIR_PENDING = MetricSpec(
+    "jobmon_repair_pending_tasks", "gauge",
+    "Tasks the repairer still has to check (or check again) after lost events.",
+    (), "", "exporter repairer", read=_scalar("repair_pending"),
+)
+REPAIR_SOURCE_ERRORS = MetricSpec(
+    "jobmon_repair_source_errors_total", "counter",
+    "Failed calls to a repair source (result_backend, workers); the source is asked again "
+    "after a backoff.",
+    ("source",), "", "exporter repairer", read=_by_key("repair_errors"),
+)
 BUILD_INFO = MetricSpec(
     "jobmon_build", "info", "Versions of celery-jobmon, Celery and Python.",
     ("version", "celery_version", "python_version"), "", "exporter",
@@ -268,7 +295,7 @@ MODEL: tuple[MetricSpec, ...] = (
 #: Families read from the exporter's health snapshot, in exposition order.
 HEALTH: tuple[MetricSpec, ...] = (
     BROKER_CONNECTED, BROKER_RECONNECTS, EVENT_GAPS, EVENT_BATCHES, EVENT_PROCESSING,
-    POLL_ERRORS, BUILD_INFO,
+    POLL_ERRORS, REPAIRS, REPAIR_UNRESOLVED, REPAIR_PENDING, REPAIR_SOURCE_ERRORS, BUILD_INFO,
 )
 
 # -- from the poller (inspect broadcasts, broker queue reads) -----------------------------------

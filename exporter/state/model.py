@@ -48,6 +48,19 @@ event that turns up later still wins. Tasks warmed from the history as STARTED c
 running, and their worker is expected to speak within the same time: one that never does died
 while the exporter was down, and its tasks are lost too.
 
+Repairs (:mod:`exporter.repair`): the repairer thread asks the model which tasks are in
+progress (:meth:`Model.in_progress`, after an event gap or on a worker whose heartbeats show
+missed events: :meth:`Model.take_missed_workers`), checks them against the result backend and
+the workers, and hands back what it learned as a :class:`~exporter.repair.findings.Finding`
+(:meth:`Model.apply_repair`). A finding that moves the task on (by the same state order as
+events) is applied like the events that were lost: the lifecycle counters the task has not
+counted yet move (``task-received`` and ``task-started`` when no such event was seen, then its
+end; a failure's exception class too; no run time or queue wait, which no source knows), the
+running gauge follows, and a synthetic event with ``state_source`` goes to the history. The
+event types a repair counted are remembered on the task record: the real event, should it still
+arrive, goes to the history but is not counted again (``events_malformed{reason="repaired"}``);
+a ``task-retried`` starts a new execution and forgets them.
+
 Why one module of this size: the handler table, the state order, duplicate detection, the
 deferral of an early ``task-received`` and the lost-task scan all act on the same task record
 under the same lock, and each handler reads only in the light of the others; the per-label
@@ -93,6 +106,7 @@ from exporter.state.workers import WorkerState, WorkerTable
 
 if TYPE_CHECKING:
     from exporter.history import UnfinishedTask
+    from exporter.repair.findings import Finding
 
 log = logging.getLogger(__name__)
 #: How long a task-received whose task-sent has not arrived yet waits to be counted (seconds).
@@ -110,6 +124,13 @@ _TIMESTAMP_SLOT = {"task-sent": "sent", "task-received": "received", "task-start
 #: Terminal reports counted once per execution, and the states they leave.
 _FINISH_TYPES = frozenset({"task-succeeded", "task-failed"})
 _FINISHED = frozenset(EVENT_STATE[event_type] for event_type in _FINISH_TYPES)
+#: A repaired state → the event type that would have set it (its counter, its history record).
+_REPAIR_EVENT = {"SUCCESS": "task-succeeded", "FAILURE": "task-failed",
+                 "REVOKED": "task-revoked", "STARTED": "task-started",
+                 "RECEIVED": "task-received"}
+#: States that mean a worker received the task / started it.
+_RECEIVED_BY = frozenset({"RECEIVED", "STARTED", "SUCCESS", "FAILURE"})
+_STARTED_BY = frozenset({"STARTED", "SUCCESS", "FAILURE"})
 
 
 @dataclass(frozen=True)
@@ -213,6 +234,7 @@ class Model:
         self._evictions = 0
         self._lost_grace = worker_timeout if task_lost_grace is None else task_lost_grace
         self._next_lost_check = float("-inf")
+        self._missed_workers: set[str] = set()
 
     # -- input ---------------------------------------------------------------------------
 
@@ -236,11 +258,19 @@ class Model:
                 if abs(timestamp - now) > MAX_CLOCK_SKEW:
                     event["original_timestamp"] = timestamp
                     event["timestamp"] = timestamp = now
-                if event_type in TASK_EVENT_TYPES and self._already_seen(
-                        event["uuid"], event_type, timestamp):
-                    self._count_malformed_locked("duplicate")
-                    continue
+                skip = None
+                if event_type in TASK_EVENT_TYPES:
+                    skip = self._skip_reason(event["uuid"], event_type, timestamp)
+                    if skip == "duplicate":
+                        self._count_malformed_locked(skip)
+                        continue
                 event["local_received"] = now
+                if skip is not None:  # "repaired": counted by a repair when it was lost
+                    self._count_malformed_locked(skip)
+                    if self._history is not None and not (
+                            self._excluded is not None and self._kept_out(event_type, event)):
+                        self._history(event)  # the history takes its details
+                    continue
                 self._events_received[event_type] = self._events_received.get(event_type, 0) + 1
                 if self._history is not None and not (
                         self._excluded is not None and self._kept_out(event_type, event)):
@@ -305,6 +335,100 @@ class Model:
                         self.workers.expect(record.hostname, now)
                 added += 1
         return added
+
+    # -- repair (exporter.repair) --------------------------------------------------------------
+
+    def in_progress(self, hostnames: Iterable[str | None] | None = None) -> list[str]:
+        """Ids of the tasks the index holds in progress (not in a terminal state), least
+        recently used first; with ``hostnames``, only those whose worker is one of them
+        (``None`` among them: tasks no worker was seen with yet). A scan of the tasks in
+        progress under the lock (about 10 ms for 100,000): the repairer calls it once per
+        event gap or per worker with missed events, never the event path.
+        """
+        wanted = None if hostnames is None else set(hostnames)
+        with self.lock:
+            return [task_id for task_id, record in self.index.in_progress()
+                    if wanted is None or record.hostname in wanted]
+
+    def take_missed_workers(self) -> set[str]:
+        """Workers whose heartbeats confirmed missed ``task-started`` events since the previous
+        call (see :mod:`exporter.state.workers`); the set is emptied.
+        """
+        with self.lock:
+            found, self._missed_workers = self._missed_workers, set()
+            return found
+
+    def task_states(self, task_ids: Iterable[str]) -> dict[str, str]:
+        """``{task id: state}`` of the given tasks the index holds (absent: not held, e.g.
+        evicted); does not refresh their LRU position.
+        """
+        with self.lock:
+            peek = self.index.peek
+            return {task_id: record.state for task_id in task_ids
+                    if (record := peek(task_id)) is not None}
+
+    def apply_repair(self, finding: Finding) -> bool:
+        """Apply what a source of truth said of a task (see the module docs: repairs); return
+        whether it changed the task. Nothing changes when the index no longer holds the task,
+        when it has ended already, or when its state is the finding's or as far along (state
+        order of :func:`~exporter.events.table.state_order`: an end always beats a state in
+        progress). A finding without a timestamp (a reserved task) is stamped with the task's
+        own last state change; one further than ``MAX_CLOCK_SKEW`` from the exporter's clock
+        with the exporter's clock.
+
+        Raises:
+            KeyError: ``finding.state`` is not one a repair sets (SUCCESS, FAILURE, REVOKED,
+                STARTED, RECEIVED).
+
+        """
+        event_type = _REPAIR_EVENT[finding.state]
+        with self.lock:
+            task_id = finding.task_id
+            record = self.index.peek(task_id)
+            if record is None or record.state in TERMINAL_STATES:
+                return False
+            now = self.clock()
+            timestamp = finding.timestamp
+            if timestamp is None:
+                timestamp = record.state_ts if record.state_ts is not None else now
+            elif abs(timestamp - now) > MAX_CLOCK_SKEW:
+                timestamp = now
+            state = finding.state
+            if state == record.state or (record.state_ts is not None and state_order(
+                    state, timestamp) <= state_order(record.state, record.state_ts)):
+                return False  # nothing was lost: the events said as much already
+            self._repair_labels(record, finding)
+            if record.deferred:
+                self._flush_deferred(task_id, record)
+            counted = {event_type}
+            # After task-retried, nothing of the next attempt was seen yet.
+            fresh = record.state == "RETRY"
+            if state in _RECEIVED_BY:
+                counted.add("task-received")
+                if record.received is None or fresh:
+                    self._count("task-received", record)
+            if state in _STARTED_BY:
+                counted.add("task-started")
+                if record.started is None or fresh:
+                    labels = self._count("task-started", record)
+                    if state == "STARTED" and record.running is None:
+                        record.started = finding.timestamp
+                        record.running = labels
+                        self.series.add_running(labels, 1)
+            if state in TERMINAL_STATES:
+                self._count(event_type, record)
+                if state == "FAILURE":
+                    self.series.count_exception(ExceptionLabels(record.name, exception_class(
+                        finding.exception, finding.traceback)))
+                self._end_execution(record)
+            record.state, record.state_ts = state, timestamp
+            record.repaired = record.repaired | counted
+            if state in TERMINAL_STATES:
+                self._move_to_finished(task_id)
+            if self._history is not None and not (
+                    self._excluded is not None and self._name_excluded(record.name)):
+                self._history(_repair_record(finding, event_type, timestamp, record, now))
+            return True
 
     def label_name(self, name: str) -> str:
         """The label value for task ``name``: itself, or ``other`` once ``max_task_names``
@@ -392,17 +516,35 @@ class Model:
     def _count_malformed_locked(self, reason: str) -> None:
         self._events_malformed[reason] = self._events_malformed.get(reason, 0) + 1
 
-    def _already_seen(self, task_id: str, event_type: str, timestamp: float) -> bool:
+    def _skip_reason(self, task_id: str, event_type: str, timestamp: float) -> str | None:
+        """Why a task event is not applied: ``duplicate`` (already applied, see the module
+        docs), ``repaired`` (a repair counted it for this execution when it was lost), or
+        ``None``: apply it. One index lookup, on the event path.
+        """
         record = self.index.peek(task_id)
         if record is None:
-            return False
+            return None
         if event_type in _FINISH_TYPES and record.state in _FINISHED:
-            return True  # a second report of an execution's end
+            return "duplicate"  # a second report of an execution's end
         slot = _TIMESTAMP_SLOT.get(event_type)
         if slot is not None:
-            return bool(getattr(record, slot) == timestamp)
-        # retried, revoked, rejected, cancelled: the same end reported again.
-        return record.state_ts == timestamp and record.state == EVENT_STATE[event_type]
+            if getattr(record, slot) == timestamp:
+                return "duplicate"
+        elif record.state_ts == timestamp and record.state == EVENT_STATE[event_type]:
+            return "duplicate"  # retried, revoked, rejected, cancelled: reported again
+        if record.repaired and event_type in record.repaired:
+            return "repaired"
+        return None
+
+    def _repair_labels(self, record: TaskRecord, finding: Finding) -> None:
+        """Fill what the record does not know (name, queue, worker) from ``finding``."""
+        if finding.name and record.name == UNKNOWN:
+            record.name = self.names.label(finding.name)
+        if finding.queue and record.queue == UNKNOWN:
+            record.queue = finding.queue
+            self._note_queue(finding.queue)
+        if finding.hostname:
+            record.hostname = finding.hostname
 
     def _kept_out(self, event_type: str, event: dict) -> bool:
         """Whether a task event's task is kept out of the history (``history_exclude``)."""
@@ -620,6 +762,8 @@ class Model:
         record = self._record(event)
         if self.series.has_counter(event_type):
             self._count(event_type, record)
+        if event_type == "task-retried":
+            record.repaired = frozenset()  # the next attempt's events are new
         self._finish(record, event_type, event)
 
     def _finish(self, record: TaskRecord, event_type: str, event: dict) -> None:
@@ -635,7 +779,26 @@ class Model:
             self._forget(evicted)
 
     def _on_worker(self, event_type: str, event: dict, now: float) -> None:
-        self.workers.update(event_type, event, now)
+        if self.workers.update(event_type, event, now):
+            self._missed_workers.add(event["hostname"])
+
+
+def _repair_record(finding: Finding, event_type: str, timestamp: float, record: TaskRecord,
+                   now: float) -> dict[str, Any]:
+    """The history record of a repair: shaped like the Celery event that was lost
+    (``event_type``), with ``state_source`` naming where it came from
+    (:func:`exporter.history.merge.record_from_event`).
+    """
+    event: dict[str, Any] = {
+        "type": event_type, "uuid": finding.task_id, "timestamp": timestamp,
+        "local_received": now, "state_source": finding.source,
+    }
+    fields = {"name": finding.name, "hostname": finding.hostname or record.hostname,
+              "queue": finding.queue, "args": finding.args, "kwargs": finding.kwargs,
+              "retries": finding.retries, "result": finding.result,
+              "exception": finding.exception, "traceback": finding.traceback}
+    event.update((key, value) for key, value in fields.items() if value is not None)
+    return event
 
 
 _HANDLERS: dict[str, Callable[[Model, str, dict, float], None]] = {

@@ -28,7 +28,9 @@ class TaskRecord:
     ``task-received`` events not counted yet because the task's ``task-sent`` (its queue) may
     still be on its way. ``seen`` holds ``(event type, timestamp)`` of the task's latest
     events, to skip a duplicate delivery. ``hostname`` is the worker that received or started
-    it.
+    it. ``repaired`` holds the event types a repair (:mod:`exporter.repair`) counted for the
+    current execution in place of events that were lost: the real event, should it still
+    arrive, is not counted again.
     """
 
     name: str = UNKNOWN
@@ -44,6 +46,7 @@ class TaskRecord:
     state_ts: float | None = None
     deferred: int = 0
     running: AnyTaskLabels | None = None
+    repaired: frozenset[str] = frozenset()
 
 
 class TaskIndex:
@@ -75,6 +78,12 @@ class TaskIndex:
         """Every ``(task id, record)``: tasks in progress, then finished ones."""
         yield from self._active.items()
         yield from self._finished.items()
+
+    def in_progress(self) -> Iterator[tuple[str, TaskRecord]]:
+        """Every ``(task id, record)`` of the tasks in progress (not finished), least recently
+        used first.
+        """
+        yield from self._active.items()
 
     def get(self, task_id: str) -> TaskRecord | None:
         """Return the record for ``task_id`` (and mark it used), or ``None``."""

@@ -92,8 +92,10 @@ class WorkerTable:
         self.offset_warning = offset_warning
         self._workers: dict[str, _WorkerRecord] = {}
 
-    def update(self, event_type: str, event: dict, now: float) -> None:
-        """Apply a checked ``worker-*`` event received at ``now`` (exporter clock, seconds).
+    def update(self, event_type: str, event: dict, now: float) -> int:
+        """Apply a checked ``worker-*`` event received at ``now`` (exporter clock, seconds);
+        return how many missed ``task-started`` events it confirmed (0 mostly: see the module
+        docs), so the model can have that worker's tasks checked.
 
         The clock offset takes the event's ``original_timestamp`` when the model replaced an
         implausible ``timestamp`` by the receipt time (the real offset, not 0).
@@ -116,9 +118,10 @@ class WorkerTable:
         if event.get("active") is not None:
             record.active = event["active"]
         processed = event.get("processed")
-        if processed is not None:
-            record.processed = processed
-            self._count_missed(record, processed)
+        if processed is None:
+            return 0
+        record.processed = processed
+        return self._count_missed(record, processed)
 
     def count_started(self, hostname: str) -> None:
         """Count a ``task-started`` event from ``hostname`` (see the module docs: missed
@@ -129,7 +132,9 @@ class WorkerTable:
             record.started_seen += 1
 
     @staticmethod
-    def _count_missed(record: _WorkerRecord, processed: int) -> None:
+    def _count_missed(record: _WorkerRecord, processed: int) -> int:
+        """Update the missed count from a heartbeat's ``processed``; return its increase."""
+        newly = 0
         if record.processed_base is None or processed < record.processed_last:
             # First heartbeat, or the worker restarted (its count starts again): new baseline.
             record.missed_before += record.missed
@@ -139,9 +144,11 @@ class WorkerTable:
             shortfall = processed - record.processed_base - record.started_seen
             confirmed = min(shortfall, record.shortfall)
             if confirmed > record.missed:
+                newly = confirmed - record.missed
                 record.missed = confirmed
             record.shortfall = shortfall
         record.processed_last = processed
+        return newly
 
     def expect(self, hostname: str, now: float) -> None:
         """Expect an event from ``hostname`` from ``now`` on (exporter clock): a worker the
