@@ -126,6 +126,11 @@ class TaskDetail(TaskSummary):
     created_by_action: str | None = Field(description="Action that created the row (retry).")
     updated_by_action: str | None = Field(description="Last action applied to it.")
     updated_at: datetime | None = Field(description="Exporter clock of the last row write.")
+    state_source: str = Field(
+        description="Where `state` came from: `events` (the task's own events), "
+                    "`result_backend` or `workers` (a repair after its events were lost: the "
+                    "stored result, `inspect query_task`; `state_changed_at` is then the "
+                    "result's date_done or the running task's start).")
     manual_retries: list[str] = Field(
         description="Task ids sent as manual retries of this execution, oldest first.")
     cancel_requests: list[CancelRequestInfo] = Field(
@@ -151,7 +156,8 @@ class TaskDetail(TaskSummary):
             exception_at=utc(row.exception_at), revoke_reason=row.revoke_reason,
             revoke_signal=row.revoke_signal, created_by_action=row.created_by_action,
             updated_by_action=row.updated_by_action, updated_at=utc(row.updated_at),
-            manual_retries=manual_retries, cancel_requests=cancel_requests or [],
+            state_source=row.state_source, manual_retries=manual_retries,
+            cancel_requests=cancel_requests or [],
         )
 
 

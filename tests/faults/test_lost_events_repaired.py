@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from exporter.history import create_history_engine
 from exporter.history.orm import TASK_EXECUTION
+from tests.support.api import Api
 from tests.support.exporter import QUIET_POLLER, Exporter, Metrics
 from tests.support.waiting import wait_for
 from tests.support.worker import Worker
@@ -27,6 +28,7 @@ FAIL = "examples.tasks.fail_value"
 #: worker is told to consume it (add_consumer) while the exporter cannot hear it.
 HELD = "held"
 REPAIR = ("--repair-interval", "1s", "--reconnect-max-interval", "1s", *QUIET_POLLER)
+TOKEN = "lost-events-repair-token-0123456789"
 
 
 def _worker_total(app: Celery, worker: Worker) -> int:
@@ -88,7 +90,8 @@ def test_a_cut_subscription_is_repaired_from_a_redis_result_backend(
         private_redis, producer: Callable[[str], Celery], start_exporter, start_worker):
     server = private_redis()
     url, backend = server.url(0), server.url(1)
-    exporter: Exporter = start_exporter(url, "--result-backend", backend, *REPAIR)
+    exporter: Exporter = start_exporter(url, "--result-backend", backend, "--api-token", TOKEN,
+                                        *REPAIR)
     worker: Worker = start_worker(url, "a", env={"CELERY_RESULT_BACKEND": backend,
                                                  "CELERY_RESULT_EXTENDED": "1"})
     wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
@@ -135,6 +138,10 @@ def test_a_cut_subscription_is_repaired_from_a_redis_result_backend(
     _assert_held_rows_repaired(rows, sent, worker.hostname)
     for task_id in seen:
         assert (rows[task_id]["state"], rows[task_id]["state_source"]) == ("SUCCESS", "events")
+    api = Api(exporter.url, TOKEN)
+    detail = api.get(f"/tasks/{next(iter(sent))}").json()
+    assert (detail["state"], detail["state_source"]) == ("SUCCESS", "result_backend")
+    assert api.get(f"/tasks/{seen[0]}").json()["state_source"] == "events"
 
 
 def test_a_restarted_exporter_repairs_what_finished_meanwhile_from_a_database_backend(

@@ -548,6 +548,13 @@ def test_task_detail_renders_times_as_iso_8601_utc(client, engine):
         2.5, "Traceback …", [])
 
 
+def test_task_detail_says_where_its_state_came_from(client, engine):
+    add_row(engine, "repaired", "SUCCESS", state_source="result_backend")
+    add_row(engine, "seen")
+    assert client.get("/api/v1/tasks/repaired").json()["state_source"] == "result_backend"
+    assert client.get("/api/v1/tasks/seen").json()["state_source"] == "events"
+
+
 def test_task_list_pages_with_a_cursor(client, engine):
     for i in range(5):
         add_row(engine, f"t{i}", ts=T0 + i)
