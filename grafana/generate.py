@@ -11,9 +11,19 @@ Usage (from the repository root, with the dev dependencies installed)::
 Every Prometheus panel reads the ``${datasource}`` variable and every SQL panel the
 ``${history}`` variable; no data source uid, job or instance is hard-coded. Series are selected
 with ``job=~"$job", instance=~"$instance"`` (multi-value variables with an "All" of ``.*``), so
-one Grafana can watch several exporters. Metric names are the defaults of
+one Grafana can watch several Celery clusters (one job each). Metric names are the defaults of
 ``exporter/metrics/catalogue.py`` with the ``celery_`` prefix; ``celery:*`` series come from the
 recording rules in ``prometheus/rules/recording.yml``.
+
+Replicas: the instances of one job are replicas watching the same broker, exporting the same
+series. Every sum reads the series through :func:`dedup` (``max without (instance, pod)``, of
+the per-instance ``rate`` for counters), so a panel shows the same number with 1 or N replicas;
+the recorded series have merged them already (no instance label: ``$instance`` does not apply
+to them). Picking one instance in "Exporter" shows that replica's own view.
+
+Built-in tasks: the Task variable's "All" is :data:`ALL_BUT_BUILTIN_TASKS`, every task name but
+Celery's own ``celery.*`` (``celery.chord_unlock`` retries every second while a chord waits);
+pick such a task by name to see it.
 """
 
 from __future__ import annotations
@@ -47,6 +57,13 @@ HISTORY = dm.DataSourceRef(type_val=POSTGRES_TYPE, uid="${history}")
 #: The series selector every Prometheus query starts from.
 SEL = 'job=~"$job", instance=~"$instance"'
 RATE = "$__rate_interval"
+#: Labels that tell the replicas of one exporter apart (README, "Running two replicas").
+REPLICA_LABELS = "instance, pod"
+#: The Task variable's "All": every task name whose first seven characters are not
+#: ``celery.`` — Celery's built-in tasks left out. Prometheus (RE2) and PostgreSQL anchor it at
+#: both ends and have no negative lookahead, hence the spelled-out prefixes.
+ALL_BUT_BUILTIN_TASKS = ("([^c]|c[^e]|ce[^l]|cel[^e]|cele[^r]|celer[^y]|celery[^.]).*"
+                         "|c?e?l?e?r?y?")
 QUANTILES = (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99"))
 
 GREEN, ORANGE, RED, BLUE = "green", "orange", "red", "blue"
@@ -55,6 +72,19 @@ GREEN, ORANGE, RED, BLUE = "green", "orange", "red", "blue"
 def sel(*matchers: str) -> str:
     """``{job=~"$job", instance=~"$instance", <matchers>}``."""
     return "{" + ", ".join((SEL, *matchers)) + "}"
+
+
+def recorded_sel(*matchers: str) -> str:
+    """``{job=~"$job", <matchers>}``: a recorded series has merged the replicas (no instance)."""
+    return "{" + ", ".join(('job=~"$job"', *matchers)) + "}"
+
+
+def dedup(expr: str) -> str:
+    """``max without (instance, pod) (expr)``: each series once, whatever the number of
+    replicas. Of ``rate``/``increase`` it is the largest per-replica value, so a replica whose
+    counters restarted or that started late does not lower the figure.
+    """
+    return f"max without ({REPLICA_LABELS}) ({expr})"
 
 
 QUEUE_MATCH = 'queue_name=~"$queue"'
@@ -83,7 +113,7 @@ def quantile_targets(bucket: str, by: str, legend_prefix: str) -> list[prometheu
     """p50/p95/p99 of a histogram, ``rate`` (never ``irate``) inside ``histogram_quantile``."""
     group = f"{by}, le" if by else "le"
     return [
-        prom(f"histogram_quantile({q}, sum by ({group}) (rate({bucket}[{RATE}])))",
+        prom(f"histogram_quantile({q}, sum by ({group}) ({dedup(f'rate({bucket}[{RATE}])')}))",
              f"{legend_prefix}{label}", chr(ord("A") + i))
         for i, (label, q) in enumerate(QUANTILES)
     ]
@@ -115,13 +145,13 @@ class Sql(cogbuilder.Builder[SqlQuery]):
         return self._internal
 
 
-def recent_failures_sql(task_filter: bool) -> str:
+def recent_failures_sql() -> str:
     """Newest failed executions in the dashboard's time range, from ``task_execution``.
 
-    Times are float epoch seconds, hence ``$__unixEpochFilter``. With ``task_filter``, only
-    the task names selected in ``$task`` (a regex; the "All" value ``.*`` is passed as is).
+    Times are float epoch seconds, hence ``$__unixEpochFilter``. Only the task names selected
+    in ``$task`` (a regex; Grafana passes the "All" value, :data:`ALL_BUT_BUILTIN_TASKS`, as
+    is, and PostgreSQL's ``~`` reads it as Prometheus does).
     """
-    name_filter = "\n  AND name ~ '^(${task:regex})$'" if task_filter else ""
     return (
         "SELECT\n"
         '  to_timestamp(finished_at) AS "time",\n'
@@ -133,7 +163,8 @@ def recent_failures_sql(task_filter: bool) -> str:
         '  task_id AS "task id"\n'
         "FROM task_execution\n"
         "WHERE state = 'FAILURE'\n"
-        f"  AND $__unixEpochFilter(finished_at){name_filter}\n"
+        "  AND $__unixEpochFilter(finished_at)\n"
+        "  AND name ~ '^(${task:regex})$'\n"
         "ORDER BY finished_at DESC\n"
         "LIMIT 100"
     )
@@ -236,12 +267,12 @@ def table_panel(title: str, description: str, target: prometheus.Dataquery, *,
     )
 
 
-def failures_table(title: str, description: str, *, task_filter: bool, width: int,
+def failures_table(title: str, description: str, *, width: int,
                    height: int = 10) -> table.Panel:
     """Recent failures from the SQL history (``${history}``)."""
     return (
         table.Panel().title(title).description(description).datasource(HISTORY)
-        .with_target(Sql(recent_failures_sql(task_filter))).height(height).span(width)
+        .with_target(Sql(recent_failures_sql())).height(height).span(width)
         .sort_by([cb.TableSortByFieldState().display_name("time").desc(True)])
         .override_by_name("message", [dm.DynamicConfigValue(id_val="custom.width", value=420)])
     )
@@ -267,8 +298,9 @@ def task_summary_table() -> table.Panel:
     """
     panel = (
         table.Panel().title("Tasks (last 5 minutes)")
-        .description("Per task name, all queues, from the recording rules in "
-                     "prometheus/rules/recording.yml (the queue filter does not apply).")
+        .description("Per task name, all queues and replicas, from the recording rules in "
+                     "prometheus/rules/recording.yml (the queue and exporter filters do not "
+                     "apply).")
         .datasource(PROM).height(8).span(24)
         .with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
         .with_transformation(organize(
@@ -279,7 +311,7 @@ def task_summary_table() -> table.Panel:
         .sort_by([cb.TableSortByFieldState().display_name("executions /s").desc(True)])
     )
     for i, (title, unit, series, matchers) in enumerate(SUMMARY_COLUMNS):
-        panel = (panel.with_target(instant_table(series + sel(TASK_MATCH, *matchers),
+        panel = (panel.with_target(instant_table(series + recorded_sel(TASK_MATCH, *matchers),
                                                  chr(ord("A") + i)))
                  .override_by_name(title, [dm.DynamicConfigValue(id_val="unit", value=unit)]))
     return panel
@@ -287,12 +319,13 @@ def task_summary_table() -> table.Panel:
 
 # -- variables ---------------------------------------------------------------------------------
 
-def query_var(name: str, label: str, query: str, *, multi: bool = True) -> db.QueryVariable:
-    """A Prometheus ``label_values`` variable; "All" means ``.*`` (regex matchers)."""
+def query_var(name: str, label: str, query: str, *, multi: bool = True,
+              all_value: str = ".*") -> db.QueryVariable:
+    """A Prometheus ``label_values`` variable; "All" means ``all_value`` (regex matchers)."""
     return (
         db.QueryVariable(name).label(label).query(query).datasource(PROM)
         .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC)
-        .multi(multi).include_all(True).all_value(".*")
+        .multi(multi).include_all(True).all_value(all_value)
         .current(dm.VariableOption(selected=True, text="All", value="$__all"))
     )
 
@@ -309,8 +342,10 @@ def common_variables() -> list[cogbuilder.Builder[dm.VariableModel]]:
         query_var("instance", "Exporter",
                   'label_values(celery_jobmon_build_info{job=~"$job"}, instance)'),
         query_var("queue", "Queue", f"label_values({sel(queue_metrics)}, queue_name)"),
-        query_var("task", "Task",
-                  f"label_values({sel(task_metrics, QUEUE_MATCH)}, name)"),
+        query_var("task", "Task", f"label_values({sel(task_metrics, QUEUE_MATCH)}, name)",
+                  all_value=ALL_BUT_BUILTIN_TASKS)
+        .description("All: every task but Celery's built-in celery.* tasks (celery.chord_unlock "
+                     "retries every second while a chord waits); pick one by name to see it."),
     ]
 
 
@@ -344,11 +379,14 @@ def link(title: str, uid: str) -> db.DashboardLink:
 
 def overview() -> db.Dashboard:
     """Celery / Overview: what runs, waits, fails and which workers and exporter are healthy."""
-    failed = f"sum(rate(celery_task_failed_total{TASK_SEL}[{RATE}]))"
-    succeeded = f"sum(rate(celery_task_succeeded_total{TASK_SEL}[{RATE}]))"
+    def rate_of(counter: str) -> str:
+        return dedup(f"rate(celery_task_{counter}_total{TASK_SEL}[{RATE}])")
+
+    failed = f"sum({rate_of('failed')})"
+    succeeded = f"sum({rate_of('succeeded')})"
 
     def by_name(counter: str) -> str:
-        return f"sum by (name) (rate(celery_task_{counter}_total{TASK_SEL}[{RATE}]))"
+        return f"sum by (name) ({rate_of(counter)})"
 
     runtime = f"celery_task_runtime_seconds_bucket{TASK_SEL}"
     window = "$__range"
@@ -361,17 +399,17 @@ def overview() -> db.Dashboard:
         .with_row(db.Row("Now"))
         .with_panel(stat_panel(
             "Running now", "Tasks started and not finished (task events).",
-            prom(f"sum(celery_task_running{TASK_SEL})")))
+            prom(f"sum({dedup(f'celery_task_running{TASK_SEL}')})")))
         .with_panel(stat_panel(
             "Pending", "Messages waiting in the broker queues (all priorities).",
-            prom(f"sum(celery_queue_length{QUEUE_SEL})"),
+            prom(f"sum({dedup(f'celery_queue_length{QUEUE_SEL}')})"),
             steps=((None, GREEN), (100, ORANGE), (1000, RED))))
         .with_panel(stat_panel(
             "Reserved", "Tasks prefetched by workers, not started (inspect reserved).",
-            prom(f"sum(celery_task_reserved{TASK_SEL})"), steps=((None, BLUE),)))
+            prom(f"sum({dedup(f'celery_task_reserved{TASK_SEL}')})"), steps=((None, BLUE),)))
         .with_panel(stat_panel(
             "Scheduled (ETA)", "Tasks held by workers until their ETA/countdown.",
-            prom(f"sum(celery_task_scheduled{TASK_SEL})"), steps=((None, BLUE),)))
+            prom(f"sum({dedup(f'celery_task_scheduled{TASK_SEL}')})"), steps=((None, BLUE),)))
         .with_panel(stat_panel(
             "Succeeded /s", "Successful tasks per second.", prom(succeeded), unit="ops"))
         .with_panel(stat_panel(
@@ -392,8 +430,8 @@ def overview() -> db.Dashboard:
             "Finished tasks per second, retries, and executions lost with their worker.", [
                 prom(succeeded, "succeeded", "A"),
                 prom(failed, "failed", "B"),
-                prom(f"sum(rate(celery_task_retried_total{TASK_SEL}[{RATE}]))", "retried", "C"),
-                prom(f"sum(rate(celery_task_lost_total{TASK_SEL}[{RATE}]))", "lost", "D"),
+                prom(f"sum({rate_of('retried')})", "retried", "C"),
+                prom(f"sum({rate_of('lost')})", "lost", "D"),
             ], unit="ops"))
         .with_panel(ts_panel(
             "Failure ratio by task", "failed / (succeeded + failed) per task name.", [
@@ -404,21 +442,21 @@ def overview() -> db.Dashboard:
             "Top exceptions",
             "Failures by task and exception class in the time range (10 largest).",
             instant_table(
-                f"topk(10, sum by (name, exception) (increase(celery_task_exceptions_total"
-                f"{NAME_SEL}[{window}])) > 0)"),
+                f"topk(10, sum by (name, exception) ("
+                f"{dedup(f'increase(celery_task_exceptions_total{NAME_SEL}[{window}])')}) > 0)"),
             value_name="failures", unit="short", columns=("name", "exception"), height=10,
             steps=((None, ORANGE),)))
         .with_panel(failures_table(
             "Recent failures (history)",
-            "Newest failed executions from the SQL history: task, exception, message, time, "
-            "worker.", task_filter=False, width=12))
+            "Newest failed executions of the selected tasks from the SQL history: task, "
+            "exception, message, time, worker.", width=12))
 
         .with_row(db.Row("Queues"))
         .with_panel(ts_panel(
             "Pending by queue and priority",
             "Messages waiting per queue and priority level (Redis priority sub-queues; "
             "RabbitMQ: priority empty).", [
-                prom(f"sum by (queue_name, priority) (celery_queue_length{QUEUE_SEL})",
+                prom(f"sum by (queue_name, priority) ({dedup(f'celery_queue_length{QUEUE_SEL}')})",
                      "{{queue_name}} priority {{priority}}"),
             ], stacked=True))
         .with_panel(ts_panel(
@@ -430,8 +468,8 @@ def overview() -> db.Dashboard:
         .with_panel(ts_panel(
             "Queue wait p95",
             "95th percentile of the time from sent (or ETA) to started, per queue.", [
-                prom(f"histogram_quantile(0.95, sum by (queue_name, le) (rate("
-                     f"celery_task_queue_wait_seconds_bucket{TASK_SEL}[{RATE}])))",
+                prom(f"histogram_quantile(0.95, sum by (queue_name, le) ("
+                     f"{dedup(f'rate(celery_task_queue_wait_seconds_bucket{TASK_SEL}[{RATE}])')}))",
                      "{{queue_name}}"),
             ], unit="s"))
         .with_panel(ts_panel(
@@ -444,10 +482,11 @@ def overview() -> db.Dashboard:
             "Running, reserved and scheduled by task",
             "Running (events), prefetched (inspect reserved) and waiting for their ETA "
             "(inspect scheduled).", [
-                prom(f"sum by (name) (celery_task_running{TASK_SEL})", "{{name}} running", "A"),
-                prom(f"sum by (name) (celery_task_reserved{TASK_SEL})", "{{name}} reserved",
-                     "B"),
-                prom(f"sum by (name) (celery_task_scheduled{TASK_SEL})",
+                prom(f"sum by (name) ({dedup(f'celery_task_running{TASK_SEL}')})",
+                     "{{name}} running", "A"),
+                prom(f"sum by (name) ({dedup(f'celery_task_reserved{TASK_SEL}')})",
+                     "{{name}} reserved", "B"),
+                prom(f"sum by (name) ({dedup(f'celery_task_scheduled{TASK_SEL}')})",
                      "{{name}} scheduled (ETA)", "C"),
             ], width=24))
 
@@ -461,9 +500,11 @@ def overview() -> db.Dashboard:
             "Slow jobs",
             "Tasks whose average run time over the time range is above $slow_threshold s.",
             instant_table(
-                f"sum by (name) (increase(celery_task_runtime_seconds_sum{TASK_SEL}[{window}]))"
-                f" / sum by (name) (increase(celery_task_runtime_seconds_count{TASK_SEL}"
-                f"[{window}])) > $slow_threshold"),
+                f"sum by (name) ("
+                f"{dedup(f'increase(celery_task_runtime_seconds_sum{TASK_SEL}[{window}])')})"
+                f" / sum by (name) ("
+                f"{dedup(f'increase(celery_task_runtime_seconds_count{TASK_SEL}[{window}])')})"
+                f" > $slow_threshold"),
             value_name="average runtime", unit="s", columns=("name",),
             steps=((None, ORANGE),)))
         .with_panel(table_panel(
@@ -490,15 +531,17 @@ def overview() -> db.Dashboard:
             ], unit="percentunit", maximum=1, steps=((None, GREEN), (0.9, RED))))
         .with_panel(ts_panel(
             "Tasks processed per worker", "Tasks per second each worker processed.", [
-                prom(f"sum by (hostname) (rate(celery_worker_processed_total{sel()}[{RATE}]))",
+                prom(f"sum by (hostname) "
+                     f"({dedup(f'rate(celery_worker_processed_total{sel()}[{RATE}])')})",
                      "{{hostname}}"),
             ], unit="ops", width=8))
         .with_panel(ts_panel(
             "Worker CPU", "CPU seconds per second of each worker's main process (user + "
             "system).", [
-                prom(f"sum by (hostname) (rate(celery_worker_cpu_user_seconds_total{sel()}"
-                     f"[{RATE}]) + rate(celery_worker_cpu_system_seconds_total{sel()}"
-                     f"[{RATE}]))", "{{hostname}}"),
+                prom(f"sum by (hostname) ("
+                     f"{dedup(f'rate(celery_worker_cpu_user_seconds_total{sel()}[{RATE}])')}"
+                     f" + {dedup(f'rate(celery_worker_cpu_system_seconds_total{sel()}[{RATE}])')}"
+                     f")", "{{hostname}}"),
             ], unit="percentunit", width=8))
         .with_panel(ts_panel(
             "Worker peak memory", "Peak resident set size of each worker's main process.", [
@@ -533,9 +576,9 @@ def exporter_health(board: db.Dashboard) -> db.Dashboard:
             prom(f"max(celery_jobmon_event_lag_seconds{sel()})"), unit="s",
             steps=((None, GREEN), (5, ORANGE), (30, RED))))
         .with_panel(stat_panel(
-            "Event gaps", "Consuming connections lost in the time range: events published "
-            "until the reconnect are missing from every count.",
-            prom(f"sum(increase(celery_jobmon_event_gaps_total{sel()}[$__range]))"),
+            "Event gaps", "Consuming connections lost in the time range (the replica with most, "
+            "when several): events published until the reconnect are missing from its counts.",
+            prom(f"sum({dedup(f'increase(celery_jobmon_event_gaps_total{sel()}[$__range])')})"),
             steps=((None, GREEN), (1, RED)), decimals=0))
         .with_panel(stat_panel(
             "Poll age", "Seconds since the poller's last completed round (inspect + queue "
@@ -552,29 +595,37 @@ def exporter_health(board: db.Dashboard) -> db.Dashboard:
             prom(f"max(celery_jobmon_history_consecutive_write_failures{sel()})"),
             steps=((None, GREEN), (1, RED)), decimals=0))
         .with_panel(ts_panel(
-            "Events received /s", "Celery events the exporter received, by type.", [
-                prom(f"sum by (type) (rate(celery_jobmon_events_received_total{sel()}[{RATE}]))",
+            "Events received /s", "Celery events the exporter received, by type (the "
+            "replica receiving most, when several).", [
+                prom(f"sum by (type) "
+                     f"({dedup(f'rate(celery_jobmon_events_received_total{sel()}[{RATE}])')})",
                      "{{type}}"),
             ], unit="ops", width=6, stacked=True))
         .with_panel(ts_panel(
-            "Consumer saturation", "Share of wall time spent applying events (1 = saturated).",
-            [prom(f"sum(rate(celery_jobmon_event_processing_seconds_total{sel()}[{RATE}]))",
+            "Consumer saturation", "Share of wall time spent applying events (1 = saturated; "
+            "the busiest replica, when several).",
+            [prom(f"sum("
+                  f"{dedup(f'rate(celery_jobmon_event_processing_seconds_total{sel()}[{RATE}])')})",
                   "busy")], unit="percentunit", width=6, maximum=1))
         .with_panel(ts_panel(
             "Malformed events and poll errors", "Events skipped by reason; failed poller "
             "calls by call.", [
-                prom(f"sum by (reason) (rate(celery_jobmon_events_malformed_total{sel()}"
-                     f"[{RATE}]))", "malformed {{reason}}", "A"),
-                prom(f"sum by (call) (rate(celery_jobmon_poll_errors_total{sel()}[{RATE}]))",
+                prom(f"sum by (reason) "
+                     f"({dedup(f'rate(celery_jobmon_events_malformed_total{sel()}[{RATE}])')})",
+                     "malformed {{reason}}", "A"),
+                prom(f"sum by (call) "
+                     f"({dedup(f'rate(celery_jobmon_poll_errors_total{sel()}[{RATE}])')})",
                      "poll error {{call}}", "B"),
             ], unit="ops", width=6))
         .with_panel(ts_panel(
             "History rows written and dropped /s", "Rows the history writer wrote; events or "
-            "rows it could not keep, by reason.", [
-                prom(f"sum(rate(celery_jobmon_history_rows_written_total{sel()}[{RATE}]))",
+            "rows it could not keep, by reason (the replica with most, when several).", [
+                prom(f"sum("
+                     f"{dedup(f'rate(celery_jobmon_history_rows_written_total{sel()}[{RATE}])')})",
                      "written", "A"),
-                prom(f"sum by (reason) (rate(celery_jobmon_history_dropped_total{sel()}"
-                     f"[{RATE}])) > 0", "dropped {{reason}}", "B"),
+                prom(f"sum by (reason) "
+                     f"({dedup(f'rate(celery_jobmon_history_dropped_total{sel()}[{RATE}])')})"
+                     f" > 0", "dropped {{reason}}", "B"),
             ], unit="ops", width=6))
     )
 
@@ -588,7 +639,10 @@ LIFECYCLE = ("sent", "received", "started", "succeeded", "failed", "retried", "r
 def task_drilldown() -> db.Dashboard:
     """Celery / Task: one task name (or a few) in detail."""
     def total(counter: str) -> str:
-        return f"sum(increase(celery_task_{counter}_total{TASK_SEL}[$__range]))"
+        return f"sum({dedup(f'increase(celery_task_{counter}_total{TASK_SEL}[$__range])')})"
+
+    def now(gauge: str) -> str:
+        return f"sum({dedup(f'celery_task_{gauge}{TASK_SEL}')})"
 
     runtime = f"celery_task_runtime_seconds_bucket{TASK_SEL}"
     wait = f"celery_task_queue_wait_seconds_bucket{TASK_SEL}"
@@ -609,12 +663,11 @@ def task_drilldown() -> db.Dashboard:
             prom(f"{total('failed')} / ({total('succeeded')} + {total('failed')})"),
             unit="percentunit", steps=((None, GREEN), (0.05, ORANGE), (0.1, RED)), decimals=1))
         .with_panel(stat_panel("Running now", "Started and not finished (task events).",
-                               prom(f"sum(celery_task_running{TASK_SEL})")))
+                               prom(now("running"))))
         .with_panel(stat_panel("Reserved", "Prefetched by workers, not started.",
-                               prom(f"sum(celery_task_reserved{TASK_SEL})"),
-                               steps=((None, BLUE),)))
+                               prom(now("reserved")), steps=((None, BLUE),)))
         .with_panel(stat_panel("Scheduled (ETA)", "Held by workers until their ETA.",
-                               prom(f"sum(celery_task_scheduled{TASK_SEL})"),
+                               prom(now("scheduled")),
                                steps=((None, BLUE),)))
         .with_panel(stat_panel(
             "Next ETA in", "Seconds until the earliest ETA among scheduled tasks.",
@@ -628,7 +681,7 @@ def task_drilldown() -> db.Dashboard:
         .with_row(db.Row("Lifecycle"))
         .with_panel(ts_panel(
             "Lifecycle rates", "Task events per second, by lifecycle step.", [
-                prom(f"sum(rate(celery_task_{step}_total{TASK_SEL}[{RATE}]))", step,
+                prom(f"sum({dedup(f'rate(celery_task_{step}_total{TASK_SEL}[{RATE}])')})", step,
                      chr(ord("A") + i))
                 for i, step in enumerate(LIFECYCLE)
             ], unit="ops", width=24))
@@ -637,13 +690,14 @@ def task_drilldown() -> db.Dashboard:
         .with_panel(ts_panel(
             "Runtime p50 / p95 / p99", "Run time quantiles of finished executions.",
             [*quantile_targets(runtime, "", ""),
-             prom(f"sum(rate(celery_task_runtime_seconds_sum{TASK_SEL}[{RATE}])) / sum(rate("
-                  f"celery_task_runtime_seconds_count{TASK_SEL}[{RATE}]))", "average", "D")],
+             prom(f"sum({dedup(f'rate(celery_task_runtime_seconds_sum{TASK_SEL}[{RATE}])')}) / "
+                  f"sum({dedup(f'rate(celery_task_runtime_seconds_count{TASK_SEL}[{RATE}])')})",
+                  "average", "D")],
             unit="s"))
         .with_panel(
             heatmap.Panel().title("Runtime distribution")
             .description("Finished executions per run-time bucket.").datasource(PROM)
-            .with_target(prom(f"sum by (le) (increase({runtime}[{RATE}]))", "{{le}}",
+            .with_target(prom(f"sum by (le) ({dedup(f'increase({runtime}[{RATE}])')})", "{{le}}",
                               fmt=PromQueryFormat.HEATMAP))
             .calculate(False).height(8).span(12)
             .color(heatmap.HeatmapColorOptions().mode(hm.HeatmapColorMode.SCHEME)
@@ -654,20 +708,21 @@ def task_drilldown() -> db.Dashboard:
             quantile_targets(wait, "", ""), unit="s"))
         .with_panel(ts_panel(
             "Running, reserved and scheduled", "In flight now.", [
-                prom(f"sum(celery_task_running{TASK_SEL})", "running", "A"),
-                prom(f"sum(celery_task_reserved{TASK_SEL})", "reserved", "B"),
-                prom(f"sum(celery_task_scheduled{TASK_SEL})", "scheduled (ETA)", "C"),
+                prom(now("running"), "running", "A"),
+                prom(now("reserved"), "reserved", "B"),
+                prom(now("scheduled"), "scheduled (ETA)", "C"),
             ]))
 
         .with_row(db.Row("Failures"))
         .with_panel(ts_panel(
             "Failures by exception", "Failures per second by exception class.", [
-                prom(f"sum by (exception) (rate(celery_task_exceptions_total{NAME_SEL}"
-                     f"[{RATE}]))", "{{exception}}"),
+                prom(f"sum by (exception) "
+                     f"({dedup(f'rate(celery_task_exceptions_total{NAME_SEL}[{RATE}])')})",
+                     "{{exception}}"),
             ], unit="ops", width=8, height=10))
         .with_panel(failures_table(
             "Recent failures (history)", "Newest failed executions of the selected tasks.",
-            task_filter=True, width=16))
+            width=16))
     )
 
 

@@ -1,9 +1,11 @@
 """The committed dashboards are the generator's output, and follow the dashboard rules.
 
 Rules: uid and title set; 30 s auto-refresh; every panel reads its data source from a
-variable; every Prometheus query selects by ``$job`` and ``$instance``; ``histogram_quantile``
-over ``rate`` (never ``irate``); stat panels coloured by thresholds; every metric a query
-names exists in the exporter's catalogue or in the recording rules.
+variable; every Prometheus query selects by ``$job`` and ``$instance`` (recorded ``celery:``
+series, which merge the replicas, by ``$job`` only); no query sums the replicas of a series
+without deduplicating them first; ``histogram_quantile`` over ``rate`` (never ``irate``); stat
+panels coloured by thresholds; every metric a query names exists in the exporter's catalogue
+or in the recording rules; the Task variable's "All" leaves Celery's built-in tasks out.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from grafana_foundation_sdk.cog.plugins import register_default_plugins
 from grafana_foundation_sdk.models.dashboard import Dashboard as DashboardModel
 
 from exporter.metrics import catalogue as metrics
+from tests.unit.test_prometheus_rules import undeduplicated_sums
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "grafana" / "dashboards"
@@ -115,8 +118,26 @@ def test_variables_are_datasource_history_job_instance_queue_task(name):
     assert variables["history"]["query"] == "grafana-postgresql-datasource"
     for label in ("job", "instance", "queue", "task"):
         assert variables[label]["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
-        assert variables[label]["allValue"] == ".*"
         assert variables[label]["includeAll"] is True
+    assert [variables[label]["allValue"] for label in ("job", "instance", "queue", "task")] == [
+        ".*", ".*", ".*", generate.ALL_BUT_BUILTIN_TASKS]
+
+
+@pytest.mark.parametrize(("task", "listed"), [
+    ("celery.chord_unlock", False), ("celery.backend_cleanup", False), ("celery.", False),
+    ("examples.tasks.add", True), ("app.celery.sync", True), ("celery_tasks.send", True),
+    ("celeryx.run", True), ("celery", True), ("cel", True), ("c", True), ("cele.ry", True),
+    ("Celery.chord_unlock", True),
+])
+def test_all_tasks_means_every_task_but_the_builtin_ones(task, listed):
+    # Prometheus (RE2) and PostgreSQL anchor a regex matcher at both ends, as fullmatch does.
+    assert bool(re.fullmatch(generate.ALL_BUT_BUILTIN_TASKS, task)) is listed
+
+
+def test_the_task_variable_says_what_all_leaves_out():
+    for board in COMMITTED.values():
+        task = next(v for v in board["templating"]["list"] if v["name"] == "task")
+        assert "celery." in task["description"], task
 
 
 @pytest.mark.parametrize("name", sorted(COMMITTED))
@@ -141,12 +162,23 @@ def test_panel_ids_are_unique_and_titles_set(name):
 def test_every_prometheus_query_selects_job_and_instance(name):
     for title, target in _prom_targets(COMMITTED[name]):
         expr = target["expr"]
-        selectors = re.findall(r"\{[^}]*\}", expr.replace("{{", "").replace("}}", ""))
+        selectors = re.findall(r"([a-zA-Z0-9_:]*)(\{[^}]*\})",
+                               expr.replace("{{", "").replace("}}", ""))
         assert selectors, (title, expr)
-        for selector in selectors:
-            assert 'job=~"$job"' in selector and 'instance=~"$instance"' in selector, (
-                title, selector)
+        for metric, selector in selectors:
+            assert 'job=~"$job"' in selector, (title, selector)
+            # Recorded series have merged the replicas: they carry no instance to select.
+            assert ('instance=~"$instance"' in selector) is (":" not in metric), (
+                title, metric, selector)
         assert ":9808" not in expr and "localhost" not in expr, (title, expr)
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_no_query_sums_the_replicas_of_a_series(name):
+    # With two exporters of one job (replicas), a sum over raw series would double every
+    # number: each series is merged across replicas (max without (instance, pod)) first.
+    for title, target in _prom_targets(COMMITTED[name]):
+        assert undeduplicated_sums(target["expr"]) == [], (title, target["expr"])
 
 
 @pytest.mark.parametrize("name", sorted(COMMITTED))
@@ -156,7 +188,8 @@ def test_quantiles_use_rate_never_irate(name):
     quantiles = [e for e in exprs if "histogram_quantile(" in e]
     assert quantiles
     for expr in quantiles:
-        assert re.search(r"histogram_quantile\(0\.\d+, sum by \([a-z_, ]*le\) \(rate\(", expr), expr
+        assert re.search(r"histogram_quantile\(0\.\d+, sum by \([a-z_, ]*le\) "
+                         r"\(max without \(instance, pod\) \(rate\(", expr), expr
 
 
 @pytest.mark.parametrize("name", sorted(COMMITTED))
@@ -211,7 +244,8 @@ def _target(board: str, title: str, ref: str = "A") -> dict[str, Any]:
 
 def test_pending_shows_each_priority_level():
     target = _target("celery-overview.json", "Pending by queue and priority")
-    assert target["expr"].startswith("sum by (queue_name, priority) (celery_queue_length{")
+    assert target["expr"].startswith(
+        "sum by (queue_name, priority) (max without (instance, pod) (celery_queue_length{")
     assert target["legendFormat"] == "{{queue_name}} priority {{priority}}"
 
 
@@ -225,14 +259,15 @@ def test_slow_jobs_compare_average_runtime_with_the_threshold_variable():
     target = _target("celery-overview.json", "Slow jobs")
     assert target["instant"] is True and target["format"] == "table"
     assert re.fullmatch(
-        r"sum by \(name\) \(increase\(celery_task_runtime_seconds_sum\{[^}]*\}\[\$__range\]\)\) "
-        r"/ sum by \(name\) \(increase\(celery_task_runtime_seconds_count\{[^}]*\}"
-        r"\[\$__range\]\)\) > \$slow_threshold", target["expr"])
+        r"sum by \(name\) \(max without \(instance, pod\) \(increase\("
+        r"celery_task_runtime_seconds_sum\{[^}]*\}\[\$__range\]\)\)\) "
+        r"/ sum by \(name\) \(max without \(instance, pod\) \(increase\("
+        r"celery_task_runtime_seconds_count\{[^}]*\}\[\$__range\]\)\)\) > \$slow_threshold",
+        target["expr"])
 
 
-@pytest.mark.parametrize(("board", "filtered"), [("celery-overview.json", False),
-                                                 ("celery-task.json", True)])
-def test_recent_failures_query_the_history_table(board, filtered):
+@pytest.mark.parametrize("board", ["celery-overview.json", "celery-task.json"])
+def test_recent_failures_query_the_history_table(board):
     target = _target(board, "Recent failures (history)")
     assert target["format"] == "table" and target["rawQuery"] is True
     sql = target["rawSql"]
@@ -241,7 +276,8 @@ def test_recent_failures_query_the_history_table(board, filtered):
         assert column in sql
     assert "FROM task_execution\nWHERE state = 'FAILURE'\n" in sql
     assert "$__unixEpochFilter(finished_at)" in sql
-    assert ("name ~ '^(${task:regex})$'" in sql) is filtered
+    # The Task variable filters it too: "All" leaves the built-in celery.* tasks out.
+    assert "\n  AND name ~ '^(${task:regex})$'\n" in sql
 
 
 def test_provisioning_declares_both_datasource_types_and_the_dashboard_folder():
