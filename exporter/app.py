@@ -111,6 +111,7 @@ def build_service(settings: Settings) -> Service:
         worker_retention=settings.worker_retention,
         task_lost_grace=settings.task_lost_grace,
         clock_offset_warning=settings.clock_offset_warning,
+        solo_busy_timeout=settings.solo_busy_timeout,
         history_exclude=settings.history_exclude_tasks,
         hostname_label=settings.task_hostname_label,
         history=history.writer.submit if history is not None else None,

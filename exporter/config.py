@@ -36,6 +36,8 @@ DEFAULT_WORKER_TIMEOUT = 30.0
 DEFAULT_WORKER_RETENTION = 24 * 3600.0
 #: A worker clock this far (seconds) from the exporter's, either way, is logged as a warning.
 DEFAULT_CLOCK_OFFSET_WARNING = 1.0
+#: A solo-pool worker silent this long (seconds) while it may be running a task is down.
+DEFAULT_SOLO_BUSY_TIMEOUT = 3600.0
 #: RabbitMQ: how long an event may wait in the exporter's own event queue (Celery's default, 5 s,
 #: silently drops events a busy consumer has not read yet).
 DEFAULT_EVENT_QUEUE_TTL = 300.0
@@ -297,6 +299,7 @@ class Settings:
     #: (``None``: the worker timeout).
     task_lost_grace: float | None = None
     clock_offset_warning: float = DEFAULT_CLOCK_OFFSET_WARNING
+    solo_busy_timeout: float = DEFAULT_SOLO_BUSY_TIMEOUT
     event_queue_ttl: float = DEFAULT_EVENT_QUEUE_TTL
     event_queue_expires: float = DEFAULT_EVENT_QUEUE_EXPIRES
     inspect_interval: float = DEFAULT_INSPECT_INTERVAL
@@ -377,6 +380,8 @@ class Settings:
             found.append("--task-lost-grace: 0 or more")
         if self.clock_offset_warning <= 0:
             found.append("--clock-offset-warning: greater than 0")
+        if self.solo_busy_timeout < self.worker_timeout:
+            found.append("--solo-busy-timeout: at least --worker-timeout")
         if self.event_queue_ttl <= 0 or self.event_queue_expires <= 0:
             found.append("--event-queue-ttl / --event-queue-expires: greater than 0")
         if self.reconnect_max_interval <= 0:

@@ -114,6 +114,11 @@ SERVE_OPTIONS: list[Decorator] = [
            show_default="--worker-timeout",
            help="A task still running on a worker that has been down this long is counted "
                 "lost (celery_task_lost_total) and its history row becomes LOST."),
+    option("--solo-busy-timeout", type=DURATION,
+           default=seconds(c.DEFAULT_SOLO_BUSY_TIMEOUT),
+           help="A worker of the solo pool sends nothing while it runs a task: it is reported "
+                "silent (celery_worker_silent 1, still up) until quiet this long, then down. "
+                "Set it to the longest time limit of its tasks."),
     option("--clock-offset-warning", type=DURATION,
            default=seconds(c.DEFAULT_CLOCK_OFFSET_WARNING),
            help="Log a warning when a worker's clock is this far from the exporter's "

@@ -166,6 +166,13 @@ WORKER_CLOCK_OFFSET = MetricSpec(
     ("hostname",), "seconds", "worker-* (timestamp, receipt time)",
     read=_per_worker("clock_offset"),
 )
+WORKER_SILENT = MetricSpec(
+    "worker_silent", "gauge",
+    "1 while a worker of the solo pool (inspect stats) has been silent past the worker timeout "
+    "but not past --solo-busy-timeout: busy with a task (a solo worker sends no heartbeat and "
+    "no event while it runs one) or dead, it cannot tell; worker_up stays 1 meanwhile.",
+    ("hostname",), "", "worker-* (silence), inspect stats (pool)", read=_per_worker("silent"),
+)
 WORKER_MISSED_TASK_EVENTS = MetricSpec(
     "worker_missed_task_events_total", "counter",
     "`task-started` events of the worker that never reached the exporter: the increase of "
@@ -288,7 +295,7 @@ BUILD_INFO = MetricSpec(
 MODEL: tuple[MetricSpec, ...] = (
     *LIFECYCLE.values(), TASK_EXCEPTIONS, TASK_RUNTIME, TASK_QUEUE_WAIT, TASK_RUNNING, TASK_LOST,
     WORKER_UP, WORKER_TASKS_ACTIVE, WORKER_LAST_HEARTBEAT, WORKER_PROCESSED, WORKER_CLOCK_OFFSET,
-    WORKER_MISSED_TASK_EVENTS,
+    WORKER_MISSED_TASK_EVENTS, WORKER_SILENT,
     EVENTS_RECEIVED, EVENTS_MALFORMED, LAST_EVENT, EVENT_LAG, TASKS_IN_MEMORY,
     TASK_INDEX_EVICTIONS, TASK_NAMES_FOLDED,
 )

@@ -40,6 +40,7 @@ from typing import Any, Protocol, runtime_checkable
 from celery import Celery
 
 from exporter.config import DEFAULT_QUEUE_FORGET_AFTER
+from exporter.logs import Throttled, describe
 from exporter.poll.amqp_queues import AmqpQueueReader
 from exporter.poll.inspect_replies import (
     MAXRSS_SCALE_LINUX,
@@ -233,6 +234,8 @@ class Poller(threading.Thread):
         self._monotonic = monotonic
         self._names = model.label_name
         self._stopping = threading.Event()
+        # A worker gone or a broker call failing repeats its line every round: once per 5 min.
+        self._throttled = Throttled(log)
         self._latest: PollSnapshot | None = None
         self._carried: dict[str, dict[str, Carried[Any]]] = {c: {} for c in INSPECT_CALLS}
         self._last_answer: dict[str, float] = {}
@@ -280,6 +283,8 @@ class Poller(threading.Thread):
             pools=remembered_pools(self._latest, values["stats"]),
             inspect_timeouts=dict(self._timeouts),
         )
+        if snapshot.pools:
+            self.model.set_worker_pools(snapshot.pools)
         self._latest = snapshot  # one assignment: readers see the old or the new round
         return snapshot
 
@@ -307,7 +312,8 @@ class Poller(threading.Thread):
                     self._last_answer[hostname] = now
         for hostname in sorted(missing):
             self._timeouts[hostname] = self._timeouts.get(hostname, 0) + 1
-            log.info("inspect timeout hostname=%s", hostname)
+            self._throttled.log(logging.INFO, f"timeout:{hostname}",
+                                "inspect timeout hostname=%s", hostname)
         for hostname in [h for h, t in self._last_answer.items()
                          if now - t > self.worker_forget_after]:
             del self._last_answer[hostname]
@@ -334,7 +340,8 @@ class Poller(threading.Thread):
 
     def _count_error(self, call: str, exc: Exception) -> None:
         self.health.count_poll_error(call)
-        log.warning("poll call failed call=%s error=%s", call, type(exc).__name__)
+        self._throttled.log(logging.WARNING, f"failed:{call}",
+                            "poll call failed call=%s error=%s", call, describe(exc))
 
     def _found_queues(self, now: float, reader: QueueReader) -> set[str]:
         """Queues found on the broker (at most every :data:`QUEUE_DISCOVERY_INTERVAL`; the

@@ -183,6 +183,8 @@ class Model:
         worker_timeout / worker_retention: seconds, see :mod:`exporter.state.workers`.
         clock_offset_warning: seconds of worker clock offset beyond which a warning is logged
             (``--clock-offset-warning``; default: never).
+        solo_busy_timeout: seconds a solo-pool worker may stay silent (running a task) before
+            it is down (``--solo-busy-timeout``; ``None``: ``worker_timeout``).
         history_exclude: shell-style patterns of task names whose events do not go to
             ``history`` (``--history-exclude-task``); the name is the event's ``name``, else
             the one the task index holds.
@@ -211,6 +213,7 @@ class Model:
         task_lost_grace: float | None = None,
         hostname_label: bool = False,
         clock_offset_warning: float = float("inf"),
+        solo_busy_timeout: float | None = None,
         history_exclude: Iterable[str] = (),
     ) -> None:
         self.lock = threading.Lock()
@@ -220,7 +223,8 @@ class Model:
         self._excluded = re.compile("|".join(patterns)).match if patterns else None
         self._excluded_names: dict[str, bool] = {}
         self.index = TaskIndex(max_tasks)
-        self.workers = WorkerTable(worker_timeout, worker_retention, clock_offset_warning)
+        self.workers = WorkerTable(worker_timeout, worker_retention, clock_offset_warning,
+                                   solo_busy_timeout)
         self.series = TaskSeries(runtime_buckets, queue_wait_buckets)
         self._hostname_label = hostname_label
         self.names = TaskNames(max_task_names)
@@ -441,6 +445,13 @@ class Model:
         """Count a message the consumer could not even decode (``reason``: label value)."""
         with self.lock:
             self._count_malformed_locked(reason)
+
+    def set_worker_pools(self, pools: Mapping[str, str]) -> None:
+        """Record each worker's pool (``{hostname: pool}`` from ``inspect stats``, the poller):
+        a solo worker is silent, not down, while it runs a task (:mod:`exporter.state.workers`).
+        """
+        with self.lock:
+            self.workers.set_pools(pools)
 
     def set_worker_queues(self, queues: Mapping[str, Iterable[str]]) -> None:
         """Record which queues each worker consumes (``inspect active_queues`` reply, by

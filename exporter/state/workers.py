@@ -26,11 +26,21 @@ RabbitMQ message expired). A heartbeat can overtake a ``task-started`` sent just
 only the shortfall already there at the previous heartbeat is counted (events later than a
 heartbeat interval are missed); a ``processed`` lower than before is a worker restart: a new
 baseline. Counted once: the total only grows.
+
+Silent solo workers: Celery's solo pool runs a task in the worker's only thread, so while it
+runs the worker sends nothing at all — no heartbeat, and even that task's ``task-received`` and
+``task-started`` wait in its buffer until the task ends — and answers no inspect call. Busy and
+dead look the same from outside. A worker the poller knows runs the solo pool
+(:meth:`WorkerTable.set_pools`) is therefore *silent* rather than down while it has been quiet
+for more than ``timeout`` but less than ``solo_timeout`` (``--solo-busy-timeout``: set it to the
+longest time limit of its tasks): ``worker_up`` stays 1, ``worker_silent`` says 1, and its tasks
+are not lost yet. Beyond ``solo_timeout`` it is down like any other.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -58,6 +68,8 @@ class _WorkerRecord:
     processed_last: int = 0
     started_seen: int = 0
     shortfall: int = 0
+    #: Celery pool name from ``inspect stats`` (``solo``, ``prefork``, …), ``None``: unknown.
+    pool: str | None = None
     #: Missed ``task-started`` events counted for earlier baselines, and for this one.
     missed_before: int = 0
     missed: int = 0
@@ -68,9 +80,9 @@ class WorkerState:
     """One worker as rendered: ``hostname`` (``worker@host``), ``up`` (bool), ``active`` and
     ``processed`` from its last heartbeat (``None`` before the first heartbeat),
     ``last_heartbeat`` (worker clock ``timestamp`` of its last event, seconds since the epoch),
-    ``clock_offset`` (seconds the worker's clock is behind the exporter's, smoothed) and
-    ``missed_task_events`` (its ``task-started`` events that never arrived); see the module
-    docs.
+    ``clock_offset`` (seconds the worker's clock is behind the exporter's, smoothed),
+    ``missed_task_events`` (its ``task-started`` events that never arrived) and ``silent`` (a
+    solo worker quiet past the timeout, still counted up); see the module docs.
     """
 
     hostname: str
@@ -80,14 +92,18 @@ class WorkerState:
     last_heartbeat: float
     clock_offset: float | None = None
     missed_task_events: int = 0
+    silent: bool = False
 
 
 class WorkerTable:
     """Workers by hostname. Not thread-safe: the model holds its lock while it uses the table."""
 
     def __init__(self, timeout: float, retention: float,
-                 offset_warning: float = float("inf")) -> None:
+                 offset_warning: float = float("inf"), solo_timeout: float | None = None) -> None:
         self.timeout = timeout
+        # Never longer than the retention: a worker is forgotten then.
+        self.solo_timeout = timeout if solo_timeout is None else min(
+            max(timeout, solo_timeout), retention)
         self.retention = retention
         self.offset_warning = offset_warning
         self._workers: dict[str, _WorkerRecord] = {}
@@ -122,6 +138,17 @@ class WorkerTable:
             return 0
         record.processed = processed
         return self._count_missed(record, processed)
+
+    def set_pools(self, pools: Mapping[str, str]) -> None:
+        """Record each known worker's pool (``{hostname: pool}``, from ``inspect stats``)."""
+        for hostname, pool in pools.items():
+            record = self._workers.get(hostname)
+            if record is not None:
+                record.pool = pool
+
+    def _timeout(self, record: _WorkerRecord) -> float:
+        """Seconds of silence after which the worker is down (longer for a solo pool)."""
+        return self.solo_timeout if record.pool == "solo" else self.timeout
 
     def count_started(self, hostname: str) -> None:
         """Count a ``task-started`` event from ``hostname`` (see the module docs: missed
@@ -168,7 +195,8 @@ class WorkerTable:
         for hostname, record in self._workers.items():
             if record.gone_reported:
                 continue
-            down_since = record.last_seen if record.offline else record.last_seen + self.timeout
+            down_since = record.last_seen if record.offline else (
+                record.last_seen + self._timeout(record))
             if now - down_since > grace:
                 record.gone_reported = True
                 found.append((hostname, record.last_timestamp))
@@ -183,7 +211,8 @@ class WorkerTable:
         for hostname, record in self._workers.items():
             if not record.heard:
                 continue
-            up = not record.offline and now - record.last_seen <= self.timeout
+            quiet = now - record.last_seen
+            up = not record.offline and quiet <= self._timeout(record)
             states.append(WorkerState(
                 hostname=hostname,
                 up=up,
@@ -193,6 +222,7 @@ class WorkerTable:
                 last_heartbeat=record.last_timestamp,
                 clock_offset=record.clock_offset,
                 missed_task_events=record.missed_before + record.missed,
+                silent=up and quiet > self.timeout,
             ))
         return states
 

@@ -160,6 +160,7 @@ def test_scrape_renders_every_sample_of_a_small_workload(model, registry, ev, cl
         # The heartbeat's timestamp is 0.5 s behind the exporter's clock at receipt.
         k("celery_worker_clock_offset_seconds", hostname=WORKER): 0.5,
         k("celery_worker_missed_task_events_total", hostname=WORKER): 0.0,
+        k("celery_worker_silent", hostname=WORKER): 0.0,
         k("celery_jobmon_events_received_total", type="task-sent"): 2.0,
         k("celery_jobmon_events_received_total", type="task-received"): 2.0,
         k("celery_jobmon_events_received_total", type="task-started"): 2.0,
@@ -257,6 +258,7 @@ def test_down_worker_renders_0_then_a_forgotten_worker_is_not_rendered(model, re
         k("celery_worker_processed_total", **host): 5.0,
         k("celery_worker_clock_offset_seconds", **host): 0.0,
         k("celery_worker_missed_task_events_total", **host): 0.0,
+        k("celery_worker_silent", **host): 0.0,
     }
     assert down == {
         k("celery_worker_up", **host): 0.0,
@@ -265,6 +267,7 @@ def test_down_worker_renders_0_then_a_forgotten_worker_is_not_rendered(model, re
         k("celery_worker_processed_total", **host): 5.0,
         k("celery_worker_clock_offset_seconds", **host): 0.0,
         k("celery_worker_missed_task_events_total", **host): 0.0,
+        k("celery_worker_silent", **host): 0.0,
     }
     assert gone == {}
 
@@ -278,6 +281,7 @@ def test_worker_without_heartbeat_counts_renders_no_active_nor_processed(model, 
         k("celery_worker_last_heartbeat_timestamp_seconds", hostname=WORKER): T0,
         k("celery_worker_clock_offset_seconds", hostname=WORKER): 0.0,
         k("celery_worker_missed_task_events_total", hostname=WORKER): 0.0,
+        k("celery_worker_silent", hostname=WORKER): 0.0,
     }
 
 

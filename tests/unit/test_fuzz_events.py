@@ -198,6 +198,7 @@ class ReferenceCollector:
             (w.hostname,): w.clock_offset for w in workers if w.clock_offset is not None})
         yield values(m.WORKER_MISSED_TASK_EVENTS, {
             (w.hostname,): w.missed_task_events for w in workers})
+        yield values(m.WORKER_SILENT, {(w.hostname,): float(w.silent) for w in workers})
         yield values(m.EVENTS_RECEIVED, {(k,): v for k, v in snap.events_received.items()})
         yield values(m.EVENTS_MALFORMED, {(k,): v for k, v in snap.events_malformed.items()})
         scalars = [(m.LAST_EVENT, snap.last_event), (m.EVENT_LAG, snap.event_lag),

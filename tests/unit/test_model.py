@@ -876,3 +876,18 @@ def test_task_started_before_the_first_heartbeat_counts_for_nothing(model, ev):
             model.process_many([ev.started("seen", T0 + t)])
         model.process_many([ev.heartbeat(WORKER, T0 + t, processed=processed)])
     assert _missed(model) == 0
+
+
+def test_a_quiet_solo_worker_is_silent_then_down_and_others_are_down_at_the_timeout(
+        make_model, ev, clock) -> None:
+    model = make_model(solo_busy_timeout=600.0)
+    model.process_many([ev.heartbeat(WORKER, T0), ev.heartbeat("celery@prefork", T0)])
+    model.set_worker_pools({WORKER: "solo", "celery@prefork": "prefork"})
+
+    def states() -> dict[str, tuple[bool, bool]]:
+        return {w.hostname: (w.up, w.silent) for w in model.worker_states()}
+
+    clock.advance(31.0)  # past the 30 s worker timeout
+    assert states() == {WORKER: (True, True), "celery@prefork": (False, False)}
+    clock.advance(600.0)  # past the solo busy timeout
+    assert states() == {WORKER: (False, False), "celery@prefork": (False, False)}

@@ -262,3 +262,15 @@ def test_the_thread_polls_until_stopped(model, broadcaster):
     poller.stop()
     assert not poller.is_alive()
     assert poller.latest() is not None
+
+
+def test_a_call_failing_every_round_is_logged_once_per_interval(model, broadcaster, clock,
+                                                                 caplog):
+    # Before: one WARNING per round and call (every 15 s, for as long as it lasts).
+    poller = make_poller(model, broadcaster, FakeQueueReader(), clock)
+    broadcaster.fail = {"active_queues"}
+    with caplog.at_level("WARNING", logger="exporter.poll.poller"):
+        for _ in range(4):
+            poller.poll_once()
+    failed = [r.getMessage() for r in caplog.records if "poll call failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].startswith("poll call failed call=active_queues")
