@@ -10,6 +10,7 @@ from celery import Celery
 from fastapi import FastAPI
 
 from actions.broker import make_action_app
+from actions.follow_up import CancelFollowUp
 from actions.http.routes import PREFIX as API_PREFIX
 from actions.http.routes import create_api
 from actions.wiring import action_context
@@ -69,6 +70,9 @@ class Service:
     api_http: FastAPI | None = None
     #: The repairer of lost events (``--no-repair``: ``None``).
     repairer: Repairer | None = None
+    #: Records the outcome of cancel requests (``None``: no history); started at start-up too,
+    #: for the requests a restart or the ``cancel`` command left open.
+    follow_up: CancelFollowUp | None = None
 
     def start(self) -> None:
         """Start the history writer, then the event consumer, poller and repairer threads."""
@@ -78,6 +82,8 @@ class Service:
         self.poller.start()
         if self.repairer is not None:
             self.repairer.start()
+        if self.follow_up is not None:
+            self.follow_up.watch()
 
     def stop(self) -> None:
         """Stop the repairer, the poller and the consumer, then write what the history still
@@ -143,10 +149,11 @@ def build_service(settings: Settings) -> Service:
     if settings.api_listen is not None and api is not None:
         return Service(settings, model, health, metrics, consumer, poller,
                        create_http_app(metrics, health), history, action_app,
-                       api_http=create_http_app(None, health, api), repairer=repairer)
+                       api_http=create_http_app(None, health, api), repairer=repairer,
+                       follow_up=context.follow_up)
     return Service(settings, model, health, metrics, consumer, poller,
                    create_http_app(metrics, health, api), history, action_app,
-                   repairer=repairer)
+                   repairer=repairer, follow_up=context.follow_up)
 
 
 def serve(settings: Settings) -> None:
