@@ -57,8 +57,8 @@ def _exposed_names() -> set[str]:
 
 def test_the_alert_list():
     assert sorted(ALERTS) == [
-        "CeleryJobmonBrokerDisconnected", "CeleryJobmonExporterDown",
-        "CeleryJobmonHistoryFailing", "CeleryJobmonNoEvents",
+        "CeleryJobmonBrokerDisconnected", "CeleryJobmonEventsMissed",
+        "CeleryJobmonExporterDown", "CeleryJobmonHistoryFailing", "CeleryJobmonNoEvents",
         "CeleryQueueBacklogHigh", "CeleryQueueLatencyHigh", "CeleryQueueNoConsumers",
         "CeleryTaskFailureRatioHigh", "CeleryTaskFirstFailure", "CeleryTaskLost",
         "CeleryTaskRetryRatioHigh", "CeleryTaskSlow", "CeleryTaskStuck", "CeleryWorkerDown",
