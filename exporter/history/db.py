@@ -21,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.engine import URL, make_url
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: Alembic's version table for the history (not the default ``alembic_version``).
 VERSION_TABLE = "jobmon_alembic_version"
+#: PostgreSQL advisory lock key held while migrating (any constant the project owns).
+UPGRADE_LOCK_KEY = 0x6A6F626D6F6E  # "jobmon"
 #: How long a SQLite connection waits for another writer's lock, seconds (sqlite3 ``timeout``).
 SQLITE_BUSY_TIMEOUT = 10.0
 
@@ -130,6 +132,10 @@ def upgrade(target: str | URL | Engine, revision: str = "head") -> None:
         config = _alembic_config()
         before = current_revision(engine)
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Two replicas starting at once on one database would both create the
+                # schema: the second waits here for the first's transaction, then finds it.
+                connection.execute(select(func.pg_advisory_xact_lock(UPGRADE_LOCK_KEY)))
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
         after = current_revision(engine)
