@@ -15,6 +15,7 @@ it, no worker holds it: all agree) just leaves after its last attempt.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -82,9 +83,8 @@ class SuspectTable:
 
     def due(self, now: float, limit: int) -> list[str]:
         """Up to ``limit`` task ids due at ``now``, the longest overdue first."""
-        ready = [(s.due, task_id) for task_id, s in self._suspects.items() if s.due <= now]
-        ready.sort()
-        return [task_id for _, task_id in ready[:limit]]
+        ready = ((s.due, task_id) for task_id, s in self._suspects.items() if s.due <= now)
+        return [task_id for _, task_id in heapq.nsmallest(limit, ready)]
 
     def resolve(self, task_id: str) -> None:
         """A source settled the task, or it ended or was forgotten: it leaves the table."""

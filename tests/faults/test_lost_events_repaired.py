@@ -182,3 +182,38 @@ def test_a_restarted_exporter_repairs_what_finished_meanwhile_from_a_database_ba
         message="25 repaired rows written")
     assert len(rows) == 25
     _assert_held_rows_repaired(rows, sent, None)
+
+
+def test_without_a_result_backend_the_lost_outcomes_are_counted_as_unresolved(
+        private_redis, producer: Callable[[str], Celery], start_exporter, start_worker):
+    server = private_redis()
+    url = server.url(0)
+    exporter: Exporter = start_exporter(url, *REPAIR)
+    worker: Worker = start_worker(url, "a")
+    wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
+             60, message="worker up")
+    app = producer(url)
+    _send_held(app, adds=15, failures=5)
+    wait_for(lambda: exporter.metrics().total("celery_task_sent_total", queue_name=HELD) == 20,
+             30, message="20 held tasks seen")
+
+    os.kill(exporter.proc.pid, signal.SIGSTOP)
+    try:
+        server.client().execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        _release(app, worker, 20)
+    finally:
+        os.kill(exporter.proc.pid, signal.SIGCONT)
+
+    # Detection still works; nothing knows the outcomes: every one is counted as unresolved.
+    metrics = wait_for(lambda: (m := exporter.metrics()).value(
+        "celery_worker_missed_task_events_total", hostname=worker.hostname) == 20
+        and m.value("celery_jobmon_repair_unresolved_tasks") == 20 and m, 60,
+        message=lambda: f"20 missed, 20 unresolved\n{exporter.output()[-4000:]}")
+    assert metrics.total("celery_task_sent_total", queue_name=HELD) == 20
+    for family in ("received", "started", "succeeded", "failed"):
+        assert metrics.total(f"celery_task_{family}_total", queue_name=HELD) == 0, family
+    assert metrics.total("celery_jobmon_repairs_total") == 0
+    assert metrics.series("celery_jobmon_repairs_total") == [
+        {"state": "RECEIVED", "source": "workers"}, {"state": "STARTED", "source": "workers"}]
+    rows = _rows(exporter.history_url)
+    assert sorted(row["state"] for row in rows.values()) == ["PENDING"] * 20
