@@ -41,6 +41,13 @@ def _finished(metrics: Metrics) -> bool:
     )
 
 
+def _counted(metrics: Metrics) -> dict[str, dict[str, float | None]]:
+    """Every task counter by label set, for a failure's message."""
+    return {step: {str(labels): metrics.value(f"celery_task_{step}_total", **labels)
+                   for labels in metrics.series(f"celery_task_{step}_total")}
+            for step in COUNTERS}
+
+
 def test_scenario_metrics_are_exact(broker_url, producer, start_exporter, start_worker):
     exporter = start_exporter(broker_url)
     worker = start_worker(broker_url)
@@ -62,7 +69,8 @@ def test_scenario_metrics_are_exact(broker_url, producer, start_exporter, start_
     app.control.revoke(doomed.id)
 
     metrics = wait_for(lambda: (m := exporter.metrics()) and _finished(m) and m, 60,
-                       message=lambda: f"scenario done\n{exporter.output()}")
+                       message=lambda: f"scenario done: {_counted(exporter.metrics())}\n"
+                                       f"{exporter.output()[-3000:]}")
     # Let stray late events arrive, then read once more: exact values must still hold.
     metrics = wait_for(lambda: exporter.metrics(), 5)
 
