@@ -142,8 +142,9 @@ SERVE_OPTIONS: list[Decorator] = [
                 "dropped after this long (a queue holding messages never is)."),
     option("--rabbitmq-management-url", default=None, metavar="URL",
            help="RabbitMQ management API (http://user:password@rabbitmq:15672; credentials: "
-                "the broker's unless given) to find the vhost's queues holding messages that "
-                "no worker consumes and no task-sent event named. RabbitMQ brokers only."),
+                "the broker's unless given) to list the vhost's queues, so that a queue holding "
+                "messages that no worker consumes and no task-sent event named is shown. "
+                "RabbitMQ brokers only."),
     option("--redis-fast-path/--no-redis-fast-path", default=True,
            help="On redis:// and rediss:// brokers, read events with redis-py directly "
                 "(several times faster); off: Celery's kombu receiver, as on RabbitMQ."),

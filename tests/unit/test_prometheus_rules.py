@@ -60,6 +60,7 @@ def test_the_alert_list():
         "CeleryJobmonBrokerDisconnected", "CeleryJobmonEventsMissed",
         "CeleryJobmonExporterDown", "CeleryJobmonHistoryFailing", "CeleryJobmonNoEvents",
         "CeleryQueueBacklogHigh", "CeleryQueueLatencyHigh", "CeleryQueueNoConsumers",
+        "CeleryQueueNotDraining",
         "CeleryTaskFailureRatioHigh", "CeleryTaskFirstFailure", "CeleryTaskLost",
         "CeleryTaskRetryRatioHigh", "CeleryTaskSlow", "CeleryTaskStuck", "CeleryWorkerDown",
     ]
