@@ -28,7 +28,7 @@ from tests.support.waiting import assert_stays, wait_for
 pytestmark = pytest.mark.integration
 TOKEN = "test-token-cancel-honesty-0123"
 #: This module's Redis database (fixtures.py cycles 1-8; other modules use 13 and 14).
-REDIS_DB = 11
+REDIS_DB = 10
 SLEEP = "examples.tasks.sleep"
 
 

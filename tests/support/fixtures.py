@@ -18,6 +18,7 @@ vhost, so tests cannot see each other's queues and events.
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -40,8 +41,11 @@ from tests.support.worker import Worker
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
 AMQP_HOST = "127.0.0.1:5672"
-#: Redis databases this suite uses (others are left to other tests and to the user).
-_REDIS_DBS = itertools.cycle(range(1, 9))
+#: Redis databases this suite hands out (others are left to modules that name their own and to
+#: the user): 1-8, split between pytest-xdist workers so that two never share one.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_WORKERS = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+_REDIS_DBS = itertools.cycle([db for db in range(1, 9) if (db - 1) % _WORKERS == _WORKER])
 
 
 @pytest.fixture
