@@ -27,6 +27,7 @@ import kombu.exceptions
 from celery import Celery
 
 from actions.errors import NotEligible, NotSupported, broker_errors
+from exporter.celery_app import exporter_app
 from exporter.config import Settings
 from exporter.poll.amqp_queues import AmqpQueueReader
 from exporter.poll.inspect_replies import parse_stats
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 #: Publishing a retry gives up after about 1.5 s of broker trouble (503), not Celery's 3+ s.
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
                         "interval_max": 1}
-#: Seconds to wait for the result backend (Redis) to connect / answer.
-BACKEND_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -160,28 +159,10 @@ def make_action_app(settings: Settings) -> Celery:
     """The Celery app the actions send and revoke with (not the event consumer's: it has a
     result backend and sends ``task-sent`` events, so retries show up like any task).
     """
-    app = Celery("celery-jobmon-actions", broker=settings.broker_url,
-                 backend=settings.result_backend, set_as_current=False)
-    if settings.result_backend:
-        # Celery's conf prefers $CELERY_RESULT_BACKEND over the app's setting; --result-backend
-        # must win (and no backend must mean none: see CeleryBroker.has_result_backend).
-        app.backend_cls = settings.result_backend
-    app.conf.update(
-        # As for the exporter's app (exporter.app.make_celery_app): --broker-url must win
-        # over $CELERY_BROKER_URL.
-        broker_read_url=settings.broker_url,
-        broker_write_url=settings.broker_url,
-        broker_transport_options=dict(settings.transport_options),
-        broker_connection_retry_on_startup=True,
-        broker_connection_timeout=4,
-        accept_content=list(settings.accept_content),
-        result_accept_content=list(settings.accept_content),
-        task_send_sent_event=True,
-        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
-        redis_socket_connect_timeout=BACKEND_TIMEOUT,
-        redis_socket_timeout=BACKEND_TIMEOUT,
-    )
-    return app
+    return exporter_app(settings, "celery-jobmon-actions", result_backend=True,
+                        task_send_sent_event=True,
+                        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
+                        broker_connection_timeout=4)
 
 
 class CeleryBroker:

@@ -15,6 +15,7 @@ from actions.http.routes import PREFIX as API_PREFIX
 from actions.http.routes import create_api
 from actions.wiring import action_context
 from exporter import __version__
+from exporter.celery_app import exporter_app
 from exporter.config import Settings
 from exporter.events.consumer import EventConsumer
 from exporter.history.setup import OpenHistory, open_history
@@ -31,24 +32,13 @@ log = logging.getLogger(__name__)
 
 
 def make_celery_app(settings: Settings) -> Celery:
-    """A Celery app for the exporter's own use (events, control); not set as current.
+    """The app of the event consumer and the poller (events, control; no result backend).
 
     The exporter's event queue gets ``event_queue_ttl``/``event_queue_expires`` from the
     settings (RabbitMQ honours them; Redis ignores them).
     """
-    app = Celery("celery-jobmon", broker=settings.broker_url, set_as_current=False)
-    app.conf.update(
-        # Celery's conf prefers $CELERY_BROKER_URL over the broker given to the app; the read
-        # and write URLs win over both, so --broker-url (or JOBMON_BROKER_URL) is what is used.
-        broker_read_url=settings.broker_url,
-        broker_write_url=settings.broker_url,
-        broker_transport_options=dict(settings.transport_options),
-        broker_connection_retry_on_startup=True,
-        event_queue_ttl=settings.event_queue_ttl,
-        event_queue_expires=settings.event_queue_expires,
-        accept_content=list(settings.accept_content),
-    )
-    return app
+    return exporter_app(settings, "celery-jobmon", event_queue_ttl=settings.event_queue_ttl,
+                        event_queue_expires=settings.event_queue_expires)
 
 
 @dataclass

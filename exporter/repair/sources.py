@@ -19,14 +19,13 @@ from celery import Celery
 from celery.exceptions import SecurityError
 from kombu.exceptions import ContentDisallowed, DecodeError
 
+from exporter.celery_app import exporter_app
 from exporter.config import Settings
 from exporter.events.table import SOURCE_RESULT_BACKEND, SOURCE_WORKERS
 from exporter.logs import Throttled, describe
 from exporter.repair.findings import Finding, finding_from_meta, findings_from_query
 
 log = logging.getLogger(__name__)
-#: Seconds the result backend (Redis) may take to connect and to answer.
-BACKEND_TIMEOUT = 5.0
 #: Errors that blame one stored result, not the backend.
 _DATA_ERRORS = (ContentDisallowed, DecodeError, SecurityError, ValueError, TypeError, KeyError,
                 AttributeError, ImportError)
@@ -58,23 +57,8 @@ def make_repair_app(settings: Settings) -> Celery:
     """The Celery app the repairer reads the result backend and broadcasts with (its own: the
     backend client is per app and thread, and the poller's broadcasts stay apart).
     """
-    app = Celery("celery-jobmon-repair", broker=settings.broker_url,
-                 backend=settings.result_backend, set_as_current=False)
-    if settings.result_backend:
-        # Celery's conf prefers $CELERY_RESULT_BACKEND over the app's own: the flag must win.
-        app.backend_cls = settings.result_backend
-    app.conf.update(
-        broker_read_url=settings.broker_url,
-        broker_write_url=settings.broker_url,
-        broker_transport_options=dict(settings.transport_options),
-        broker_connection_retry_on_startup=True,
-        broker_connection_timeout=4,
-        accept_content=list(settings.accept_content),
-        result_accept_content=list(settings.accept_content),
-        redis_socket_connect_timeout=BACKEND_TIMEOUT,
-        redis_socket_timeout=BACKEND_TIMEOUT,
-    )
-    return app
+    return exporter_app(settings, "celery-jobmon-repair", result_backend=True,
+                        broker_connection_timeout=4)
 
 
 class ResultBackendSource:
