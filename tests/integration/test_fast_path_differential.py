@@ -37,8 +37,13 @@ class _Capture(EventReceiver):
 
 
 def _pattern_subscribers(url: str) -> int:
-    """Clients with a PSUBSCRIBE (PUBSUB NUMPAT counts distinct patterns, not clients)."""
-    return sum(1 for c in redis.Redis.from_url(url).client_list() if int(c.get("psub", 0)))
+    """Clients of this URL's database with a PSUBSCRIBE (PUBSUB NUMPAT counts distinct
+    patterns, not clients; CLIENT LIST sees every database, other tests' exporters included).
+    """
+    client = redis.Redis.from_url(url)
+    db = client.connection_pool.connection_kwargs.get("db", 0)
+    return sum(1 for c in client.client_list()
+               if int(c.get("psub", 0)) and int(c.get("db", -1)) == db)
 
 
 def _events() -> list[dict]:
