@@ -4,9 +4,9 @@ The model decides *what* an event means (joins, state order, duplicates); this t
 adds it up under ``(name, queue_name)`` labels (``(name, exception)`` for exceptions,
 ``(name, queue_name, state)`` for run times). Not thread-safe: the model holds its lock.
 
-First sighting of a ``(name, queue_name)`` pair creates its ``succeeded``, ``failed`` and
-``lost`` counters, both run-time histograms (SUCCESS, FAILURE) and the queue-wait histogram at
-0, so that the first failure, the first lost task or the first run is an
+First sighting of a ``(name, queue_name)`` pair creates its ``succeeded``, ``failed``,
+``retried`` and ``lost`` counters, both run-time histograms (SUCCESS, FAILURE) and the
+queue-wait histogram at 0, so that the first failure, retry, lost task or run is an
 ``increase()``/``rate()`` away rather than a new series Prometheus has no earlier sample of.
 """
 
@@ -73,6 +73,7 @@ class TaskSeries:
             self._pairs.add(labels)
             self._lifecycle["task-succeeded"].setdefault(labels, 0)
             self._lifecycle["task-failed"].setdefault(labels, 0)
+            self._lifecycle["task-retried"].setdefault(labels, 0)
             self._lost.setdefault(labels, 0)
             for state in ("SUCCESS", "FAILURE"):
                 self._runtime.setdefault(labels.with_state(state),

@@ -22,7 +22,11 @@ WAIT = (0.1, 1.0, 10.0)
 
 
 def lifecycle(snap: ModelSnapshot, **nonempty: dict) -> dict[str, dict]:
-    """The expected ``snap.lifecycle``: every type empty unless given (``task_sent=...``)."""
+    """The expected ``snap.lifecycle``: every type empty unless given (``task_sent=...``);
+    ``task_retried`` by default 0 wherever ``task_succeeded`` is given (both exist from a
+    pair's first sighting).
+    """
+    nonempty.setdefault("task_retried", dict.fromkeys(nonempty.get("task_succeeded", {}), 0))
     return {t: nonempty.get(t.replace("-", "_"), {}) for t in LIFECYCLE_TYPES}
 
 
