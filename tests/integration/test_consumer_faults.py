@@ -102,11 +102,17 @@ def test_exporter_reconnects_after_broker_restart(redis_server, producer, start_
     wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 1, 30,
              message=lambda: f"reconnect\n{exporter.output()}")
     assert exporter.metrics().value("celery_jobmon_broker_reconnects_total") == 1
-
+    # The worker reconnects by itself (Celery's own backoff): send once it answers a ping
+    # again, not while its own connection may still be down.
     app = producer(url)
+    wait_for(lambda: app.control.ping(destination=[worker.hostname], timeout=1.0), 60,
+             message=lambda: f"worker answers again\n{worker.output()[-3000:]}")
+
     for i in range(3):
         app.send_task("examples.tasks.add", (i, i), queue="a")
-    wait_for(succeeded(6), 90, message=lambda: f"counting resumed\n{worker.output()}")
+    wait_for(succeeded(6), 90, message=lambda: (
+        f"counting resumed: {exporter.metrics().samples}\n{worker.output()[-3000:]}\n"
+        f"{exporter.output()[-6000:]}"))
     metrics = exporter.metrics()
     assert metrics.value("celery_task_sent_total", name="examples.tasks.add", queue_name="a") == 6
     assert metrics.value("celery_jobmon_broker_reconnects_total") == 1
