@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.support.exporter import QUIET_POLLER, log_lines
+from tests.support.exporter import log_lines
 from tests.support.network import TcpProxy
 from tests.support.waiting import assert_stays, wait_for
 
@@ -72,10 +72,16 @@ def _resume_report(exporter, worker) -> str:
 def test_redis_killed_for_the_outage_then_restarted(redis_server, producer, start_exporter,
                                                     start_worker):
     url = redis_server.url()
-    exporter = start_exporter(url, "--reconnect-max-interval", f"{CAP:g}s", *QUIET_POLLER)
+    exporter = start_exporter(url, "--reconnect-max-interval", f"{CAP:g}s",
+                              "--inspect-interval", "1s")
     worker = start_worker(url, "a")
     wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
              60, message=lambda: f"worker up\n{worker.output()}")
+    # The poller has the worker's queues: a task-received that overtakes its task-sent (the
+    # producer's event) still knows its queue (else it counts under queue_name="unknown").
+    wait_for(lambda: exporter.metrics().value("celery_worker_pool_size",
+                                              hostname=worker.hostname) == 2, 30,
+             message="the poller knows the worker")
     app = producer(url)
     for i in range(3):
         app.send_task(ADD, (i, i), queue="a")
@@ -131,11 +137,16 @@ def test_rabbitmq_connection_cut_then_restored(amqp_url, producer, start_exporte
     via_proxy = amqp_url.replace("127.0.0.1:5672", f"127.0.0.1:{proxy.port}")
     try:
         exporter = start_exporter(via_proxy, "--reconnect-max-interval", f"{CAP:g}s",
-                                  *QUIET_POLLER)
+                                  "--inspect-interval", "1s")
         worker = start_worker(amqp_url, "a")
         wait_for(lambda: exporter.metrics().value("celery_worker_up",
                                                   hostname=worker.hostname) == 1,
                  60, message=lambda: f"worker up\n{worker.output()}")
+        # The poller has the worker's queues: a task-received that overtakes its task-sent (the
+        # producer's event) still knows its queue (else it counts under queue_name="unknown").
+        wait_for(lambda: exporter.metrics().value("celery_worker_pool_size",
+                                                  hostname=worker.hostname) == 2, 30,
+                 message="the poller knows the worker")
         app = producer(amqp_url)
         for i in range(3):
             app.send_task(ADD, (i, i), queue="a")

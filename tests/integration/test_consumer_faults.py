@@ -74,10 +74,15 @@ def test_malformed_events_are_counted_and_skipped(broker_url, start_exporter):
 def test_exporter_reconnects_after_broker_restart(redis_server, producer, start_exporter,
                                                    start_worker):
     url = redis_server.url()
-    exporter = start_exporter(url, "--reconnect-max-interval", "1s")
+    exporter = start_exporter(url, "--reconnect-max-interval", "1s", "--inspect-interval", "1s")
     worker = start_worker(url, "a")
     wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
              60, message=lambda: f"worker up\n{worker.output()}")
+    # The poller has the worker's queues: a task-received that overtakes its task-sent (the
+    # producer's event) still knows its queue (else it counts under queue_name="unknown").
+    wait_for(lambda: exporter.metrics().value("celery_worker_pool_size",
+                                              hostname=worker.hostname) == 2, 30,
+             message="the poller knows the worker")
     app = producer(url)
     for i in range(3):
         app.send_task("examples.tasks.add", (i, i), queue="a")
