@@ -679,9 +679,14 @@ class Model:
         the state changed.
         """
         state = EVENT_STATE[event_type]
-        if record.state_ts is not None and state_order(state, timestamp) < state_order(
-                record.state, record.state_ts):
-            return False
+        held = record.state_ts
+        # state_order's comparison, without building two tuples per event (the hot path):
+        # the stage first; timestamps and precedence only within one stage.
+        if held is not None:
+            stage, held_stage = STATE_STAGE[state], STATE_STAGE.get(record.state, -1)
+            if stage < held_stage or (stage == held_stage and state_order(
+                    state, timestamp) < state_order(record.state, held)):
+                return False
         record.state = state
         record.state_ts = timestamp
         return True
