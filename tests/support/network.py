@@ -21,28 +21,45 @@ def free_port() -> int:
 
 class TcpProxy:
     """Forwards a free local port to ``upstream`` (PostgreSQL by default) while started;
-    ``close()`` cuts every connection and refuses new ones until ``start()`` again."""
+    ``close()`` cuts every connection and refuses new ones until ``start()`` again.
+
+    A connection accepted while ``close()`` runs is cut as well: the accept thread registers
+    its sockets under the same lock ``close()`` takes, and drops them once the proxy is closed
+    (without that, a connection accepted just before the cut kept running through it).
+    """
 
     def __init__(self, upstream: tuple[str, int] = (PG_HOST, PG_PORT)) -> None:
         self.upstream = upstream
         self.port = free_port()
         self._server: socket.socket | None = None
         self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
 
     def start(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, daemon=True).start()
+        with self._lock:
+            self._server = socket.create_server(("127.0.0.1", self.port))
+            threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
 
-    def _accept(self) -> None:
-        server = self._server  # close() forgets it; this thread ends with it
-        assert server is not None
+    def _accept(self, server: socket.socket) -> None:
         while True:
             try:
                 client, _ = server.accept()
             except OSError:
-                return
-            upstream = socket.create_connection(self.upstream)
-            self._sockets += [client, upstream]
+                return  # close() closed this listening socket
+            try:
+                upstream = socket.create_connection(self.upstream)
+            except OSError:
+                self._cut([client])
+                continue
+            with self._lock:
+                if self._server is not server:  # closed (or restarted) meanwhile
+                    pair = [client, upstream]
+                else:
+                    self._sockets += [client, upstream]
+                    pair = []
+            if pair:
+                self._cut(pair)
+                continue
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
@@ -55,12 +72,17 @@ class TcpProxy:
         except OSError:
             pass
 
-    def close(self) -> None:
-        for sock in [*self._sockets, *([self._server] if self._server else [])]:
+    @staticmethod
+    def _cut(sockets: list[socket.socket]) -> None:
+        for sock in sockets:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
             sock.close()
-        self._sockets.clear()
-        self._server = None
+
+    def close(self) -> None:
+        with self._lock:
+            server, self._server = self._server, None
+            sockets, self._sockets = self._sockets, []
+        self._cut([*([server] if server else []), *sockets])
