@@ -13,7 +13,7 @@ event                   effect
 task-sent               index: name, queue (``queue`` field, else ``routing_key``), sent time,
                         ETA, retries; ``task_sent_total`` +1
 task-received           index: name, received time, worker; queue from the worker's queues
-                        when still unknown; ``task_received_total`` +1
+                        when still unknown (see "held events" below); ``task_received_total`` +1
 task-started            ``task_started_total`` +1, running +1, queue-wait observed
 task-succeeded          ``task_succeeded_total`` +1, runtime (``runtime`` field) observed
 task-failed             ``task_failed_total`` +1, exceptions +1, runtime (finished − started)
@@ -22,6 +22,18 @@ rejected
 task-cancelled          the execution ends (no counter of its own)
 worker-*                worker table (liveness, active, processed)
 ======================  =====================================================================
+
+Held events: the producer's ``task-sent`` and the worker's events travel separately, and a
+worker's ``task-received`` (which does not name the queue) often overtakes the ``task-sent``
+that does; a short task can even finish first. When a ``task-received`` comes for a task whose
+queue is unknown (no event of it yet, and its worker does not consume exactly one queue), the
+task's events are *held* — that one and every later one but ``task-sent`` — until its
+``task-sent`` arrives or :data:`HOLD_SECONDS` pass, then applied in arrival order (counters,
+gauges, history): the task counts under its queue, not under ``unknown``, whichever order its
+events arrive in. The cost is that a held task shows up to :data:`HOLD_SECONDS` late. Celery
+sends ``task-sent`` only with ``task_send_sent_event``: while the exporter has seen none and a
+hold expired without one, it stops holding (such tasks count under ``unknown`` or the worker's
+only queue at once), and starts again with the first ``task-sent``.
 
 Bad input never stops the thread; what cannot be used is counted in ``events_malformed`` by
 reason and skipped:
@@ -62,7 +74,7 @@ arrive, goes to the history but is not counted again (``events_malformed{reason=
 a ``task-retried`` starts a new execution and forgets them.
 
 Why one module of this size: the handler table, the state order, duplicate detection, the
-deferral of an early ``task-received`` and the lost-task scan all act on the same task record
+held events of a task whose ``task-sent`` is late and the lost-task scan all act on the same task record
 under the same lock, and each handler reads only in the light of the others; the per-label
 numbers (:mod:`~exporter.state.task_series`), the index (:mod:`~exporter.state.task_index`),
 the name ceiling (:mod:`~exporter.state.names`), workers and the exporter's health live apart.
@@ -109,8 +121,8 @@ if TYPE_CHECKING:
     from exporter.repair.findings import Finding
 
 log = logging.getLogger(__name__)
-#: How long a task-received whose task-sent has not arrived yet waits to be counted (seconds).
-RECEIVED_DEFER_SECONDS = 2.0
+#: How long the events of a task whose task-sent has not arrived yet are held (seconds).
+HOLD_SECONDS = 2.0
 #: Task names whose history exclusion is remembered (then the memory starts again).
 _EXCLUDE_MEMORY = 10_000
 #: How often (exporter clock, seconds) the event path looks for workers gone with tasks.
@@ -124,6 +136,8 @@ _TIMESTAMP_SLOT = {"task-sent": "sent", "task-received": "received", "task-start
 #: Terminal reports counted once per execution, and the states they leave.
 _FINISH_TYPES = frozenset({"task-succeeded", "task-failed"})
 _FINISHED = frozenset(EVENT_STATE[event_type] for event_type in _FINISH_TYPES)
+#: The task events a hold keeps (task-sent is what ends a hold).
+_HOLDABLE = TASK_EVENT_TYPES - {"task-sent"}
 #: A repaired state → the event type that would have set it (its counter, its history record).
 _REPAIR_EVENT = {"SUCCESS": "task-succeeded", "FAILURE": "task-failed",
                  "REVOKED": "task-revoked", "STARTED": "task-started",
@@ -229,7 +243,8 @@ class Model:
         self._hostname_label = hostname_label
         self.names = TaskNames(max_task_names)
         self._worker_queues: dict[str, tuple[str, ...]] = {}
-        self._deferred: OrderedDict[str, float] = OrderedDict()
+        self._held: OrderedDict[str, _Hold] = OrderedDict()
+        self._holding = True
         self._sent_queues: OrderedDict[str, None] = OrderedDict()
         self._events_received: dict[str, int] = {}
         self._events_malformed: dict[str, int] = {}
@@ -262,44 +277,33 @@ class Model:
                 if abs(timestamp - now) > MAX_CLOCK_SKEW:
                     event["original_timestamp"] = timestamp
                     event["timestamp"] = timestamp = now
-                skip = None
-                if event_type in TASK_EVENT_TYPES:
-                    skip = self._skip_reason(event["uuid"], event_type, timestamp)
-                    if skip == "duplicate":
-                        self._count_malformed_locked(skip)
-                        continue
                 event["local_received"] = now
-                if skip is not None:  # "repaired": counted by a repair when it was lost
-                    self._count_malformed_locked(skip)
-                    if self._history is not None and not (
-                            self._excluded is not None and self._kept_out(event_type, event)):
-                        self._history(event)  # the history takes its details
+                if event_type in _HOLDABLE and (
+                        (self._held and event["uuid"] in self._held)
+                        or (event_type == "task-received" and self._holds(event))):
+                    self._hold(event_type, event, now)
                     continue
-                self._events_received[event_type] = self._events_received.get(event_type, 0) + 1
-                if self._history is not None and not (
-                        self._excluded is not None and self._kept_out(event_type, event)):
-                    self._history(event)
-                try:
-                    _HANDLERS[event_type](self, event_type, event, now)
-                except Exception:
-                    # A bug in a handler must cost one event, not the batch or the thread.
-                    self._count_malformed_locked("handler_error")
-                    log.exception("event handler failed type=%s", event_type)
-                last_timestamp = timestamp
+                if self._apply(event_type, event, now):
+                    last_timestamp = timestamp
+                if event_type == "task-sent" and self._held and event["uuid"] in self._held:
+                    self._release(event["uuid"])
             if last_timestamp is not None:
                 self._last_event = now
                 self._event_lag = now - last_timestamp
-            if self._deferred:
-                self._expire_deferred(now)
+            if self._held:
+                self._expire_holds(now)
             self._check_lost(now)
 
     def tick(self) -> None:
-        """Housekeeping the passing of time calls for when no event arrives: mark the tasks of
-        workers gone for longer than ``task_lost_grace`` as lost (at most once per
-        :data:`LOST_CHECK_INTERVAL`). The consumer calls it from its idle loop.
+        """Housekeeping the passing of time calls for when no event arrives: apply the held
+        events whose hold expired, and mark the tasks of workers gone for longer than
+        ``task_lost_grace`` as lost (at most once per :data:`LOST_CHECK_INTERVAL`). The consumer calls it from its idle loop.
         """
         with self.lock:
-            self._check_lost(self.clock())
+            now = self.clock()
+            if self._held:
+                self._expire_holds(now)
+            self._check_lost(now)
 
     def warm(self, tasks: Iterable[UnfinishedTask]) -> int:
         """Fill the task index from the history's unfinished executions (exporter start), so
@@ -388,6 +392,8 @@ class Model:
         event_type = _REPAIR_EVENT[finding.state]
         with self.lock:
             task_id = finding.task_id
+            if self._held and task_id in self._held:
+                self._release(task_id)  # what the events said first
             record = self.index.peek(task_id)
             if record is None or record.state in TERMINAL_STATES:
                 return False
@@ -402,8 +408,6 @@ class Model:
                     state, timestamp) <= state_order(record.state, record.state_ts)):
                 return False  # nothing was lost: the events said as much already
             self._repair_labels(record, finding)
-            if record.deferred:
-                self._flush_deferred(task_id, record)
             counted = {event_type}
             # After task-retried, nothing of the next attempt was seen yet.
             fresh = record.state == "RETRY"
@@ -506,8 +510,8 @@ class Model:
         """Copy everything under the lock and return it frozen (see :class:`ModelSnapshot`)."""
         with self.lock:
             now = self.clock()
-            if self._deferred:
-                self._expire_deferred(now)
+            if self._held:
+                self._expire_holds(now)
             self._check_lost(now, force=True)
             return ModelSnapshot(
                 taken_at=now,
@@ -618,9 +622,8 @@ class Model:
         if evicted.state not in TERMINAL_STATES:
             self._evictions += 1
         self._end_execution(evicted)
-        self._count_deferred(evicted)
 
-    def _record(self, event: dict, flush: bool = True) -> TaskRecord:
+    def _record(self, event: dict) -> TaskRecord:
         """The index record of the event's task (created when new); every task handler starts
         here.
         """
@@ -630,30 +633,66 @@ class Model:
         name = event.get("name")
         if name and record.name == UNKNOWN:
             record.name = self.names.label(name)
-        if flush and record.deferred:
-            self._flush_deferred(event["uuid"], record)
         return record
 
-    def _count_deferred(self, record: TaskRecord) -> None:
-        for _ in range(record.deferred):
-            self._count("task-received", record)
-        record.deferred = 0
+    def _apply(self, event_type: str, event: dict, now: float) -> bool:
+        """Apply one checked event: skip a duplicate or repaired one (counted), else count it,
+        hand it to the history and run its handler; return whether the handler ran.
+        """
+        if event_type in TASK_EVENT_TYPES:
+            skip = self._skip_reason(event["uuid"], event_type, event["timestamp"])
+            if skip is not None:
+                self._count_malformed_locked(skip)
+                if skip == "repaired" and self._history is not None and not (
+                        self._excluded is not None and self._kept_out(event_type, event)):
+                    self._history(event)  # counted by a repair; the history takes its details
+                return False
+        self._events_received[event_type] = self._events_received.get(event_type, 0) + 1
+        if self._history is not None and not (
+                self._excluded is not None and self._kept_out(event_type, event)):
+            self._history(event)
+        try:
+            _HANDLERS[event_type](self, event_type, event, now)
+        except Exception:
+            # A bug in a handler must cost one event, not the batch or the thread.
+            self._count_malformed_locked("handler_error")
+            log.exception("event handler failed type=%s", event_type)
+        return True
 
-    def _flush_deferred(self, task_id: str, record: TaskRecord) -> None:
-        self._deferred.pop(task_id, None)
-        self._count_deferred(record)
+    def _holds(self, event: dict) -> bool:
+        """Whether a ``task-received`` starts a hold (see the module docs): its task is new
+        (no ``task-sent`` nor any other event yet) and its worker does not consume exactly one
+        queue.
+        """
+        if not self._holding or self.index.peek(event["uuid"]) is not None:
+            return False
+        hostname = event.get("hostname")
+        return not (isinstance(hostname, str)
+                    and len(self._worker_queues.get(hostname, ())) == 1)
 
-    def _expire_deferred(self, now: float) -> None:
-        """Count deferred ``task-received`` events whose ``task-sent`` never came."""
-        deferred = self._deferred
-        while deferred:
-            task_id, deadline = next(iter(deferred.items()))
-            if deadline > now:
+    def _hold(self, event_type: str, event: dict, now: float) -> None:
+        hold = self._held.get(event["uuid"])
+        if hold is None:
+            hold = self._held[event["uuid"]] = _Hold(now + HOLD_SECONDS)
+        hold.events.append((event_type, event, now))
+
+    def _release(self, task_id: str) -> None:
+        """Apply a task's held events, in the order they arrived."""
+        for event_type, event, received_at in self._held.pop(task_id).events:
+            self._apply(event_type, event, received_at)
+
+    def _expire_holds(self, now: float) -> None:
+        """Apply the held events of tasks whose ``task-sent`` did not come in time; with no
+        ``task-sent`` ever seen, stop holding (see the module docs).
+        """
+        held = self._held
+        while held:
+            task_id, hold = next(iter(held.items()))
+            if hold.deadline > now:
                 return
-            del deferred[task_id]
-            record = self.index.peek(task_id)
-            if record is not None:
-                self._count_deferred(record)
+            self._release(task_id)
+            if not self._events_received.get("task-sent"):
+                self._holding = False
 
     def _labels(self, record: TaskRecord, event_type: str) -> AnyTaskLabels:
         """The labels ``record`` counts under for ``event_type``: with the hostname label,
@@ -701,13 +740,12 @@ class Model:
     # -- handlers (lock held) --------------------------------------------------------------
 
     def _on_sent(self, event_type: str, event: dict, now: float) -> None:
-        record = self._record(event, flush=False)
+        record = self._record(event)
+        self._holding = True
         queue = event.get("queue") or event.get("routing_key")
         if queue:
             record.queue = queue
             self._note_queue(queue)
-        if record.deferred:
-            self._flush_deferred(event["uuid"], record)
         record.routing_key = event.get("routing_key") or record.routing_key
         record.sent = event["timestamp"]
         record.eta = parse_eta(event.get("eta"))
@@ -729,13 +767,6 @@ class Model:
             record.eta = eta
         record.retries = event.get("retries") or record.retries
         self._set_state(record, event_type, event["timestamp"])
-        if record.queue == UNKNOWN and record.sent is None:
-            # Its task-sent may still be on its way (the producer's and the worker's events
-            # race through the broker): count once the queue is known, at the task's next
-            # event, or after RECEIVED_DEFER_SECONDS under "unknown".
-            record.deferred += 1
-            self._deferred[event["uuid"]] = now + RECEIVED_DEFER_SECONDS
-            return
         self._count(event_type, record)
 
     def _on_started(self, event_type: str, event: dict, now: float) -> None:
@@ -797,6 +828,16 @@ class Model:
     def _on_worker(self, event_type: str, event: dict, now: float) -> None:
         if self.workers.update(event_type, event, now):
             self._missed_workers.add(event["hostname"])
+
+
+@dataclass(slots=True)
+class _Hold:
+    """A task's held events: ``(event type, event, exporter receive time)`` in arrival order,
+    applied at the latest at ``deadline`` (exporter clock, seconds since the epoch).
+    """
+
+    deadline: float
+    events: list[tuple[str, dict, float]] = field(default_factory=list)
 
 
 def _repair_record(finding: Finding, event_type: str, timestamp: float, record: TaskRecord,

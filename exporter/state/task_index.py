@@ -24,13 +24,11 @@ class TaskRecord:
     (PENDING, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REVOKED, REJECTED, CANCELLED) and
     ``state_ts`` the timestamp of the event that set it; ``running`` is the ``(name, queue)``
     the task counts under in the running gauge while it runs, else ``None`` (kept because a late
-    event can still change ``name``/``queue`` after ``task-started``). ``deferred`` counts
-    ``task-received`` events not counted yet because the task's ``task-sent`` (its queue) may
-    still be on its way. ``seen`` holds ``(event type, timestamp)`` of the task's latest
-    events, to skip a duplicate delivery. ``hostname`` is the worker that received or started
-    it. ``repaired`` holds the event types a repair (:mod:`exporter.repair`) counted for the
-    current execution in place of events that were lost: the real event, should it still
-    arrive, is not counted again.
+    event can still change ``name``/``queue`` after ``task-started``). ``sent``, ``received``,
+    ``started`` and ``state_ts`` also recognise a duplicate delivery (same timestamp).
+    ``hostname`` is the worker that received or started it. ``repaired`` holds the event types
+    a repair (:mod:`exporter.repair`) counted for the current execution in place of events that
+    were lost: the real event, should it still arrive, is not counted again.
     """
 
     name: str = UNKNOWN
@@ -44,7 +42,6 @@ class TaskRecord:
     eta: float | None = None
     retries: int = 0
     state_ts: float | None = None
-    deferred: int = 0
     running: AnyTaskLabels | None = None
     repaired: frozenset[str] = frozenset()
 

@@ -89,6 +89,18 @@ def _model(make_model):
     return make_model(history=records.append), records
 
 
+def test_a_repair_of_a_task_whose_events_are_held_applies_them_first(make_model, ev):
+    model, _ = _model(make_model)
+    model.process_many([ev.sent("t0", T0, ADD), ev.received("t1", T0, ADD)])
+    assert model.task_states(["t1"]) == {}  # held: its task-sent may still come
+    assert model.apply_repair(Finding("t1", "SUCCESS", "result_backend", T0 + 2)) is True
+    snap = model.snapshot()
+    unknown = TaskLabels(ADD, "unknown")
+    assert (snap.lifecycle["task-received"][unknown], snap.lifecycle["task-started"][unknown],
+            snap.lifecycle["task-succeeded"][unknown]) == (1, 1, 1)
+    assert model.task_states(["t1"]) == {"t1": "SUCCESS"}
+
+
 def test_a_task_seen_sent_and_repaired_from_the_backend_counts_its_whole_lifecycle(
         make_model, ev, clock):
     model, history = _model(make_model)
@@ -201,7 +213,8 @@ def test_a_warmed_task_gets_name_and_queue_from_an_extended_result(make_model, e
 
 def test_the_tasks_in_progress_and_the_workers_with_missed_events(make_model, ev):
     model, _ = _model(make_model)
-    model.process_many([ev.sent("t1", T0, ADD), ev.received("t2", T0, ADD),
+    model.process_many([ev.sent("t1", T0, ADD), ev.sent("t2", T0, ADD), ev.sent("t3", T0, ADD),
+                        ev.received("t2", T0, ADD),
                         ev.received("t3", T0, ADD, hostname="celery@w2"),
                         *ev.success("t4", T0, ADD)])
     assert sorted(model.in_progress()) == ["t1", "t2", "t3"]
@@ -298,7 +311,8 @@ def test_after_a_gap_the_backend_settles_what_the_events_missed(make_model, ev, 
     model, history = _model(make_model)
     health = Health(clock=clock)
     model.process_many([ev.sent("t1", T0, ADD), ev.sent("t2", T0, ADD),
-                        ev.sent("t3", T0, ADD), ev.received("t4", T0, ADD)])
+                        ev.sent("t3", T0, ADD), ev.sent("t4", T0, ADD),
+                        ev.received("t4", T0, ADD)])
     backend = FakeBackend({
         "t1": Finding("t1", "SUCCESS", "result_backend", T0 + 2),
         "t2": Finding("t2", "FAILURE", "result_backend", T0 + 2, exception="ValueError('x')")})
