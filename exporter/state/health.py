@@ -86,7 +86,8 @@ class Health:
     Args:
         build: ``version``, ``celery_version`` and ``python_version`` for the build-info
             family (default: this process's celery-jobmon, Celery and Python versions).
-        clock: the exporter's time, seconds since the epoch (gap windows; injected for tests).
+        clock: the exporter's time, seconds since the epoch (gap windows, when a problem was
+            last seen; injected for tests).
 
     """
 
@@ -189,7 +190,7 @@ class Health:
         ``detail`` says what is wrong and what to do. Shown by ``/readyz`` for
         :data:`PROBLEM_MEMORY` seconds after it was last reported.
         """
-        now = time.time()
+        now = self._clock()
         with self._lock:
             self._problems[condition] = (detail, now)
 
@@ -197,7 +198,7 @@ class Health:
         """The problems reported in the last :data:`PROBLEM_MEMORY` seconds:
         ``{condition: (detail, last seen)}``.
         """
-        cutoff = time.time() - PROBLEM_MEMORY
+        cutoff = self._clock() - PROBLEM_MEMORY
         with self._lock:
             return {k: v for k, v in self._problems.items() if v[1] >= cutoff}
 

@@ -10,6 +10,7 @@ from exporter.events.consumer import EventConsumer
 from exporter.http import create_http_app
 from exporter.state.health import Health, HealthSnapshot
 from exporter.state.model import Model
+from tests.support.clock import T0, FakeClock
 
 BUILD = {"version": "1", "celery_version": "5", "python_version": "3"}
 
@@ -33,6 +34,18 @@ def test_reconnects_gaps_and_poll_errors_are_counted() -> None:
     # Losing the consuming connection once: one gap in the event stream.
     assert snap.event_gaps == 1
     assert snap.poll_errors == {"active_queues": 2, "enable_events": 1}
+
+
+def test_a_problem_is_shown_for_ten_minutes_after_it_was_last_reported_by_the_clock():
+    # The injected clock, not the machine's (before: time.time(), so this saw no problem).
+    clock = FakeClock()
+    health = Health(clock=clock)
+    health.report_problem("content_disallowed", "pickle events refused")
+    assert health.problems() == {"content_disallowed": ("pickle events refused", T0)}
+    clock.advance(600)
+    assert health.problems() == {"content_disallowed": ("pickle events refused", T0)}
+    clock.advance(0.1)
+    assert health.problems() == {}
 
 
 def test_losing_a_connection_that_never_consumed_is_no_gap() -> None:
