@@ -548,10 +548,101 @@ def overview() -> db.Dashboard:
                 prom(f"max by (hostname) (celery_worker_max_rss_bytes{sel()})", "{{hostname}}"),
             ], unit="bytes", width=8))
     )
-    return exporter_health(board)
+    return exporter_health(data_quality(board))
 
 
-def exporter_health(board: db.Dashboard) -> db.Dashboard:
+def data_quality(board: db.Dashboard) -> db.Dashboard:
+    """The row that says how exact the other rows are: task events lost (per worker, from the
+    heartbeats' ``processed``), consuming connections lost, what the repairer took from the
+    result backend and the workers, what it could not settle, and how far behind the consumer
+    is (README, "How exact are the numbers?").
+
+    Each replica loses and repairs events on its own: counters are merged with :func:`dedup`
+    (the replica with most), gauges with ``max`` (the replica worst off); pick one in
+    "Exporter" to see it alone.
+    """
+    def in_range(counter: str) -> str:
+        return f"sum({dedup(f'increase({counter}{sel()}[$__range])')})"
+
+    def per_second(counter: str, by: str) -> str:
+        return f"sum by ({by}) ({dedup(f'rate({counter}{sel()}[{RATE}])')})"
+
+    missed = "celery_worker_missed_task_events_total"
+    return (
+        board.with_row(db.Row("Data quality"))
+        .with_panel(stat_panel(
+            "Missed task events", "task-started events the workers' heartbeats announced "
+            "(processed) that never arrived, in the time range: every one is also a missed "
+            "end, so the task counters are short by as much until repaired.",
+            prom(in_range(missed)), steps=((None, GREEN), (1, RED)), decimals=0))
+        .with_panel(stat_panel(
+            "Missed ratio", "Missed task-started events / tasks the workers processed in the "
+            "time range (the alert CeleryJobmonEventsMissed fires above 1 % over 15 minutes).",
+            prom(f"{in_range(missed)} / clamp_min("
+                 f"{in_range('celery_worker_processed_total')}, 1)"),
+            unit="percentunit", steps=((None, GREEN), (0.001, ORANGE), (0.01, RED)),
+            decimals=1))
+        .with_panel(stat_panel(
+            "Event gaps", "Consuming connections lost in the time range (the replica with most, "
+            "when several): events published until the reconnect are missing from its counts "
+            "until repaired.",
+            prom(in_range("celery_jobmon_event_gaps_total")), steps=((None, GREEN), (1, RED)),
+            decimals=0))
+        .with_panel(stat_panel(
+            "Event lag", "Receipt time minus event timestamp of the last event: grows when "
+            "the consumer falls behind (or clocks are skewed).",
+            prom(f"max(celery_jobmon_event_lag_seconds{sel()})"), unit="s",
+            steps=((None, GREEN), (5, ORANGE), (30, RED))))
+        .with_panel(stat_panel(
+            "Repaired", "Tasks whose state a repair took from the result backend or the "
+            "workers in the time range; their counters moved at repair time.",
+            prom(in_range("celery_jobmon_repairs_total")), steps=((None, BLUE),), decimals=0))
+        .with_panel(stat_panel(
+            "Repairs pending", "Tasks the repairer still has to check, or check again.",
+            prom(f"max(celery_jobmon_repair_pending_tasks{sel()})"),
+            steps=((None, GREEN), (1, ORANGE)), decimals=0))
+        .with_panel(stat_panel(
+            "Unresolved tasks", "Tasks left in progress by lost events whose outcome no source "
+            "knows (no result backend, or it stored none): their counters and rows stay as the "
+            "events left them.",
+            prom(f"max(celery_jobmon_repair_unresolved_tasks{sel()})"),
+            steps=((None, GREEN), (1, RED)), decimals=0))
+        .with_panel(stat_panel(
+            "Repair source errors", "Failed calls to the result backend or the workers in the "
+            "time range; the source is asked again after a backoff.",
+            prom(in_range("celery_jobmon_repair_source_errors_total")),
+            steps=((None, GREEN), (1, ORANGE)), decimals=0))
+        .with_panel(ts_panel(
+            "Missed task events per worker", "task-started events per second each worker's "
+            "heartbeats announced and the exporter never received (the replica that missed "
+            "most, when several).", [
+                prom(per_second(missed, "hostname"), "{{hostname}}"),
+            ], unit="ops", width=6))
+        .with_panel(ts_panel(
+            "Repairs by state and source", "Tasks repaired per second, by the state set and "
+            "the source that said it (result_backend, workers).", [
+                prom(per_second("celery_jobmon_repairs_total", "state, source"),
+                     "{{state}} from {{source}}"),
+            ], unit="ops", width=6, stacked=True))
+        .with_panel(ts_panel(
+            "Unresolved and pending repairs", "Tasks no source could settle (unresolved) and "
+            "tasks waiting for a check (pending); the replica with most.", [
+                prom(f"max(celery_jobmon_repair_unresolved_tasks{sel()})", "unresolved", "A"),
+                prom(f"max(celery_jobmon_repair_pending_tasks{sel()})", "pending", "B"),
+            ], width=6))
+        .with_panel(ts_panel(
+            "Event gaps and repair source errors", "Consuming connections lost and failed "
+            "calls to a repair source, per second.", [
+                prom(f"sum({dedup(f'rate(celery_jobmon_event_gaps_total{sel()}[{RATE}])')})",
+                     "event gaps", "A"),
+                prom(per_second("celery_jobmon_repair_source_errors_total", "source"),
+                     "{{source}} errors", "B"),
+            ], unit="ops", width=6))
+    )
+
+
+def exporter_health(
+board: db.Dashboard) -> db.Dashboard:
     """The row about celery-jobmon itself: is it scraped, connected, keeping up, writing the
     history.
     """
@@ -560,40 +651,31 @@ def exporter_health(board: db.Dashboard) -> db.Dashboard:
         .with_panel(stat_panel(
             "Scrape up", "Prometheus reaches the exporter (up).",
             prom('min(up{job=~"$job", instance=~"$instance"})'),
-            steps=((None, RED), (1, GREEN)), mappings={"1": ("up", GREEN), "0": ("down", RED)}))
+            steps=((None, RED), (1, GREEN)), mappings={"1": ("up", GREEN), "0": ("down", RED)},
+            width=4))
         .with_panel(stat_panel(
             "Broker connected", "Event consumer connected to the broker.",
             prom(f"min(celery_jobmon_broker_connected{sel()})"),
             steps=((None, RED), (1, GREEN)),
-            mappings={"1": ("connected", GREEN), "0": ("disconnected", RED)}))
+            mappings={"1": ("connected", GREEN), "0": ("disconnected", RED)}, width=4))
         .with_panel(stat_panel(
             "Last event age", "Seconds since the exporter received an event.",
             prom(f"max(time() - celery_jobmon_last_event_timestamp_seconds{sel()})"),
-            unit="s", steps=((None, GREEN), (30, ORANGE), (120, RED))))
-        .with_panel(stat_panel(
-            "Event lag", "Receipt time minus event timestamp of the last event: grows when "
-            "the consumer falls behind (or clocks are skewed).",
-            prom(f"max(celery_jobmon_event_lag_seconds{sel()})"), unit="s",
-            steps=((None, GREEN), (5, ORANGE), (30, RED))))
-        .with_panel(stat_panel(
-            "Event gaps", "Consuming connections lost in the time range (the replica with most, "
-            "when several): events published until the reconnect are missing from its counts.",
-            prom(f"sum({dedup(f'increase(celery_jobmon_event_gaps_total{sel()}[$__range])')})"),
-            steps=((None, GREEN), (1, RED)), decimals=0))
+            unit="s", steps=((None, GREEN), (30, ORANGE), (120, RED)), width=4))
         .with_panel(stat_panel(
             "Poll age", "Seconds since the poller's last completed round (inspect + queue "
             "lengths).", prom(f"max(celery_jobmon_poll_age_seconds{sel()})"), unit="s",
-            steps=((None, GREEN), (60, ORANGE), (300, RED))))
+            steps=((None, GREEN), (60, ORANGE), (300, RED)), width=4))
         .with_panel(stat_panel(
             "History", "SQL history written (on) or off / not opened at start.",
             prom(f"min(celery_jobmon_history_enabled{sel()})"),
             steps=((None, ORANGE), (1, GREEN)),
-            mappings={"1": ("on", GREEN), "0": ("off", ORANGE)}))
+            mappings={"1": ("on", GREEN), "0": ("off", ORANGE)}, width=4))
         .with_panel(stat_panel(
             "History write failures", "Failed history writes since the last success (rows "
             "are kept and retried; 0 is healthy).",
             prom(f"max(celery_jobmon_history_consecutive_write_failures{sel()})"),
-            steps=((None, GREEN), (1, RED)), decimals=0))
+            steps=((None, GREEN), (1, RED)), decimals=0, width=4))
         .with_panel(ts_panel(
             "Events received /s", "Celery events the exporter received, by type (the "
             "replica receiving most, when several).", [

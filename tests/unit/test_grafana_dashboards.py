@@ -230,11 +230,48 @@ def test_overview_has_the_required_panels():
         "Stuck jobs (oldest running)",
         "Workers up / down", "Worker busy ratio", "Tasks processed per worker", "Worker CPU",
         "Worker peak memory",
-        "Scrape up", "Broker connected", "Last event age", "Event lag", "Event gaps",
-        "Poll age", "History", "History write failures",
+        "Missed task events", "Missed ratio", "Event gaps", "Event lag", "Repaired",
+        "Repairs pending", "Unresolved tasks", "Repair source errors",
+        "Missed task events per worker", "Repairs by state and source",
+        "Unresolved and pending repairs", "Event gaps and repair source errors",
+        "Scrape up", "Broker connected", "Last event age", "Poll age", "History",
+        "History write failures",
         "Events received /s", "Consumer saturation", "Malformed events and poll errors",
         "History rows written and dropped /s",
     ]
+
+
+def test_the_data_quality_row_shows_every_exactness_family_of_the_catalogue():
+    # README "How exact are the numbers?": lost events, gaps, repairs, what is left, the lag.
+    board = COMMITTED["celery-overview.json"]
+    rows = [p["title"] for p in board["panels"] if p["type"] == "row"]
+    assert rows[-2:] == ["Data quality", "Exporter health"]
+    start = next(i for i, p in enumerate(board["panels"]) if p["title"] == "Data quality")
+    end = next(i for i, p in enumerate(board["panels"]) if p["title"] == "Exporter health")
+    exprs = " ".join(target["expr"] for panel in board["panels"][start + 1:end]
+                     for target in panel["targets"])
+    named = set(re.findall(r"\b(celery_[a-z0-9_]+)(?=\{)", exprs))
+    exactness = {"celery_" + spec.name for spec in (
+        metrics.WORKER_MISSED_TASK_EVENTS, metrics.EVENT_GAPS, metrics.EVENT_LAG,
+        metrics.REPAIRS, metrics.REPAIR_UNRESOLVED, metrics.REPAIR_PENDING,
+        metrics.REPAIR_SOURCE_ERRORS)}
+    assert named == exactness | {"celery_worker_processed_total"}
+
+
+def test_missed_events_per_worker_and_repairs_keep_their_labels():
+    assert _target("celery-overview.json", "Missed task events per worker")["expr"] == (
+        "sum by (hostname) (max without (instance, pod) (rate("
+        'celery_worker_missed_task_events_total{job=~"$job", instance=~"$instance"}'
+        "[$__rate_interval])))")
+    assert _target("celery-overview.json", "Repairs by state and source")["expr"] == (
+        "sum by (state, source) (max without (instance, pod) (rate("
+        'celery_jobmon_repairs_total{job=~"$job", instance=~"$instance"}[$__rate_interval])))')
+    ratio = _target("celery-overview.json", "Missed ratio")["expr"]
+    assert re.fullmatch(
+        r"sum\(max without \(instance, pod\) \(increase\("
+        r"celery_worker_missed_task_events_total\{[^}]*\}\[\$__range\]\)\)\) / clamp_min\("
+        r"sum\(max without \(instance, pod\) \(increase\("
+        r"celery_worker_processed_total\{[^}]*\}\[\$__range\]\)\)\), 1\)", ratio), ratio
 
 
 def _target(board: str, title: str, ref: str = "A") -> dict[str, Any]:
