@@ -27,6 +27,7 @@ from exporter.repair.setup import make_repairer
 from exporter.secrets import mask_url
 from exporter.state.health import Health
 from exporter.state.model import Model
+from ui.app import ui_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def build_service(settings: Settings) -> Service:
 
     Raises:
         HistoryUnavailable: the history cannot be opened and ``--history-required`` is set.
+        UsersFileError: ``--ui-users-file`` cannot be read or has invalid lines.
 
     """
     history = open_history(settings)
@@ -136,13 +138,14 @@ def build_service(settings: Settings) -> Service:
                              app=action_app, model=model, poll_latest=poller.latest)
     api = create_api(context, token=settings.api_token,
                      max_body_bytes=settings.api_max_body_bytes, secrets=settings.secrets())
+    ui = ui_from_settings(settings, context)
     if settings.api_listen is not None and api is not None:
         return Service(settings, model, health, metrics, consumer, poller,
                        create_http_app(metrics, health), history, action_app,
-                       api_http=create_http_app(None, health, api), repairer=repairer,
+                       api_http=create_http_app(None, health, api, ui), repairer=repairer,
                        follow_up=context.follow_up)
     return Service(settings, model, health, metrics, consumer, poller,
-                   create_http_app(metrics, health, api), history, action_app,
+                   create_http_app(metrics, health, api, ui), history, action_app,
                    repairer=repairer, follow_up=context.follow_up)
 
 

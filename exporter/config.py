@@ -342,6 +342,13 @@ class Settings:
     #: PEM certificate and key: serve HTTPS instead of HTTP (both servers).
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: The job browser's users file (``--ui-users-file``); ``None``: the UI is off.
+    ui_users_file: str | None = None
+    #: Signs the UI's session and CSRF cookies (read from ``--ui-session-secret-file``);
+    #: ``None``: a random one made at start (sessions end at restart).
+    ui_session_secret: str | None = field(default=None, repr=False)
+    #: Grafana's base URL (``--grafana-url``): the UI links to the dashboards there.
+    grafana_url: str | None = None
 
     def secrets(self) -> set[str]:
         """Values that must never be logged or shown: URL passwords, password options, the
@@ -352,6 +359,8 @@ class Settings:
         found |= url_passwords(self.rabbitmq_management_url or "")
         if self.api_token:
             found.add(self.api_token)
+        if self.ui_session_secret:
+            found.add(self.ui_session_secret)
         return found | url_passwords(self.history_url or "")
 
     def problems(self) -> list[str]:
@@ -436,6 +445,15 @@ class Settings:
             found.append("--api-listen: an address other than --listen")
         if (self.tls_cert is None) != (self.tls_key is None):
             found.append("--tls-cert / --tls-key: give both or neither")
+        if self.ui_users_file is not None and not os.path.isfile(self.ui_users_file):
+            found.append(f"--ui-users-file: no such file: {self.ui_users_file} (create it "
+                         "with `celery-jobmon ui-user add NAME --users-file PATH`)")
+        if self.ui_session_secret is not None and len(self.ui_session_secret) < 32:
+            found.append("--ui-session-secret-file: at least 32 characters (e.g. "
+                         "`openssl rand -hex 32`)")
+        if self.grafana_url is not None and not self.grafana_url.startswith(
+                ("http://", "https://")):
+            found.append("--grafana-url: an http:// or https:// URL")
         for flag, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key)):
             if path is not None and not os.path.isfile(path):
                 found.append(f"{flag}: no such file: {path}")

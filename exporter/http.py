@@ -27,6 +27,7 @@ from actions.http.routes import PREFIX as API_PREFIX
 from exporter import __version__
 from exporter.config import Settings
 from exporter.state.health import Health
+from ui.app import PREFIX as UI_PREFIX
 
 #: gzip level of ``/metrics``. Measured on 36 MB of exposition (500 names × 10 queues): level
 #: 1 takes 54 ms for 1.41 MB, 6 takes 214 ms for 1.14 MB, 9 (prometheus-client's) 1,043 ms for
@@ -65,7 +66,8 @@ class MetricsEndpoint:
 
 
 def create_http_app(metrics: MetricsEndpoint | None, health: Health,
-                    api: Callable[..., Awaitable[None]] | None = None) -> FastAPI:
+                    api: Callable[..., Awaitable[None]] | None = None,
+                    ui: Callable[..., Awaitable[None]] | None = None) -> FastAPI:
     """The ASGI app: ``/metrics`` (``metrics``, gzip-compressed when the client accepts it;
     left out when ``metrics`` is ``None``), ``/healthz`` (200 while the process serves) and
     ``/readyz`` (200 when ``health`` says the consumer is connected to the broker, else 503,
@@ -75,6 +77,8 @@ def create_http_app(metrics: MetricsEndpoint | None, health: Health,
     ``api`` (the action API, :func:`actions.http.routes.create_api`) is mounted at ``/api/v1``;
     ``/metrics``, ``/healthz`` and ``/readyz`` need no token. With ``--api-listen`` the
     process serves two of these apps: metrics without the API, and the API without metrics.
+    ``ui`` (the job browser, :func:`ui.app.ui_from_settings`) is mounted at ``/ui``, next to
+    the API.
     """
     http = FastAPI(title="celery-jobmon", version=__version__, docs_url=None, redoc_url=None,
                    openapi_url=None)
@@ -106,6 +110,8 @@ def create_http_app(metrics: MetricsEndpoint | None, health: Health,
         mount.path_regex = re.compile(mount.path_regex.pattern, re.DOTALL)
         http.router.routes.append(mount)
         _api_problems_outside_the_mount(http)
+    if ui is not None:
+        http.router.routes.append(Mount(UI_PREFIX, app=ui))
     return http
 
 

@@ -15,11 +15,11 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_finds_nothing():
-    result = _run("ruff", "check", "exporter", "actions", "examples", "tests", "benchmarks",
-                  "grafana", "docker")
+    result = _run("ruff", "check", "exporter", "actions", "ui", "examples", "tests",
+                  "benchmarks", "grafana", "docker")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mypy_finds_nothing():
-    result = _run("mypy", "exporter", "actions")
+    result = _run("mypy", "exporter", "actions", "ui")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -55,6 +55,7 @@ def serve(**options: Any) -> None:
     from exporter.app import serve as run
     from exporter.history.setup import HistoryUnavailable
     from exporter.logs import configure_logging
+    from ui.users import UsersFileError
 
     settings = _validated(options)
     configure_logging(settings.log_level, settings.log_format, settings.secrets())
@@ -62,6 +63,8 @@ def serve(**options: Any) -> None:
         run(settings)
     except HistoryUnavailable as exc:
         raise click.ClickException(str(exc)) from None
+    except UsersFileError as exc:
+        raise click.ClickException(f"--ui-users-file: {exc}") from None
 
 
 @main.command()
@@ -292,3 +295,37 @@ def tasks(history_url: str | None, states: tuple[str, ...], name: str | None,
 
     settings = Settings(history_url=history_url)
     _run_action(settings, history_url, work, tasks_text, as_json)
+
+
+# -- the job browser's users ---------------------------------------------------------------
+
+@main.group("ui-user")
+def ui_user() -> None:
+    """Users of the job browser (/ui/): the file `serve --ui-users-file` reads."""
+
+
+@ui_user.command("add")
+@click.argument("name")
+@_arg("--role", type=click.Choice(["viewer", "operator"]), default="viewer",
+      help="viewer: read the pages; operator: also retry and cancel.")
+@option("--users-file", envvar="JOBMON_UI_USERS_FILE", required=True, metavar="PATH",
+        help="The users file (created with mode 0600 when missing).")
+@_arg("--password-stdin", is_flag=True, default=False,
+      help="Read the password from the first line of standard input instead of a prompt.")
+def ui_user_add(name: str, role: str, users_file: str, password_stdin: bool) -> None:
+    """Add user NAME (or replace its role and password) with an argon2 hash of the password,
+    asked twice at the prompt or read from standard input.
+    """
+    from ui.users import UsersFileError, add_user
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 8:
+        raise click.UsageError("the password needs at least 8 characters")
+    try:
+        new = add_user(users_file, name, role, password)
+    except UsersFileError as exc:
+        raise click.ClickException(f"{users_file}: {exc}") from None
+    click.echo(f"{'added' if new else 'replaced'} {name} ({role}) in {users_file}")

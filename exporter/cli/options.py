@@ -203,6 +203,16 @@ SERVE_OPTIONS: list[Decorator] = [
     option("--tls-cert", default=None, metavar="PATH",
            help="PEM certificate: serve HTTPS (with --tls-key) on --listen and --api-listen."),
     option("--tls-key", default=None, metavar="PATH", help="PEM private key for --tls-cert."),
+    option("--ui-users-file", default=None, metavar="PATH",
+           help="Turn the job browser (/ui/) on with the users in this file (name:role:hash "
+                "lines; `celery-jobmon ui-user add`). Without it /ui/ answers 403."),
+    option("--ui-session-secret-file", default=None, metavar="PATH",
+           help="Read the key that signs the UI's session and CSRF cookies from this file; "
+                "default: a random key made at start (sessions end at a restart and differ "
+                "between replicas)."),
+    option("--grafana-url", default=None, metavar="URL",
+           help="Grafana's base URL (https://grafana.example.com): the UI links to the "
+                "celery-jobmon dashboards there."),
 ]
 
 
@@ -224,7 +234,8 @@ def settings_from(options: dict[str, Any]) -> c.Settings:
         ValueError: every invalid setting, one per line, each naming its flag.
 
     """
-    token_problem = _read_token_file(options)
+    file_problems = [problem for problem in (_read_token_file(options),
+                                             _read_ui_secret_file(options)) if problem]
     pairs = list(options.pop("transport_options"))
     for name in ("queues", "history_exclude_tasks"):
         if name in options:
@@ -236,8 +247,8 @@ def settings_from(options: dict[str, Any]) -> c.Settings:
     except ValueError as exc:
         raise ValueError(f"--broker-transport-option: {exc}") from None
     settings = c.Settings(transport_options=transport_options, accept_content=accept, **options)
-    if token_problem:
-        raise ValueError("\n".join([*settings.problems(), token_problem]))
+    if file_problems:
+        raise ValueError("\n".join([*settings.problems(), *file_problems]))
     return settings.validate()
 
 
@@ -258,4 +269,24 @@ def _read_token_file(options: dict[str, Any]) -> str | None:
             options["api_token"] = file.read().strip()
     except (OSError, UnicodeDecodeError) as exc:
         return f"--api-token-file: cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
+    return None
+
+
+def _read_ui_secret_file(options: dict[str, Any]) -> str | None:
+    """Replace ``ui_session_secret_file`` in ``options`` by ``ui_session_secret`` read from it
+    (surrounding whitespace stripped).
+
+    Returns:
+        A one-line problem naming the flag, or ``None``.
+
+    """
+    path = options.pop("ui_session_secret_file", None)
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            options["ui_session_secret"] = file.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        return (f"--ui-session-secret-file: cannot read {path}: "
+                f"{getattr(exc, 'strerror', None) or exc}")
     return None
