@@ -74,10 +74,11 @@ arrive, goes to the history but is not counted again (``events_malformed{reason=
 a ``task-retried`` starts a new execution and forgets them.
 
 Why one module of this size: the handler table, the state order, duplicate detection, the
-held events of a task whose ``task-sent`` is late and the lost-task scan all act on the same task record
-under the same lock, and each handler reads only in the light of the others; the per-label
-numbers (:mod:`~exporter.state.task_series`), the index (:mod:`~exporter.state.task_index`),
-the name ceiling (:mod:`~exporter.state.names`), workers and the exporter's health live apart.
+held events of a task whose ``task-sent`` is late and the lost-task scan all act on the same
+task record under the same lock, and each handler reads only in the light of the others; the
+per-label numbers (:mod:`~exporter.state.task_series`), the index
+(:mod:`~exporter.state.task_index`), the name ceiling (:mod:`~exporter.state.names`), workers
+and the exporter's health live apart.
 """
 
 from __future__ import annotations
@@ -297,7 +298,8 @@ class Model:
     def tick(self) -> None:
         """Housekeeping the passing of time calls for when no event arrives: apply the held
         events whose hold expired, and mark the tasks of workers gone for longer than
-        ``task_lost_grace`` as lost (at most once per :data:`LOST_CHECK_INTERVAL`). The consumer calls it from its idle loop.
+        ``task_lost_grace`` as lost (at most once per :data:`LOST_CHECK_INTERVAL`). The
+        consumer calls it from its idle loop.
         """
         with self.lock:
             now = self.clock()
