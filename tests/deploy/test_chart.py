@@ -1,0 +1,397 @@
+"""The Helm chart (deploy/helm/celery-jobmon): a real ``helm`` lints and renders it with every
+values file of its ``ci/`` folder; the objects validate against Kubernetes' schemas
+(kubernetes-validate, strict: unknown fields are errors) and prometheus-operator's
+(@kubernetes-models/prometheus-operator, through node); the rules and dashboards it ships are
+byte-identical to prometheus/rules and grafana/dashboards; every ``serve`` option reaches the
+container and the environment it renders is what ``serve`` accepts.
+
+Tools: ``deploy/helm/tools/install.sh`` (``.ci/run`` runs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+
+from exporter.cli.commands import serve
+from exporter.cli.options import settings_from
+from tests.support.binaries import unavailable
+
+ROOT = Path(__file__).resolve().parents[2]
+HELM_DIR = ROOT / "deploy" / "helm"
+CHART = HELM_DIR / "celery-jobmon"
+VALUES_FILES = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
+TOOLS = Path(os.environ.get("CHART_TOOLS_DIR", "/opt/celery-jobmon-tools"))
+MODELS = TOOLS / "node_modules" / "@kubernetes-models" / "prometheus-operator"
+#: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a current one.
+KUBERNETES_VERSIONS = ("1.25", "1.35")
+INSTALL_HINT = "run deploy/helm/tools/install.sh"
+SYNC_HINT = "run deploy/helm/sync-files.sh and commit the copies"
+
+
+def helm() -> str:
+    path = shutil.which("helm")
+    if path is None:
+        unavailable(f"helm not found: {INSTALL_HINT}")
+    return path
+
+
+def run_helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([helm(), *args], capture_output=True, text=True, timeout=60)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def render(*args: str) -> list[dict[str, Any]]:
+    result = run_helm("template", "rel", str(CHART), "--namespace", "apps", *args)
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+_RENDERED: dict[str, list[dict[str, Any]]] = {}
+
+
+def rendered(values_file: str) -> list[dict[str, Any]]:
+    if values_file not in _RENDERED:
+        _RENDERED[values_file] = render("-f", str(CHART / "ci" / values_file))
+    return _RENDERED[values_file]
+
+
+def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in objects
+             if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"{kind} {name}: {len(found)} found"
+    return found[0]
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert len(pod["containers"]) == 1
+    return pod["containers"][0]
+
+
+def kinds(objects: list[dict[str, Any]]) -> list[str]:
+    return sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objects)
+
+
+def is_custom(obj: dict[str, Any]) -> bool:
+    return str(obj["apiVersion"]).startswith("monitoring.coreos.com/")
+
+
+def validate_kubernetes(obj: dict[str, Any]) -> list[str]:
+    try:
+        import kubernetes_validate
+    except ImportError:
+        unavailable("kubernetes-validate not installed: pip install -e '.[test]'")
+    problems = []
+    for version in KUBERNETES_VERSIONS:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            problems.append(f"{obj['kind']}/{obj['metadata']['name']} (Kubernetes {version}): "
+                            f"{path}: {exc.message}")
+    return problems
+
+
+def validate_custom(objects: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+    node = shutil.which("node")
+    if node is None:
+        unavailable("node not found: apt-get install -y nodejs")
+    if not (MODELS / "package.json").is_file():
+        unavailable(f"{MODELS} missing: {INSTALL_HINT}")
+    return subprocess.run([node, str(HELM_DIR / "tools" / "validate-crs.mjs")],
+                          input=json.dumps(objects), capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "CHART_TOOLS_DIR": str(TOOLS)})
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_helm_lint_passes(values_file):
+    result = run_helm("lint", "--strict", str(CHART), "-f", str(CHART / "ci" / values_file))
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_every_rendered_object_validates(values_file):
+    objects = rendered(values_file)
+    problems = [p for o in objects if not is_custom(o) for p in validate_kubernetes(o)]
+    assert problems == []
+    custom = [o for o in objects if is_custom(o)]
+    if custom:
+        result = validate_custom(custom)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert sorted(result.stdout.split("\n")[:-1]) == sorted(
+            f"ok {o['kind']}/{o['metadata']['name']}" for o in custom)
+
+
+def test_the_validators_reject_a_broken_object():
+    objects = rendered("full-values.yaml")
+    deployment = json.loads(json.dumps(one(objects, "Deployment")))
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGett"] = {}
+    assert [p.split(": ")[1] for p in validate_kubernetes(deployment)] == [
+        "spec.template.spec.containers.0.readinessProbe"] * 2
+    rule = json.loads(json.dumps(one(objects, "PrometheusRule")))
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "5 minutes"
+    result = validate_custom([rule])
+    assert result.returncode == 1
+    assert result.stdout.startswith("invalid PrometheusRule/rel-celery-jobmon: "
+                                    "data/spec/groups/0/rules/0/for must match pattern")
+
+
+def test_what_each_values_file_renders():
+    base = ["Deployment/rel-celery-jobmon", "PodDisruptionBudget/rel-celery-jobmon",
+            "Secret/rel-celery-jobmon", "Service/rel-celery-jobmon",
+            "Service/rel-celery-jobmon-metrics", "ServiceAccount/rel-celery-jobmon"]
+    assert kinds(rendered("minimal-values.yaml")) == base
+    assert kinds(rendered("postgres-values.yaml")) == sorted(
+        [*base, "PrometheusRule/rel-celery-jobmon", "ServiceMonitor/rel-celery-jobmon"])
+    assert kinds(rendered("network-policy-values.yaml")) == sorted(
+        [*base, "NetworkPolicy/rel-celery-jobmon"])
+    assert kinds(rendered("existing-secret-values.yaml")) == sorted(
+        [*(k for k in base if not k.startswith("Secret/")), "ServiceMonitor/rel-celery-jobmon"])
+    assert kinds(rendered("full-values.yaml")) == sorted([
+        "ConfigMap/rel-celery-jobmon-dashboards", "Deployment/rel-celery-jobmon",
+        "PodDisruptionBudget/rel-celery-jobmon", "PrometheusRule/rel-celery-jobmon",
+        "Secret/rel-celery-jobmon", "Service/rel-celery-jobmon",
+        "Service/rel-celery-jobmon-metrics", "ServiceAccount/jobmon",
+        "ServiceMonitor/rel-celery-jobmon"])
+
+
+@pytest.mark.parametrize(("source", "copy", "pattern"), [
+    ("prometheus/rules", "files/rules", "*.yml"),
+    ("grafana/dashboards", "files/dashboards", "*.json"),
+])
+def test_the_chart_ships_the_one_source_unchanged(source, copy, pattern):
+    originals = {p.name: p.read_bytes() for p in (ROOT / source).glob(pattern)}
+    copies = {p.name: p.read_bytes() for p in (CHART / copy).glob(pattern)}
+    assert originals, source
+    assert sorted(copies) == sorted(originals), SYNC_HINT
+    differ = sorted(name for name in originals if copies[name] != originals[name])
+    assert differ == [], f"{differ} differ from {source}: {SYNC_HINT}"
+
+
+def test_the_prometheus_rule_holds_every_rule_file_in_order():
+    groups = []
+    for path in sorted((ROOT / "prometheus" / "rules").glob("*.yml")):
+        groups += yaml.safe_load(path.read_text())["groups"]
+    rule = one(rendered("full-values.yaml"), "PrometheusRule")
+    assert rule["spec"]["groups"] == groups
+    assert rule["metadata"]["namespace"] == "apps"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_the_dashboards_config_map_carries_the_sidecar_label():
+    config_map = one(rendered("full-values.yaml"), "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "Celery"}
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert config_map["data"] == {
+        p.name: p.read_text() for p in (ROOT / "grafana" / "dashboards").glob("*.json")}
+
+
+def test_the_pod_runs_non_root_on_a_read_only_root_filesystem():
+    objects = rendered("minimal-values.yaml")
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    main = container(objects)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    # The image's user (docker/Dockerfile: useradd --uid 10001).
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["automountServiceAccountToken"] is False
+    assert main["securityContext"] == {"allowPrivilegeEscalation": False,
+                                       "readOnlyRootFilesystem": True,
+                                       "capabilities": {"drop": ["ALL"]}}
+    mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
+    assert mounts == {"/var/lib/celery-jobmon": "data", "/tmp": "tmp"}
+    assert {v["name"]: sorted(v) for v in pod["volumes"]} == {
+        "data": ["emptyDir", "name"], "tmp": ["emptyDir", "name"]}
+    env = {e["name"]: e.get("value") for e in main["env"]}
+    # The SQLite history goes to $XDG_DATA_HOME/celery-jobmon/: the writable emptyDir.
+    assert env["XDG_DATA_HOME"] == "/var/lib/celery-jobmon"
+    assert main["image"] == "celery-jobmon:0.1.0"
+    assert main["args"] == ["serve"]
+
+
+def test_probes_ask_healthz_and_readyz():
+    main = container(rendered("minimal-values.yaml"))
+    assert {probe: (main[probe]["httpGet"]["path"], main[probe]["httpGet"]["scheme"])
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe")} == {
+        "startupProbe": ("/healthz", "HTTP"), "livenessProbe": ("/healthz", "HTTP"),
+        "readinessProbe": ("/readyz", "HTTP")}
+    tls = container(rendered("existing-secret-values.yaml"))
+    assert tls["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+
+
+def test_the_service_monitor_scrapes_every_pod_ready_or_not():
+    objects = rendered("postgres-values.yaml")
+    metrics = one(objects, "Service", "rel-celery-jobmon-metrics")
+    # A replica whose broker is down answers /readyz 503: still scraped, so its
+    # celery_jobmon_broker_connected 0 reaches Prometheus.
+    assert metrics["spec"]["publishNotReadyAddresses"] is True
+    monitor = one(objects, "ServiceMonitor")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert all(one(objects, "Service", "rel-celery-jobmon")["metadata"]["labels"].get(k) == v
+               for k, v in selector.items()) is False
+    assert all(metrics["metadata"]["labels"][k] == v for k, v in selector.items())
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "scheme": "http", "interval": "30s",
+         "scrapeTimeout": "10s"}]
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["apps"]}
+
+
+def test_an_existing_secret_is_referenced_not_created():
+    objects = rendered("existing-secret-values.yaml")
+    assert [o for o in objects if o["kind"] == "Secret"] == []
+    env = {e["name"]: e for e in container(objects)["env"]}
+    refs = {name: e["valueFrom"]["secretKeyRef"] for name, e in env.items() if "valueFrom" in e}
+    assert refs == {
+        "JOBMON_BROKER_URL": {"name": "celery-jobmon-credentials", "key": "CELERY_BROKER_URL"},
+        "JOBMON_HISTORY_URL": {"name": "celery-jobmon-credentials",
+                               "key": "JOBMON_HISTORY_URL"},
+        "JOBMON_RESULT_BACKEND": {"name": "celery-jobmon-credentials",
+                                  "key": "CELERY_RESULT_BACKEND"},
+    }
+    assert env["JOBMON_API_TOKEN_FILE"]["value"] == "/etc/celery-jobmon/api/token"
+    assert env["JOBMON_TLS_CERT"]["value"] == "/etc/celery-jobmon/tls/tls.crt"
+    annotations = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations is None or "checksum/secret" not in annotations
+
+
+def test_credentials_stay_in_the_secret():
+    objects = rendered("full-values.yaml")
+    secret = one(objects, "Secret")
+    deployment_text = yaml.safe_dump(one(objects, "Deployment"))
+    for value in secret["stringData"].values():
+        for line in value.splitlines():
+            assert line.strip() not in deployment_text
+
+
+def test_the_network_policy_admits_the_listed_peers_and_egress():
+    policy = one(rendered("network-policy-values.yaml"), "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert len(policy["spec"]["ingress"][0]["from"]) == 2
+    assert [rule.get("ports") for rule in policy["spec"]["egress"]] == [
+        [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+        [{"port": 6379, "protocol": "TCP"}], [{"port": 5432, "protocol": "TCP"}]]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((), "secrets.brokerUrl (or secrets.existingSecret with existingSecretKeys.brokerUrl) "
+         "is required"),
+    (("--set", "secrets.brokerUrl=redis://r:6379/0", "--set",
+      "secrets.apiToken=0123456789abcdef", "--set", "config.apiTokenFile=/t"),
+     "secrets.apiToken and config.apiTokenFile: give one, not both"),
+    (("--set", "secrets.brokerUrl=redis://r:6379/0", "--set", "config.maxTaskNamez=5"),
+     "additional properties 'maxTaskNamez' not allowed"),
+    (("--set", "secrets.brokerUrl=redis://r:6379/0", "--set", "config.workerTimeout=soon"),
+     "/config/workerTimeout"),
+])
+def test_bad_values_are_refused_with_the_reason(args, message):
+    result = run_helm("template", "rel", str(CHART), *args, check=False)
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+def serve_envvars() -> dict[str, str]:
+    """{JOBMON_* variable: flag} of every ``serve`` option."""
+    found = {}
+    for param in serve.params:
+        if isinstance(param, click.Option) and param.envvar:
+            envvar = param.envvar if isinstance(param.envvar, str) else param.envvar[0]
+            found[envvar] = param.opts[0]
+    return found
+
+
+def test_every_serve_option_reaches_the_container():
+    rendered_env: set[str] = set()
+    for values_file in VALUES_FILES:
+        rendered_env |= {e["name"] for e in container(rendered(values_file))["env"]}
+    options = serve_envvars()
+    forgotten = sorted(f"{flag} ({env})" for env, flag in options.items()
+                       if env not in rendered_env)
+    assert forgotten == [], "add them to values.yaml config (or secrets), the schema and " \
+                            "ci/full-values.yaml"
+    unknown = sorted(env for env in rendered_env
+                     if env.startswith("JOBMON_") and env not in options)
+    assert unknown == []
+
+
+def test_every_value_is_in_the_schema():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def missing(values: dict[str, Any], node: dict[str, Any], path: str) -> list[str]:
+        found = []
+        for key, value in values.items():
+            child = node.get("properties", {}).get(key)
+            if child is None:
+                found.append(path + key)
+            elif isinstance(value, dict) and value and "properties" in child:
+                found += missing(value, child, f"{path}{key}.")
+        return found
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert missing(values, schema, "") == []
+    assert sorted(values["config"]) == sorted(schema["properties"]["config"]["properties"])
+    full = yaml.safe_load((CHART / "ci" / "full-values.yaml").read_text())
+    assert sorted(full["config"]) == sorted(values["config"])
+
+
+def test_the_full_values_environment_is_what_serve_accepts(tmp_path, monkeypatch):
+    """The container's environment (Secret entries resolved, mounted files written) parses
+    into the settings the values say, through ``serve``'s own options.
+    """
+    objects = rendered("full-values.yaml")
+    secret = one(objects, "Secret")["stringData"]
+    main = container(objects)
+    mounted = tmp_path / "secrets"
+    mounted.mkdir()
+    for key in ("ui-users", "ui-session-secret"):
+        (mounted / key).write_text(secret[key])
+    for name in list(os.environ):
+        if name.startswith("JOBMON_") or name == "CELERY_BROKER_URL":
+            monkeypatch.delenv(name)
+    for entry in main["env"]:
+        if "valueFrom" in entry:
+            value = secret[entry["valueFrom"]["secretKeyRef"]["key"]]
+        else:
+            value = entry["value"].replace("/etc/celery-jobmon/secrets", str(mounted))
+        monkeypatch.setenv(entry["name"], value)
+    context = serve.make_context("serve", [])
+    settings = settings_from(dict(context.params))
+    assert settings.listen == ("0.0.0.0", 9900)
+    assert settings.broker_url == "amqp://jobmon:broker-password@rabbitmq:5672/app"
+    assert dict(settings.transport_options) == {"global_keyprefix": "app1:", "sep": ":"}
+    assert settings.accept_content == ("json", "msgpack")
+    assert settings.enable_events is False
+    assert settings.runtime_buckets == (0.01, 0.1, 1, 10, 60, 600, 3600)
+    assert settings.queue_wait_buckets == (0.1, 1, 10, 100)
+    assert settings.max_tasks_in_memory == 1_000_000
+    assert settings.max_task_names == 200
+    assert settings.inspect_interval == 30
+    assert settings.clock_offset_warning == 0.5
+    assert settings.task_hostname_label is True
+    assert settings.redis_fast_path is False
+    assert settings.history_upgrade is False
+    assert settings.queues == ("a", "b", "orphans")
+    assert settings.history_exclude_tasks == ("celery.*", "app.tasks.heartbeat")
+    assert settings.history_url == "postgresql+psycopg://jobmon:db-password@postgres:5432/jobmon"
+    assert settings.history_max_rows == 5_000_000
+    assert settings.api_token == "0123456789abcdef0123456789abcdef"
+    assert settings.api_listen == ("127.0.0.1", 9809)
+    assert settings.ui_users_file == str(mounted / "ui-users")
+    assert settings.ui_session_secret == secret["ui-session-secret"].strip()
+    assert settings.grafana_url == "https://grafana.example.com"
+
+
+def test_the_app_version_is_the_package_version():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'\nversion = "{chart["appVersion"]}"\n' in pyproject
