@@ -1,12 +1,28 @@
 """Write merged partial rows into ``task_execution``: one transaction per batch.
 
 Select-then-write, the same on every database: the batch's existing rows are read (``SELECT …
-FOR UPDATE`` where the dialect has it; SQLite's ``BEGIN`` serialises writers), each is merged
-with its partial row by :func:`exporter.history.merge.merge_into` — the very rules the writer
-applies in memory — and then new rows are inserted and changed rows updated with
-``executemany``. Rows that did not change are not written. Only the event columns
+FOR UPDATE`` in task-id order where the dialect has it; SQLite's ``BEGIN IMMEDIATE`` serialises
+writers), each is merged with its partial row by :func:`exporter.history.merge.merge_into` — the
+very rules the writer applies in memory — and then new rows are inserted and changed rows updated
+with ``executemany``. Rows that did not change are not written. Only the event columns
 (:data:`~exporter.history.merge.EVENT_FIELDS`, ``finished_at``, ``updated_at``) are written;
 the action columns stay as the action API left them.
+
+Two writers, one database (two exporters replicating each other, or the action API inserting
+a retry's row): a task's row may be inserted by another transaction between this batch's
+``SELECT`` and its ``INSERT``. The INSERT is ``INSERT … ON CONFLICT (task_id) DO NOTHING``
+(PostgreSQL and SQLite; SQLAlchemy's dialect ``insert``), so it never fails on the primary
+key: it waits for the other transaction and skips the row if that one committed. Its row count
+then says some rows were not inserted, and :func:`upsert_rows` raises :class:`InsertRaced`: the
+caller rolls the transaction back and runs the batch again, whose ``SELECT`` now finds those
+rows and merges into them by the same rules — the row is what one writer alone makes of all
+the events, never a second row nor one writer's partial view. Why not merge in
+``ON CONFLICT DO UPDATE``: the rules (state order by stage, first/min/max, derived runtime)
+would exist twice, once in SQL; and locking the raced rows inside the same transaction would
+take row locks out of task-id order, which two writers can deadlock on. Rolling back keeps the
+lock order: existing rows in task-id order, then new rows in task-id order (one INSERT
+statement on databases with concurrent writers), so two batches never wait on each other in
+a cycle.
 
 Cost: a row is bound as a plain tuple (positional drivers such as sqlite3) or dict (named ones
 such as psycopg) to an INSERT or UPDATE that SQLAlchemy compiled once for that set of columns
@@ -15,9 +31,10 @@ such as psycopg) to an INSERT or UPDATE that SQLAlchemy compiled once for that s
 SQLAlchemy's ``DBAPIError`` subclasses). An INSERT names only the columns whose value the
 database would not put there itself (:data:`LEFT_OUT`: NULL, the server defaults; binding
 ``None`` costs sqlite3 an adapter lookup per parameter, a ``bool`` a call of SQLAlchemy's
-processor), an UPDATE sets only the columns that changed. Per row that is a fraction of what
-``Connection.execute(insert(table), list_of_dicts)`` spends building parameters; the
-statements are the same SQL.
+processor) — on SQLite per set of columns, elsewhere the union of the batch's columns in one
+statement (task-id order, see above) — an UPDATE sets only the columns that changed. Per row
+that is a fraction of what ``Connection.execute(insert(table), list_of_dicts)`` spends building
+parameters; the statements are the same SQL.
 """
 
 from __future__ import annotations
@@ -37,6 +54,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 from exporter.history.merge import (
     DERIVED_FIELDS,
@@ -60,7 +78,14 @@ _KEY = "b_task_id"
 #: every parameter: 50x slower.
 _SELECT = (select(*_SELECT_COLUMNS)
            .where(_TABLE.c.task_id.in_(bindparam("ids", expanding=True, literal_execute=True)))
+           .order_by(_TABLE.c.task_id)
            .with_for_update())
+#: The INSERT per dialect: skipping a row another transaction inserted meanwhile where the
+#: dialect can say so (see the module docs); a plain INSERT elsewhere.
+_INSERTS: Mapping[str, UpdateBase] = {
+    "postgresql": postgresql.insert(_TABLE).on_conflict_do_nothing(index_elements=["task_id"]),
+    "sqlite": sqlite.insert(_TABLE).on_conflict_do_nothing(index_elements=["task_id"]),
+}
 _INSERT = insert(_TABLE)
 #: The SET clause comes from the compiled column keys (the columns that changed).
 _UPDATE = update(_TABLE).where(_TABLE.c.task_id == bindparam(_KEY))
@@ -77,6 +102,17 @@ LEFT_OUT: Mapping[str, Any] = {
 #: Compiled statements kept per dialect; the cache starts afresh beyond this many column sets
 #: (a handful occur: one per combination of events seen, e.g. success, failure, retry).
 MAX_STATEMENTS = 256
+
+
+class InsertRaced(Exception):
+    """Another transaction inserted some of the batch's new tasks between its ``SELECT`` and
+    its ``INSERT`` (``ON CONFLICT DO NOTHING`` skipped them): roll back and run the batch again
+    (its ``SELECT`` then finds them and merges). ``count``: rows skipped.
+    """
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} new rows were inserted by another writer meanwhile")
+        self.count = count
 
 
 class _Statement:
@@ -139,16 +175,36 @@ def _statement(dialect: Dialect, is_insert: bool, keys: frozenset[str]) -> _Stat
     if found is None:
         if len(cache) >= MAX_STATEMENTS:
             cache.clear()
-        found = cache[(is_insert, keys)] = _Statement(
-            _INSERT if is_insert else _UPDATE, dialect, keys)
+        statement = _INSERTS.get(dialect.name, _INSERT) if is_insert else _UPDATE
+        found = cache[(is_insert, keys)] = _Statement(statement, dialect, keys)
     return found
 
 
 def _execute_grouped(connection: Connection, is_insert: bool,
-                     groups: Mapping[frozenset[str], list[dict[str, Any]]]) -> None:
+                     groups: Mapping[frozenset[str], list[dict[str, Any]]]) -> int:
+    """Run each group's statement over its rows; returns the rows the database changed."""
+    changed = 0
     for keys, group in groups.items():
         statement = _statement(connection.dialect, is_insert, keys)
-        connection.exec_driver_sql(statement.sql, statement.parameters(group))
+        changed += connection.exec_driver_sql(statement.sql, statement.parameters(group)).rowcount
+    return changed
+
+
+def _one_group(groups: Mapping[frozenset[str], list[dict[str, Any]]]
+               ) -> dict[frozenset[str], list[dict[str, Any]]]:
+    """The rows of every group as one group in task-id order, each row given the union of the
+    groups' columns (a column a row lacks gets its :data:`LEFT_OUT` value: what the database
+    would have stored without it).
+    """
+    if len(groups) <= 1:
+        return dict(groups)
+    keys = frozenset().union(*groups)
+    rows = sorted((row for group in groups.values() for row in group),
+                  key=lambda row: row["task_id"])
+    for row in rows:
+        for key in keys - row.keys():
+            row[key] = LEFT_OUT[key]
+    return {keys: rows}
 
 
 def upsert_rows(connection: Connection, rows: Mapping[str, Mapping[str, Any]], now: float
@@ -162,6 +218,8 @@ def upsert_rows(connection: Connection, rows: Mapping[str, Mapping[str, Any]], n
     changed.
 
     Raises:
+        InsertRaced: another transaction inserted some of the new tasks meanwhile (the caller
+            rolls back and calls again; see the module docs).
         sqlalchemy.exc.SQLAlchemyError: as the database reports it (the caller rolls back).
         KeyError: a partial row without ``state``/``state_ts`` for a task with no stored row.
 
@@ -194,6 +252,10 @@ def upsert_rows(connection: Connection, rows: Mapping[str, Mapping[str, Any]], n
             changed["updated_at"] = now
             updates.setdefault(frozenset(changed), []).append(changed)
             updated += 1
-    _execute_grouped(connection, True, inserts)
+    if connection.dialect.name != "sqlite":  # concurrent writers: inserts in task-id order
+        inserts = _one_group(inserts)
+    skipped = inserted - _execute_grouped(connection, True, inserts)
+    if skipped and connection.dialect.name in _INSERTS:  # other drivers: no ON CONFLICT
+        raise InsertRaced(skipped)
     _execute_grouped(connection, False, updates)
     return inserted, updated

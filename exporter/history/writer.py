@@ -16,6 +16,10 @@ Failures:
   library (tenacity is no dependency, and a retry decorator would block the thread): while it
   waits — a condition-variable timeout that ``flush``/``stop`` interrupt — events keep merging
   into pending rows, up to ``max_pending`` rows; then the queue fills up.
+- Another writer (a second exporter on the same database) inserted some of the batch's new
+  tasks meanwhile (:class:`~exporter.history.store.InsertRaced`): the transaction is rolled
+  back and the batch written again at once, merging into those rows (up to
+  :data:`MAX_RACE_RETRIES` times in a row, then the backoff below); no error is counted.
 - A row the database refuses (``DataError``, ``IntegrityError``, a bug in the merge): the batch
   is retried row by row and each refused row is dropped (``dropped{reason="rejected"}``).
 - Queue full (``capacity`` events): the oldest queued ``task-succeeded`` goes first
@@ -57,7 +61,7 @@ from exporter.history.merge import (
     record_from_event,
 )
 from exporter.history.retention import prune
-from exporter.history.store import upsert_rows
+from exporter.history.store import InsertRaced, upsert_rows
 from exporter.logs import first_line
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,10 @@ DEFAULT_MAX_DELAY = 0.5
 DEFAULT_RETRY_INITIAL = 0.5
 DEFAULT_RETRY_MAX = 30.0
 DEFAULT_PRUNE_INTERVAL = 3600.0
+#: Times in a row a batch is written again at once after another writer inserted some of its
+#: new tasks meanwhile; each attempt finds the rows the previous one raced with, so a second
+#: race needs new tasks inserted again within milliseconds.
+MAX_RACE_RETRIES = 5
 
 #: Event type → drop class: lower classes are dropped first when the queue is full.
 DROP_CLASS: Mapping[str, int] = {
@@ -107,7 +115,8 @@ class HistoryStats:
 
 def _is_row_error(exc: BaseException) -> bool:
     """Whether ``exc`` blames the data (retry row by row) rather than the database."""
-    return isinstance(exc, (DataError, IntegrityError)) or not isinstance(exc, SQLAlchemyError)
+    return isinstance(exc, (DataError, IntegrityError)) or not isinstance(
+        exc, (SQLAlchemyError, InsertRaced))
 
 
 def _detail(exc: BaseException) -> str:
@@ -418,10 +427,18 @@ class HistoryWriter(threading.Thread):
         self._pending_oldest = None
 
     def _write_batch(self, batch: dict[str, Row]) -> None:
-        with self.engine.connect() as connection:
-            connection = connection.execution_options(**{WRITE_INTENT: True})
-            with connection.begin():
-                inserted, updated = self.upsert(connection, batch, self.clock())
+        for attempt in range(MAX_RACE_RETRIES + 1):
+            try:
+                with self.engine.connect() as connection:
+                    connection = connection.execution_options(**{WRITE_INTENT: True})
+                    with connection.begin():
+                        inserted, updated = self.upsert(connection, batch, self.clock())
+                break
+            except InsertRaced as exc:
+                if attempt == MAX_RACE_RETRIES:
+                    raise
+                log.debug("history batch raced another writer rows=%d raced=%d; writing again",
+                          len(batch), exc.count)
         for task_id in batch:
             del self._pending[task_id]
         if self._failures:

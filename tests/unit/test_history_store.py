@@ -7,7 +7,7 @@ from sqlalchemy import event, select
 from exporter.history import create_history_engine, upgrade
 from exporter.history.merge import FIELD_DEFAULTS, record_from_event
 from exporter.history.orm import TASK_EXECUTION
-from exporter.history.store import LEFT_OUT, upsert_rows
+from exporter.history.store import LEFT_OUT, _one_group, upsert_rows
 
 T0 = 1_700_000_000.0
 
@@ -42,7 +42,7 @@ def test_an_insert_names_what_is_set_and_an_update_sets_what_changed(tmp_path):
               if not sql.startswith(("SELECT", "BEGIN"))]
     assert writes == [
         "INSERT INTO task_execution (task_id, state, state_ts, hostname, worker_seen_at, "
-        "started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO NOTHING",
         "UPDATE task_execution SET state=?, state_ts=?, worker_seen_at=?, finished_at=?, "
         "runtime=?, result=?, updated_at=?",
     ]
@@ -53,3 +53,18 @@ def test_an_insert_names_what_is_set_and_an_update_sets_what_changed(tmp_path):
         "worker_seen_at": T0 + 2, "started_at": T0, "finished_at": T0 + 2, "runtime": 1.5,
         "result": "3", "updated_at": T0, "state_source": "events"}
     engine.dispose()
+
+
+def test_new_rows_of_several_column_sets_are_one_insert_in_task_id_order_on_postgresql():
+    # Two writers inserting the same new tasks take their locks in one order (no deadlock):
+    # one statement, rows sorted, a column a row lacks at the value the database would store.
+    groups = {frozenset({"task_id", "state", "result"}): [{"task_id": "b", "state": "SUCCESS",
+                                                           "result": "3"}],
+              frozenset({"task_id", "state", "args_truncated"}): [
+                  {"task_id": "a", "state": "PENDING", "args_truncated": True},
+                  {"task_id": "c", "state": "PENDING", "args_truncated": True}]}
+    assert _one_group(groups) == {
+        frozenset({"task_id", "state", "result", "args_truncated"}): [
+            {"task_id": "a", "state": "PENDING", "args_truncated": True, "result": None},
+            {"task_id": "b", "state": "SUCCESS", "result": "3", "args_truncated": False},
+            {"task_id": "c", "state": "PENDING", "args_truncated": True, "result": None}]}

@@ -1,0 +1,191 @@
+"""Two exporters writing the same events into one PostgreSQL history (``replicas: 2``).
+
+Each test creates a PostgreSQL database of its own (``jobmon_ha_<random>``, dropped at the
+end). First, the race itself, held still: another writer's transaction inserts a new task's
+row and keeps it uncommitted while this writer's batch inserts the same task; once the other
+commits, the batch merges into its row, no unique-constraint error, nothing dropped. Then
+the whole product: two real ``celery-jobmon serve`` processes and a third one alone (the
+reference, its own database) watch one real worker on a private Redis; a few hundred tasks
+succeed, fail and retry; one of the two is SIGKILLed mid-run. Every task has exactly one row
+in the shared history, and that row is the reference's row, column by column.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy import Engine, select, text
+
+from exporter.history import HistoryWriter, create_history_engine, upgrade
+from exporter.history.orm import TASK_EXECUTION
+from exporter.history.store import WRITTEN_FIELDS, upsert_rows
+from tests.support.events import task_event
+from tests.support.network import PG_HOST, PG_PORT
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_700_000_000.0
+NOW = T0 + 1000.0
+#: Columns compared between two histories: every column events write (not ``updated_at``,
+#: each exporter's own clock).
+COMPARED = ("task_id", *WRITTEN_FIELDS)
+
+
+def _admin() -> psycopg.Connection:
+    return psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres",
+                           autocommit=True, connect_timeout=10)
+
+
+def _create_database() -> tuple[str, str]:
+    """A fresh, migrated database: ``(name, SQLAlchemy URL)``."""
+    name = f"jobmon_ha_{uuid.uuid4().hex[:12]}"
+    with _admin() as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(
+            sql.Identifier(name)))
+    url = f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{name}"
+    upgrade(url)
+    return name, url
+
+
+def _drop_database(name: str) -> None:
+    with _admin() as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+@pytest.fixture
+def databases() -> Iterator[list[str]]:
+    """Two fresh PostgreSQL databases of this test's own (URLs), dropped afterwards."""
+    created = [_create_database() for _ in range(2)]
+    yield [url for _, url in created]
+    for name, _ in created:
+        _drop_database(name)
+
+
+def rows(engine: Engine) -> dict[str, tuple[object, ...]]:
+    """Every row of ``task_execution``: task id → the :data:`COMPARED` columns."""
+    columns = [TASK_EXECUTION.c[name] for name in COMPARED]
+    with engine.connect() as connection:
+        return {row[0]: tuple(row) for row in connection.execute(select(*columns))}
+
+
+def _waiting_on_a_lock(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        return bool(connection.execute(text(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE NOT l.granted AND a.datname = current_database()")).scalar_one())
+
+
+def test_a_task_another_writer_inserts_meanwhile_is_merged_not_refused(databases):
+    # Failed before: the batch's INSERT hit the unique constraint once the other writer
+    # committed (write_errors 1, the batch retried row by row).
+    url, reference_url = databases
+    sent = task_event("task-sent", uuid="t1", timestamp=T0, hostname="web-1", name="app.add",
+                      args="(1, 2)", kwargs="{}", retries=0, queue="a", exchange="",
+                      routing_key="a")
+    started = task_event("task-started", uuid="t1", timestamp=T0 + 1)
+    succeeded = task_event("task-succeeded", uuid="t1", timestamp=T0 + 3, result="3",
+                           runtime=1.75)
+    other, engine = create_history_engine(url), create_history_engine(url)
+    writer = HistoryWriter(engine, max_delay=0.01, clock=lambda: NOW)
+    try:
+        with other.connect() as connection, connection.begin():
+            # The other exporter's batch: the task's row, inserted and not yet committed.
+            upsert_rows(connection, {"t1": {"state": "PENDING", "state_ts": T0,
+                                            "name": "app.add", "queue": "a", "sent_at": T0}},
+                        NOW)
+            writer.start()
+            writer.submit(started)
+            writer.submit(succeeded)
+            wait_for(lambda: _waiting_on_a_lock(other), 10,
+                     message="the writer's insert waiting for the other transaction")
+        assert writer.flush(10.0)
+        stats = writer.stats()
+        assert (stats.write_errors, stats.dropped["rejected"], stats.rows_written) == (0, 0, 1)
+        # The other writer then sees task-sent too: the row is what one writer makes of all
+        # three events.
+        with other.begin() as connection:
+            upsert_rows(connection, {"t1": {"state": "PENDING", "state_ts": T0,
+                                            "name": "app.add", "args": "(1, 2)",
+                                            "args_truncated": False, "kwargs": "{}",
+                                            "kwargs_truncated": False, "retries": 0,
+                                            "queue": "a", "routing_key": "a", "sent_at": T0}},
+                        NOW)
+        reference = create_history_engine(reference_url)
+        alone = HistoryWriter(reference, max_delay=0.01, clock=lambda: NOW)
+        alone.start()
+        for event in (sent, started, succeeded):
+            alone.submit(event)
+        assert alone.flush(10.0)
+        alone.stop(5.0)
+        assert rows(engine) == rows(reference)
+        assert rows(engine)["t1"][COMPARED.index("state")] == "SUCCESS"
+        reference.dispose()
+    finally:
+        writer.stop(5.0)
+        other.dispose()
+        engine.dispose()
+
+
+def test_two_writers_racing_on_the_same_new_tasks_never_deadlock_nor_refuse(databases):
+    # Two writers, the same 400 new tasks in batches of different sizes and orders: the
+    # inserts of both meet on every id.
+    url, reference_url = databases
+    events = []
+    for n in range(400):
+        task_id = f"t{n:03d}"
+        events += [task_event("task-sent", uuid=task_id, timestamp=T0 + n, hostname="web-1",
+                              name="app.add", args="(1, 2)", kwargs="{}", retries=0,
+                              queue="a", exchange="", routing_key="a"),
+                   task_event("task-started", uuid=task_id, timestamp=T0 + n + 0.5)]
+        if n % 3:
+            events.append(task_event("task-succeeded", uuid=task_id, timestamp=T0 + n + 1,
+                                     result="3", runtime=0.5))
+        else:
+            events.append(task_event("task-failed", uuid=task_id, timestamp=T0 + n + 1,
+                                     exception="ValueError('boom')", traceback="tb"))
+    engines = [create_history_engine(url) for _ in range(2)]
+    writers = [HistoryWriter(engine, batch_size=size, max_delay=0.01, clock=lambda: NOW)
+               for engine, size in zip(engines, (37, 53), strict=True)]
+    start = threading.Barrier(2)
+
+    def feed(writer: HistoryWriter, ordered: list[dict]) -> None:
+        start.wait()
+        for event in ordered:
+            writer.submit(event)
+
+    feeders = [threading.Thread(target=feed, args=(writers[0], events)),
+               threading.Thread(target=feed, args=(writers[1], events[::-1]))]
+    for writer in writers:
+        writer.start()
+    for thread in feeders:
+        thread.start()
+    for thread in feeders:
+        thread.join(10)
+    try:
+        for writer in writers:
+            assert writer.flush(30.0)
+            stats = writer.stats()
+            assert (stats.write_errors, stats.dropped["rejected"]) == (0, 0), stats
+        reference = create_history_engine(reference_url)
+        alone = HistoryWriter(reference, clock=lambda: NOW)
+        alone.start()
+        for event in events:
+            alone.submit(event)
+        assert alone.flush(10.0)
+        alone.stop(5.0)
+        shared, expected = rows(engines[0]), rows(reference)
+        assert len(expected) == 400
+        assert shared == expected
+        reference.dispose()
+    finally:
+        for writer in writers:
+            writer.stop(5.0)
+        for engine in engines:
+            engine.dispose()
