@@ -8,9 +8,11 @@ from typing import Any
 import click
 
 from exporter import __version__
+from exporter import config as c
 from exporter.cli.options import (
     BROKER_OPTIONS,
     DURATION,
+    LISTEN,
     RETRY_OPTIONS,
     SERVE_OPTIONS,
     apply,
@@ -295,6 +297,19 @@ def tasks(history_url: str | None, states: tuple[str, ...], name: str | None,
 
     settings = Settings(history_url=history_url)
     _run_action(settings, history_url, work, tasks_text, as_json)
+
+
+@main.command()
+@option("--listen", type=LISTEN, default="127.0.0.1:9808", metavar="HOST:PORT",
+        help="Address of /metrics, the API and the pages (loopback by default).")
+@option("--log-level", type=click.Choice(c.LOG_LEVELS, case_sensitive=False), default="WARNING")
+def demo(listen: tuple[str, int], log_level: str) -> None:
+    """Run the whole product on this machine with nothing installed: an in-memory broker, a
+    worker, a producer of demo tasks, the exporter, the history and the API (Ctrl-C ends it).
+    """
+    from exporter.demo import run_demo
+
+    run_demo(listen, log_level.upper())
 
 
 # -- the job browser's users ---------------------------------------------------------------
