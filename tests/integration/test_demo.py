@@ -78,11 +78,16 @@ def test_the_demo_shows_every_outcome_within_a_minute_and_leaves_nothing_behind(
             assert metrics().value("celery_worker_up", hostname=f"demo@{os.uname().nodename}") == 1
 
             auth = {"Authorization": f"Bearer {token}"}
-            failed = httpx.get(f"{base}/api/v1/tasks", params={"state": "FAILURE"},
-                               headers=auth, timeout=5).json()["items"]
-            assert {(t["name"], t["exception_type"]) for t in failed} == {
+
+            def failed() -> list[dict]:
+                return httpx.get(f"{base}/api/v1/tasks", params={"state": "FAILURE"},
+                                 headers=auth, timeout=5).json()["items"]
+
+            # The history writer commits in batches, a moment after /metrics counted.
+            wait_for(failed, 10, message="a failure in the history")
+            assert {(t["name"], t["exception_type"]) for t in failed()} == {
                 ("demo.charge", "PaymentDeclined")}
-            detail = httpx.get(f"{base}/api/v1/tasks/{failed[0]['task_id']}", headers=auth,
+            detail = httpx.get(f"{base}/api/v1/tasks/{failed()[0]['task_id']}", headers=auth,
                                timeout=5).json()
             assert "PaymentDeclined: card declined for order" in detail["traceback"]
             assert httpx.get(f"{base}/api/v1/tasks", headers={}, timeout=5).status_code == 401
