@@ -4,12 +4,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from sqlalchemy import Engine, Table, func, select
 
 from actions.errors import history_errors
-from exporter.history.orm import TASK_EXECUTION
+from exporter.history.orm import ACTION_AUDIT, TASK_EXECUTION
 
 _TABLE: Table = TASK_EXECUTION  # type: ignore[assignment]
+_AUDIT: Table = ACTION_AUDIT  # type: ignore[assignment]
 _C = _TABLE.c
 
 
@@ -26,3 +30,32 @@ def state_counts(engine: Engine, since: float) -> dict[str, int]:
              .group_by(_C.state))
     with history_errors(), engine.connect() as connection:
         return {state: int(count) for state, count in connection.execute(query).all()}
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One row of the audit trail: ``at`` (exporter clock, epoch seconds), ``actor`` (``api``,
+    ``cli:<login>``, ``ui:<user>``), ``action`` (``retry``, ``cancel``, ``cancel-outcome``, …)
+    and what was recorded with it.
+    """
+
+    at: float
+    actor: str
+    action: str
+    detail: dict[str, Any] | None
+
+
+def audit_trail(engine: Engine, task_id: str, limit: int = 100) -> list[AuditEntry]:
+    """The audit rows of ``task_id``, oldest first, at most ``limit`` (indexed by task id).
+
+    Raises:
+        HistoryUnavailable: the database did not answer.
+
+    """
+    query = (select(_AUDIT.c.at, _AUDIT.c.actor, _AUDIT.c.action, _AUDIT.c.detail)
+             .where(_AUDIT.c.task_id == task_id).order_by(_AUDIT.c.at, _AUDIT.c.id)
+             .limit(limit))
+    with history_errors(), engine.connect() as connection:
+        return [AuditEntry(row.at, row.actor, row.action,
+                           row.detail if isinstance(row.detail, dict) else None)
+                for row in connection.execute(query)]

@@ -4,17 +4,266 @@ escaping. A real SQLite history and a real Redis broker; no browser (see test_br
 
 from __future__ import annotations
 
-from tests.ui.conftest import add_row, login
+import logging
+import os
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+from starlette.testclient import TestClient
+
+from exporter.cli.commands import main
+from exporter.history import get_execution
+from exporter.history.orm import ACTION_AUDIT
+from exporter.http import create_http_app
+from exporter.state.health import Health
+from tests.ui.conftest import PASSWORDS, add_row, csrf_of, login
+from ui.app import disabled_ui
+from ui.users import UsersFileError, authenticate, load_users, parse_users
+
+PAGES = ["/ui/", "/ui/failed", "/ui/failed?name=x", "/ui/failed/retry", "/ui/tasks/t1",
+         "/ui/tasks/t1/retry", "/ui/tasks/t1/cancel", "/ui/search?task_id=t1"]
+POSTS = ["/ui/logout", "/ui/login", "/ui/tasks/t1/retry", "/ui/tasks/t1/cancel",
+         "/ui/failed/retry"]
 
 
-def test_the_overview_needs_a_login_and_shows_counts_by_state(client, engine):
-    add_row(engine, "t-failed")
-    add_row(engine, "t-ok", state="SUCCESS")
-    response = client.get("/ui/")
-    assert response.status_code == 303
-    assert response.headers["location"] == "/ui/login?next=%2Fui%2F"
+def audit_rows(engine):
+    with engine.connect() as connection:
+        return connection.execute(select(ACTION_AUDIT.c.actor, ACTION_AUDIT.c.action,
+                                         ACTION_AUDIT.c.task_id)).all()
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_without_a_session_redirects_to_the_login(client, path):
+    response = client.get(path)
+    assert response.status_code == 303, response.text
+    assert response.headers["location"].startswith("/ui/login?next=%2Fui%2F")
+
+
+def test_the_login_goes_back_to_the_page_asked_for_and_never_off_site(client, engine):
+    add_row(engine, "t1")
+    page = client.get("/ui/login?next=/ui/failed%3Fname%3Dapp.charge")
+    token = csrf_of(page.text)
+    assert 'name="next" value="/ui/failed?name=app.charge"' in page.text
+    response = client.post("/ui/login", data={"username": "bob", "password": PASSWORDS["bob"],
+                                              "csrftoken": token,
+                                              "next": "/ui/failed?name=app.charge"})
+    assert (response.status_code, response.headers["location"]) == (
+        303, "/ui/failed?name=app.charge")
+    client.post("/ui/logout", data={"csrftoken": token})
+    for target in ("https://evil.example/", "//evil.example/ui/", "/ui\\@evil"):
+        response = client.post("/ui/login", data={
+            "username": "bob", "password": PASSWORDS["bob"], "csrftoken": token,
+            "next": target})
+        assert response.headers["location"] == "/ui/", target
+        client.post("/ui/logout", data={"csrftoken": token})
+
+
+def test_the_login_sets_an_httponly_samesite_session_cookie_never_secure_without_tls(client):
+    page = client.get("/ui/login")
+    response = client.post("/ui/login", data={
+        "username": "alice", "password": PASSWORDS["alice"], "csrftoken": csrf_of(page.text)})
+    cookie = next(v for k, v in response.headers.multi_items()
+                  if k == "set-cookie" and v.startswith("jobmon_ui_session="))
+    attributes = [part.strip().lower() for part in cookie.split(";")[1:]]
+    assert "httponly" in attributes and "samesite=lax" in attributes
+    assert "path=/ui" in attributes and "secure" not in attributes
+
+
+def test_a_wrong_password_and_an_unknown_user_get_the_same_401_and_are_logged(client, caplog):
+    page = client.get("/ui/login")
+    token = csrf_of(page.text)
+    with caplog.at_level(logging.WARNING, logger="ui.pages.login"):
+        wrong = client.post("/ui/login", data={"username": "alice", "password": "nope-nope",
+                                               "csrftoken": token})
+        unknown = client.post("/ui/login", data={"username": "mallory", "password": "x",
+                                                 "csrftoken": token})
+    for response in (wrong, unknown):
+        assert response.status_code == 401
+        assert "Unknown user name or wrong password." in response.text
+        assert "jobmon_ui_session" not in response.headers.get("set-cookie", "")
+    assert [r.getMessage() for r in caplog.records] == [
+        "ui login failed user='alice' client=testclient",
+        "ui login failed user='mallory' client=testclient"]
+    assert "nope-nope" not in caplog.text
+
+
+@pytest.mark.parametrize("path", POSTS)
+def test_every_post_without_a_csrf_token_is_refused(client, engine, path):
+    add_row(engine, "t1")
     login(client, "alice")
-    page = client.get("/ui/")
-    assert page.status_code == 200, page.text
-    assert "alice (operator)" in page.text
-    assert '<th scope="row" class="state-FAILURE">FAILURE</th>' in page.text
+    for data in ({}, {"csrftoken": "forged"}):
+        response = client.post(path, data={"username": "alice",
+                                           "password": PASSWORDS["alice"], **data})
+        assert response.status_code == 403, response.text
+        assert "form refused" in response.text
+    # Without any cookie at all (asgi-csrf would let those through by default).
+    bare = TestClient(client.app, follow_redirects=False)
+    response = bare.post(path, data={"username": "alice", "password": PASSWORDS["alice"]})
+    assert response.status_code == 403 and "form refused" in response.text
+    assert client.get("/ui/").status_code == 200  # still logged in: logout was refused too
+    assert audit_rows(engine) == []
+    assert get_execution(engine, "t1").manual_retry_count == 0
+
+
+def test_a_viewer_cannot_retry_or_cancel(client, engine):
+    add_row(engine, "t1")
+    login(client, "bob")
+    page = client.get("/ui/tasks/t1")
+    assert page.status_code == 200
+    assert "Retry…" not in page.text and "Cancel…" not in page.text
+    assert "retry and cancel need an operator" in page.text
+    token = csrf_of(page.text)
+    for path in ("/ui/tasks/t1/retry", "/ui/tasks/t1/cancel", "/ui/failed/retry"):
+        assert client.get(path).status_code == 403
+        response = client.post(path, data={"csrftoken": token})
+        assert response.status_code == 403, response.text
+        assert "Your role (viewer) cannot retry or cancel tasks" in response.text
+        assert "Nothing was done." in response.text
+    assert audit_rows(engine) == []
+    assert get_execution(engine, "t1").manual_retry_count == 0
+
+
+@pytest.mark.parametrize(("query", "error"), [
+    ("since=tomorrow", "since: an ISO 8601 time"),
+    ("since=2024-05-02T00:00&until=2024-05-01T00:00", "until: must be later than since"),
+    ("name=a%0Ab", "name: 1 to 255 characters, no control characters"),
+    ("exception=" + "E" * 300, "exception: String should have at most 255 characters"),
+    ("cursor=garbage", "cursor: not a cursor of this list"),
+])
+def test_bad_filters_give_a_readable_400_page(client, query, error):
+    login(client, "bob")
+    response = client.get(f"/ui/failed?{query}")
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    assert "400 — Invalid parameter" in response.text and error in response.text
+
+
+def test_search_opens_the_task_and_refuses_control_characters(client, engine):
+    add_row(engine, "t 1/x")
+    login(client, "bob")
+    response = client.get("/ui/search", params={"task_id": " t 1/x "})
+    assert (response.status_code, response.headers["location"]) == (303, "/ui/tasks/t%201%2Fx")
+    assert "<code>t 1/x</code>" in client.get(response.headers["location"]).text
+    assert client.get("/ui/search", params={"task_id": "a\nb"}).status_code == 400
+    missing = client.get("/ui/tasks/nope")
+    assert missing.status_code == 404 and "no task &#39;nope&#39; in the history" in missing.text
+
+
+def test_hostile_task_ids_and_names_are_escaped(client, engine):
+    hostile_id = '<script>alert("id")</script>'
+    hostile_name = "<img src=x onerror=alert(1)>"
+    add_row(engine, hostile_id, name=hostile_name, exception_type="<b>Boom</b>",
+            exception_message="<i>msg</i>", traceback="<script>tb()</script>",
+            args="('<svg onload=x>',)")
+    login(client, "alice")
+    pages = [client.get("/ui/failed"), client.get("/ui/tasks/" + hostile_id),
+             client.get("/ui/failed", params={"name": hostile_name})]
+    for page in pages:
+        assert page.status_code == 200, page.text
+        for raw in ("<script>", "<img", "<b>Boom", "<i>msg", "<svg"):
+            assert raw not in page.text
+    assert "&lt;script&gt;alert(&#34;id&#34;)&lt;/script&gt;" in pages[1].text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in pages[0].text
+    assert "/ui/tasks/%3Cscript%3Ealert%28%22id%22%29%3C%2Fscript%3E" in pages[0].text
+
+
+def test_an_operator_retry_previews_then_sends_and_records_the_ui_user(client, engine):
+    add_row(engine, "t1", args="(1, 'a')", kwargs="{'x': 2}")
+    login(client, "alice")
+    preview = client.get("/ui/tasks/t1/retry")
+    assert preview.status_code == 200
+    assert "Nothing has been sent yet." in preview.text
+    assert '<code>[1, "a"]</code>' in preview.text
+    assert get_execution(engine, "t1").manual_retry_count == 0
+    done = client.post("/ui/tasks/t1/retry", data={"csrftoken": csrf_of(preview.text)})
+    assert done.status_code == 202, done.text
+    assert "Retry sent" in done.text
+    row = get_execution(engine, "t1")
+    assert row.manual_retry_count == 1
+    [(actor, action, task_id)] = audit_rows(engine)
+    assert (actor, action, task_id) == ("ui:alice", "retry", "t1")
+    detail = client.get("/ui/tasks/t1").text
+    assert "ui:alice" in detail and "Manually retried as" in detail
+
+
+def test_a_retry_of_a_task_that_is_not_failed_is_a_409_page_saying_why(client, engine):
+    add_row(engine, "ok", state="SUCCESS")
+    login(client, "alice")
+    response = client.get("/ui/tasks/ok/retry")
+    assert response.status_code == 409
+    assert "the task is SUCCESS: only FAILURE tasks are retried" in response.text
+
+
+def test_a_cancel_says_what_was_asked_and_that_no_worker_acknowledged(client, engine):
+    add_row(engine, "w1", state="PENDING", exception_type=None, exception_message=None,
+            traceback=None)
+    login(client, "alice")
+    confirm = client.get("/ui/tasks/w1/cancel")
+    assert confirm.status_code == 200 and "Terminate" not in confirm.text
+    done = client.post("/ui/tasks/w1/cancel", data={"csrftoken": csrf_of(confirm.text)})
+    assert done.status_code == 202, done.text
+    assert "Asked: <strong>revoke</strong>" in done.text
+    assert "acknowledged by</dt><dd>no worker" in done.text
+    assert [tuple(r) for r in audit_rows(engine)] == [("ui:alice", "cancel", "w1")]
+
+
+def test_bulk_retry_previews_then_retries_what_matches(client, engine):
+    add_row(engine, "a1", ts=1_700_000_001.0, exception_type="KeyError")
+    add_row(engine, "a2", ts=1_700_000_002.0, exception_type="KeyError")
+    add_row(engine, "b1", ts=1_700_000_003.0)
+    login(client, "alice")
+    listing = client.get("/ui/failed?exception=KeyError")
+    assert listing.text.count("/ui/tasks/a") >= 2 and "/ui/tasks/b1" not in listing.text
+    preview = client.get("/ui/failed/retry?exception=KeyError")
+    assert "2 would be retried, 0 skipped" in preview.text
+    assert audit_rows(engine) == []
+    done = client.post("/ui/failed/retry", data={"csrftoken": csrf_of(preview.text),
+                                                 "exception": "KeyError"})
+    assert done.status_code == 200, done.text
+    assert "2 sent as new tasks, 0 skipped, of 2 selected" in done.text
+    assert sorted((a, act, t) for a, act, t in audit_rows(engine)) == [
+        ("ui:alice", "bulk-retry", None), ("ui:alice", "retry", "a1"),
+        ("ui:alice", "retry", "a2")]
+
+
+def test_without_a_users_file_the_ui_is_off_with_a_403_saying_how_to_turn_it_on():
+    client = TestClient(create_http_app(None, Health(), None, disabled_ui()))
+    for path in ("/ui/", "/ui/login", "/ui/failed"):
+        response = client.get(path)
+        assert response.status_code == 403
+        assert "--ui-users-file" in response.text and "ui-user add" in response.text
+
+
+def test_ui_user_add_writes_argon2_hashes_and_replaces_a_user(tmp_path):
+    path = str(tmp_path / "users")
+    runner = CliRunner()
+    result = runner.invoke(main, ["ui-user", "add", "carol", "--role", "operator",
+                                  "--users-file", path, "--password-stdin"],
+                           input="carol-password\n")
+    assert result.exit_code == 0, result.output
+    assert result.output == f"added carol (operator) in {path}\n"
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    result = runner.invoke(main, ["ui-user", "add", "carol", "--users-file", path,
+                                  "--password-stdin"], input="another-password\n")
+    assert result.output == f"replaced carol (viewer) in {path}\n"
+    users = load_users(path)
+    assert list(users) == ["carol"] and users["carol"].role == "viewer"
+    assert users["carol"].password_hash.startswith("$argon2id$")
+    assert "another-password" not in open(path).read()
+    assert authenticate(users, "carol", "another-password") == users["carol"]
+    assert authenticate(users, "carol", "carol-password") is None
+    short = runner.invoke(main, ["ui-user", "add", "dave", "--users-file", path,
+                                 "--password-stdin"], input="short\n")
+    assert short.exit_code == 2 and "at least 8 characters" in short.output
+
+
+def test_a_bad_users_file_lists_every_bad_line():
+    with pytest.raises(UsersFileError) as caught:
+        parse_users("# users\nalice:admin:$argon2id$x\nbad name:viewer:$argon2id$x\n"
+                    "bob:viewer:plain\nok:viewer:$argon2id$x\nok:viewer:$argon2id$y\n", "f")
+    assert str(caught.value).splitlines() == [
+        "f:2: role must be viewer or operator",
+        "f:3: the name must be 1 to 64 letters, digits or ._@-",
+        "f:4: not an argon2 hash (write it with `celery-jobmon ui-user add`)",
+        "f:6: user 'ok' is listed twice"]
