@@ -486,6 +486,13 @@ class Model:
             record = self.index.peek(task_id)
             return None if record is None else record.sent
 
+    def held_events(self) -> int:
+        """How many events are held for their task's ``task-sent`` (module docs: held events):
+        received, not yet counted in ``events_received`` nor applied.
+        """
+        with self.lock:
+            return sum(len(hold.events) for hold in self._held.values())
+
     def running(self) -> dict[AnyTaskLabels, int]:
         """Tasks running per label set (``task_running``), copied without the rest of a
         snapshot (the action API's queue report).
