@@ -395,3 +395,18 @@ def test_the_app_version_is_the_package_version():
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert f'\nversion = "{chart["appVersion"]}"\n' in pyproject
+
+
+def test_the_image_holds_every_package_the_exporter_imports():
+    """The chart runs docker/Dockerfile's image: it must copy every package pyproject.toml
+    installs (``serve`` imports ui/ at start) and .dockerignore must let it through.
+    """
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    found = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = [p.rstrip("*") for p in found]
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text().splitlines()
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert [p for p in packages if f"COPY {p} ./{p}" not in dockerfile] == []
+    assert [p for p in packages if f"!{p}/" not in ignore] == []
