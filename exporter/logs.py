@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -84,6 +85,33 @@ def describe(exc: BaseException) -> str:
     """
     text = first_line(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+#: What to do about a certificate the exporter does not trust (appended to :func:`tls_problem`).
+TLS_ADVICE = ("trust the broker's CA as the workers do: ssl_ca_certs=/path/ca.pem in the broker "
+              "URL (rediss://host:port/db?ssl_cert_reqs=required&ssl_ca_certs=/path/ca.pem), "
+              "and check the host name the certificate is for")
+
+
+def tls_problem(exc: BaseException) -> str | None:
+    """What went wrong in the TLS handshake behind ``exc`` (redis-py, kombu and amqp wrap the
+    ``ssl`` error: the chain of causes is searched), or ``None`` when it was no TLS error.
+
+    ``certificate verify failed: self-signed certificate in certificate chain; trust …``
+    (:data:`TLS_ADVICE` follows a verification failure), or ``TLS handshake failed:
+    WRONG_VERSION_NUMBER`` (e.g. TLS to a port that speaks plain text).
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            reason = cause.verify_message or cause.reason or first_line(cause)
+            return f"certificate verify failed: {reason}; {TLS_ADVICE}"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS handshake failed: {cause.reason or first_line(cause)}"
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def configure_logging(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:

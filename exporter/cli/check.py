@@ -9,6 +9,10 @@ are masked, and every known password (broker URL, transport options) is redacted
 Exit code (:func:`exit_code`): 0 only when everything the metrics need is in place — broker
 reachable, at least one worker answering, worker events arriving with task events on. The other
 rows (``task-sent`` events, result backend, history) are advice.
+
+Events are read the way ``serve`` reads them: on the Redis fast path when ``serve`` would use it
+(``rediss://`` with its TLS options included), else through kombu; a broker that kombu reaches
+but the fast path does not fails the broker row.
 """
 
 from __future__ import annotations
@@ -26,6 +30,14 @@ from celery.app.utils import find_app
 from kombu import Consumer
 
 from exporter.config import Settings
+from exporter.events.redis_stream import (
+    RedisEventStream,
+    accept_content,
+    decode_payload,
+    fanout_pattern,
+    redis_params,
+)
+from exporter.logs import TLS_ADVICE, tls_problem
 from exporter.poll.inspect_replies import parse_active_queues
 from exporter.secrets import Redactor, mask_url, mask_urls_in
 
@@ -79,6 +91,13 @@ def judge_broker(url: str, error: BaseException | None) -> CheckResult:
     safe = mask_url(url)
     if error is None:
         return CheckResult("broker", True, f"connected to {safe}")
+    problem = tls_problem(error)
+    if problem is not None:
+        return CheckResult("broker", False, f"cannot connect to {safe}: TLS: "
+                           + problem.split("; ", 1)[0],
+                           TLS_ADVICE if problem.startswith("certificate") else
+                           "check that the broker's port speaks TLS (rediss://) or not "
+                           "(redis://) as the URL says")
     return CheckResult(
         "broker", False,
         f"cannot connect to {safe}: {type(error).__name__}: {mask_urls_in(str(error))}",
@@ -232,9 +251,57 @@ def load_producer_conf(app_ref: str) -> tuple[Mapping[str, Any] | None, CheckRes
             ("task_send_sent_event", "result_backend", "result_extended")}, None
 
 
+def fast_path_stream(app: Celery, settings: Settings) -> RedisEventStream | None:
+    """The Redis fast-path stream ``serve`` would read events with (not connected yet), or
+    ``None`` when ``serve`` would use kombu (``--no-redis-fast-path``, not Redis, options the
+    fast path does not reproduce).
+    """
+    pattern = fanout_pattern(app.conf.broker_read_url, app.conf.broker_transport_options or {},
+                             app.conf.event_exchange) if settings.redis_fast_path else None
+    if pattern is None:
+        return None
+    with app.connection_for_read() as conn:
+        return RedisEventStream(redis_params(conn), pattern)
+
+
+def _count_types(seen: Counter[str], body: Any) -> None:
+    for event in body if isinstance(body, list) else (body,):
+        if isinstance(event, Mapping) and isinstance(event.get("type"), str):
+            seen[event["type"]] += 1
+
+
+def listen_fast_path(stream: RedisEventStream, seconds: float,
+                     once_listening: Callable[[], None], accept: Iterable[str]
+                     ) -> Counter[str]:
+    """Read events from ``stream`` (subscribed here) for ``seconds`` and count event types,
+    decoding as ``serve`` does (``accept``: serializer names or MIME types); undecodable
+    payloads are not counted. ``once_listening`` runs once subscribed.
+
+    Raises:
+        redis.ConnectionError, redis.TimeoutError: connecting or reading failed.
+
+    """
+    seen: Counter[str] = Counter()
+    accepted = accept_content(accept)
+    deadline = time.monotonic() + seconds
+    stream.connect()
+    try:
+        once_listening()
+        while (remaining := deadline - time.monotonic()) > 0:
+            for payload in stream.read_batch(timeout=min(0.5, remaining)):
+                try:
+                    _count_types(seen, decode_payload(payload, accepted))
+                except Exception as exc:
+                    log.debug("check skipped an undecodable event error=%s",
+                              type(exc).__name__)
+    finally:
+        stream.close()
+    return seen
+
+
 def listen_for_events(app: Celery, seconds: float, once_listening: Callable[[], None]
                       ) -> Counter[str]:
-    """Consume the event exchange for ``seconds`` and count event types.
+    """Consume the event exchange through kombu for ``seconds`` and count event types.
 
     ``once_listening`` runs after the first drain (on Redis the pub/sub subscription only
     exists from then on), e.g. to broadcast ``enable_events`` and ``heartbeat``.
@@ -242,9 +309,7 @@ def listen_for_events(app: Celery, seconds: float, once_listening: Callable[[], 
     seen: Counter[str] = Counter()
 
     def on_message(body: Any, message: Any) -> None:
-        for event in body if isinstance(body, list) else (body,):
-            if isinstance(event, Mapping) and isinstance(event.get("type"), str):
-                seen[event["type"]] += 1
+        _count_types(seen, body)
 
     with app.connection_for_read() as conn:
         receiver = app.events.Receiver(conn, handlers={})
@@ -331,9 +396,13 @@ def _rows(app: Celery, settings: Settings, app_ref: str | None,
         producer_conf, problem = load_producer_conf(app_ref)
         if problem is not None:
             results.append(problem)
+    stream = fast_path_stream(app, settings)
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=settings.inspect_timeout * 2)
+        if stream is not None:  # the connection serve's event consumer opens
+            stream.connect()
+            stream.close()
     except Exception as exc:
         broker_error: BaseException | None = exc
     else:
@@ -341,7 +410,7 @@ def _rows(app: Celery, settings: Settings, app_ref: str | None,
     results.insert(0, judge_broker(settings.broker_url, broker_error))
     if broker_error is None:
         try:
-            results[1:1] = _worker_rows(app, settings, listen_seconds, producer_conf)
+            results[1:1] = _worker_rows(app, settings, listen_seconds, producer_conf, stream)
         except Exception as exc:  # the broker went away during the check
             lost = f"broker error during the check: {type(exc).__name__}: {mask_urls_in(str(exc))}"
             results[1:1] = [CheckResult("workers", None, lost),
@@ -366,7 +435,8 @@ def _rows(app: Celery, settings: Settings, app_ref: str | None,
 
 
 def _worker_rows(app: Celery, settings: Settings, seconds: float,
-                 producer_conf: Mapping[str, Any] | None) -> list[CheckResult]:
+                 producer_conf: Mapping[str, Any] | None, stream: RedisEventStream | None
+                 ) -> list[CheckResult]:
     timeout = settings.inspect_timeout
     ping = app.control.ping(timeout=timeout) or []
     hosts = sorted({h for reply in ping if isinstance(reply, Mapping) for h in reply})
@@ -379,7 +449,10 @@ def _worker_rows(app: Celery, settings: Settings, seconds: float,
         task_events = _task_events_on(app, settings, hosts)
         app.control.broadcast("heartbeat")  # workers send a worker-heartbeat right away
 
-    seen = listen_for_events(app, seconds, once_listening)
+    if stream is not None:
+        seen = listen_fast_path(stream, seconds, once_listening, settings.accept_content)
+    else:
+        seen = listen_for_events(app, seconds, once_listening)
     log.debug("check events seen=%s", dict(seen))
     return [judge_workers(ping, queues), judge_events(seen, task_events, seconds),
             judge_task_sent(seen, producer_conf, seconds)]

@@ -42,8 +42,9 @@ from exporter.events.redis_stream import (
     accept_content,
     decode_payload,
     fanout_pattern,
+    redis_params,
 )
-from exporter.logs import Throttled, describe
+from exporter.logs import Throttled, describe, tls_problem
 from exporter.secrets import mask_url
 from exporter.state.health import Health
 from exporter.state.model import Model
@@ -227,9 +228,22 @@ class EventConsumer(threading.Thread):
             raise _Stopping()
 
     def on_connection_error(self, exc: Exception, interval: float) -> None:
-        """Kombu's errback before each wait: mark disconnected, log, leave if stopping."""
+        """Before each wait for a reconnect: mark disconnected, log, leave if stopping.
+
+        A TLS failure (:func:`~exporter.logs.tls_problem`: the broker's certificate is not
+        trusted, or no TLS at all) does not go away by retrying: it is logged once every 5
+        minutes, naming the certificate problem and the fix, and shown by ``/readyz``
+        (condition ``broker_tls``); other errors log a line per attempt.
+        """
         self.health.set_broker_connected(False)
-        log.warning("broker unreachable error=%s retry_in=%.0fs", type(exc).__name__, interval)
+        problem = tls_problem(exc)
+        if problem is None:
+            log.warning("broker unreachable error=%s retry_in=%.0fs", type(exc).__name__,
+                        interval)
+        else:
+            self.health.report_problem("broker_tls", problem)
+            self._throttled.log(logging.WARNING, "broker_tls",
+                                "broker TLS connection failed: %s", problem)
         self._check_stopping()
 
     def on_consume_ready(self, broker: str) -> None:
@@ -244,6 +258,7 @@ class EventConsumer(threading.Thread):
     def run(self) -> None:
         """Consume until stopped; every error leads to a reconnect, never to an exit."""
         log.info("event consumer path=%s", self.path)
+        errors = 0
         while not self._stopping.is_set():
             try:
                 if self.fast_path_pattern:
@@ -253,10 +268,13 @@ class EventConsumer(threading.Thread):
             except _Stopping:
                 break
             except Exception:
-                # A bug must not end event consumption: log it, pause, consume again.
+                # A bug must not end event consumption: log it, pause (1 s, 2 s, 4 s … at
+                # most --reconnect-max-interval), consume again.
                 self.health.set_broker_connected(False)
-                log.exception("event consumer error; reconnecting")
-                self._stopping.wait(1.0)
+                delay = min(self.reconnect_max_interval, 2.0 ** min(errors, 30))
+                errors += 1
+                log.exception("event consumer error; reconnecting retry_in=%.0fs", delay)
+                self._stopping.wait(delay)
         self.health.set_broker_connected(False)
 
     def _consume(self) -> None:
@@ -281,7 +299,8 @@ class EventConsumer(threading.Thread):
                     log.warning(LOST_MESSAGE, type(exc).__name__, "")
 
     def _consume_redis(self, pattern: str) -> None:
-        stream = RedisEventStream(self.app.conf.broker_read_url, pattern)
+        with self.app.connection_for_read() as conn:
+            stream = RedisEventStream(redis_params(conn), pattern)
         accept = accept_content(self.accept)
         try:
             while not self._stopping.is_set():

@@ -8,7 +8,10 @@ kombu's own deserialisers for anything but plain JSON. :func:`decode_payload` mu
 same bodies kombu gives; a differential test holds it to that.
 
 Settings this path does not reproduce (Sentinel, failover URL lists, unknown transport options)
-make :func:`fanout_pattern` return ``None``; the consumer then uses the kombu path.
+make :func:`fanout_pattern` return ``None``; the consumer then uses the kombu path. Where it
+connects, and how (credentials, database, TLS), comes from the kombu ``Connection`` the workers
+would build from the same URL (:func:`redis_params`), so every form kombu accepts works here too
+(``rediss://…?ssl_cert_reqs=CERT_REQUIRED&ssl_ca_certs=…``, ``required``, ``none`` …).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import redis
+from kombu import Connection
 from kombu.compression import decompress
 from kombu.serialization import loads as kombu_loads
 from kombu.serialization import prepare_accept_content
@@ -80,6 +84,36 @@ def fanout_pattern(url: str, options: Mapping[str, Any], exchange: str) -> str |
     return topic + "/*" if options.get("fanout_patterns", True) else topic
 
 
+def redis_params(connection: Connection) -> dict[str, Any]:
+    """redis-py keyword arguments connecting where and as kombu's Redis transport connects for
+    ``connection`` (built from the broker URL; nothing is opened here).
+
+    Mirrors ``kombu.transport.redis.Channel._connparams``: host (default 127.0.0.1), port
+    (default 6379), user, password and database (the URL path, default 0) from the connection;
+    on ``rediss://`` the TLS settings kombu parsed from the URL query (``ssl_cert_reqs`` as an
+    ``ssl.VerifyMode`` — kombu maps ``CERT_REQUIRED``/``required``… —, ``ssl_ca_certs``,
+    ``ssl_certfile``, ``ssl_keyfile``, ``ssl_check_hostname``…), or kombu's own default without
+    them (``ssl_cert_reqs`` ``CERT_NONE``, with kombu's warning). Returns e.g.
+    ``{"host": "10.0.0.5", "port": 6380, "username": None, "password": "…", "db": 3,
+    "ssl": True, "ssl_cert_reqs": VerifyMode.CERT_REQUIRED, "ssl_ca_certs": "/ca.pem"}``.
+
+    Raises:
+        ValueError: the database in the URL path is not a number (kombu refuses it too).
+
+    """
+    path = str(connection.virtual_host or "").strip("/")
+    params: dict[str, Any] = {
+        "host": connection.hostname or "127.0.0.1",
+        "port": connection.port or 6379,
+        "username": connection.userid,
+        "password": connection.password,
+        "db": int(path) if path else 0,
+    }
+    if isinstance(connection.ssl, Mapping):
+        params.update(connection.ssl, ssl=True)
+    return params
+
+
 def decode_payload(data: bytes, accept: frozenset[str]) -> list[Any]:
     """Decode one pub/sub payload (kombu's JSON envelope) into the event bodies it carries.
 
@@ -131,8 +165,7 @@ class RedisEventStream:
     """One pub/sub connection subscribed to the event topic; reads payloads in batches.
 
     Args:
-        url: ``redis://`` or ``rediss://`` URL (credentials, db, TLS query options as redis-py
-            reads them).
+        params: where and how to connect (:func:`redis_params`).
         pattern: from :func:`fanout_pattern`.
         socket_timeout: seconds a connect or a read may block.
 
@@ -141,10 +174,11 @@ class RedisEventStream:
 
     """
 
-    def __init__(self, url: str, pattern: str, socket_timeout: float = 10.0) -> None:
+    def __init__(self, params: Mapping[str, Any], pattern: str,
+                 socket_timeout: float = 10.0) -> None:
         self.pattern = pattern
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
+        self._client = redis.Redis(
+            **params, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
             retry=Retry(NoBackoff(), 0), health_check_interval=0,
         )
         self._pubsub: Any = None

@@ -40,7 +40,7 @@ from typing import Any, Protocol, runtime_checkable
 from celery import Celery
 
 from exporter.config import DEFAULT_QUEUE_FORGET_AFTER
-from exporter.logs import Throttled, describe
+from exporter.logs import Throttled, describe, tls_problem
 from exporter.poll.amqp_queues import AmqpQueueReader
 from exporter.poll.inspect_replies import (
     MAXRSS_SCALE_LINUX,
@@ -340,6 +340,10 @@ class Poller(threading.Thread):
 
     def _count_error(self, call: str, exc: Exception) -> None:
         self.health.count_poll_error(call)
+        if tls_problem(exc) is not None:
+            # The event consumer logs the broker's TLS failure (once, with the fix).
+            log.debug("poll call failed call=%s error=%s", call, describe(exc))
+            return
         self._throttled.log(logging.WARNING, f"failed:{call}",
                             "poll call failed call=%s error=%s", call, describe(exc))
 
