@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -25,8 +26,11 @@ from exporter.history import HistoryWriter, create_history_engine, upgrade
 from exporter.history.orm import TASK_EXECUTION
 from exporter.history.store import WRITTEN_FIELDS, upsert_rows
 from tests.support.events import task_event
+from tests.support.exporter import QUIET_POLLER, Exporter, log_lines
 from tests.support.network import PG_HOST, PG_PORT
+from tests.support.redis_server import PrivateRedis
 from tests.support.waiting import wait_for
+from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
 
@@ -189,3 +193,70 @@ def test_two_writers_racing_on_the_same_new_tasks_never_deadlock_nor_refuse(data
             writer.stop(5.0)
         for engine in engines:
             engine.dispose()
+
+
+T = "examples.tasks."
+#: Errors two writers must never meet (in either exporter's log).
+RACE_ERRORS = r"IntegrityError|UniqueViolation|duplicate key|deadlock|history write failed"
+
+
+def test_two_exporters_one_killed_mid_run_write_what_one_exporter_alone_writes(
+        databases, redis_server: PrivateRedis, producer: Callable[[str], object],
+        start_worker: Callable[..., Worker]):
+    # Repairs off: they act on what one exporter missed, at times of their own; this test is
+    # about two writers of the same events.
+    shared_url, reference_url = databases
+    broker = redis_server.url()
+    flags = (*QUIET_POLLER, "--no-repair")
+    first, second = (Exporter(broker, *flags, history_url=shared_url) for _ in range(2))
+    alone = Exporter(broker, *flags, history_url=reference_url)
+    exporters = [first, second, alone]
+    shared, reference = create_history_engine(shared_url), create_history_engine(reference_url)
+    try:
+        for exporter in exporters:
+            exporter.wait_ready()
+        start_worker(broker, "a")
+        app = producer(broker)
+        expected: Counter[tuple[str, str]] = Counter()
+        for n in range(300):  # sleeps spread the run over about 3 s of the worker's time
+            name, args = [(T + "add", (n, 1)), (T + "fail_value", (f"bad {n}",)),
+                          (T + "flaky", (2,)), (T + "add", (n, 2)),
+                          (T + "sleep", (0.1,))][n % 5]
+            app.send_task(name, args, queue="a")
+            expected[(name, "FAILURE" if name == T + "fail_value" else "SUCCESS")] += 1
+
+        def states(engine: Engine) -> Counter[tuple[str, str]]:
+            with engine.connect() as connection:
+                return Counter((name, state) for name, state in connection.execute(
+                    select(TASK_EXECUTION.c.name, TASK_EXECUTION.c.state)))
+
+        def finished(engine: Engine) -> int:
+            return sum(count for (_, state), count in states(engine).items()
+                       if state in ("SUCCESS", "FAILURE"))
+
+        # Mid-run: some tasks written as finished, not all of them.
+        wait_for(lambda: 0 < finished(shared) < 300, 30, interval=0.05,
+                 message=lambda: f"part of the run finished: {states(shared)}")
+        killed_at = finished(shared)
+        first.proc.kill()
+        first.proc.wait()
+        wait_for(lambda: states(reference) == expected, 60,
+                 message=lambda: f"the reference finished: {states(reference)}")
+        wait_for(lambda: rows(shared) == rows(reference), 30,
+                 message=lambda: f"the shared history caught up: {states(shared)}")
+        for exporter in (second, alone):
+            exporter.stop()
+        shared_rows = rows(shared)
+        assert 0 < killed_at < 300
+        assert len(shared_rows) == 300
+        assert shared_rows == rows(reference)
+        retries = Counter(row[COMPARED.index("retries")] for row in shared_rows.values()
+                          if row[COMPARED.index("name")] == T + "flaky")
+        assert retries == {2: 60}
+        for exporter in (first, second):
+            assert log_lines(exporter.output(), RACE_ERRORS) == []
+    finally:
+        for exporter in exporters:
+            exporter.stop()
+        shared.dispose()
+        reference.dispose()
