@@ -6,7 +6,11 @@ shown as text whatever they contain. Every template gets, besides its own contex
 - ``user`` (:class:`~ui.users.User` or ``None``), ``csrf_token`` (the value every form
   posts as ``csrftoken``), ``nav`` (the main navigation) and ``current`` (the path asked);
 - ``href(path)``: ``path`` under the UI's mount (``href("/failed")`` → ``/ui/failed``);
-- ``grafana_url``; filters ``when`` (UTC time), ``ago`` (age in words) and ``seconds``.
+- ``grafana_url``; filters ``when`` (UTC time), ``seconds`` (a duration) and ``urlpart`` (a
+  value quoted for a URL path segment, e.g. a task id); ``urlencode(pairs)`` for query strings.
+
+A name a template uses but its context lacks is an error (``StrictUndefined``), not an empty
+string: write ``value|default(none)`` for optional ones.
 """
 
 from __future__ import annotations

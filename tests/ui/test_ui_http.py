@@ -267,3 +267,54 @@ def test_a_bad_users_file_lists_every_bad_line():
         "f:3: the name must be 1 to 64 letters, digits or ._@-",
         "f:4: not an argon2 hash (write it with `celery-jobmon ui-user add`)",
         "f:6: user 'ok' is listed twice"]
+
+
+def test_under_tls_both_cookies_are_secure(engine, users_file, redis_url):  # noqa: F811
+    from actions.wiring import action_context
+    from exporter.config import Settings
+    from ui.access import UiContext
+    from ui.app import create_ui
+
+    ctx = action_context(Settings(broker_url=redis_url), history=engine)
+    try:
+        app = create_ui(UiContext(ctx, load_users(users_file)), session_secret="s" * 40,
+                        secure_cookies=True)
+        client = TestClient(create_http_app(None, Health(), None, app),
+                            base_url="https://testserver", follow_redirects=False)
+        page = client.get("/ui/login")
+        csrf_cookie = page.headers["set-cookie"]
+        assert csrf_cookie.startswith("jobmon_ui_csrf=") and "Secure" in csrf_cookie
+        response = client.post("/ui/login", data={
+            "username": "bob", "password": PASSWORDS["bob"], "csrftoken": csrf_of(page.text)})
+        session = response.headers["set-cookie"]
+        assert session.startswith("jobmon_ui_session=") and "; secure" in session
+    finally:
+        ctx.broker.app.close()
+
+
+def test_serve_refuses_a_missing_or_broken_users_file_and_a_short_secret(tmp_path, redis_url):  # noqa: F811
+    from tests.support.exporter import run_cli
+
+    broken = tmp_path / "users"
+    broken.write_text("alice:root:$argon2id$x\n")
+    short = tmp_path / "secret"
+    short.write_text("too-short\n")
+    common = ("serve", "--broker-url", redis_url, "--history-url",
+              f"sqlite:///{tmp_path / 'h.sqlite3'}")
+    missing = run_cli(*common, "--ui-users-file", str(tmp_path / "nope"),
+                      "--ui-session-secret-file", str(short), "--grafana-url", "grafana")
+    assert missing.returncode == 2
+    for line in (f"--ui-users-file: no such file: {tmp_path / 'nope'}",
+                 "--ui-session-secret-file: at least 32 characters",
+                 "--grafana-url: an http:// or https:// URL"):
+        assert line in missing.stderr, missing.stderr
+    assert "too-short" not in missing.stderr
+    bad = run_cli(*common, "--ui-users-file", str(broken))
+    assert bad.returncode == 1
+    assert f"--ui-users-file: {broken}:1: role must be viewer or operator" in bad.stderr
+
+
+def test_ui_without_a_slash_goes_to_the_overview(client):
+    response = client.get("/ui")
+    assert response.status_code in (307, 308)
+    assert response.headers["location"].endswith("/ui/")
