@@ -76,7 +76,8 @@ def derive_key(secret: str, purpose: str) -> str:
     return hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).hexdigest()
 
 
-def _page_modules() -> Iterable[Any]:
+def page_modules() -> Iterable[Any]:
+    """Every module of :mod:`ui.pages`, imported, by name (each has a ``router``)."""
     for info in sorted(pkgutil.iter_modules(pages.__path__), key=lambda i: i.name):
         yield importlib.import_module(f"{pages.__name__}.{info.name}")
 
@@ -154,7 +155,7 @@ def create_ui(context: UiContext, *, session_secret: str, secure_cookies: bool,
     app.state.ui = context
     _install_error_pages(app, Redactor(secrets))
     app.mount("/static", StaticFiles(packages=[("ui", "static")]), name="static")
-    for module in _page_modules():
+    for module in page_modules():
         app.include_router(module.router)
     protected = asgi_csrf(app, cookie_name=CSRF_COOKIE, signing_secret=derive_key(
         session_secret, "csrf"), always_protect=_EveryPath(), cookie_path=PREFIX,

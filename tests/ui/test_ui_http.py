@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -17,14 +18,34 @@ from exporter.history import get_execution
 from exporter.history.orm import ACTION_AUDIT
 from exporter.http import create_http_app
 from exporter.state.health import Health
-from tests.ui.conftest import PASSWORDS, add_row, csrf_of, login
-from ui.app import disabled_ui
+from tests.ui.conftest import PASSWORDS, T0, add_row, csrf_of, login
+from ui.app import disabled_ui, page_modules
 from ui.users import UsersFileError, authenticate, load_users, parse_users
 
-PAGES = ["/ui/", "/ui/failed", "/ui/failed?name=x", "/ui/failed/retry", "/ui/tasks/t1",
-         "/ui/tasks/t1/retry", "/ui/tasks/t1/cancel", "/ui/search?task_id=t1"]
-POSTS = ["/ui/logout", "/ui/login", "/ui/tasks/t1/retry", "/ui/tasks/t1/cancel",
-         "/ui/failed/retry"]
+
+def _routes(method: str) -> list[str]:
+    """Every path of the UI's page modules answering ``method``, path parameters filled with
+    ``t1``: pages added later are covered too.
+    """
+    paths = []
+    for module in page_modules():
+        for route in module.router.routes:
+            if method in route.methods:
+                paths.append("/ui" + re.sub(r"\{[^}]+\}", "t1", route.path))
+    return sorted(set(paths))
+
+
+#: Every page but the login form, with a query where one is needed.
+PAGES = [path + ("?task_id=t1" if path.endswith("/search") else "")
+         for path in _routes("GET") if path != "/ui/login"]
+POSTS = _routes("POST")
+
+
+def test_the_routes_found_include_the_known_pages():
+    assert {"/ui/", "/ui/failed", "/ui/failed/retry", "/ui/tasks/t1", "/ui/tasks/t1/retry",
+            "/ui/tasks/t1/cancel", "/ui/search?task_id=t1"} <= set(PAGES)
+    assert {"/ui/login", "/ui/logout", "/ui/tasks/t1/retry", "/ui/tasks/t1/cancel",
+            "/ui/failed/retry"} <= set(POSTS)
 
 
 def audit_rows(engine):
@@ -38,6 +59,9 @@ def test_every_page_without_a_session_redirects_to_the_login(client, path):
     response = client.get(path)
     assert response.status_code == 303, response.text
     assert response.headers["location"].startswith("/ui/login?next=%2Fui%2F")
+    # a forged session cookie is no session
+    client.cookies.set("jobmon_ui_session", "eyJ1c2VyIjogImFsaWNlIn0=.forged.sig")
+    assert client.get(path).status_code == 303
 
 
 def test_the_login_goes_back_to_the_page_asked_for_and_never_off_site(client, engine):
@@ -318,3 +342,23 @@ def test_ui_without_a_slash_goes_to_the_overview(client):
     response = client.get("/ui")
     assert response.status_code in (307, 308)
     assert response.headers["location"].endswith("/ui/")
+
+
+def test_the_failed_list_pages_with_a_cursor_and_keeps_the_filter(client, engine):
+    for i in range(52):
+        add_row(engine, f"p{i:02d}", ts=T0 + i, queue="q" if i % 2 else "b")
+    add_row(engine, "ok", state="SUCCESS", ts=T0 + 100, queue="q")
+    login(client, "bob")
+    first = client.get("/ui/failed?queue=q")
+    ids = re.findall(r'href="/ui/tasks/(p\d\d)"', first.text)
+    assert ids == [f"p{i:02d}" for i in range(51, 0, -2)]  # 26 rows: one page
+    assert "Next page" not in first.text
+    everything = client.get("/ui/failed")
+    assert len(re.findall(r'href="/ui/tasks/(p\d\d)"', everything.text)) == 50
+    next_link = re.search(r'rel="next" href="([^"]+)"', everything.text).group(1)
+    second = client.get(next_link.replace("&amp;", "&"))
+    assert re.findall(r'href="/ui/tasks/(p\d\d)"', second.text) == ["p01", "p00"]
+    assert "First page" in second.text and "Next page" not in second.text
+    grouped = re.search(r'<a href="(/ui/failed\?[^"]*exception=ValueError[^"]*)">ValueError</a>',
+                        client.get("/ui/failed?queue=q").text)
+    assert grouped and "queue=q" in grouped.group(1)
