@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import click
@@ -23,59 +22,22 @@ import yaml
 
 from exporter.cli.commands import serve
 from exporter.cli.options import settings_from
+from tests.deploy.chart import (
+    CHART,
+    HELM_DIR,
+    INSTALL_HINT,
+    KUBERNETES_VERSIONS,
+    MODELS,
+    ROOT,
+    SYNC_HINT,
+    TOOLS,
+    VALUES_FILES,
+    container,
+    one,
+    rendered,
+    run_helm,
+)
 from tests.support.binaries import unavailable
-
-ROOT = Path(__file__).resolve().parents[2]
-HELM_DIR = ROOT / "deploy" / "helm"
-CHART = HELM_DIR / "celery-jobmon"
-VALUES_FILES = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
-TOOLS = Path(os.environ.get("CHART_TOOLS_DIR", "/opt/celery-jobmon-tools"))
-MODELS = TOOLS / "node_modules" / "@kubernetes-models" / "prometheus-operator"
-#: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a current one.
-KUBERNETES_VERSIONS = ("1.25", "1.35")
-INSTALL_HINT = "run deploy/helm/tools/install.sh"
-SYNC_HINT = "run deploy/helm/sync-files.sh and commit the copies"
-
-
-def helm() -> str:
-    path = shutil.which("helm")
-    if path is None:
-        unavailable(f"helm not found: {INSTALL_HINT}")
-    return path
-
-
-def run_helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([helm(), *args], capture_output=True, text=True, timeout=60)
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-def render(*args: str) -> list[dict[str, Any]]:
-    result = run_helm("template", "rel", str(CHART), "--namespace", "apps", *args)
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-_RENDERED: dict[str, list[dict[str, Any]]] = {}
-
-
-def rendered(values_file: str) -> list[dict[str, Any]]:
-    if values_file not in _RENDERED:
-        _RENDERED[values_file] = render("-f", str(CHART / "ci" / values_file))
-    return _RENDERED[values_file]
-
-
-def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [o for o in objects
-             if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
-    assert len(found) == 1, f"{kind} {name}: {len(found)} found"
-    return found[0]
-
-
-def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
-    assert len(pod["containers"]) == 1
-    return pod["containers"][0]
 
 
 def kinds(objects: list[dict[str, Any]]) -> list[str]:
@@ -385,7 +347,7 @@ def test_the_full_values_environment_is_what_serve_accepts(tmp_path, monkeypatch
     assert settings.history_url == "postgresql+psycopg://jobmon:db-password@postgres:5432/jobmon"
     assert settings.history_max_rows == 5_000_000
     assert settings.api_token == "0123456789abcdef0123456789abcdef"
-    assert settings.api_listen == ("127.0.0.1", 9809)
+    assert settings.api_listen == ("0.0.0.0", 9809)
     assert settings.ui_users_file == str(mounted / "ui-users")
     assert settings.ui_session_secret == secret["ui-session-secret"].strip()
     assert settings.grafana_url == "https://grafana.example.com"

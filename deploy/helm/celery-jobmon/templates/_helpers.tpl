@@ -73,3 +73,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "celery-jobmon.scheme" -}}
 {{- if .Values.tls.existingSecret -}}https{{- else -}}http{{- end -}}
 {{- end -}}
+
+{{/* The port of config.apiListen when the action API and the UI listen on their own address
+     reachable from outside the pod (not loopback): the container and the API Service expose
+     it as "api". Empty otherwise. */}}
+{{- define "celery-jobmon.apiPort" -}}
+{{- with .Values.config.apiListen -}}
+{{- $host := regexReplaceAll ":[0-9]+$" . "" | trimPrefix "[" | trimSuffix "]" -}}
+{{- if not (has $host (list "127.0.0.1" "localhost" "::1")) -}}
+{{- regexFind "[0-9]+$" . -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
