@@ -4,9 +4,9 @@ No broker, database or worker to install: the exporter (:func:`exporter.app.buil
 runs on kombu's in-memory transport (``memory://``, shared by every connection of one process),
 beside an in-process Celery worker (Celery's own test helper,
 :func:`celery.contrib.testing.worker.start_worker`, thread pool, heartbeats on) and a producer
-thread that keeps sending the demo tasks below. History and results live in SQLite files in a
-temporary directory, removed on exit; the action API is on with a token generated at start and
-printed once.
+thread that keeps sending the demo tasks below. History, results and the job browser's users
+file live in a temporary directory, removed on exit; the action API and the job browser (``/ui/``,
+one operator) are on, with a token and a password generated at start and printed once.
 
 Why ``memory://``: it needs no server, and it carries everything the exporter uses — task
 messages, the event exchange (``celeryev``), the workers' control replies (``inspect``) —
@@ -60,6 +60,8 @@ ROUND_SECONDS = 1.0
 REVOKE_EVERY = 15
 #: Threads of the in-process worker.
 WORKER_CONCURRENCY = 4
+#: The job browser's user in the demo (an operator; its password is made at start).
+DEMO_USER = "demo"
 #: The in-memory broker (a host named, so kombu does not warn that none was given).
 BROKER_URL = "memory://localhost//"
 
@@ -153,15 +155,23 @@ class Producer(threading.Thread):
         self.join(timeout=5)
 
 
-def demo_settings(directory: Path, listen: tuple[str, int], log_level: str) -> Settings:
+def demo_settings(directory: Path, listen: tuple[str, int], log_level: str,
+                  password: str) -> Settings:
     """Exporter settings for the demo: ``memory://`` broker, SQLite history and result
-    backend in ``directory``, the action API on with a fresh token, a 2 s inspect interval.
+    backend in ``directory``, the action API on with a fresh token, the job browser on with
+    one operator, :data:`DEMO_USER` with ``password`` (a users file written in ``directory``),
+    a 2 s inspect interval.
     """
+    from ui.users import OPERATOR, add_user
+
+    users = directory / "ui-users"
+    add_user(str(users), DEMO_USER, OPERATOR, password)
     return Settings(
         broker_url=BROKER_URL, listen=listen, log_level=log_level,
         history_url=f"sqlite:///{directory / 'history.sqlite'}",
         result_backend=f"db+sqlite:///{directory / 'results.sqlite'}",
         api_token=secrets.token_urlsafe(24), inspect_interval=2.0,
+        ui_users_file=str(users),
     ).validate()
 
 
@@ -178,15 +188,16 @@ def demo_directory() -> Iterator[Path]:
 def run_demo(listen: tuple[str, int], log_level: str,
              announce: Callable[[str], None] = print) -> None:
     """Run the demo until SIGINT/SIGTERM (module docs); ``announce`` receives the banner (the
-    addresses and the API token, shown once; the log masks it). Everything stops and the
-    temporary directory is removed on the way out.
+    addresses, the UI password and the API token, shown once; the log masks the token).
+    Everything stops and the temporary directory is removed on the way out.
     """
     from exporter.app import build_service
     from exporter.http import make_server, serve_all
     from exporter.logs import configure_logging
 
     with demo_directory() as directory:
-        settings = demo_settings(directory, listen, log_level)
+        password = secrets.token_urlsafe(12)
+        settings = demo_settings(directory, listen, log_level, password)
         configure_logging(log_level, "text", settings.secrets())
         if log_level != "DEBUG":
             # The demo's failures are on purpose: they show in /metrics and the history, not
@@ -198,10 +209,12 @@ def run_demo(listen: tuple[str, int], log_level: str,
         base = f"http://{host}:{port}"
         announce(
             "celery-jobmon demo: an in-memory broker, one worker (4 threads) and a producer,\n"
+            f"  pages     {base}/ui/   user {DEMO_USER}, password {password}\n"
             f"  metrics   {base}/metrics\n"
             f"  API       {base}/api/v1/tasks?state=FAILURE\n"
-            f"  API token {settings.api_token}   (shown once; curl -H 'Authorization: Bearer …')\n"
-            "Ctrl-C stops it and removes its temporary files.")
+            f"  API token {settings.api_token}   (curl -H 'Authorization: Bearer …')\n"
+            "The password and the token are shown once. Ctrl-C stops the demo and removes its "
+            "temporary files.")
         service.start()
         try:
             with start_worker(app, pool="threads", concurrency=WORKER_CONCURRENCY,

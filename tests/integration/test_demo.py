@@ -55,7 +55,11 @@ def test_the_demo_shows_every_outcome_within_a_minute_and_leaves_nothing_behind(
             [sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         try:
-            banner = "".join(proc.stdout.readline() for _ in range(5))  # type: ignore[union-attr]
+            banner = ""
+            while not banner.rstrip().endswith("temporary files."):
+                line = proc.stdout.readline()  # type: ignore[union-attr]
+                assert line, f"the demo ended: {banner}{proc.stderr.read()}"  # type: ignore[union-attr]
+                banner += line
             token = re.search(r"API token (\S+)", banner).group(1)  # type: ignore[union-attr]
             base = f"http://127.0.0.1:{port}"
 
@@ -91,6 +95,18 @@ def test_the_demo_shows_every_outcome_within_a_minute_and_leaves_nothing_behind(
                                timeout=5).json()
             assert "PaymentDeclined: card declined for order" in detail["traceback"]
             assert httpx.get(f"{base}/api/v1/tasks", headers={}, timeout=5).status_code == 401
+            # The job browser is on: the printed password opens the Failed page.
+            password = re.search(r"user demo, password (\S+)", banner).group(1)  # type: ignore[union-attr]
+            with httpx.Client(base_url=base, timeout=5) as browser:
+                login = browser.get("/ui/login")
+                csrf = re.search(r'name="csrftoken" value="([^"]+)"', login.text)
+                assert csrf is not None, login.text
+                landed = browser.post("/ui/login", data={
+                    "username": "demo", "password": password, "csrftoken": csrf.group(1)},
+                    follow_redirects=True)
+                assert landed.status_code == 200, landed.text
+                page = browser.get("/ui/failed")
+                assert page.status_code == 200 and "PaymentDeclined" in page.text
             assert not _remote_ports(proc.pid) & SERVICE_PORTS
 
             proc.send_signal(signal.SIGINT)
