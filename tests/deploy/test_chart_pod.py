@@ -2,7 +2,9 @@
 environment as ``helm template`` renders them — Secret entries resolved, the mounted Secret files
 written, the emptyDir a fresh folder, only the addresses moved to free loopback ports — start a
 real ``celery-jobmon serve`` against real services, whose probes answer on the paths and port the
-chart gives, and which stops within the pod's grace period.
+chart gives, and which stops within the pod's grace period. As ``readOnlyRootFilesystem`` says,
+it runs in a mount namespace of its own (``unshare -m``) where ``/`` is read-only and only
+``/tmp`` (the pod's emptyDirs live there) and ``/dev/shm`` stay writable.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import httpx
 import pytest
 
 from tests.deploy.chart import container, one, rendered
+from tests.support.binaries import require_binary, unavailable
 from tests.support.exporter import Metrics
 from tests.support.fixtures import amqp_url, pg_url, redis_url  # noqa: F401 (fixtures)
 from tests.support.network import free_port
@@ -27,6 +30,16 @@ from tests.support.paths import ROOT, temp_log
 from tests.support.waiting import wait_for
 
 SECRET_MOUNT = "/etc/celery-jobmon/secrets"
+
+
+def read_only_root(command: list[str]) -> list[str]:
+    """``command`` in a mount namespace where ``/`` is read-only but ``/tmp``."""
+    unshare = require_binary("unshare", "util-linux")
+    probe = subprocess.run([unshare, "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        unavailable(f"unshare -m not permitted here: {probe.stderr.decode().strip()}")
+    script = 'mount --bind /tmp /tmp && mount -o remount,ro,bind / && exec "$@"'
+    return [unshare, "-m", "sh", "-c", script, "sh", *command]
 
 
 class Pod:
@@ -54,9 +67,9 @@ class Pod:
         self.log = temp_log("chart-pod-")
         clean = {k: v for k, v in os.environ.items()
                  if not k.startswith("JOBMON_") and k != "CELERY_BROKER_URL"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "exporter", *main["args"]],
-                                     env={**clean, **self.env}, cwd=ROOT, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        command = [sys.executable, "-m", "exporter", *main["args"]]
+        self.proc = subprocess.Popen(read_only_root(command), env={**clean, **self.env},
+                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = "http://" + self.env["JOBMON_LISTEN"]
 
     def probe(self, name: str) -> int:
@@ -94,6 +107,11 @@ def start_pod(tmp_path: Path) -> Iterator[Callable[..., Pod]]:
             pod.proc.wait()
 
 
+def test_the_pod_sees_a_read_only_root_but_tmp():
+    check = subprocess.run(read_only_root(["sh", "-c", "test ! -w / && test -w /tmp"]))
+    assert check.returncode == 0
+
+
 def test_the_minimal_release_serves_and_keeps_its_history_in_the_empty_dir(
         start_pod, redis_url, tmp_path):  # noqa: F811
     objects = rendered("minimal-values.yaml")
@@ -111,6 +129,7 @@ def test_the_minimal_release_serves_and_keeps_its_history_in_the_empty_dir(
     assert metrics.value("celery_jobmon_history_enabled") == 1
     assert metrics.value("celery_jobmon_broker_connected") == 1
     assert (data / "celery-jobmon" / "history.sqlite3").is_file()
+    assert "Read-only file system" not in pod.output()
     assert pod.terminate() == 0, pod.output()
 
 
