@@ -11,6 +11,14 @@ traceback. With ``result_extended`` the meta also has ``name``, ``args``, ``kwar
 ``worker``, ``retries`` and ``queue``. Any other status (PENDING: unknown to the backend,
 STARTED, RETRY, RECEIVED) says nothing final: no finding.
 
+A REVOKED result is not always the end of an execution. Celery 5.7's ``revoke`` control
+command stores REVOKED (``TaskRevokedError('revoked')``) as soon as a worker acknowledges the
+revoke of a task that it is not running itself: true for a task waiting in its queue or held by
+a worker (every worker that acknowledged discards it when it comes), but a task another worker
+is running goes on (a revoke without ``terminate`` does not stop it) and stores its real outcome
+later. Such a finding :func:`needs_workers`: a worker running the task overrules it. A worker
+that terminated the task (``terminated``) or discarded it as expired (``expired``) stored an end.
+
 Workers (``inspect query_task`` reply ``{hostname: {task_id: [where, request info]}}``):
 ``active`` is a task running now (STARTED, stamped with the request's ``time_start``),
 ``reserved`` and ``scheduled`` a task the worker holds and has not started (RECEIVED, no time);
@@ -29,6 +37,9 @@ from exporter.events.table import SOURCE_RESULT_BACKEND, SOURCE_WORKERS
 
 #: Result backend statuses that end an execution: a finding.
 BACKEND_OUTCOMES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+#: Reasons in a REVOKED result (``TaskRevokedError(reason)``) that end the execution: the worker
+#: killed it, or discarded it as expired. ``revoked`` may be an acknowledgement only.
+FINAL_REVOKE_REASONS = frozenset({"terminated", "expired"})
 #: ``inspect query_task`` placement → the state it means.
 HELD_STATE: Mapping[str, str] = {"active": "STARTED", "reserved": "RECEIVED",
                                  "scheduled": "RECEIVED"}
@@ -47,7 +58,9 @@ class Finding:
     (reprs) and ``retries`` when the source knows them (the result backend with
     ``result_extended``; the workers always know name, arguments and worker); ``result``
     (repr of the return value), ``exception`` (repr, as Celery's ``task-failed`` sends it:
-    ``ValueError('boom')``) and ``traceback`` for SUCCESS and FAILURE.
+    ``ValueError('boom')``) and ``traceback`` for SUCCESS and FAILURE; ``revoke_reason``
+    for REVOKED: ``revoked``, ``terminated`` or ``expired`` (the argument of the stored
+    ``TaskRevokedError``), ``None`` when the result does not say.
     """
 
     task_id: str
@@ -63,6 +76,7 @@ class Finding:
     result: str | None = None
     exception: str | None = None
     traceback: str | None = None
+    revoke_reason: str | None = None
 
 
 def _text(value: Any) -> str | None:
@@ -108,11 +122,13 @@ def finding_from_meta(task_id: str, meta: Mapping[str, Any] | None) -> Finding |
     if state not in BACKEND_OUTCOMES:
         return None
     result = meta.get("result")
-    returned = exception = None
+    returned = exception = reason = None
     if state == "SUCCESS":
         returned = _repr(result)
     elif isinstance(result, BaseException):
         exception = _repr(result)
+        if state == "REVOKED" and result.args:
+            reason = _text(result.args[0])
     args, kwargs = meta.get("args"), meta.get("kwargs")
     return Finding(
         task_id=task_id, state=state, source=SOURCE_RESULT_BACKEND,
@@ -121,7 +137,16 @@ def finding_from_meta(task_id: str, meta: Mapping[str, Any] | None) -> Finding |
         args=None if args is None else _repr(args),
         kwargs=None if kwargs is None else _repr(kwargs), retries=_int(meta.get("retries")),
         result=returned, exception=exception, traceback=_text(meta.get("traceback")),
+        revoke_reason=reason,
     )
+
+
+def needs_workers(finding: Finding) -> bool:
+    """Whether a result backend's finding holds only if no worker is running the task: a
+    REVOKED result that is not an end by itself (reason ``revoked`` or unknown; see the module
+    docs). Every other finding stands alone.
+    """
+    return finding.state == "REVOKED" and finding.revoke_reason not in FINAL_REVOKE_REASONS
 
 
 def findings_from_query(replies: Mapping[str, Any] | None, ids: Iterable[str]

@@ -12,7 +12,11 @@ Each round (every ``interval`` seconds, and at once when an event gap closes):
    ``interval`` later (:mod:`exporter.repair.suspects`).
 2. **Check** at most ``batch`` due suspects the model still holds in progress: the result
    backend first (one read each), then the workers for those it did not settle (one
-   ``inspect query_task`` broadcast for all of them).
+   ``inspect query_task`` broadcast for all of them). A REVOKED result that may only record a
+   worker's acknowledgement of a revoke (:func:`~exporter.repair.findings.needs_workers`)
+   is asked of the workers too: when one is running the task, the revoke did not stop it and
+   the repair is STARTED from the workers; otherwise REVOKED stands (every worker that
+   acknowledged discards the task when it comes). While the workers cannot be asked, it waits.
 3. **Apply** each finding with :meth:`Model.apply_repair
    <exporter.state.model.Model.apply_repair>` — counters, running gauge and history move as
    the lost events would have moved them, once — and count it in the health
@@ -38,7 +42,7 @@ from dataclasses import dataclass
 
 from exporter.config import DEFAULT_REPAIR_BATCH, DEFAULT_REPAIR_INTERVAL
 from exporter.events.table import TERMINAL_STATES
-from exporter.repair.findings import BACKEND_OUTCOMES, HELD_STATE, Finding
+from exporter.repair.findings import BACKEND_OUTCOMES, HELD_STATE, Finding, needs_workers
 from exporter.repair.sources import BackendSource, HeldSource, SourceUnavailable
 from exporter.repair.suspects import SuspectTable
 from exporter.state.health import Health
@@ -238,8 +242,19 @@ class Repairer(threading.Thread):
                           or states[task_id] in TERMINAL_STATES)
         findings: dict[str, Finding] = {}
         backend_answered = self._ask_backend(ids, findings, now)
-        rest = [task_id for task_id in ids if task_id not in findings]
-        workers_answered = self._ask_workers(rest, findings, now)
+        # A REVOKED that may be a mere acknowledgement (findings.needs_workers) goes to the
+        # workers too: one running the task overrules it.
+        contested = {task_id for task_id, finding in findings.items() if needs_workers(finding)}
+        rest = [task_id for task_id in ids if task_id not in findings or task_id in contested]
+        held: dict[str, Finding] = {}
+        workers_answered = self._ask_workers(rest, held, now)
+        for task_id in contested:
+            running = held.pop(task_id, None)
+            if not workers_answered:
+                del findings[task_id]  # deferred below, like a task no source answered
+            elif running is not None and running.state == "STARTED":
+                findings[task_id] = running
+        findings.update(held)
         applied = inconclusive = deferred = 0
         for task_id in ids:
             finding = findings.get(task_id)

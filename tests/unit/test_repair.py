@@ -8,8 +8,14 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import pytest
+from celery.exceptions import TaskRevokedError
 
-from exporter.repair.findings import Finding, finding_from_meta, findings_from_query
+from exporter.repair.findings import (
+    Finding,
+    finding_from_meta,
+    findings_from_query,
+    needs_workers,
+)
 from exporter.repair.repairer import Repairer
 from exporter.repair.sources import SourceUnavailable
 from exporter.repair.suspects import SuspectTable
@@ -61,6 +67,26 @@ def test_a_revoked_result_and_an_unparseable_date_done():
     finding = finding_from_meta("t1", {"status": "REVOKED", "result": None,
                                        "date_done": "yesterday"})
     assert finding is not None and (finding.state, finding.timestamp) == ("REVOKED", None)
+
+
+@pytest.mark.parametrize(("result", "reason", "needs"), [
+    (TaskRevokedError("revoked"), "revoked", True),  # also Celery 5.7's acknowledgement
+    (TaskRevokedError("terminated"), "terminated", False),
+    (TaskRevokedError("expired"), "expired", False),
+    (None, None, True),
+])
+def test_a_revoked_result_says_why_and_whether_the_workers_must_confirm_it(result, reason,
+                                                                            needs):
+    finding = finding_from_meta("t1", {"status": "REVOKED", "result": result,
+                                       "date_done": "2023-11-14T22:13:21+00:00"})
+    assert finding is not None and (finding.state, finding.revoke_reason) == ("REVOKED", reason)
+    assert needs_workers(finding) is needs
+
+
+def test_only_a_revoked_result_needs_the_workers():
+    for meta in (REDIS_META, {"status": "FAILURE", "result": PaymentDeclined("x")}):
+        finding = finding_from_meta("t1", meta)
+        assert finding is not None and not needs_workers(finding)
 
 
 def test_query_task_replies_give_running_and_held_tasks():
@@ -293,9 +319,12 @@ class FakeWorkers:
 
     def __init__(self, held: dict[str, Finding] | None = None) -> None:
         self.held_tasks = held or {}
+        self.down = False
         self.calls: list[list[str]] = []
 
     def held(self, task_ids: Sequence[str], workers: int) -> dict[str, Finding]:
+        if self.down:
+            raise SourceUnavailable("broker down")
         self.calls.append(list(task_ids))
         return {i: f for i, f in self.held_tasks.items() if i in task_ids}
 
@@ -410,3 +439,94 @@ def test_missed_events_make_that_workers_tasks_suspects(make_model, ev, clock):
     clock.advance(5)
     repairer.run_round()
     assert backend.asked == ["t1"]  # t2 is on another worker; one per round (batch=1)
+
+
+# -- REVOKED in the result backend: an end, or only a worker's acknowledgement ---------------
+
+#: What Celery 5.7 stores when a worker acknowledges a revoke of a task it is not running.
+ACKNOWLEDGED = Finding("t1", "REVOKED", "result_backend", T0 + 3,
+                       exception="TaskRevokedError('revoked')", revoke_reason="revoked")
+
+
+def _revoked_round(model, clock, backend: FakeBackend, workers: FakeWorkers
+                   ) -> tuple[Health, Repairer]:
+    health = Health(clock=clock)
+    repairer = Repairer(model, health, backend=backend, workers=workers, interval=5,
+                        batch=100, clock=clock)
+    repairer.suspect(["t1"], "restart")
+    repairer.run_round()
+    clock.advance(5)
+    repairer.run_round()
+    return health, repairer
+
+
+def test_a_waiting_task_revoked_in_the_backend_is_revoked_once_and_its_late_event_not_again(
+        make_model, ev, clock):
+    # The revoke was acknowledged and no worker runs the task: whoever gets it discards it.
+    model, history = _model(make_model)
+    model.process_many([ev.sent("t1", T0, ADD)])
+    workers = FakeWorkers()
+    health, _ = _revoked_round(model, clock, FakeBackend({"t1": ACKNOWLEDGED}), workers)
+    assert workers.calls == [["t1"]]  # asked whether a worker runs it
+    assert model.task_states(["t1"]) == {"t1": "REVOKED"}
+    assert health.snapshot().repairs[("REVOKED", "result_backend")] == 1
+    assert model.snapshot().lifecycle["task-revoked"][KEY] == 1
+    assert history[-1]["type"] == "task-revoked"
+    assert history[-1]["state_source"] == "result_backend"
+    # The worker discards the message when it comes: its task-revoked is no second revoke.
+    model.process_many([ev.revoked("t1", T0 + 8)])
+    snap = model.snapshot()
+    assert snap.lifecycle["task-revoked"][KEY] == 1
+    assert snap.events_malformed == {"repaired": 1}
+    assert history[-1]["type"] == "task-revoked" and "state_source" not in history[-1]
+
+
+def test_a_revoke_acknowledged_while_another_worker_runs_the_task_is_not_its_end(
+        make_model, ev, clock):
+    # A revoke without terminate: one worker runs t1 on, another acknowledged the revoke and
+    # Celery 5.7 stored REVOKED meanwhile (before the fix, repaired as REVOKED and counted in
+    # celery_task_revoked_total, then counted again as succeeded when it finished).
+    model, _ = _model(make_model)
+    model.process_many([ev.sent("t1", T0, ADD), ev.received("t1", T0 + 1, ADD)])
+    workers = FakeWorkers({"t1": Finding("t1", "STARTED", "workers", T0 + 2)})
+    health, _ = _revoked_round(model, clock, FakeBackend({"t1": ACKNOWLEDGED}), workers)
+    assert model.task_states(["t1"]) == {"t1": "STARTED"}
+    assert {k: v for k, v in health.snapshot().repairs.items() if v} == {
+        ("STARTED", "workers"): 1}
+    model.process_many([ev.succeeded("t1", T0 + 9, 7.0)])
+    snap = model.snapshot()
+    assert KEY not in snap.lifecycle.get("task-revoked", {})
+    assert (snap.lifecycle["task-started"][KEY], snap.lifecycle["task-succeeded"][KEY]) == (1, 1)
+
+
+def test_a_task_held_by_a_worker_and_revoked_is_revoked(make_model, ev, clock):
+    # Reserved (prefetched or waiting for its ETA): the worker holding it discards it.
+    model, _ = _model(make_model)
+    model.process_many([ev.sent("t1", T0, ADD), ev.received("t1", T0 + 1, ADD)])
+    workers = FakeWorkers({"t1": Finding("t1", "RECEIVED", "workers", None)})
+    _revoked_round(model, clock, FakeBackend({"t1": ACKNOWLEDGED}), workers)
+    assert model.task_states(["t1"]) == {"t1": "REVOKED"}
+
+
+def test_a_terminated_task_is_revoked_without_asking_the_workers(make_model, ev, clock):
+    model, _ = _model(make_model)
+    model.process_many([ev.sent("t1", T0, ADD), ev.started("t1", T0 + 1)])
+    terminated = Finding("t1", "REVOKED", "result_backend", T0 + 3, revoke_reason="terminated")
+    workers = FakeWorkers({"t1": Finding("t1", "STARTED", "workers", T0 + 1)})
+    _revoked_round(model, clock, FakeBackend({"t1": terminated}), workers)
+    assert workers.calls == []
+    assert model.task_states(["t1"]) == {"t1": "REVOKED"}
+
+
+def test_an_acknowledged_revoke_waits_while_the_workers_cannot_be_asked(make_model, ev, clock):
+    model, _ = _model(make_model)
+    model.process_many([ev.sent("t1", T0, ADD)])
+    workers = FakeWorkers()
+    workers.down = True
+    health, repairer = _revoked_round(model, clock, FakeBackend({"t1": ACKNOWLEDGED}), workers)
+    assert model.task_states(["t1"]) == {"t1": "PENDING"}
+    assert (health.snapshot().repair_errors["workers"], health.snapshot().repair_pending) == (1, 1)
+    workers.down = False
+    clock.advance(5)
+    assert repairer.run_round().applied == 1
+    assert model.task_states(["t1"]) == {"t1": "REVOKED"}
