@@ -20,7 +20,8 @@ task-failed             ``task_failed_total`` +1, exceptions +1, runtime (finish
 task-retried/revoked/   their counter +1; the execution ends (running −1 if it was running)
 rejected
 task-cancelled          the execution ends (no counter of its own)
-worker-*                worker table (liveness, active, processed)
+worker-*                worker table (liveness, active, processed); a worker's task events
+                        keep a worker already heard from alive too
 ======================  =====================================================================
 
 Held events: the producer's ``task-sent`` and the worker's events travel separately, and a
@@ -137,8 +138,9 @@ _TIMESTAMP_SLOT = {"task-sent": "sent", "task-received": "received", "task-start
 #: Terminal reports counted once per execution, and the states they leave.
 _FINISH_TYPES = frozenset({"task-succeeded", "task-failed"})
 _FINISHED = frozenset(EVENT_STATE[event_type] for event_type in _FINISH_TYPES)
-#: The task events a hold keeps (task-sent is what ends a hold).
-_HOLDABLE = TASK_EVENT_TYPES - {"task-sent"}
+#: The task events a hold keeps (task-sent is what ends a hold); also the task events a
+#: worker sends (task-sent is the producer's): signs of the worker's life.
+_HOLDABLE = _WORKER_TASK_EVENTS = TASK_EVENT_TYPES - {"task-sent"}
 #: A repaired state → the event type that would have set it (its counter, its history record).
 _REPAIR_EVENT = {"SUCCESS": "task-succeeded", "FAILURE": "task-failed",
                  "REVOKED": "task-revoked", "STARTED": "task-started",
@@ -657,6 +659,10 @@ class Model:
                     self._history(event)  # counted by a repair; the history takes its details
                 return False
         self._events_received[event_type] = self._events_received.get(event_type, 0) + 1
+        if event_type in _WORKER_TASK_EVENTS:
+            hostname = event.get("hostname")
+            if isinstance(hostname, str):
+                self.workers.note_task_event(hostname, now)
         if self._history is not None and not (
                 self._excluded is not None and self._kept_out(event_type, event)):
             self._history(event)

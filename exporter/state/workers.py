@@ -1,6 +1,7 @@
 """Worker liveness from ``worker-*`` events: up, timed out, gone.
 
-A worker is up while its last ``worker-online``/``worker-heartbeat`` arrived (exporter clock,
+A worker is up while its last ``worker-online``/``worker-heartbeat`` — or, once it has sent
+one, its last task event (:meth:`WorkerTable.note_task_event`) — arrived (exporter clock,
 ``local_received``) less than ``timeout`` seconds ago and it did not send ``worker-offline``.
 After that it is reported down (``up`` 0) until ``retention`` seconds after it was last seen,
 then forgotten, so a "worker down" alert has a long time to fire and see the 0.
@@ -138,6 +139,21 @@ class WorkerTable:
             return 0
         record.processed = processed
         return self._count_missed(record, processed)
+
+    def note_task_event(self, hostname: str, now: float) -> None:
+        """A task event from worker ``hostname`` (any but ``task-sent``, the producer's)
+        arrived at ``now`` (exporter clock): like Celery's own ``events.State``, take it as a
+        sign of life. A worker that sends task events but no heartbeats — Celery workers can
+        stop heartbeating after a broker restart while they keep working — stays up instead
+        of being reported down with its running tasks lost. Only a worker heard from before
+        (a ``worker-*`` event) and not offline is refreshed: one that never heartbeats
+        (``--without-heartbeat``) would otherwise show up while busy and down when idle.
+        ``last_heartbeat`` keeps the time of its last ``worker-*`` event.
+        """
+        record = self._workers.get(hostname)
+        if record is not None and record.heard and not record.offline and now > record.last_seen:
+            record.last_seen = now
+            record.gone_reported = False
 
     def set_pools(self, pools: Mapping[str, str]) -> None:
         """Record each known worker's pool (``{hostname: pool}``, from ``inspect stats``)."""

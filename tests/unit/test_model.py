@@ -931,3 +931,28 @@ def test_a_quiet_solo_worker_is_silent_then_down_and_others_are_down_at_the_time
     assert states() == {WORKER: (True, True), "celery@prefork": (False, False)}
     clock.advance(600.0)  # past the solo busy timeout
     assert states() == {WORKER: (False, False), "celery@prefork": (False, False)}
+
+
+def test_a_worker_that_stops_heartbeating_but_keeps_working_stays_up(model, ev, clock):
+    # Celery workers can stop sending heartbeats after a broker restart while they keep
+    # running tasks; their task events show they live (Celery's own events.State takes them
+    # as heartbeats too). Before: down after worker_timeout (30 s) and its running task lost.
+    model.process_many([ev.heartbeat(WORKER, T0)])
+    for i in range(6):
+        clock.advance(10)
+        t = T0 + 10 * (i + 1)
+        model.process_many([ev.sent(f"u{i}", t, "app.add"), ev.received(f"u{i}", t, "app.add"),
+                            ev.started(f"u{i}", t)])
+    snap = model.snapshot()
+    assert [(w.hostname, w.up, w.last_heartbeat) for w in snap.workers] == [(WORKER, True, T0)]
+    assert (snap.running, snap.lost) == ({ADD: 6}, {ADD: 0})
+    clock.advance(31)  # then silence: down
+    assert [w.up for w in model.snapshot().workers] == [False]
+
+
+def test_task_events_do_not_bring_up_a_worker_never_heard_from(model, ev):
+    # A worker without heartbeats (--without-heartbeat) would show up while busy and down
+    # when idle: only worker-* events make a worker known.
+    model.process_many([ev.sent("u1", T0, "app.add"), ev.received("u1", T0, "app.add"),
+                        ev.started("u1", T0)])
+    assert model.snapshot().workers == ()
