@@ -205,6 +205,27 @@ def test_every_panel_the_scenario_fills_returns_data(scenario):
                  f"{key}: {expr}" for key, expr in _missing_data(scenario.prometheus).items()))
 
 
+def test_the_data_quality_row_says_nothing_was_lost(scenario):
+    # Every event of the scenario arrived: no missed task-started, no gap, nothing to repair.
+    board = DASHBOARDS["celery-overview.json"]
+    titles = [panel["title"] for panel in board["panels"]]
+    row = board["panels"][titles.index("Data quality") + 1:titles.index("Exporter health")]
+    values = {(panel["title"], target["refId"]): [
+        value for _, value in scenario.prometheus.values(substitute(target["expr"]))]
+        for panel in row for target in panel["targets"]
+        if panel["title"] not in ("Event lag", "Repairs by state and source")}
+    # One series each: the worker's missed events, the workers' source errors (no backend).
+    assert values == dict.fromkeys(values, [0.0])
+    assert len(values) == 12
+    repairs = scenario.prometheus.values(substitute(_expr("Repairs by state and source")))
+    assert sorted((labels["state"], labels["source"], value) for labels, value in repairs) == [
+        ("RECEIVED", "workers", 0.0), ("STARTED", "workers", 0.0)]
+
+
+def _expr(title: str) -> str:
+    return next(expr for (_, panel, _), expr in prometheus_targets() if panel == title)
+
+
 def test_targets_listed_as_empty_are_still_empty(scenario):
     # Keeps EMPTY_OK honest: a listed target that starts returning data must leave the list.
     targets = dict(prometheus_targets())
