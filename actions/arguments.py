@@ -152,11 +152,10 @@ def resolve_arguments(row: Execution, stored_meta: StoredMeta | None) -> Argumen
 
     Raises:
         NotEligible: ``reason="arguments-unavailable"``, every source's reason in the detail.
-        BrokerUnavailable: the result backend did not answer and the reprs are unusable.
+        BrokerUnavailable: the result backend did not answer (the reprs are not used then).
 
     """
     reasons: list[str] = []
-    backend_down: BrokerUnavailable | None = None
     if stored_meta is not None:
         try:
             with broker_errors("result backend"):
@@ -168,8 +167,11 @@ def resolve_arguments(row: Execution, stored_meta: StoredMeta | None) -> Argumen
         except Unusable as exc:
             reasons.append(f"result backend: {exc}")
         except BrokerUnavailable as exc:
-            backend_down = exc
-            reasons.append(f"result backend: {exc.detail}")
+            # Whether it holds the real arguments is unknown until it answers: the reprs may
+            # be what a producer chose to show (argsrepr), so they do not stand in for it.
+            raise BrokerUnavailable(
+                f"{exc.detail}: it holds the task's original arguments (--result-backend); "
+                "nothing was sent, try again once it answers", **exc.extra) from exc
         except Exception as exc:  # content disallowed, corrupt meta: say so, try the reprs
             reasons.append(f"result backend: {describe(exc)}")
     else:
@@ -180,8 +182,6 @@ def resolve_arguments(row: Execution, stored_meta: StoredMeta | None) -> Argumen
         return Arguments(args, kwargs, "history_repr")
     except Unusable as exc:
         reasons.append(f"history: {exc}")
-    if backend_down is not None:
-        raise backend_down
     raise NotEligible(
         "the original arguments are not known exactly: " + "; ".join(reasons) + ". To retry "
         "such tasks, " + HOW_TO_ENABLE + ".", reason="arguments-unavailable")

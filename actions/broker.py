@@ -156,31 +156,44 @@ class Broker(Protocol):
 
 
 def make_action_app(settings: Settings) -> Celery:
-    """The Celery app the actions send and revoke with (not the event consumer's: it has a
-    result backend and sends ``task-sent`` events, so retries show up like any task).
+    """The Celery app the actions send and revoke with (not the event consumer's: it sends
+    ``task-sent`` events, so retries show up like any task).
+
+    It has no result backend: nothing here waits for a retry's result, and with one Celery's
+    Redis backend subscribes to the result of every task sent — with the backend down, each
+    send retried for about 20 s and ended in a CRITICAL "must be restarted". The stored
+    arguments are read through :func:`make_results_app`.
     """
-    return exporter_app(settings, "celery-jobmon-actions", result_backend=True,
-                        task_send_sent_event=True,
+    return exporter_app(settings, "celery-jobmon-actions", task_send_sent_event=True,
                         task_publish_retry_policy=PUBLISH_RETRY_POLICY,
                         broker_connection_timeout=4)
 
 
+def make_results_app(settings: Settings) -> Celery | None:
+    """The Celery app that reads ``--result-backend`` for the actions (short timeouts, see
+    :func:`~exporter.celery_app.exporter_app`); ``None`` without a result backend.
+    """
+    if not settings.result_backend:
+        return None
+    return exporter_app(settings, "celery-jobmon-results", result_backend=True)
+
+
 class CeleryBroker:
     """:class:`Broker` over a Celery app; ``inspect_timeout``: seconds to wait for workers;
-    ``result_backend``: the ``--result-backend`` URL the app reads (``None``: no backend, even
-    when ``$CELERY_RESULT_BACKEND`` is set).
+    ``results``: the app reading the result backend (:func:`make_results_app`; ``None``: no
+    backend, even when ``$CELERY_RESULT_BACKEND`` is set).
     """
 
-    def __init__(self, app: Celery, inspect_timeout: float, result_backend: str | None = None
+    def __init__(self, app: Celery, inspect_timeout: float, results: Celery | None = None
                  ) -> None:
         self.app = app
         self.inspect_timeout = inspect_timeout
-        self.result_backend = result_backend
+        self.results = results
 
     @property
     def has_result_backend(self) -> bool:
         """``--result-backend`` was given."""
-        return bool(self.result_backend)
+        return self.results is not None
 
     def send(self, message: Outgoing, task_id: str) -> None:
         """``app.send_task`` by name to ``message.exchange`` (``None``: the default exchange
@@ -317,8 +330,8 @@ class CeleryBroker:
             BrokerUnavailable: the backend did not answer.
 
         """
-        if not self.has_result_backend:
+        if self.results is None:
             return None
         with broker_errors("result backend"):
-            meta: Mapping[str, Any] = self.app.backend.get_task_meta(task_id, cache=False)
+            meta: Mapping[str, Any] = self.results.backend.get_task_meta(task_id, cache=False)
         return meta

@@ -108,7 +108,7 @@ def plan_retry(ctx: ActionContext, task_id: str, *, include_revoked: bool = Fals
     Raises:
         TaskNotFound, HistoryDisabled, HistoryUnavailable: see :func:`load_execution`.
         NotEligible: with ``reason`` (module docs).
-        BrokerUnavailable: the result backend did not answer and the reprs are unusable.
+        BrokerUnavailable: the result backend did not answer (nothing is sent).
 
     """
     row = load_execution(ctx, task_id)

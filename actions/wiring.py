@@ -10,7 +10,7 @@ from collections.abc import Callable
 from celery import Celery
 from sqlalchemy.engine import Engine
 
-from actions.broker import CeleryBroker, make_action_app
+from actions.broker import CeleryBroker, make_action_app, make_results_app
 from actions.context import ActionContext, KnownTask
 from actions.follow_up import CancelFollowUp
 from exporter.config import Settings
@@ -53,7 +53,7 @@ def action_context(
 
     """
     broker = CeleryBroker(app or make_action_app(settings), settings.inspect_timeout,
-                          settings.result_backend)
+                          make_results_app(settings))
     return ActionContext(
         broker=broker, history=history, max_manual_retries=settings.max_manual_retries,
         slow_threshold=settings.slow_threshold,

@@ -107,14 +107,18 @@ def test_no_exact_source_is_a_409_saying_why_and_how_to_enable_result_extended()
         "set result_backend and result_extended=True")
 
 
-def test_an_unreachable_backend_with_unusable_reprs_is_a_503():
+def test_an_unreachable_backend_is_a_503_even_with_usable_reprs():
+    # Before, parseable reprs stood in for the backend's arguments while it was down.
     def down(task_id):
         raise ConnectionError("refused")
 
-    row = dataclasses.replace(ROW, args=None)
-    with pytest.raises(BrokerUnavailable, match="result backend did not answer"):
-        resolve_arguments(row, down)
-    assert resolve_arguments(ROW, down).source == "history_repr"
+    for row in (dataclasses.replace(ROW, args=None), ROW):
+        with pytest.raises(BrokerUnavailable) as caught:
+            resolve_arguments(row, down)
+        assert caught.value.detail == (
+            "the result backend did not answer (ConnectionError: refused): it holds the task's "
+            "original arguments (--result-backend); nothing was sent, try again once it "
+            "answers")
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
