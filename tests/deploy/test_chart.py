@@ -119,6 +119,12 @@ def test_what_each_values_file_renders():
         [*base, "NetworkPolicy/rel-celery-jobmon"])
     assert kinds(rendered("existing-secret-values.yaml")) == sorted(
         [*(k for k in base if not k.startswith("Secret/")), "ServiceMonitor/rel-celery-jobmon"])
+    assert kinds(rendered("clusters-values.yaml")) == sorted(
+        [f"{kind}/rel-celery-jobmon-{cluster}{suffix}" for cluster in ("eu-1", "us-1")
+         for kind, suffix in [("Deployment", ""), ("PodDisruptionBudget", ""),
+                              ("Service", ""), ("Service", "-metrics"),
+                              ("ServiceAccount", ""), ("ServiceMonitor", "")]]
+        + ["Secret/rel-celery-jobmon-eu-1", "PrometheusRule/rel-celery-jobmon"])
     assert kinds(rendered("full-values.yaml")) == sorted([
         "ConfigMap/rel-celery-jobmon-dashboards", "Deployment/rel-celery-jobmon",
         "PodDisruptionBudget/rel-celery-jobmon", "PrometheusRule/rel-celery-jobmon",
@@ -235,6 +241,38 @@ def test_credentials_stay_in_the_secret():
             assert line.strip() not in deployment_text
 
 
+def test_one_exporter_per_cluster_with_its_own_values_over_the_shared_ones():
+    objects = rendered("clusters-values.yaml")
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    pods = {name: d["spec"]["template"]["metadata"]["labels"] for name, d in deployments.items()}
+    # No Deployment selects the other's pods.
+    for name, deployment in deployments.items():
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert [other for other, labels in pods.items()
+                if selector.items() <= labels.items()] == [name]
+    env = {name: {e["name"]: e.get("value", e.get("valueFrom")) for e in container([d])["env"]}
+           for name, d in deployments.items()}
+    eu, us = env["rel-celery-jobmon-eu-1"], env["rel-celery-jobmon-us-1"]
+    assert eu["JOBMON_BROKER_URL"] == {
+        "secretKeyRef": {"name": "rel-celery-jobmon-eu-1", "key": "broker-url"}}
+    assert us["JOBMON_BROKER_URL"] == {"secretKeyRef": {"name": "celery-us-1", "key": "broker-url"}}
+    assert (eu["JOBMON_MAX_TASK_NAMES"], us["JOBMON_MAX_TASK_NAMES"]) == ("500", "500")
+    # An entry's false replaces the shared true; its null-free keys leave the others alone.
+    assert (eu["JOBMON_TASK_HOSTNAME_LABEL"], us["JOBMON_TASK_HOSTNAME_LABEL"]) == ("true", "false")
+    assert "JOBMON_ENABLE_EVENTS" not in eu and us["JOBMON_ENABLE_EVENTS"] == "false"
+    assert [deployments[f"rel-celery-jobmon-{c}"]["spec"]["replicas"] for c in ("eu-1", "us-1")
+            ] == [1, 2]
+    monitors = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    services = {o["metadata"]["name"]: o["metadata"]["labels"] for o in objects
+                if o["kind"] == "Service"}
+    # One job per cluster: each ServiceMonitor scrapes its own metrics Service only.
+    assert sorted(
+        [name for name, labels in services.items()
+         if m["spec"]["selector"]["matchLabels"].items() <= labels.items()]
+        for m in monitors) == [["rel-celery-jobmon-eu-1-metrics"],
+                               ["rel-celery-jobmon-us-1-metrics"]]
+
+
 def test_the_network_policy_admits_the_listed_peers_and_egress():
     policy = one(rendered("network-policy-values.yaml"), "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
@@ -255,6 +293,12 @@ def test_the_network_policy_admits_the_listed_peers_and_egress():
      "additional properties 'maxTaskNamez' not allowed"),
     (("--set", "secrets.brokerUrl=redis://r:6379/0", "--set", "config.workerTimeout=soon"),
      "/config/workerTimeout"),
+    (("--set", "secrets.brokerUrl=redis://r:6379/0", "--set", "clusters[0].name=eu",
+      "--set", "clusters[1].name=eu"), "clusters: the name eu is given twice"),
+    (("--set", "clusters[0].name=eu", "--set", "clusters[1].name=us",
+      "--set", "clusters[1].secrets.brokerUrl=redis://r:6379/0"),
+     "secrets.brokerUrl (or secrets.existingSecret with existingSecretKeys.brokerUrl) "
+     "is required"),
 ])
 def test_bad_values_are_refused_with_the_reason(args, message):
     result = run_helm("template", "rel", str(CHART), *args, check=False)
@@ -275,7 +319,9 @@ def serve_envvars() -> dict[str, str]:
 def test_every_serve_option_reaches_the_container():
     rendered_env: set[str] = set()
     for values_file in VALUES_FILES:
-        rendered_env |= {e["name"] for e in container(rendered(values_file))["env"]}
+        for deployment in rendered(values_file):
+            if deployment["kind"] == "Deployment":
+                rendered_env |= {e["name"] for e in container([deployment])["env"]}
     options = serve_envvars()
     forgotten = sorted(f"{flag} ({env})" for env, flag in options.items()
                        if env not in rendered_env)

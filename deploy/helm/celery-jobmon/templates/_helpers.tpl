@@ -3,25 +3,39 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* Name of the release's objects: fullnameOverride, else RELEASE-celery-jobmon (RELEASE alone
-     when it already holds the chart's name). */}}
+{{/* Name of an exporter's objects: fullnameOverride, else RELEASE-celery-jobmon (RELEASE alone
+     when it already holds the chart's name); followed by -NAME for an entry of `clusters`. */}}
 {{- define "celery-jobmon.fullname" -}}
+{{- $base := "" -}}
 {{- if .Values.fullnameOverride -}}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- $base = .Values.fullnameOverride -}}
 {{- else -}}
 {{- $name := include "celery-jobmon.name" . -}}
 {{- if contains $name .Release.Name -}}
-{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- $base = .Release.Name -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- $base = printf "%s-%s" .Release.Name $name -}}
 {{- end -}}
 {{- end -}}
+{{- if .instance -}}
+{{- $base = printf "%s-%s" ($base | trunc (int (sub 62 (len .instance)))) .instance -}}
+{{- end -}}
+{{- $base | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Name of the release's shared objects (PrometheusRule, dashboards): the fullname without
+     the cluster. */}}
+{{- define "celery-jobmon.releaseName" -}}
+{{- include "celery-jobmon.fullname" (dict "Values" .Values "Release" .Release "Chart" .Chart) -}}
 {{- end -}}
 
 {{/* Labels that select the exporter's pods. */}}
 {{- define "celery-jobmon.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "celery-jobmon.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- with .instance }}
+celery-jobmon/cluster: {{ . }}
+{{- end }}
 {{- end -}}
 
 {{/* Labels of every object. */}}

@@ -1,3 +1,5 @@
+{{/* One exporter's deployment (exporters.yaml renders it for each, with that exporter's values). */}}
+{{- define "celery-jobmon.deployment" -}}
 {{- $keys := include "celery-jobmon.secretKeys" . | fromJson -}}
 {{- if not (hasKey $keys "brokerUrl") -}}
 {{- fail "secrets.brokerUrl (or secrets.existingSecret with existingSecretKeys.brokerUrl) is required: the Celery broker URL" -}}
@@ -30,7 +32,7 @@ spec:
       annotations:
         {{- if not .Values.secrets.existingSecret }}
         # Restart the pods when the credentials change (they are read at start).
-        checksum/secret: {{ include (print $.Template.BasePath "/secret.yaml") . | sha256sum }}
+        checksum/secret: {{ include "celery-jobmon.secret" . | sha256sum }}
         {{- end }}
         {{- with .Values.podAnnotations }}
         {{- toYaml . | nindent 8 }}
@@ -149,3 +151,4 @@ spec:
       tolerations:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+{{- end -}}

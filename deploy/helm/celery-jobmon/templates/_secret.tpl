@@ -1,3 +1,5 @@
+{{/* One exporter's secret (exporters.yaml renders it for each, with that exporter's values). */}}
+{{- define "celery-jobmon.secret" -}}
 {{- if not .Values.secrets.existingSecret }}
 apiVersion: v1
 kind: Secret
@@ -11,3 +13,4 @@ stringData:
   {{ $key }}: {{ index $.Values.secrets $value | quote }}
   {{- end }}
 {{- end }}
+{{- end -}}

@@ -1,3 +1,5 @@
+{{/* One exporter's serviceaccount (exporters.yaml renders it for each, with that exporter's values). */}}
+{{- define "celery-jobmon.serviceaccount" -}}
 {{- if .Values.serviceAccount.create }}
 apiVersion: v1
 kind: ServiceAccount
@@ -12,3 +14,4 @@ metadata:
 # The exporter never calls the Kubernetes API.
 automountServiceAccountToken: false
 {{- end }}
+{{- end -}}

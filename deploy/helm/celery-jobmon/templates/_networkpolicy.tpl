@@ -1,3 +1,5 @@
+{{/* One exporter's networkpolicy (exporters.yaml renders it for each, with that exporter's values). */}}
+{{- define "celery-jobmon.networkpolicy" -}}
 {{- if .Values.networkPolicy.enabled }}
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -39,3 +41,4 @@ spec:
     {{- end }}
   {{- end }}
 {{- end }}
+{{- end -}}

@@ -1,3 +1,5 @@
+{{/* One exporter's service (exporters.yaml renders it for each, with that exporter's values). */}}
+{{- define "celery-jobmon.service" -}}
 # The API (and /metrics for anyone): ready pods only, so requests never reach a replica that
 # cannot talk to the broker.
 apiVersion: v1
@@ -47,3 +49,4 @@ spec:
       port: {{ .Values.port }}
       targetPort: http
       protocol: TCP
+{{- end -}}

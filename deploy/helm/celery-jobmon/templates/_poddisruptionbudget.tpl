@@ -1,3 +1,5 @@
+{{/* One exporter's poddisruptionbudget (exporters.yaml renders it for each, with that exporter's values). */}}
+{{- define "celery-jobmon.poddisruptionbudget" -}}
 {{- if .Values.podDisruptionBudget.enabled }}
 apiVersion: policy/v1
 kind: PodDisruptionBudget
@@ -15,3 +17,4 @@ spec:
     matchLabels:
       {{- include "celery-jobmon.selectorLabels" . | nindent 6 }}
 {{- end }}
+{{- end -}}

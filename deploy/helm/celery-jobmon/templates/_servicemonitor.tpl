@@ -1,3 +1,5 @@
+{{/* One exporter's servicemonitor (exporters.yaml renders it for each, with that exporter's values). */}}
+{{- define "celery-jobmon.servicemonitor" -}}
 {{- if .Values.serviceMonitor.enabled }}
 apiVersion: monitoring.coreos.com/v1
 kind: ServiceMonitor
@@ -38,3 +40,4 @@ spec:
         {{- toYaml . | nindent 8 }}
       {{- end }}
 {{- end }}
+{{- end -}}
