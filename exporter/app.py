@@ -132,7 +132,8 @@ def build_service(settings: Settings) -> Service:
     metrics = MetricsEndpoint(Scrape(exporter_sources(
         settings.metric_prefix, model, health, poller.latest,
         history.writer.stats if history is not None else None,
-        hostname_label=settings.task_hostname_label), settings.metric_prefix).render)
+        hostname_label=settings.task_hostname_label, const_labels=settings.const_labels),
+        settings.metric_prefix, const_labels=settings.const_labels).render)
     action_app = make_action_app(settings)
     context = action_context(settings, history=history.engine if history is not None else None,
                              app=action_app, model=model, poll_latest=poller.latest)

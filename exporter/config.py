@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from exporter.metrics.catalogue import LABEL_NAMES
 from exporter.secrets import option_passwords, url_passwords
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
@@ -168,6 +169,55 @@ def parse_transport_options(pairs: Iterable[str]) -> dict[str, Any]:
     return options
 
 
+#: A Prometheus label name (the data model's rule); names starting with ``__`` are reserved.
+_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+#: Label names a ``--const-label`` may not take: the exporter's own (every family's labels,
+#: ``hostname`` of ``--task-hostname-label``, histograms' ``le``) and those Prometheus and
+#: the recording rules give a meaning (``job``, ``instance``, ``pod``: the rules merge
+#: replicas ``without (instance, pod)``).
+RESERVED_LABEL_NAMES = frozenset({*LABEL_NAMES, "hostname", "le", "quantile", "job",
+                                  "instance", "pod"})
+
+
+def parse_const_labels(texts: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """Parse repeated ``--const-label KEY=VALUE`` into ``((key, value), ...)`` in the given
+    order (checked by :func:`const_label_problems`).
+
+    Raises:
+        ValueError: an entry without ``=``.
+
+    """
+    pairs = []
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep:
+            raise ValueError(f"invalid const label {text!r}: KEY=VALUE expected")
+        pairs.append((key.strip(), value))
+    return tuple(pairs)
+
+
+def const_label_problems(pairs: Iterable[tuple[str, str]]) -> list[str]:
+    """Every problem of the ``--const-label`` pairs, one line each: a key that is no
+    Prometheus label name, starts with ``__``, is given twice or is one of
+    :data:`RESERVED_LABEL_NAMES`; an empty value (Prometheus drops the label then).
+    """
+    found: list[str] = []
+    seen: set[str] = set()
+    for key, value in pairs:
+        if not _LABEL_NAME_RE.match(key) or key.startswith("__"):
+            found.append(f"--const-label: {key!r} is no label name (letters, digits, "
+                         "underscores; no leading digit, no leading __)")
+        elif key in RESERVED_LABEL_NAMES:
+            found.append(f"--const-label: {key!r} is a label the exporter or Prometheus "
+                         f"already uses (not one of {', '.join(sorted(RESERVED_LABEL_NAMES))})")
+        elif key in seen:
+            found.append(f"--const-label: {key!r} given twice")
+        elif not value:
+            found.append(f"--const-label: {key!r} has an empty value")
+        seen.add(key)
+    return found
+
+
 _BROKER_URL_HINT = "a URL such as redis://host:6379/0 or amqp://user@host//"
 _HISTORY_URL_HINT = ("an SQLAlchemy URL such as sqlite:////var/lib/jobmon.db or "
                      "postgresql+psycopg://user@host/db")
@@ -309,6 +359,9 @@ class Settings:
     #: Add the worker's ``hostname`` as a label to the event-derived task series
     #: (:data:`exporter.metrics.catalogue.HOSTNAME_LABELED`); off by default: one series per worker.
     task_hostname_label: bool = False
+    #: ``(name, value)`` pairs every series on ``/metrics`` carries (``--const-label``), e.g.
+    #: ``(("cluster", "eu-1"),)``: one exporter per broker, told apart in shared dashboards.
+    const_labels: tuple[tuple[str, str], ...] = ()
     queues: tuple[str, ...] = ()
     queue_forget_after: float = DEFAULT_QUEUE_FORGET_AFTER
     #: RabbitMQ management API (``http://user:password@host:15672``) the poller lists the
@@ -373,6 +426,7 @@ class Settings:
             found.append(f"--log-format: one of {', '.join(LOG_FORMATS)}")
         if not _METRIC_PREFIX_RE.match(self.metric_prefix):
             found.append("--metric-prefix: letters, digits, underscores; no leading digit")
+        found.extend(const_label_problems(self.const_labels))
         if self.max_tasks_in_memory < 1:
             found.append("--max-tasks-in-memory: at least 1")
         if self.max_task_names < 1:

@@ -110,6 +110,10 @@ SERVE_OPTIONS: list[Decorator] = [
     option("--task-hostname-label/--no-task-hostname-label", default=False,
            help="Add the worker's hostname as a label to the task counters, histograms, "
                 "running and lost series (one series per worker: mind the cardinality)."),
+    option("--const-label", "const_labels", multiple=True, metavar="KEY=VALUE",
+           help="Label every series on /metrics carries, e.g. cluster=eu-1 (repeatable; one "
+                "exporter per broker, told apart in shared dashboards and rules). In the "
+                "environment: several separated by spaces."),
     option("--task-lost-grace", type=DURATION, default=None,
            show_default="--worker-timeout",
            help="A task still running on a worker that has been down this long is counted "
@@ -237,6 +241,10 @@ def settings_from(options: dict[str, Any]) -> c.Settings:
     file_problems = [problem for problem in (_read_token_file(options),
                                              _read_ui_secret_file(options)) if problem]
     pairs = list(options.pop("transport_options"))
+    try:
+        options["const_labels"] = c.parse_const_labels(options.pop("const_labels", ()))
+    except ValueError as exc:
+        raise ValueError(f"--const-label: {exc}") from None
     for name in ("queues", "history_exclude_tasks"):
         if name in options:
             options[name] = tuple(options[name])

@@ -483,6 +483,8 @@ SCRAPE: tuple[MetricSpec, ...] = (SCRAPE_SUCCESS, SCRAPE_DURATION)
 
 #: Every family, in exposition order.
 CATALOGUE: tuple[MetricSpec, ...] = (*MODEL, *HEALTH, *POLL, *HISTORY, *SCRAPE)
+#: Every label name the catalogue's families use.
+LABEL_NAMES: frozenset[str] = frozenset(label for spec in CATALOGUE for label in spec.labels)
 
 #: Families that take a ``hostname`` label (after ``queue_name``) with
 #: ``--task-hostname-label``: the task series built from events of the worker (not

@@ -53,12 +53,17 @@ class SnapshotCollector(Collector):
         clock: exporter time, seconds since the epoch (ages are computed at scrape time).
         without_snapshot: the families still rendered when ``snapshot()`` is ``None`` (their
             readers take ``None``).
+        const_labels: ``(name, value)`` pairs every series carries (``--const-label``).
 
     """
 
     def __init__(self, specs: Iterable[MetricSpec], snapshot: Callable[[], Any], prefix: str,
                  clock: Callable[[], float] = time.time,
-                 without_snapshot: Iterable[MetricSpec] = ()) -> None:
+                 without_snapshot: Iterable[MetricSpec] = (),
+                 const_labels: Iterable[tuple[str, str]] = ()) -> None:
+        pairs = tuple(const_labels)
+        self._const_names = [name for name, _ in pairs]
+        self._const_values = [value for _, value in pairs]
         self._specs = tuple(specs)
         self._without = tuple(without_snapshot)
         self._snapshot = snapshot
@@ -73,9 +78,10 @@ class SnapshotCollector(Collector):
             values = spec.read(snapshot, now)
             if values is None:
                 continue
-            family = _FAMILY[spec.kind](self._prefix + spec.name, spec.help, labels=spec.labels)
+            family = _FAMILY[spec.kind](self._prefix + spec.name, spec.help,
+                                        labels=[*spec.labels, *self._const_names])
             for labels, value in values.items():
-                family.add_metric(list(labels), value)
+                family.add_metric([*labels, *self._const_values], value)
             yield family
 
 
@@ -85,8 +91,9 @@ class PollCollector(SnapshotCollector):
     """
 
     def __init__(self, snapshot: Callable[[], PollSnapshot | None], prefix: str,
-                 clock: Callable[[], float] = time.time) -> None:
-        super().__init__(m.POLL, snapshot, prefix, clock)
+                 clock: Callable[[], float] = time.time,
+                 const_labels: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(m.POLL, snapshot, prefix, clock, const_labels=const_labels)
 
 
 class HistoryCollector(SnapshotCollector):
@@ -94,6 +101,7 @@ class HistoryCollector(SnapshotCollector):
     I/O), or only ``jobmon_history_enabled 0`` when ``stats`` is ``None`` (history off).
     """
 
-    def __init__(self, stats: Callable[[], HistoryStats] | None, prefix: str) -> None:
+    def __init__(self, stats: Callable[[], HistoryStats] | None, prefix: str,
+                 const_labels: Iterable[tuple[str, str]] = ()) -> None:
         super().__init__(m.HISTORY, stats or (lambda: None), prefix,
-                         without_snapshot=(m.HISTORY_ENABLED,))
+                         without_snapshot=(m.HISTORY_ENABLED,), const_labels=const_labels)

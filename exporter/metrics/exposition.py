@@ -14,11 +14,13 @@ reused whole. Series the snapshot no longer has (a forgotten worker) are dropped
 The output is byte for byte what ``prometheus_client.generate_latest`` writes for the same
 families (label pairs sorted by name, values through prometheus-client's ``floatToGoString``,
 the same escaping; a unit test compares both over random models), so Prometheus, promtool and
-prometheus-client's parser read it as before. Sample output (default prefix)::
+prometheus-client's parser read it as before. Constant labels (``--const-label cluster=eu-1``)
+join every series' labels, sorted with them, as if each family declared them (the same test
+compares that too). Sample output (default prefix, ``--const-label cluster=eu-1``)::
 
     # HELP celery_task_failed_total Tasks failed, counted from `task-failed` events.
     # TYPE celery_task_failed_total counter
-    celery_task_failed_total{name="examples.fail",queue_name="b"} 3.0
+    celery_task_failed_total{cluster="eu-1",name="examples.fail",queue_name="b"} 3.0
 
 Not thread-safe: the ``/metrics`` endpoint serialises renders with its own lock.
 """
@@ -125,11 +127,16 @@ class _Family:
         return self._chunks
 
 
-def _value_family(name: str, spec: MetricSpec) -> _Family:
+#: Constant labels: ``(names, values)``, added to every series (empty: none).
+ConstLabels = tuple[Labels, Labels]
+
+
+def _value_family(name: str, spec: MetricSpec, const: ConstLabels) -> _Family:
     """A counter or gauge: ``name{labels} value`` per series."""
+    names, values = (*spec.labels, *const[0]), const[1]
 
     def prefix(labels: Labels) -> str:
-        return f"{name}{_braces(_sorted_pairs(spec.labels, labels))} "
+        return f"{name}{_braces(_sorted_pairs(names, (*labels, *values)))} "
 
     def render(prefix: str, value: float) -> str:
         return f"{prefix}{format_value(value)}\n"
@@ -137,14 +144,15 @@ def _value_family(name: str, spec: MetricSpec) -> _Family:
     return _Family(_header(name, spec.help, spec.kind), prefix, render, hashable=True)
 
 
-def _histogram_family(name: str, spec: MetricSpec) -> _Family:
+def _histogram_family(name: str, spec: MetricSpec, const: ConstLabels) -> _Family:
     """A histogram: cumulative ``_bucket`` lines (``le`` as prometheus-client formats the
     value's bounds, then ``+Inf``), ``_count`` and ``_sum`` per series.
     """
     quoted: dict[tuple[float, ...], list[str]] = {}
+    names, values = (*spec.labels, *const[0]), const[1]
 
     def prefix(labels: Labels) -> tuple[str, str, str]:
-        pairs = _sorted_pairs(spec.labels, labels)
+        pairs = _sorted_pairs(names, (*labels, *values))
         before = "".join(text + "," for label, text in pairs if label < "le")
         after = "".join("," + text for label, text in pairs if label > "le")
         return f"{name}_bucket{{{before}le=", after + "} ", _braces(pairs)
@@ -174,21 +182,27 @@ class CachedExposition:
         hostname_label: the families of :data:`~exporter.metrics.catalogue.HOSTNAME_LABELED`
             carry ``hostname`` after ``queue_name`` (``--task-hostname-label``; the snapshot's
             label tuples must have it too).
+        const_labels: ``(name, value)`` pairs every series carries (``--const-label``; names
+            checked by :func:`exporter.config.const_label_problems`: none is a family's own).
 
     """
 
     def __init__(self, prefix: str, specs: Iterable[MetricSpec],
-                 hostname_label: bool = False) -> None:
+                 hostname_label: bool = False,
+                 const_labels: Iterable[tuple[str, str]] = ()) -> None:
+        pairs = tuple(const_labels)
+        const: ConstLabels = (tuple(n for n, _ in pairs), tuple(v for _, v in pairs))
         self._families: list[tuple[Reader, _Family]] = []
         for spec in specs:
             if hostname_label and spec in m.HOSTNAME_LABELED:
                 spec = m.with_hostname(spec)
             if spec.kind == "histogram":
-                family = _histogram_family(prefix + spec.name, spec)
+                family = _histogram_family(prefix + spec.name, spec, const)
             elif spec.kind == "info":  # exposed as <name>_info 1, as prometheus-client does
-                family = _value_family(prefix + spec.name + "_info", replace(spec, kind="gauge"))
+                family = _value_family(prefix + spec.name + "_info", replace(spec, kind="gauge"),
+                                       const)
             else:
-                family = _value_family(prefix + spec.name, spec)
+                family = _value_family(prefix + spec.name, spec, const)
             self._families.append((spec.read, family))
 
     def chunks(self, snapshot: Any, now: float) -> list[bytes]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
@@ -48,13 +48,16 @@ class Scrape:
         sources: ``(name, render)`` pairs, in exposition order.
         prefix: metric name prefix, ``celery_`` by default.
         timer: monotonic seconds (injected for tests).
+        const_labels: ``(name, value)`` pairs the report's series carry (``--const-label``;
+            the sources add them to their own).
 
     """
 
     def __init__(self, sources: Sequence[Source], prefix: str,
-                 timer: Callable[[], float] = time.perf_counter) -> None:
+                 timer: Callable[[], float] = time.perf_counter,
+                 const_labels: Iterable[tuple[str, str]] = ()) -> None:
         self._sources = tuple(sources)
-        self._report = CachedExposition(prefix, m.SCRAPE)
+        self._report = CachedExposition(prefix, m.SCRAPE, const_labels=const_labels)
         self._timer = timer
         self._lock = threading.Lock()
         self._failing_since: dict[str, float] = {}
@@ -100,13 +103,17 @@ def _collector_source(collector: Collector) -> Callable[[], list[bytes]]:
 def exporter_sources(prefix: str, model: Model, health: Health,
                      poll_latest: Callable[[], PollSnapshot | None],
                      history_stats: Callable[[], HistoryStats] | None,
-                     hostname_label: bool = False) -> list[Source]:
+                     hostname_label: bool = False,
+                     const_labels: Iterable[tuple[str, str]] = ()) -> list[Source]:
     """The four sources of ``serve``'s ``/metrics``, in exposition order: ``model`` (task
     events, cached text), ``health`` (the exporter itself, cached text), ``poll`` (the
     poller's latest snapshot) and ``history`` (the writer's stats; ``None``: history off).
+    Every series carries ``const_labels`` (``--const-label`` pairs).
     """
-    model_text = CachedExposition(prefix, m.MODEL, hostname_label=hostname_label)
-    health_text = CachedExposition(prefix, m.HEALTH)
+    const = tuple(const_labels)
+    model_text = CachedExposition(prefix, m.MODEL, hostname_label=hostname_label,
+                                  const_labels=const)
+    health_text = CachedExposition(prefix, m.HEALTH, const_labels=const)
 
     def render_model() -> list[bytes]:
         snapshot = model.snapshot()
@@ -115,6 +122,7 @@ def exporter_sources(prefix: str, model: Model, health: Health,
     return [
         ("model", render_model),
         ("health", lambda: health_text.chunks(health.snapshot(), time.time())),
-        ("poll", _collector_source(PollCollector(poll_latest, prefix))),
-        ("history", _collector_source(HistoryCollector(history_stats, prefix))),
+        ("poll", _collector_source(PollCollector(poll_latest, prefix, const_labels=const))),
+        ("history", _collector_source(HistoryCollector(history_stats, prefix,
+                                                       const_labels=const))),
     ]

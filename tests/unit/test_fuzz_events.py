@@ -11,6 +11,7 @@ prometheus-client renders for the same snapshot, scrape after scrape.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 from pathlib import Path
@@ -157,18 +158,24 @@ class ReferenceCollector:
     ``*MetricFamily`` objects per scrape): what the exposition must render byte for byte.
     """
 
-    def __init__(self, snap: ModelSnapshot, hostname: bool) -> None:
+    def __init__(self, snap: ModelSnapshot, hostname: bool,
+                 const: tuple[tuple[str, str], ...] = ()) -> None:
         self.snap, self.hostname = snap, hostname
+        self.const_names = tuple(name for name, _ in const)
+        self.const_values = [value for _, value in const]
 
     def spec(self, spec: m.MetricSpec) -> m.MetricSpec:
-        return m.with_hostname(spec) if self.hostname and spec in m.HOSTNAME_LABELED else spec
+        """The family as rendered: ``hostname`` when asked, the constant labels declared last
+        (prometheus-client sorts the labels of each sample)."""
+        spec = m.with_hostname(spec) if self.hostname and spec in m.HOSTNAME_LABELED else spec
+        return dataclasses.replace(spec, labels=(*spec.labels, *self.const_names))
 
     def values(self, spec: m.MetricSpec, values: Any) -> Metric:
         spec = self.spec(spec)
         kind = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
         family = kind("celery_" + spec.name, spec.help, labels=spec.labels)
         for labels, value in values.items():
-            family.add_metric(list(labels), value)
+            family.add_metric([*labels, *self.const_values], value)
         return family
 
     def histograms(self, spec: m.MetricSpec, values: Any) -> Metric:
@@ -177,7 +184,8 @@ class ReferenceCollector:
         for labels, hist in values.items():
             buckets = [(floatToGoString(b), c) for b, c in zip(hist.bounds, hist.cumulative,
                                                                 strict=False)]
-            family.add_metric(list(labels), [*buckets, ("+Inf", hist.count)], hist.total)
+            family.add_metric([*labels, *self.const_values], [*buckets, ("+Inf", hist.count)],
+                              hist.total)
         return family
 
     def collect(self) -> Any:
@@ -212,22 +220,31 @@ class ReferenceCollector:
                 yield values(spec, {(): float(value)})
 
 
+#: ``--const-label`` pairs: none; one sorting first; two around the family's own labels and
+#: ``le``, one value needing every escape.
+CONST_LABELS = [(), (("cluster", "eu-1"),),
+                (("zone", 'a "b" \\ c\n ü'), ("a_cluster", "x"))]
+
+
 @settings(max_examples=100, deadline=None, database=None)
 @given(batches=batches, gaps=st.lists(st.sampled_from([0.0, 0.5, 31.0, 3600.0]), min_size=8,
-                                      max_size=8), hostname=st.booleans())
+                                      max_size=8), hostname=st.booleans(),
+       const=st.sampled_from(CONST_LABELS))
 def test_exposition_renders_what_prometheus_client_renders_scrape_after_scrape(
-        batches: list[list[Any]], gaps: list[float], hostname: bool) -> None:
+        batches: list[list[Any]], gaps: list[float], hostname: bool,
+        const: tuple[tuple[str, str], ...]) -> None:
     now = [T0]
     model = Model(runtime_buckets=(0.5, 5.0, 1e7), queue_wait_buckets=(1e-05, 0.5),
                   max_tasks=3, max_task_names=2, worker_timeout=30.0, worker_retention=60.0,
                   clock=lambda: now[0], task_lost_grace=30.0, hostname_label=hostname)
-    exposition = CachedExposition("celery_", m.MODEL, hostname_label=hostname)
+    exposition = CachedExposition("celery_", m.MODEL, hostname_label=hostname,
+                                  const_labels=const)
     for batch, gap in zip(batches, gaps, strict=False):
         model.process_many(batch)
         now[0] += gap
         for _ in range(2):  # the second render comes from the cache
             snap = model.snapshot()
-            expected = generate_latest(ReferenceCollector(snap, hostname))
+            expected = generate_latest(ReferenceCollector(snap, hostname, const))
             assert b"".join(exposition.chunks(snap, snap.taken_at)) == expected
 
 
