@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Table, func, select
+from sqlalchemy import Engine, Executable, Table, func, select
 
 from actions.errors import history_errors
 from exporter.history.orm import ACTION_AUDIT, TASK_EXECUTION
@@ -26,10 +26,18 @@ def state_counts(engine: Engine, since: float) -> dict[str, int]:
         HistoryUnavailable: the database did not answer.
 
     """
-    query = (select(_C.state, func.count()).where(_C.state_ts >= since)
-             .group_by(_C.state))
     with history_errors(), engine.connect() as connection:
-        return {state: int(count) for state, count in connection.execute(query).all()}
+        return {state: int(count) for state, count
+                in connection.execute(state_counts_query(since)).all()}
+
+
+def state_counts_query(since: float) -> Executable:
+    """The statement of :func:`state_counts`: ``(state, count)`` rows."""
+    # Grouped by an expression, not the bare column: grouping by ``state`` makes SQLite walk
+    # the whole (state, finished_at) index to skip a sort instead of the state_ts range — 8.8 s
+    # instead of 0.4 s for a day of 33,000 rows among 1,000,000.
+    state = func.coalesce(_C.state, "")
+    return select(state, func.count()).where(_C.state_ts >= since).group_by(state)
 
 
 @dataclass(frozen=True)

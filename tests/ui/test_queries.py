@@ -1,0 +1,43 @@
+"""The history reads of the pages (ui/queries.py): exact answers, and query plans that read
+only the rows of the window."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from tests.ui.conftest import T0, add_row
+from ui.queries import audit_trail, state_counts, state_counts_query
+
+
+def test_state_counts_count_the_executions_of_the_window_by_state(engine):
+    add_row(engine, "old", ts=T0 - 10)
+    add_row(engine, "f1", ts=T0)
+    add_row(engine, "f2", ts=T0 + 5)
+    add_row(engine, "s1", state="SUCCESS", ts=T0 + 1)
+    add_row(engine, "p1", state="PENDING", ts=T0 + 2)
+    assert state_counts(engine, T0) == {"FAILURE": 2, "SUCCESS": 1, "PENDING": 1}
+    assert state_counts(engine, T0 + 6) == {}
+
+
+def test_state_counts_read_the_state_ts_range_not_every_row(engine):
+    # Grouping by the bare column made SQLite scan the whole (state, finished_at) index:
+    # 8.8 s on 1,000,000 rows (this test failed before).
+    from sqlalchemy.dialects import sqlite
+
+    sql = str(state_counts_query(T0).compile(dialect=sqlite.dialect(),
+                                             compile_kwargs={"literal_binds": True}))
+    with engine.connect() as connection:
+        plan = " ".join(row[3] for row in connection.execute(text("EXPLAIN QUERY PLAN " + sql)))
+    assert "USING INDEX ix_task_execution_state_ts_task_id (state_ts>?)" in plan, (sql, plan)
+
+
+def test_the_audit_trail_is_oldest_first_and_only_of_its_task(engine):
+    from exporter.history import record_action
+
+    record_action(engine, actor="ui:alice", action="cancel", task_id="t1", at=T0 + 2)
+    record_action(engine, actor="api", action="retry", task_id="t1", at=T0 + 1,
+                  detail={"new_task_id": "n1"})
+    record_action(engine, actor="api", action="retry", task_id="t2", at=T0)
+    trail = audit_trail(engine, "t1")
+    assert [(e.at, e.actor, e.action, e.detail) for e in trail] == [
+        (T0 + 1, "api", "retry", {"new_task_id": "n1"}), (T0 + 2, "ui:alice", "cancel", None)]
