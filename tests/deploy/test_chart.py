@@ -257,6 +257,9 @@ def test_one_exporter_per_cluster_with_its_own_values_over_the_shared_ones():
         "secretKeyRef": {"name": "rel-celery-jobmon-eu-1", "key": "broker-url"}}
     assert us["JOBMON_BROKER_URL"] == {"secretKeyRef": {"name": "celery-us-1", "key": "broker-url"}}
     assert (eu["JOBMON_MAX_TASK_NAMES"], us["JOBMON_MAX_TASK_NAMES"]) == ("500", "500")
+    # Every series of an exporter carries its cluster (clusterLabel), then the shared labels.
+    assert (eu["JOBMON_CONST_LABEL"], us["JOBMON_CONST_LABEL"]) == ("cluster=eu-1 env=prod",
+                                                                  "cluster=us-1 env=prod")
     # An entry's false replaces the shared true; its null-free keys leave the others alone.
     assert (eu["JOBMON_TASK_HOSTNAME_LABEL"], us["JOBMON_TASK_HOSTNAME_LABEL"]) == ("true", "false")
     assert "JOBMON_ENABLE_EVENTS" not in eu and us["JOBMON_ENABLE_EVENTS"] == "false"
@@ -383,6 +386,7 @@ def test_the_full_values_environment_is_what_serve_accepts(tmp_path, monkeypatch
     assert settings.queue_wait_buckets == (0.1, 1, 10, 100)
     assert settings.max_tasks_in_memory == 1_000_000
     assert settings.max_task_names == 200
+    assert settings.const_labels == (("region", "eu"), ("env", "prod"))
     assert settings.inspect_interval == 30
     assert settings.clock_offset_warning == 0.5
     assert settings.task_hostname_label is True

@@ -163,7 +163,8 @@ def test_the_full_release_serves_api_and_ui_with_its_secrets(
             "csrftoken": csrf.group(1), "next": "/ui/"})
         assert (answer.status_code, answer.headers.get("location")) == (303, "/ui/"), answer.text
         assert client.get("/ui/").status_code == 200
+    # config.constLabel: every series carries region and env.
     metrics = Metrics(httpx.get(pod.url + "/metrics", timeout=5).text)
-    assert metrics.value("celery_jobmon_history_enabled") == 1
-    assert metrics.value("celery_jobmon_broker_connected") == 1
+    assert metrics.value("celery_jobmon_history_enabled", region="eu", env="prod") == 1
+    assert metrics.value("celery_jobmon_broker_connected", region="eu", env="prod") == 1
     assert pod.terminate() == 0, pod.output()
