@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 from typing import Any
 
 import click
@@ -422,3 +423,19 @@ def test_the_image_holds_every_package_the_exporter_imports():
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert [p for p in packages if f"COPY {p} ./{p}" not in dockerfile] == []
     assert [p for p in packages if f"!{p}/" not in ignore] == []
+
+
+def test_the_packaged_chart_carries_rules_and_dashboards(tmp_path):
+    run_helm("package", str(CHART), "--destination", str(tmp_path))
+    (package,) = tmp_path.glob("celery-jobmon-*.tgz")
+    with tarfile.open(package) as archive:
+        names = sorted(n for n in archive.getnames() if "/files/" in n or "/ci/" in n)
+    assert names == sorted(
+        [f"celery-jobmon/files/rules/{p.name}" for p in (ROOT / "prometheus/rules").glob("*.yml")]
+        + [f"celery-jobmon/files/dashboards/{p.name}"
+           for p in (ROOT / "grafana/dashboards").glob("*.json")])
+    result = run_helm("template", "rel", str(package), "-f",
+                      str(CHART / "ci" / "full-values.yaml"), "--namespace", "apps")
+    objects = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    assert one(objects, "PrometheusRule") == one(rendered("full-values.yaml"), "PrometheusRule")
+    assert one(objects, "ConfigMap") == one(rendered("full-values.yaml"), "ConfigMap")
