@@ -170,7 +170,8 @@ def judge_cancel(request: Mapping[str, Any], row: Mapping[str, Any] | None
 
     ``request``: the request's audit detail (``previous_state`` and the row's ``started_at``
     when it was made); ``row``: ``state``, ``started_at``, ``revoke_reason``,
-    ``revoke_signal`` of the task's ``task_execution`` row.
+    ``revoke_signal`` and ``state_source`` (where the state came from: the evidence names a
+    repair's source) of the task's ``task_execution`` row.
     """
     if row is None:
         return None
@@ -179,7 +180,10 @@ def judge_cancel(request: Mapping[str, Any], row: Mapping[str, Any] | None
     if outcome == "honoured":
         how = row.get("revoke_reason") or "revoked"
         signal = row.get("revoke_signal")
-        return outcome, f"task-revoked ({how}{f', signal {signal}' if signal else ''})"
+        source = row.get("state_source")
+        said = ("task-revoked" if source in (None, "events")
+                else f"REVOKED in the {source.replace('_', ' ')}")
+        return outcome, f"{said} ({how}{f', signal {signal}' if signal else ''})"
     if outcome == "not-honoured":
         return outcome, f"the task ran to its end ({state}) after the request"
     if outcome is not None:
@@ -251,7 +255,7 @@ def settle_cancels(bind: Bind, *, at: float | None = None, task_id: str | None =
 
 def _rows_of(db: Connection | Session, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     columns = (_TASKS.c.task_id, _TASKS.c.state, _TASKS.c.started_at, _TASKS.c.revoke_reason,
-               _TASKS.c.revoke_signal)
+               _TASKS.c.revoke_signal, _TASKS.c.state_source)
     if not task_ids:
         return {}
     result = db.execute(select(*columns).where(_TASKS.c.task_id.in_(list(task_ids))))

@@ -870,6 +870,8 @@ def _repair_record(finding: Finding, event_type: str, timestamp: float, record: 
               "retries": finding.retries, "result": finding.result,
               "exception": finding.exception, "traceback": finding.traceback}
     event.update((key, value) for key, value in fields.items() if value is not None)
+    if finding.revoke_reason in ("terminated", "expired"):
+        event[finding.revoke_reason] = True  # as task-revoked says it (revoke_reason column)
     return event
 
 

@@ -451,6 +451,10 @@ def test_a_revoke_no_worker_acknowledged_says_it_is_lost(make_client, engine, br
     ({"previous_state": "STARTED", "started_at": T0},
      {"state": "REVOKED", "revoke_reason": "terminated", "revoke_signal": 15},
      ("honoured", "task-revoked (terminated, signal 15)")),
+    # A repair set the state (the event was lost): the evidence names the source.
+    ({"previous_state": "PENDING", "started_at": None},
+     {"state": "REVOKED", "revoke_reason": "revoked", "state_source": "result_backend"},
+     ("honoured", "REVOKED in the result backend (revoked)")),
     ({"previous_state": "STARTED", "started_at": T0}, {"state": "STARTED", "started_at": T0},
      None),
     ({"previous_state": "PENDING", "started_at": None}, {"state": "RECEIVED"}, None),

@@ -10,6 +10,7 @@ from datetime import datetime
 import pytest
 from celery.exceptions import TaskRevokedError
 
+from exporter.history.merge import record_from_event
 from exporter.repair.findings import (
     Finding,
     finding_from_meta,
@@ -509,13 +510,16 @@ def test_a_task_held_by_a_worker_and_revoked_is_revoked(make_model, ev, clock):
 
 
 def test_a_terminated_task_is_revoked_without_asking_the_workers(make_model, ev, clock):
-    model, _ = _model(make_model)
+    model, history = _model(make_model)
     model.process_many([ev.sent("t1", T0, ADD), ev.started("t1", T0 + 1)])
     terminated = Finding("t1", "REVOKED", "result_backend", T0 + 3, revoke_reason="terminated")
     workers = FakeWorkers({"t1": Finding("t1", "STARTED", "workers", T0 + 1)})
     _revoked_round(model, clock, FakeBackend({"t1": terminated}), workers)
     assert workers.calls == []
     assert model.task_states(["t1"]) == {"t1": "REVOKED"}
+    # The history row's revoke_reason says terminated, as a task-revoked would (before: the
+    # repair record carried no flag, so the row read "revoked").
+    assert record_from_event(history[-1])[1]["revoke_reason"] == "terminated"
 
 
 def test_an_acknowledged_revoke_waits_while_the_workers_cannot_be_asked(make_model, ev, clock):
