@@ -21,6 +21,8 @@ from exporter.events.consumer import EventConsumer
 from exporter.history.setup import OpenHistory, open_history
 from exporter.http import MetricsEndpoint, create_http_app, make_server, serve_all
 from exporter.metrics.scrape import Scrape, exporter_sources
+from exporter.periodic.setup import make_tracker
+from exporter.periodic.tracker import PeriodicTracker
 from exporter.poll.poller import Poller
 from exporter.repair.repairer import Repairer
 from exporter.repair.setup import make_repairer
@@ -64,9 +66,13 @@ class Service:
     #: Records the outcome of cancel requests (``None``: no history); started at start-up too,
     #: for the requests a restart or the ``cancel`` command left open.
     follow_up: CancelFollowUp | None = None
+    #: Watches the periodic entries (``None``: no schedule source given, or no history).
+    periodic: PeriodicTracker | None = None
 
     def start(self) -> None:
-        """Start the history writer, then the event consumer, poller and repairer threads."""
+        """Start the history writer, then the event consumer, poller, repairer and periodic
+        tracker threads.
+        """
         if self.history is not None:
             self.history.writer.start()
         self.consumer.start()
@@ -75,13 +81,17 @@ class Service:
             self.repairer.start()
         if self.follow_up is not None:
             self.follow_up.watch()
+        if self.periodic is not None:
+            self.periodic.start()
 
     def stop(self) -> None:
-        """Stop the repairer, the poller and the consumer, then write what the history still
-        holds (a repair applied before the stop is written too).
+        """Stop the repairer, the periodic tracker, the poller and the consumer, then write
+        what the history still holds (a repair applied before the stop is written too).
         """
         if self.repairer is not None:
             self.repairer.stop()
+        if self.periodic is not None:
+            self.periodic.stop()
         self.poller.stop()
         self.consumer.stop()
         if self.history is not None:
@@ -129,10 +139,12 @@ def build_service(settings: Settings) -> Service:
                     queues=settings.queues, queue_forget_after=settings.queue_forget_after,
                     management_url=settings.rabbitmq_management_url,
                     sent_time=model.sent_time)
+    periodic = make_tracker(settings, history.engine if history is not None else None)
     metrics = MetricsEndpoint(Scrape(exporter_sources(
         settings.metric_prefix, model, health, poller.latest,
         history.writer.stats if history is not None else None,
-        hostname_label=settings.task_hostname_label, const_labels=settings.const_labels),
+        hostname_label=settings.task_hostname_label, const_labels=settings.const_labels,
+        periodic_latest=periodic.latest if periodic is not None else None),
         settings.metric_prefix, const_labels=settings.const_labels).render)
     action_app = make_action_app(settings)
     context = action_context(settings, history=history.engine if history is not None else None,
@@ -144,10 +156,10 @@ def build_service(settings: Settings) -> Service:
         return Service(settings, model, health, metrics, consumer, poller,
                        create_http_app(metrics, health), history, action_app,
                        api_http=create_http_app(None, health, api, ui), repairer=repairer,
-                       follow_up=context.follow_up)
+                       follow_up=context.follow_up, periodic=periodic)
     return Service(settings, model, health, metrics, consumer, poller,
                    create_http_app(metrics, health, api, ui), history, action_app,
-                   repairer=repairer, follow_up=context.follow_up)
+                   repairer=repairer, follow_up=context.follow_up, periodic=periodic)
 
 
 def serve(settings: Settings) -> None:

@@ -67,6 +67,14 @@ DEFAULT_REPAIR_BATCH = 500
 DEFAULT_MAX_MANUAL_RETRIES = 3
 #: Largest request body the action API reads (bytes); larger bodies are answered 413.
 DEFAULT_API_MAX_BODY_BYTES = 64 * 1024
+#: Seconds between two checks of the periodic entries (schedule sources and history read).
+DEFAULT_PERIODIC_INTERVAL = 15.0
+#: A periodic run not sent this many seconds after it was due is counted missed.
+DEFAULT_PERIODIC_GRACE = 60.0
+#: Shortest --periodic-grace: the history writes rows in batches, up to half a second late.
+MIN_PERIODIC_GRACE = 1.0
+#: RedBeat's default key prefix (its ``redbeat_key_prefix`` setting).
+DEFAULT_REDBEAT_KEY_PREFIX = "redbeat:"
 #: Shortest API token accepted (characters): a guessable token is worse than none.
 MIN_API_TOKEN_CHARS = 16
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -215,6 +223,60 @@ def const_label_problems(pairs: Iterable[tuple[str, str]]) -> list[str]:
         elif not value:
             found.append(f"--const-label: {key!r} has an empty value")
         seen.add(key)
+    return found
+
+
+def parse_expectation(text: str) -> tuple[str, float]:
+    """Parse ``--expect TASK=INTERVAL`` (``reports.nightly=24h``) into ``(task name, seconds)``.
+
+    Raises:
+        ValueError: no ``=``, an empty task name, or an interval that is not a positive
+            duration (:func:`parse_duration`).
+
+    """
+    name, sep, interval = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise ValueError(f"invalid expectation {text!r}: TASK=INTERVAL expected "
+                         "(reports.nightly=24h)")
+    try:
+        seconds = parse_duration(interval)
+    except ValueError as exc:
+        raise ValueError(f"invalid expectation {text!r}: {exc}") from None
+    if seconds <= 0:
+        raise ValueError(f"invalid expectation {text!r}: the interval must be positive")
+    return name, seconds
+
+
+def periodic_problems(settings: Settings) -> list[str]:
+    """Every problem of the periodic-task options (``--app``, ``--redbeat-url``,
+    ``--django-beat-url``, ``--beat-timezone``, ``--periodic-interval``/``--periodic-grace``).
+    Messages never repeat a URL.
+    """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    found: list[str] = []
+    if settings.beat_app is not None and not re.fullmatch(
+            r"[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?", settings.beat_app):
+        found.append("--app: MODULE:ATTRIBUTE of your Celery app, as for `celery -A` "
+                     "(proj.celery:app)")
+    if settings.redbeat_url is not None and not settings.redbeat_url.startswith(
+            ("redis://", "rediss://", "unix://")):
+        found.append("--redbeat-url: a redis://, rediss:// or unix:// URL (RedBeat's "
+                     "redbeat_redis_url)")
+    if settings.django_beat_url is not None:
+        problem = history_url_problem(settings.django_beat_url)
+        if problem:
+            found.append(problem.replace("--history-url", "--django-beat-url"))
+    try:
+        ZoneInfo(settings.beat_timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        found.append("--beat-timezone: an IANA time zone such as UTC or Europe/Paris")
+    if settings.periodic_interval <= 0:
+        found.append("--periodic-interval: greater than 0")
+    if settings.periodic_grace < MIN_PERIODIC_GRACE:
+        found.append(f"--periodic-grace: at least {MIN_PERIODIC_GRACE:g}s (the history writes "
+                     "rows in batches, up to half a second after the event)")
     return found
 
 
@@ -402,6 +464,19 @@ class Settings:
     ui_session_secret: str | None = field(default=None, repr=False)
     #: Grafana's base URL (``--grafana-url``): the UI links to the dashboards there.
     grafana_url: str | None = None
+    #: Periodic entries from the user's Celery app ``beat_schedule`` (``--app module:attr``).
+    beat_app: str | None = None
+    #: Periodic entries from RedBeat's keys in this Redis (``--redbeat-url``).
+    redbeat_url: str | None = None
+    redbeat_key_prefix: str = DEFAULT_REDBEAT_KEY_PREFIX
+    #: Periodic entries from django-celery-beat's tables (``--django-beat-url``, SQLAlchemy).
+    django_beat_url: str | None = None
+    #: ``(task name, seconds)``: tasks that must be sent at least that often (``--expect``).
+    expect: tuple[tuple[str, float], ...] = ()
+    #: Time zone of crontab entries read from RedBeat (the beat's ``timezone`` setting).
+    beat_timezone: str = "UTC"
+    periodic_interval: float = DEFAULT_PERIODIC_INTERVAL
+    periodic_grace: float = DEFAULT_PERIODIC_GRACE
 
     def secrets(self) -> set[str]:
         """Values that must never be logged or shown: URL passwords, password options, the
@@ -414,6 +489,7 @@ class Settings:
             found.add(self.api_token)
         if self.ui_session_secret:
             found.add(self.ui_session_secret)
+        found |= url_passwords(self.redbeat_url or "") | url_passwords(self.django_beat_url or "")
         return found | url_passwords(self.history_url or "")
 
     def problems(self) -> list[str]:
@@ -478,6 +554,7 @@ class Settings:
             found.append("--accept-content: at least one content type")
         found.extend(accept_content_problems(self.accept_content))
         found.extend(self._api_problems())
+        found.extend(periodic_problems(self))
         return found
 
     def _api_problems(self) -> list[str]:

@@ -207,6 +207,26 @@ SERVE_OPTIONS: list[Decorator] = [
     option("--tls-cert", default=None, metavar="PATH",
            help="PEM certificate: serve HTTPS (with --tls-key) on --listen and --api-listen."),
     option("--tls-key", default=None, metavar="PATH", help="PEM private key for --tls-cert."),
+    option("--app", "beat_app", default=None, metavar="MODULE:ATTR",
+           help="Watch the periodic entries of your Celery app's beat_schedule (imported as "
+                "`celery -A` does; off by default: your code is not imported)."),
+    option("--redbeat-url", default=None, metavar="URL",
+           help="Watch the periodic entries RedBeat keeps in this Redis (redis://host/0)."),
+    option("--redbeat-key-prefix", default=c.DEFAULT_REDBEAT_KEY_PREFIX,
+           help="RedBeat's redbeat_key_prefix."),
+    option("--django-beat-url", default=None, metavar="URL",
+           help="Watch the periodic tasks of django-celery-beat in this database (SQLAlchemy "
+                "URL of the Django project's database)."),
+    option("--expect", "expect", multiple=True, metavar="TASK=INTERVAL",
+           help="A task that must be sent at least every INTERVAL, e.g. reports.nightly=24h "
+                "(repeatable; in the environment: space-separated)."),
+    option("--beat-timezone", default="UTC",
+           help="Time zone of the crontab entries read from RedBeat (the beat's timezone "
+                "setting)."),
+    option("--periodic-interval", type=DURATION, default=seconds(c.DEFAULT_PERIODIC_INTERVAL),
+           help="Seconds between two checks of the periodic entries (sources and history)."),
+    option("--periodic-grace", type=DURATION, default=seconds(c.DEFAULT_PERIODIC_GRACE),
+           help="A periodic run not sent this long after it was due is counted missed."),
     option("--ui-users-file", default=None, metavar="PATH",
            help="Turn the job browser (/ui/) on with the users in this file (name:role:hash "
                 "lines; `celery-jobmon ui-user add`). Without it /ui/ answers 403."),
@@ -245,6 +265,10 @@ def settings_from(options: dict[str, Any]) -> c.Settings:
         options["const_labels"] = c.parse_const_labels(options.pop("const_labels", ()))
     except ValueError as exc:
         raise ValueError(f"--const-label: {exc}") from None
+    try:
+        options["expect"] = tuple(c.parse_expectation(text) for text in options.pop("expect", ()))
+    except ValueError as exc:
+        raise ValueError(f"--expect: {exc}") from None
     for name in ("queues", "history_exclude_tasks"):
         if name in options:
             options[name] = tuple(options[name])

@@ -6,7 +6,8 @@ source (``read``). The families are grouped by source, in exposition order: :dat
 (task events, :class:`~exporter.state.model.ModelSnapshot`), :data:`HEALTH` (the exporter
 itself, :class:`~exporter.state.health.HealthSnapshot`), :data:`POLL` (inspect and broker
 queue reads, :class:`~exporter.poll.snapshot.PollSnapshot`), :data:`HISTORY` (the history
-writer, :class:`~exporter.history.writer.HistoryStats`) and :data:`SCRAPE` (each source's
+writer, :class:`~exporter.history.writer.HistoryStats`), :data:`PERIODIC` (the periodic
+tracker, :class:`~exporter.periodic.tracker.PeriodicSnapshot`) and :data:`SCRAPE` (each source's
 success and duration at this scrape). Adding a metric touches this file and the code that
 counts it; the renderers (:mod:`exporter.metrics.exposition`,
 :mod:`exporter.metrics.collectors`) only iterate. A unit test checks every entry against
@@ -463,12 +464,84 @@ HISTORY: tuple[MetricSpec, ...] = (
     HISTORY_ROWS_PRUNED, HISTORY_PRUNE_ERRORS,
 )
 
+# -- periodic entries (rendered by exporter.metrics.collectors.PeriodicCollector) ---------------
+
+ENTRY = ("entry", "task")
+
+
+def _per_entry(attribute: str) -> Reader:
+    """``attribute`` of each entry of a :class:`~exporter.periodic.tracker.PeriodicSnapshot` as
+    ``{(entry, task): value}``, entries for which it is ``None`` left out.
+    """
+    return lambda snapshot, now: {(e.entry, e.task): float(v) for e in snapshot.entries
+                                  if (v := getattr(e, attribute)) is not None}
+
+
+#: The states a periodic entry's last outcome is one of (Celery's terminal states).
+PERIODIC_OUTCOMES = ("SUCCESS", "FAILURE", "REVOKED", "REJECTED", "LOST")
+
+PERIODIC_NEXT_RUN = MetricSpec(
+    "periodic_task_next_run_timestamp_seconds", "gauge",
+    "When the entry's next run is due by its schedule (Celery's schedule classes), after the "
+    "newest run the history knows; in the past: late.",
+    ENTRY, "seconds", "schedule source + history", read=_per_entry("next_run"),
+)
+PERIODIC_LAST_SENT = MetricSpec(
+    "periodic_task_last_sent_timestamp_seconds", "gauge",
+    "When the entry's newest run was sent (task-sent, else task-received), from the history.",
+    ENTRY, "seconds", "history", read=_per_entry("last_sent"),
+)
+PERIODIC_LAST_STARTED = MetricSpec(
+    "periodic_task_last_started_timestamp_seconds", "gauge",
+    "When a run of the entry last started (task-started), from the history.",
+    ENTRY, "seconds", "history", read=_per_entry("last_started"),
+)
+PERIODIC_LAST_SUCCEEDED = MetricSpec(
+    "periodic_task_last_succeeded_timestamp_seconds", "gauge",
+    "When a run of the entry last succeeded (task-succeeded), from the history.",
+    ENTRY, "seconds", "history", read=_per_entry("last_succeeded"),
+)
+PERIODIC_MISSED = MetricSpec(
+    "periodic_task_missed_runs_total", "counter",
+    "Runs due by the entry's schedule that were not sent within --periodic-grace, counted "
+    "since the exporter started.",
+    ENTRY, "", "schedule source + history", read=_per_entry("missed"),
+)
+PERIODIC_LAST_OUTCOME = MetricSpec(
+    "periodic_task_last_outcome", "gauge",
+    "1 for the state the entry's newest finished run ended in, 0 for the other terminal "
+    "states; absent before any run finished.",
+    (*ENTRY, "state"), "", "history",
+    read=lambda snapshot, now: {(e.entry, e.task, state): float(state == e.last_outcome)
+                                for e in snapshot.entries if e.last_outcome is not None
+                                for state in PERIODIC_OUTCOMES},
+)
+PERIODIC_SOURCE_UP = MetricSpec(
+    "jobmon_periodic_source_up", "gauge",
+    "1 when the schedule source (app, redbeat, django, expect) was read at the last periodic "
+    "check; 0: its entries are those read last.",
+    ("source",), "", "exporter",
+    read=lambda snapshot, now: {(name,): float(up) for name, up in snapshot.sources.items()},
+)
+PERIODIC_LAST_CHECK = MetricSpec(
+    "jobmon_periodic_last_check_timestamp_seconds", "gauge",
+    "When the periodic tracker last read the schedule and the history (the time its counts "
+    "are judged at), seconds since the epoch.",
+    (), "seconds", "exporter", read=lambda snapshot, now: {(): snapshot.taken_at},
+)
+#: Families read from the periodic tracker's latest snapshot, in exposition order.
+PERIODIC: tuple[MetricSpec, ...] = (
+    PERIODIC_NEXT_RUN, PERIODIC_LAST_SENT, PERIODIC_LAST_STARTED, PERIODIC_LAST_SUCCEEDED,
+    PERIODIC_MISSED, PERIODIC_LAST_OUTCOME, PERIODIC_SOURCE_UP, PERIODIC_LAST_CHECK,
+)
+
 # -- each source of /metrics at this scrape (node_exporter's node_scrape_collector_*) ----------
 
 SCRAPE_SUCCESS = MetricSpec(
     "jobmon_scrape_collector_success", "gauge",
-    "1 when the source (model, health, poll, history) rendered its families at this scrape; 0 "
-    "when it failed: its families are missing from this scrape and the exporter log says why.",
+    "1 when the source (model, health, poll, history, periodic) rendered its families at this "
+    "scrape; 0 when it failed: its families are missing from this scrape and the exporter log "
+    "says why.",
     ("collector",), "", "exporter",
     read=lambda report, now: {(name,): float(ok) for name, (ok, _) in report.items()},
 )
@@ -482,7 +555,7 @@ SCRAPE_DURATION = MetricSpec(
 SCRAPE: tuple[MetricSpec, ...] = (SCRAPE_SUCCESS, SCRAPE_DURATION)
 
 #: Every family, in exposition order.
-CATALOGUE: tuple[MetricSpec, ...] = (*MODEL, *HEALTH, *POLL, *HISTORY, *SCRAPE)
+CATALOGUE: tuple[MetricSpec, ...] = (*MODEL, *HEALTH, *POLL, *HISTORY, *PERIODIC, *SCRAPE)
 #: Every label name the catalogue's families use.
 LABEL_NAMES: frozenset[str] = frozenset(label for spec in CATALOGUE for label in spec.labels)
 

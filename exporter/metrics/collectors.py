@@ -37,6 +37,7 @@ from prometheus_client.registry import Collector
 from exporter.history.writer import HistoryStats
 from exporter.metrics import catalogue as m
 from exporter.metrics.catalogue import MetricSpec
+from exporter.periodic.tracker import PeriodicSnapshot
 from exporter.poll.snapshot import PollSnapshot
 
 _FAMILY = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
@@ -105,3 +106,20 @@ class HistoryCollector(SnapshotCollector):
                  const_labels: Iterable[tuple[str, str]] = ()) -> None:
         super().__init__(m.HISTORY, stats or (lambda: None), prefix,
                          without_snapshot=(m.HISTORY_ENABLED,), const_labels=const_labels)
+
+
+class PeriodicCollector(SnapshotCollector):
+    """:data:`~exporter.metrics.catalogue.PERIODIC` from ``snapshot``.
+
+    ``snapshot`` is ``PeriodicTracker.latest``: the latest check, ``None`` before the first
+    one. Sample output (default prefix)::
+
+        celery_periodic_task_next_run_timestamp_seconds{entry="nightly",task="app.rep"} 1.7e9
+        celery_periodic_task_missed_runs_total{entry="nightly",task="app.rep"} 1.0
+        celery_periodic_task_last_outcome{entry="nightly",state="FAILURE",task="app.rep"} 1.0
+        celery_jobmon_periodic_source_up{source="redbeat"} 1.0
+    """
+
+    def __init__(self, snapshot: Callable[[], PeriodicSnapshot | None], prefix: str,
+                 const_labels: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(m.PERIODIC, snapshot, prefix, const_labels=const_labels)

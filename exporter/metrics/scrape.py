@@ -25,8 +25,9 @@ from prometheus_client.registry import Collector
 
 from exporter.history.writer import HistoryStats
 from exporter.metrics import catalogue as m
-from exporter.metrics.collectors import HistoryCollector, PollCollector
+from exporter.metrics.collectors import HistoryCollector, PeriodicCollector, PollCollector
 from exporter.metrics.exposition import CachedExposition
+from exporter.periodic.tracker import PeriodicSnapshot
 from exporter.poll.snapshot import PollSnapshot
 from exporter.state.health import Health
 from exporter.state.model import Model
@@ -104,11 +105,14 @@ def exporter_sources(prefix: str, model: Model, health: Health,
                      poll_latest: Callable[[], PollSnapshot | None],
                      history_stats: Callable[[], HistoryStats] | None,
                      hostname_label: bool = False,
-                     const_labels: Iterable[tuple[str, str]] = ()) -> list[Source]:
+                     const_labels: Iterable[tuple[str, str]] = (),
+                     periodic_latest: Callable[[], PeriodicSnapshot | None] | None = None,
+                     ) -> list[Source]:
     """The four sources of ``serve``'s ``/metrics``, in exposition order: ``model`` (task
     events, cached text), ``health`` (the exporter itself, cached text), ``poll`` (the
     poller's latest snapshot) and ``history`` (the writer's stats; ``None``: history off).
-    Every series carries ``const_labels`` (``--const-label`` pairs).
+    Every series carries ``const_labels`` (``--const-label`` pairs). With
+    ``periodic_latest`` (the periodic tracker's ``latest``), a fifth source ``periodic``.
     """
     const = tuple(const_labels)
     model_text = CachedExposition(prefix, m.MODEL, hostname_label=hostname_label,
@@ -119,10 +123,14 @@ def exporter_sources(prefix: str, model: Model, health: Health,
         snapshot = model.snapshot()
         return model_text.chunks(snapshot, snapshot.taken_at)
 
-    return [
+    sources: list[Source] = [
         ("model", render_model),
         ("health", lambda: health_text.chunks(health.snapshot(), time.time())),
         ("poll", _collector_source(PollCollector(poll_latest, prefix, const_labels=const))),
         ("history", _collector_source(HistoryCollector(history_stats, prefix,
                                                        const_labels=const))),
     ]
+    if periodic_latest is not None:
+        sources.append(("periodic", _collector_source(PeriodicCollector(
+            periodic_latest, prefix, const_labels=const))))
+    return sources
