@@ -317,7 +317,8 @@ def test_under_tls_both_cookies_are_secure(engine, users_file, redis_url):  # no
 
 
 def test_serve_refuses_a_missing_or_broken_users_file_and_a_short_secret(tmp_path, redis_url):  # noqa: F811
-    from tests.support.exporter import run_cli
+    from exporter.config import Settings
+    from ui.app import ui_from_settings
 
     broken = tmp_path / "users"
     broken.write_text("alice:root:$argon2id$x\n")
@@ -325,17 +326,17 @@ def test_serve_refuses_a_missing_or_broken_users_file_and_a_short_secret(tmp_pat
     short.write_text("too-short\n")
     common = ("serve", "--broker-url", redis_url, "--history-url",
               f"sqlite:///{tmp_path / 'h.sqlite3'}")
-    missing = run_cli(*common, "--ui-users-file", str(tmp_path / "nope"),
-                      "--ui-session-secret-file", str(short), "--grafana-url", "grafana")
-    assert missing.returncode == 2
+    missing = CliRunner().invoke(main, [
+        *common, "--ui-users-file", str(tmp_path / "nope"), "--ui-session-secret-file",
+        str(short), "--grafana-url", "grafana"])
+    assert missing.exit_code == 2
     for line in (f"--ui-users-file: no such file: {tmp_path / 'nope'}",
                  "--ui-session-secret-file: at least 32 characters",
                  "--grafana-url: an http:// or https:// URL"):
-        assert line in missing.stderr, missing.stderr
-    assert "too-short" not in missing.stderr
-    bad = run_cli(*common, "--ui-users-file", str(broken))
-    assert bad.returncode == 1
-    assert f"--ui-users-file: {broken}:1: role must be viewer or operator" in bad.stderr
+        assert line in missing.output, missing.output
+    assert "too-short" not in missing.output
+    with pytest.raises(UsersFileError, match=f"^{broken}:1: role must be viewer or operator$"):
+        ui_from_settings(Settings(ui_users_file=str(broken)), None)  # type: ignore[arg-type]
 
 
 def test_ui_without_a_slash_goes_to_the_overview(client):
