@@ -9,10 +9,21 @@ import re
 
 import pytest
 from sqlalchemy import select
+from starlette.testclient import TestClient
 
+from actions.schemas import TaskStatistics
+from actions.wiring import action_context
+from exporter.config import Settings
 from exporter.history.orm import ACTION_AUDIT
+from exporter.http import create_http_app
+from exporter.poll.snapshot import PollSnapshot, QueueState
+from exporter.state.health import Health
+from tests.support.fixtures import amqp_url  # noqa: F401 (fixture)
 from tests.ui.conftest import T0, add_row, csrf_of, login
+from ui.access import UiContext
+from ui.app import create_ui
 from ui.pages.statistics import sort_stats
+from ui.users import load_users
 
 PAGES = ["/ui/running", "/ui/running/terminate?task_id=t1", "/ui/waiting",
          "/ui/waiting?queue=a", "/ui/waiting/cancel?task_id=t1", "/ui/scheduled",
@@ -147,8 +158,6 @@ def test_statistics_per_name_with_the_slow_flag_sorted_by_the_url(make_client, e
 
 
 def test_sort_stats_puts_missing_values_last_in_both_orders():
-    from actions.schemas import TaskStatistics
-
     def stat(name, p95):
         return TaskStatistics(name=name, count=1, succeeded=1, failed=0, success_ratio=1.0,
                               failure_ratio=0.0, avg_runtime_seconds=p95,
@@ -195,3 +204,24 @@ def test_the_pages_say_what_they_could_not_ask_without_poller_or_events(client, 
     workers = client.get("/ui/workers").text
     assert "No worker known yet" in workers and "No inspect round has finished yet" in workers
     assert "No worker holds a task for later" in client.get("/ui/scheduled").text
+
+
+def test_waiting_on_rabbitmq_shows_the_counts_and_why_messages_cannot_be_listed(
+        engine, users_file, amqp_url):  # noqa: F811
+    ctx = action_context(Settings(broker_url=amqp_url, inspect_timeout=0.3), history=engine)
+    ctx.clock = lambda: T0 + 100
+    ctx.poll_latest = lambda: PollSnapshot(taken_at=T0 + 99, duration=0.1, queues=(
+        QueueState("jobs", {"": 4}, consumers=0),))
+    app = create_ui(UiContext(ctx, load_users(users_file), clock=ctx.clock),
+                    session_secret="s" * 40, secure_cookies=False)
+    client = TestClient(create_http_app(None, Health(), None, app), follow_redirects=False)
+    try:
+        login(client, "bob")
+        page = client.get("/ui/waiting").text
+        assert "<h2 id=\"messages\">Messages of jobs</h2>" in page
+        assert ("waiting messages can be listed on Redis brokers only; this broker is amqp "
+                "(AMQP has no way to read a message without taking it; use the RabbitMQ "
+                "management UI)") in page
+        assert "<p>4 waiting, 0 consumers (the broker's own counts).</p>" in page
+    finally:
+        ctx.broker.app.close()  # type: ignore[attr-defined]
