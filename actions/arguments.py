@@ -8,18 +8,28 @@
    (``*_truncated``) and were not shortened by the producer: Celery builds them with
    ``saferepr(args, 1024)`` and ``task_repr_maxlevels``, which writes ``...`` for what it
    leaves out — a value that still parses but is not the original (``'abc...'``, ``{...}``).
+   A string of asterisks only (``'***'``) is a value the producer masked in its
+   ``argsrepr``/``kwargsrepr``, not the value: such reprs are never re-sent.
 3. Otherwise no retry: :class:`~actions.errors.NotEligible` (``arguments-unavailable``)
-   saying why, and how to turn on ``result_extended``.
+   saying exactly why, and — when storing them would help — how to turn on
+   ``result_extended``. When the backend holds the arguments but they cannot be sent, the reprs
+   do not stand in for them.
 
-The values must also survive JSON (the retry is sent with the JSON serializer): ``str``,
-``int``, finite ``float``, ``bool``, ``None``, lists/tuples and dicts with string keys.
-:func:`parse_repr_arguments` and :func:`check_json` are pure.
+The values must also survive the JSON task serializer (kombu's JSON, as Celery sends): ``str``,
+``int``, finite ``float``, ``bool``, ``None``, lists/tuples, dicts with string keys, and the
+types kombu carries with a ``__type__`` marker (:data:`KOMBU_JSON_TYPES`: a ``datetime``
+argument stored by the backend is re-sent as a ``datetime``). :func:`parse_repr_arguments` and
+:func:`check_json` are pure.
 """
 
 from __future__ import annotations
 
 import ast
+import datetime
+import decimal
 import math
+import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +45,12 @@ PRODUCER_REPR_MAXSIZE = 1024
 _PRODUCER_MARGIN = 32
 #: Deepest nesting of argument values accepted.
 MAX_DEPTH = 64
+#: Values kombu's JSON serializer carries with a ``__type__`` marker and decodes to an equal
+#: value (a unit test round-trips each through kombu).
+KOMBU_JSON_TYPES = (datetime.datetime, datetime.date, datetime.time, decimal.Decimal,
+                    uuid.UUID)
+#: A repr'd string that is only asterisks: the producer masked the value (``argsrepr``).
+_MASKED = re.compile(r"\*{3,}")
 HOW_TO_ENABLE = ("store the arguments with the result: set result_backend and "
                  "result_extended=True in the workers' Celery config, and give the exporter "
                  "the same backend with --result-backend / JOBMON_RESULT_BACKEND")
@@ -56,9 +72,19 @@ class Unusable(ValueError):
     """One argument source cannot give the arguments; the message says why."""
 
 
+class StoredButUnsendable(Unusable):
+    """The result backend holds the arguments, but they cannot be re-sent as JSON."""
+
+
+class NotStored(Unusable):
+    """The result backend stores no arguments (``result_extended`` off, or no backend): turning
+    it on would help.
+    """
+
+
 def check_json(value: Any, path: str = "args", depth: int = 0) -> Any:
-    """``value`` with tuples as lists, when it survives JSON (nested at most
-    :data:`MAX_DEPTH` levels).
+    """``value`` with tuples as lists, when it survives the JSON task serializer (nested at
+    most :data:`MAX_DEPTH` levels; :data:`KOMBU_JSON_TYPES` kept as they are).
 
     Raises:
         Unusable: naming the first value that does not (its path and type).
@@ -66,7 +92,7 @@ def check_json(value: Any, path: str = "args", depth: int = 0) -> Any:
     """
     if depth > MAX_DEPTH:
         raise Unusable(f"{path} is nested more than {MAX_DEPTH} levels deep")
-    if value is None or isinstance(value, (str, bool, int)):
+    if value is None or isinstance(value, (str, bool, int, *KOMBU_JSON_TYPES)):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -88,11 +114,29 @@ def check_json(value: Any, path: str = "args", depth: int = 0) -> Any:
     raise Unusable(f"{path} is of type {type(value).__name__}, which JSON cannot carry")
 
 
+def find_masked(value: Any, path: str) -> str | None:
+    """The path of the first string of asterisks only (``'***'``) in a parsed repr, else
+    ``None``.
+    """
+    if isinstance(value, str):
+        return path if _MASKED.fullmatch(value) else None
+    if isinstance(value, (list, tuple)):
+        items: Any = ((f"{path}[{i}]", item) for i, item in enumerate(value))
+    elif isinstance(value, dict):
+        items = ((f"{path}[{key!r:.40}]", item) for key, item in value.items())
+    else:
+        return None
+    return next((found for sub, item in items if (found := find_masked(item, sub))), None)
+
+
 def _literal(text: str | None, truncated: bool, field: str) -> Any:
     if text is None:
         raise Unusable(f"the history has no {field} repr (no task-sent/task-received seen)")
     if truncated:
         raise Unusable(f"the history cut the {field} repr at --history-max-field-bytes")
+    if _MASKED.fullmatch(text.strip(" '\"")):
+        raise Unusable(f"the producer masked the {field} repr ({text[:20]}): the values are "
+                       "not in the history")
     if "..." in text and len(text) >= PRODUCER_REPR_MAXSIZE - _PRODUCER_MARGIN:
         raise Unusable(f"the {field} repr is {len(text)} characters with `...`: the producer "
                        f"may have shortened it (Celery caps reprs at {PRODUCER_REPR_MAXSIZE})")
@@ -117,6 +161,10 @@ def parse_repr_arguments(args: str | None, args_truncated: bool, kwargs: str | N
         raise Unusable("the args repr is not a tuple or list")
     if not isinstance(parsed_kwargs, dict):
         raise Unusable("the kwargs repr is not a dict")
+    masked = find_masked(parsed_args, "args") or find_masked(parsed_kwargs, "kwargs")
+    if masked:
+        raise Unusable(f"{masked} is a string of asterisks in the repr: the producer masked "
+                       "the value (argsrepr/kwargsrepr), and it is not in the history")
     return check_json(parsed_args, "args"), check_json(parsed_kwargs, "kwargs")
 
 
@@ -129,22 +177,28 @@ def from_result_backend(meta: Mapping[str, Any] | None) -> tuple[list[Any], dict
     """The arguments in a result backend's meta dict.
 
     Raises:
-        Unusable: no meta, or stored without ``result_extended`` (no ``args``), or not JSON.
+        NotStored: no meta (no backend), or stored without ``result_extended`` (no ``args``).
+        StoredButUnsendable: the arguments are there but the JSON task serializer cannot
+            carry them.
+        Unusable: the backend has no result for the task (expired, another backend).
 
     """
     if meta is None:
-        raise Unusable("no --result-backend is configured")
+        raise NotStored("no --result-backend is configured")
     if meta.get("args") is None and meta.get("kwargs") is None:
         status = meta.get("status")
         if status in (None, "PENDING"):
             raise Unusable("the result backend has no result for this task (expired, or "
                            "workers use another backend)")
-        raise Unusable("the result backend stores no arguments (workers without "
-                       "result_extended=True)")
+        raise NotStored("the result backend stores no arguments (workers without "
+                        "result_extended=True)")
     args, kwargs = meta.get("args") or [], meta.get("kwargs") or {}
     if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
-        raise Unusable("the result backend's args/kwargs are not a list and a dict")
-    return check_json(args, "args"), check_json(kwargs, "kwargs")
+        raise StoredButUnsendable("the result backend's args/kwargs are not a list and a dict")
+    try:
+        return check_json(args, "args"), check_json(kwargs, "kwargs")
+    except Unusable as exc:
+        raise StoredButUnsendable(f"it holds the arguments, but {exc}") from None
 
 
 def resolve_arguments(row: Execution, stored_meta: StoredMeta | None) -> Arguments:
@@ -156,6 +210,7 @@ def resolve_arguments(row: Execution, stored_meta: StoredMeta | None) -> Argumen
 
     """
     reasons: list[str] = []
+    storing_helps = stored_meta is None
     if stored_meta is not None:
         try:
             with broker_errors("result backend"):
@@ -164,7 +219,11 @@ def resolve_arguments(row: Execution, stored_meta: StoredMeta | None) -> Argumen
             queue = meta.get("queue") if meta is not None else None
             return Arguments(args, kwargs, "result_backend",
                              queue if isinstance(queue, str) and queue else None)
+        except StoredButUnsendable as exc:
+            raise NotEligible(f"the original arguments cannot be re-sent: result backend: "
+                              f"{exc}", reason="arguments-unavailable") from None
         except Unusable as exc:
+            storing_helps = isinstance(exc, NotStored)
             reasons.append(f"result backend: {exc}")
         except BrokerUnavailable as exc:
             # Whether it holds the real arguments is unknown until it answers: the reprs may
@@ -182,6 +241,7 @@ def resolve_arguments(row: Execution, stored_meta: StoredMeta | None) -> Argumen
         return Arguments(args, kwargs, "history_repr")
     except Unusable as exc:
         reasons.append(f"history: {exc}")
+    advice = " To retry such tasks, " + HOW_TO_ENABLE + "." if storing_helps else ""
     raise NotEligible(
-        "the original arguments are not known exactly: " + "; ".join(reasons) + ". To retry "
-        "such tasks, " + HOW_TO_ENABLE + ".", reason="arguments-unavailable")
+        "the original arguments are not known exactly: " + "; ".join(reasons) + "." + advice,
+        reason="arguments-unavailable")

@@ -24,7 +24,9 @@ def test_retry_with_the_result_backend_down_is_a_prompt_503_naming_it(
     monkeypatch.setenv("CELERY_RESULT_BACKEND", backend)
     monkeypatch.setenv("CELERY_RESULT_EXTENDED", "1")
     exporter = start_exporter(redis_url, "--api-token", TOKEN, "--result-backend", backend)
-    start_worker(redis_url, "b")
+    worker = start_worker(redis_url, "b")
+    wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname)
+             == 1, 90, message=lambda: f"worker up\n{worker.output()[-2000:]}")
     failed = producer(redis_url).send_task("examples.tasks.fail_value", ("boom",), queue="b")
     engine = create_history_engine(exporter.history_url)
     wait_for(lambda: (row := get_execution(engine, failed.id)) is not None

@@ -4,10 +4,15 @@ and a refusal that says why for everything else. Also the pure parameter parsers
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import decimal
+import uuid
 
 import pytest
+from kombu.utils import json as kombu_json
 
 from actions.arguments import (
+    KOMBU_JSON_TYPES,
     Unusable,
     check_json,
     from_result_backend,
@@ -64,6 +69,73 @@ def test_a_short_string_with_dots_is_still_exact():
 def test_non_finite_floats_do_not_survive_json():
     with pytest.raises(Unusable, match=r"args\[0\] is nan"):
         check_json([float("nan")])
+
+
+def test_kombu_json_gives_back_every_type_check_json_keeps():
+    values = [datetime.datetime(2026, 12, 3, 8, 0, 1, 5, tzinfo=datetime.timezone.utc),
+              datetime.date(2026, 12, 3), datetime.time(8, 0, 1), decimal.Decimal("1.10"),
+              uuid.UUID("12345678-1234-5678-1234-567812345678")]
+    assert {type(v) for v in values} == set(KOMBU_JSON_TYPES)
+    assert check_json(values) == values
+    assert kombu_json.loads(kombu_json.dumps(values)) == values
+
+
+@pytest.mark.parametrize(("args", "kwargs", "reason"), [
+    ("('***', 5)", "{}", "args[0] is a string of asterisks in the repr: the producer masked"),
+    ("(1,)", "{'password': '********'}", "kwargs['password'] is a string of asterisks"),
+    ("([{'token': '***'}],)", "{}", "args[0][0]['token'] is a string of asterisks"),
+    ("'***'", "{}", "the producer masked the args repr ('***')"),
+    ("(1,)", "***", "the producer masked the kwargs repr (***)"),
+])
+def test_masked_reprs_are_never_resent(args, kwargs, reason):
+    # Before: ('***', 5) parsed as a literal and the task ran with the string '***'.
+    with pytest.raises(Unusable) as caught:
+        parse_repr_arguments(args, False, kwargs, False)
+    assert str(caught.value).startswith(reason)
+
+
+def test_two_asterisks_and_stars_inside_text_are_values():
+    assert parse_repr_arguments("('**', 'a***b')", False, "{}", False) == (["**", "a***b"], {})
+
+
+def test_a_datetime_the_backend_holds_is_resent_as_a_datetime():
+    # Before: 409 "args[0] is of type datetime, which JSON cannot carry", with the advice to
+    # turn on result_extended — which was on.
+    when = datetime.datetime(2026, 12, 3, 8, 0, tzinfo=datetime.timezone.utc)
+    row = dataclasses.replace(ROW, args=f"({when!r},)")
+    chosen = resolve_arguments(row, lambda task_id: {"status": "FAILURE", "args": [when],
+                                                     "kwargs": {"at": when.date()}})
+    assert (chosen.args, chosen.kwargs, chosen.source) == (
+        [when], {"at": when.date()}, "result_backend")
+
+
+def test_arguments_the_backend_holds_but_json_cannot_carry_are_refused_without_the_reprs():
+    meta = {"status": "FAILURE", "args": [1, b"raw"], "kwargs": {}}
+    with pytest.raises(NotEligible) as caught:
+        resolve_arguments(ROW, lambda task_id: meta)  # ROW's reprs parse: not used
+    assert caught.value.detail == (
+        "the original arguments cannot be re-sent: result backend: it holds the arguments, but "
+        "args[1] is of type bytes, which JSON cannot carry")
+
+
+def test_the_advice_to_store_arguments_is_given_only_when_it_would_help():
+    unusable = dataclasses.replace(ROW, args="(<object at 0x7f>,)")
+    expired = resolve_refusal(unusable, lambda task_id: {"status": "PENDING", "result": None})
+    assert expired == (
+        "the original arguments are not known exactly: result backend: the result backend has "
+        "no result for this task (expired, or workers use another backend); history: the args "
+        "repr is not a Python literal.")
+    not_stored = resolve_refusal(unusable, lambda task_id: {"status": "FAILURE", "result": 1})
+    assert not_stored.endswith("To retry such tasks, store the arguments with the result: set "
+                               "result_backend and result_extended=True in the workers' Celery "
+                               "config, and give the exporter the same backend with "
+                               "--result-backend / JOBMON_RESULT_BACKEND.")
+
+
+def resolve_refusal(row, stored_meta) -> str:
+    with pytest.raises(NotEligible) as caught:
+        resolve_arguments(row, stored_meta)
+    return caught.value.detail
 
 
 def test_result_backend_meta_gives_args_kwargs_and_queue():
