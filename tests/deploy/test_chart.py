@@ -402,6 +402,14 @@ def test_the_full_values_environment_is_what_serve_accepts(tmp_path, monkeypatch
     assert settings.ui_users_file == str(mounted / "ui-users")
     assert settings.ui_session_secret == secret["ui-session-secret"].strip()
     assert settings.grafana_url == "https://grafana.example.com"
+    assert settings.beat_app == "examples.tasks:app"
+    assert settings.redbeat_url == "redis://:beat-password@redis:6379/2"
+    assert settings.redbeat_key_prefix == "app1:redbeat:"
+    assert settings.django_beat_url == (
+        "postgresql+psycopg://django:django-password@postgres:5432/django")
+    assert settings.beat_timezone == "Europe/Berlin"
+    assert settings.expect == (("reports.nightly", 86400.0), ("cleanup", 3600.0))
+    assert (settings.periodic_interval, settings.periodic_grace) == (30, 120)
 
 
 def test_the_app_version_is_the_package_version():

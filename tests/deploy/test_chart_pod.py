@@ -138,7 +138,8 @@ def test_the_full_release_serves_api_and_ui_with_its_secrets(
     api_port = free_port()
     pod = start_pod(
         "full-values.yaml", JOBMON_BROKER_URL=amqp_url, JOBMON_HISTORY_URL=pg_url,
-        JOBMON_RESULT_BACKEND=redis_url,
+        JOBMON_RESULT_BACKEND=redis_url, JOBMON_REDBEAT_URL=redis_url,
+        JOBMON_DJANGO_BEAT_URL=pg_url,
         JOBMON_RABBITMQ_MANAGEMENT_URL="http://guest:guest@127.0.0.1:15672",
         JOBMON_LISTEN=f"127.0.0.1:{free_port()}", JOBMON_API_LISTEN=f"127.0.0.1:{api_port}",
         XDG_DATA_HOME=str(tmp_path))

@@ -55,7 +55,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
      named, or the chart's Secret's entries whose value is set. brokerUrl is always there. */}}
 {{- define "celery-jobmon.secretKeys" -}}
 {{- $keys := dict -}}
-{{- $own := dict "brokerUrl" "broker-url" "apiToken" "api-token" "historyUrl" "history-url" "resultBackend" "result-backend" "rabbitmqManagementUrl" "rabbitmq-management-url" "uiUsers" "ui-users" "uiSessionSecret" "ui-session-secret" -}}
+{{- $own := dict "brokerUrl" "broker-url" "apiToken" "api-token" "historyUrl" "history-url" "resultBackend" "result-backend" "rabbitmqManagementUrl" "rabbitmq-management-url" "uiUsers" "ui-users" "uiSessionSecret" "ui-session-secret" "redbeatUrl" "redbeat-url" "djangoBeatUrl" "django-beat-url" -}}
 {{- range $value, $key := $own -}}
 {{- if $.Values.secrets.existingSecret -}}
 {{- $named := index $.Values.secrets.existingSecretKeys $value -}}
