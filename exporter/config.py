@@ -155,6 +155,35 @@ def parse_option_value(text: str) -> Any:
     return text
 
 
+#: The next entry of ``JOBMON_BROKER_TRANSPORT_OPTION``: ``key={``/``key=[`` (a JSON value
+#: follows), else a run of non-blank characters.
+_NEXT_ENTRY = re.compile(r"[^\s=]*=(?P<json>[\[{])|\S+")
+_WORD = re.compile(r"\S+")
+
+
+def split_transport_options(text: str) -> list[str]:
+    """Split ``JOBMON_BROKER_TRANSPORT_OPTION`` into ``key=value`` entries: separated by
+    whitespace, except inside a value that starts with ``{`` or ``[`` and is JSON — it runs to
+    the end of the JSON (:meth:`json.JSONDecoder.raw_decode` finds it) — so that
+    ``sep=: sentinel_kwargs={"password": "x", "socket_timeout": 1}`` is two entries. A value
+    that starts like JSON but is not JSON is split on whitespace (and refused by
+    :func:`parse_option_value`).
+    """
+    decoder = json.JSONDecoder()
+    entries: list[str] = []
+    position = 0
+    while (match := _NEXT_ENTRY.search(text, position)) is not None:
+        end = match.end()
+        if match.group("json"):
+            try:
+                end = decoder.raw_decode(text, match.start("json"))[1]
+            except ValueError:
+                end = _WORD.match(text, match.start()).end()  # type: ignore[union-attr]
+        entries.append(text[match.start():end])
+        position = end
+    return entries
+
+
 def parse_transport_options(pairs: Iterable[str]) -> dict[str, Any]:
     """Parse repeated ``--broker-transport-option key=value`` into kombu transport options.
 
@@ -300,8 +329,15 @@ def broker_url_problems(url: str) -> list[str]:
         if not sep or not scheme:
             found.append(f"--broker-url: {entry}{_BROKER_URL_HINT}")
             continue
+        transport, plus, variant = scheme.partition("+")
+        if plus and not (transport == "sqla" or (transport in ("redis", "rediss")
+                                                 and variant == "socket")):
+            # kombu would take "redis+x://" as redis:// and ignore the rest.
+            found.append(f"--broker-url: {entry}unknown scheme {scheme!r}: kombu takes `+` only "
+                         "in redis+socket:// (a Unix socket) and sqla+<dialect>://")
+            continue
         try:
-            resolve_transport(scheme.split("+", 1)[0])  # "sqla+postgresql": transport sqla
+            resolve_transport(transport)  # "sqla+postgresql": transport sqla
         except (KeyError, ImportError):
             found.append(f"--broker-url: {entry}unknown or unavailable transport {scheme!r} "
                          "(redis, rediss, sentinel, amqp, ...)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
 import sys
 import time
@@ -78,12 +79,19 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
+#: A redis-py client as redis-py's Sentinel errors print it (``No master found for 'm' :
+#: <redis.client.Redis(<…(<…Connection(db=0,…,host=h,port=26379,…)>)>)> - ConnectionError``),
+#: about 1 KB per sentinel; :func:`describe` keeps ``sentinel h:26379``.
+_CLIENT_DUMP = re.compile(r"<redis\.client\.Redis\(.*?\bhost=([^,]*),port=(\d+).*?\)>(?= - )")
+
+
 def describe(exc: BaseException) -> str:
     """``ClassName: first line`` of an exception (``ClassName`` alone when it has no message),
     for log lines, problem details and command-line errors. No secrets: callers pass exceptions
-    of clients that mask URLs, and the log formatter redacts what is left.
+    of clients that mask URLs, and the log formatter redacts what is left. redis-py's client
+    dumps in Sentinel errors are cut to ``sentinel host:port``.
     """
-    text = first_line(exc)
+    text = _CLIENT_DUMP.sub(r"sentinel \1:\2", first_line(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

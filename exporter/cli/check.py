@@ -37,7 +37,7 @@ from exporter.events.redis_stream import (
     fanout_pattern,
     redis_params,
 )
-from exporter.logs import TLS_ADVICE, tls_problem
+from exporter.logs import TLS_ADVICE, describe, tls_problem
 from exporter.poll.inspect_replies import parse_active_queues
 from exporter.secrets import Redactor, mask_url, mask_urls_in
 
@@ -100,7 +100,7 @@ def judge_broker(url: str, error: BaseException | None) -> CheckResult:
                            "(redis://) as the URL says")
     return CheckResult(
         "broker", False,
-        f"cannot connect to {safe}: {type(error).__name__}: {mask_urls_in(str(error))}",
+        f"cannot connect to {safe}: {mask_urls_in(describe(error))}",
         "check --broker-url (or CELERY_BROKER_URL / JOBMON_BROKER_URL) and that the broker "
         "accepts connections from here",
     )

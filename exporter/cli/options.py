@@ -58,15 +58,29 @@ def buckets_text(values: tuple[float, ...]) -> str:
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
+
+class TransportOption(click.ParamType):
+    """A ``KEY=VALUE`` transport option; the environment variable holds several, split by
+    :func:`~exporter.config.split_transport_options` (not at the spaces of a JSON value).
+    """
+
+    name = "KEY=VALUE"
+
+    def split_envvar_value(self, rv: str) -> list[str]:
+        """The entries of the environment variable's value."""
+        return c.split_transport_options(rv)
+
 #: Options of every command that talks to the broker (serve, check, retry, cancel):
 #: the broker, how to read it, logging.
 BROKER_OPTIONS: list[Decorator] = [
     option("--broker-url", envvar=["JOBMON_BROKER_URL", "CELERY_BROKER_URL"],
            default=c.DEFAULT_BROKER_URL,
            help="Celery broker URL (redis://, rediss://, amqp://, sentinel://)."),
-    option("--broker-transport-option", "transport_options", multiple=True, metavar="KEY=VALUE",
+    option("--broker-transport-option", "transport_options", multiple=True,
+           type=TransportOption(),
            help="kombu transport option, repeatable (e.g. global_keyprefix=app1:). "
-                "In the environment: several separated by spaces."),
+                "In the environment: several separated by spaces (a JSON value may hold "
+                "spaces)."),
     option("--accept-content", default="json", show_default=True,
            help="Comma-separated content types accepted for event messages (json, msgpack, "
                 "yaml, pickle)."),
