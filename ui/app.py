@@ -28,6 +28,7 @@ import pkgutil
 from collections.abc import Iterable
 from secrets import token_urlsafe
 from typing import Any
+from urllib.parse import urlencode
 
 from asgi_csrf import asgi_csrf
 from fastapi import FastAPI
@@ -85,7 +86,6 @@ def page_modules() -> Iterable[Any]:
 def _install_error_pages(app: FastAPI, redact: Redactor) -> None:
     async def login_required(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, LoginRequired)
-        from urllib.parse import urlencode
         return RedirectResponse(href_for(request, "/login") + "?"
                                 + urlencode({"next": exc.next_path}), status_code=303)
 
