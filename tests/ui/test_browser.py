@@ -175,6 +175,29 @@ def test_log_in_read_a_traceback_retry_it_cancel_a_waiting_task_and_a_viewer_can
         assert "Asked: revoke of a task known as PENDING" in pages.text()
         assert f"acknowledged by\n{worker.hostname}" in pages.text()
         pages.screenshot("cancel-sent")
+
+        # The other pages, each reached from the navigation, with something to show.
+        sleeper = app.send_task("examples.tasks.sleep", args=(60,), queue="a")
+        scheduled = app.send_task("examples.tasks.add", args=(2, 3), queue="a", countdown=600)
+        for priority in (0, 9):
+            app.send_task("examples.tasks.add", args=(priority, 1), queue="nobody-consumes",
+                          priority=priority)
+        wait_for(lambda: (row := get_execution(engine, sleeper.id)) is not None
+                 and row.state == "STARTED", message="the sleeping task running")
+        for label, expected in (("Running", sleeper.id), ("Waiting", "nobody-consumes"),
+                                ("Scheduled", scheduled.id), ("Completed", new_id),
+                                ("Statistics", "examples.tasks.fail_once"),
+                                ("Workers", worker.hostname)):
+            pages.click(label)
+
+            def shows(expected: str = expected) -> bool:
+                if expected in pages.text():
+                    return True
+                browser.refresh()
+                return False
+
+            wait_for(shows, message=lambda label=label: f"{label}: {pages.text()}")
+            pages.screenshot(label.lower())
         pages.open("/ui/")
         assert "FAILURE" in pages.text() and "Celery overview" in pages.text()
         pages.screenshot("overview")
