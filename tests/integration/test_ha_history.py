@@ -7,7 +7,10 @@ commits, the batch merges into its row, no unique-constraint error, nothing drop
 the whole product: two real ``celery-jobmon serve`` processes and a third one alone (the
 reference, its own database) watch one real worker on a private Redis; a few hundred tasks
 succeed, fail and retry; one of the two is SIGKILLed mid-run. Every task has exactly one row
-in the shared history, and that row is the reference's row, column by column.
+in the shared history, and that row is the reference's row, column by column. (Whether the two
+replicas race on a new task in a given run depends on timing — some runs log a few raced
+batches, some none; the first tests hold the race still.) Last, the writer's retry on a race:
+at once, then the backoff.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from sqlalchemy import Engine, select, text
 
 from exporter.history import HistoryWriter, create_history_engine, upgrade
 from exporter.history.orm import TASK_EXECUTION
-from exporter.history.store import WRITTEN_FIELDS, upsert_rows
+from exporter.history.store import WRITTEN_FIELDS, InsertRaced, upsert_rows
+from exporter.history.writer import MAX_RACE_RETRIES
 from tests.support.events import task_event
 from tests.support.exporter import QUIET_POLLER, Exporter, log_lines
 from tests.support.network import PG_HOST, PG_PORT
@@ -260,3 +264,40 @@ def test_two_exporters_one_killed_mid_run_write_what_one_exporter_alone_writes(
             exporter.stop()
         shared.dispose()
         reference.dispose()
+
+
+def test_a_batch_that_keeps_racing_is_written_again_at_once_then_backs_off(tmp_path):
+    # InsertRaced from the upsert: rolled back and run again at once, no error counted, up to
+    # MAX_RACE_RETRIES in a row; a batch racing more often than that backs off like a database
+    # error (counted), and is written on the next attempt.
+    url = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    upgrade(url)
+    engine = create_history_engine(url)
+    races = [MAX_RACE_RETRIES, MAX_RACE_RETRIES + 1]  # raced calls before each batch succeeds
+    calls: list[int] = []
+
+    def racing(connection, batch, now):
+        calls.append(len(batch))
+        if races[0]:
+            races[0] -= 1
+            raise InsertRaced(len(batch))
+        races.pop(0)
+        return upsert_rows(connection, batch, now)
+
+    writer = HistoryWriter(engine, max_delay=0.01, retry_initial=0.05, clock=lambda: NOW,
+                           upsert=racing)
+    writer.start()
+    try:
+        writer.submit(task_event("task-started", uuid="t1", timestamp=T0))
+        assert writer.flush(10.0)
+        stats = writer.stats()
+        assert (len(calls), stats.write_errors, stats.rows_written) == (MAX_RACE_RETRIES + 1, 0, 1)
+        writer.submit(task_event("task-started", uuid="t2", timestamp=T0))
+        assert writer.flush(10.0)
+        stats = writer.stats()
+        assert (stats.write_errors, stats.consecutive_failures, stats.rows_written) == (1, 0, 2)
+        assert len(calls) == 2 * MAX_RACE_RETRIES + 3
+        assert sorted(rows(engine)) == ["t1", "t2"]
+    finally:
+        writer.stop(5.0)
+        engine.dispose()
