@@ -116,6 +116,15 @@ class TaskExecution(HistoryBase):
         Index("ix_task_execution_queue_state_ts", "queue", "state_ts"),
         # Newest-first pagination, warm-up and prune by row count walk (state_ts, task_id).
         Index("ix_task_execution_state_ts_task_id", "state_ts", "task_id"),
+        # The job browser's lists of one state (Completed, Failed, Running), newest first, and
+        # of one task name in one state: each page reads its 50 rows off the index in order
+        # (without them SQLite sorted every SUCCESS row: 6.5 s at 1,000,000 rows).
+        Index("ix_task_execution_state_state_ts_task_id", "state", "state_ts", "task_id"),
+        Index("ix_task_execution_name_state_state_ts_task_id", "name", "state", "state_ts",
+              "task_id"),
+        # Statistics of a window of finish times, read from the index alone (covering).
+        Index("ix_task_execution_finished_at_name_state_runtime", "finished_at", "name",
+              "state", "runtime"),
     )
 
 
