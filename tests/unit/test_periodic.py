@@ -6,6 +6,7 @@ clock, exact values).
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -315,3 +316,47 @@ def test_collector_renders_each_entry(app, history):
         'celery_jobmon_periodic_source_up{cluster="eu",source="expect"} 1.0',
         f'celery_jobmon_periodic_last_check_timestamp_seconds{{cluster="eu"}} {go(T0)}',
     ]
+
+
+# -- wiring ---------------------------------------------------------------------------------------
+
+def _serve_settings(*args: str):
+    from exporter.cli.commands import main
+    from exporter.cli.options import settings_from
+
+    return settings_from(dict(main.commands["serve"].make_context("serve", list(args)).params))
+
+
+def test_serve_options_build_one_source_each_in_priority_order(monkeypatch):
+    from exporter.periodic.setup import make_sources
+
+    for name in [n for n in os.environ if n.startswith("JOBMON_")]:
+        monkeypatch.delenv(name)
+    settings = _serve_settings(
+        "--expect", "reports.nightly=24h", "--django-beat-url", "sqlite:///django.db",
+        "--redbeat-url", "redis://127.0.0.1:6379/0", "--app", "examples.beat:app",
+        "--expect", "app.ping=90s", "--periodic-grace", "2m")
+    assert settings.expect == (("reports.nightly", 86400.0), ("app.ping", 90.0))
+    assert settings.periodic_grace == 120.0
+    sources = make_sources(settings)
+    assert [source.name for source in sources] == ["app", "redbeat", "django", "expect"]
+    assert [(e.task, e.schedule_text) for e in sources[-1].read()] == [
+        ("reports.nightly", "every 86400s"), ("app.ping", "every 90s")]
+
+
+def test_a_bad_expectation_names_the_option():
+    with pytest.raises(ValueError, match="^--expect: invalid expectation 'nightly'"):
+        _serve_settings("--expect", "nightly")
+
+
+def test_without_history_the_tracker_is_not_made_and_the_log_says_why(caplog):
+    from exporter.config import Settings
+    from exporter.periodic.setup import make_tracker
+
+    settings = Settings(expect=(("reports.nightly", 86400.0),))
+    assert make_tracker(settings, None) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "periodic tasks not watched: their runs are read from the history, which is off or "
+        "could not be opened (sources=expect)"]
+    assert make_tracker(Settings(), None) is None  # no source: nothing to say
+    assert len(caplog.records) == 1
