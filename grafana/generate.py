@@ -10,10 +10,13 @@ Usage (from the repository root, with the dev dependencies installed)::
 
 Every Prometheus panel reads the ``${datasource}`` variable and every SQL panel the
 ``${history}`` variable; no data source uid, job or instance is hard-coded. Series are selected
-with ``job=~"$job", instance=~"$instance"`` (multi-value variables with an "All" of ``.*``), so
-one Grafana can watch several Celery clusters (one job each). Metric names are the defaults of
-``exporter/metrics/catalogue.py`` with the ``celery_`` prefix; ``celery:*`` series come from the
-recording rules in ``prometheus/rules/recording.yml``.
+with ``job=~"$job", cluster=~"$cluster", instance=~"$instance"`` (multi-value variables with an
+"All" of ``.*``), so one Grafana can watch several Celery clusters: one job each, or exporters
+told apart by ``--const-label cluster=NAME`` (the Helm chart's default ``clusterLabel``); a
+series without a ``cluster`` label matches "All" (``.*`` matches the empty value). Prometheus'
+own ``up`` has no exporter label, so it is selected by job and instance only. Metric names are
+the defaults of ``exporter/metrics/catalogue.py`` with the ``celery_`` prefix; ``celery:*``
+series come from the recording rules in ``prometheus/rules/recording.yml``.
 
 Replicas: the instances of one job are replicas watching the same broker, exporting the same
 series. Every sum reads the series through :func:`dedup` (``max without (instance, pod)``, of
@@ -55,7 +58,9 @@ POSTGRES_TYPE = "grafana-postgresql-datasource"
 PROM = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 HISTORY = dm.DataSourceRef(type_val=POSTGRES_TYPE, uid="${history}")
 #: The series selector every Prometheus query starts from.
-SEL = 'job=~"$job", instance=~"$instance"'
+SEL = 'job=~"$job", cluster=~"$cluster", instance=~"$instance"'
+#: The const label (``--const-label``) the Cluster variable reads.
+CLUSTER_LABEL = "cluster"
 RATE = "$__rate_interval"
 #: Labels that tell the replicas of one exporter apart (README, "Running two replicas").
 REPLICA_LABELS = "instance, pod"
@@ -70,13 +75,15 @@ GREEN, ORANGE, RED, BLUE = "green", "orange", "red", "blue"
 
 
 def sel(*matchers: str) -> str:
-    """``{job=~"$job", instance=~"$instance", <matchers>}``."""
+    """``{job=~"$job", cluster=~"$cluster", instance=~"$instance", <matchers>}``."""
     return "{" + ", ".join((SEL, *matchers)) + "}"
 
 
 def recorded_sel(*matchers: str) -> str:
-    """``{job=~"$job", <matchers>}``: a recorded series has merged the replicas (no instance)."""
-    return "{" + ", ".join(('job=~"$job"', *matchers)) + "}"
+    """``{job=~"$job", cluster=~"$cluster", <matchers>}``: a recorded series has merged the
+    replicas (no instance) and kept the const labels.
+    """
+    return "{" + ", ".join(('job=~"$job"', 'cluster=~"$cluster"', *matchers)) + "}"
 
 
 def dedup(expr: str) -> str:
@@ -331,7 +338,7 @@ def query_var(name: str, label: str, query: str, *, multi: bool = True,
 
 
 def common_variables() -> list[cogbuilder.Builder[dm.VariableModel]]:
-    """datasource, history, job, instance, queue, task — in dependency order."""
+    """datasource, history, job, cluster, instance, queue, task — in dependency order."""
     task_metrics = '__name__=~"celery_task_sent_total|celery_task_received_total"'
     queue_metrics = ('__name__=~"celery_task_sent_total|celery_task_received_total'
                      '|celery_queue_length"')
@@ -339,8 +346,13 @@ def common_variables() -> list[cogbuilder.Builder[dm.VariableModel]]:
         db.DatasourceVariable("datasource").label("Prometheus").type("prometheus"),
         db.DatasourceVariable("history").label("History (PostgreSQL)").type(POSTGRES_TYPE),
         query_var("job", "Job", "label_values(celery_jobmon_build_info, job)"),
+        query_var("cluster", "Cluster",
+                  f'label_values(celery_jobmon_build_info{{job=~"$job"}}, {CLUSTER_LABEL})')
+        .description("The exporters' --const-label cluster=NAME (the Helm chart's clusterLabel); "
+                     "empty when no exporter sets it."),
         query_var("instance", "Exporter",
-                  'label_values(celery_jobmon_build_info{job=~"$job"}, instance)'),
+                  'label_values(celery_jobmon_build_info{job=~"$job", cluster=~"$cluster"}, '
+                  'instance)'),
         query_var("queue", "Queue", f"label_values({sel(queue_metrics)}, queue_name)"),
         query_var("task", "Task", f"label_values({sel(task_metrics, QUEUE_MATCH)}, name)",
                   all_value=ALL_BUT_BUILTIN_TASKS)

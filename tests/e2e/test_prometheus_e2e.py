@@ -40,7 +40,8 @@ RULES = [rule for path in sorted((ROOT / "prometheus" / "rules").glob("*.yml"))
 
 #: Dashboard variables → the value a query is evaluated with (every "All" is ``.*``).
 VARIABLES = {
-    "job": ".*", "instance": ".*", "queue": ".*", "task": ".*", "slow_threshold": "1",
+    "job": ".*", "cluster": ".*", "instance": ".*", "queue": ".*", "task": ".*",
+    "slow_threshold": "1",
     "__rate_interval": "1m", "__interval": "1m", "__range": "5m",
 }
 #: (dashboard uid, panel title, refId) of the targets that legitimately return nothing here.

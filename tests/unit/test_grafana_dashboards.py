@@ -110,13 +110,15 @@ def test_dashboards_have_uid_title_and_30s_refresh():
 
 
 @pytest.mark.parametrize("name", sorted(COMMITTED))
-def test_variables_are_datasource_history_job_instance_queue_task(name):
+def test_variables_are_datasource_history_job_cluster_instance_queue_task(name):
     variables = {v["name"]: v for v in COMMITTED[name]["templating"]["list"]}
     assert [v for v in variables if v != "slow_threshold"] == [
-        "datasource", "history", "job", "instance", "queue", "task"]
+        "datasource", "history", "job", "cluster", "instance", "queue", "task"]
     assert variables["datasource"]["query"] == "prometheus"
     assert variables["history"]["query"] == "grafana-postgresql-datasource"
-    for label in ("job", "instance", "queue", "task"):
+    assert variables["cluster"]["query"] == (
+        'label_values(celery_jobmon_build_info{job=~"$job"}, cluster)')
+    for label in ("job", "cluster", "instance", "queue", "task"):
         assert variables[label]["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
         assert variables[label]["includeAll"] is True
     assert [variables[label]["allValue"] for label in ("job", "instance", "queue", "task")] == [
@@ -167,6 +169,8 @@ def test_every_prometheus_query_selects_job_and_instance(name):
         assert selectors, (title, expr)
         for metric, selector in selectors:
             assert 'job=~"$job"' in selector, (title, selector)
+            # The const label the Cluster variable reads; Prometheus' own `up` has none.
+            assert ('cluster=~"$cluster"' in selector) is (metric != "up"), (title, selector)
             # Recorded series have merged the replicas: they carry no instance to select.
             assert ('instance=~"$instance"' in selector) is (":" not in metric), (
                 title, metric, selector)
@@ -261,11 +265,12 @@ def test_the_data_quality_row_shows_every_exactness_family_of_the_catalogue():
 def test_missed_events_per_worker_and_repairs_keep_their_labels():
     assert _target("celery-overview.json", "Missed task events per worker")["expr"] == (
         "sum by (hostname) (max without (instance, pod) (rate("
-        'celery_worker_missed_task_events_total{job=~"$job", instance=~"$instance"}'
-        "[$__rate_interval])))")
+        'celery_worker_missed_task_events_total{job=~"$job", cluster=~"$cluster", '
+        'instance=~"$instance"}[$__rate_interval])))')
     assert _target("celery-overview.json", "Repairs by state and source")["expr"] == (
         "sum by (state, source) (max without (instance, pod) (rate("
-        'celery_jobmon_repairs_total{job=~"$job", instance=~"$instance"}[$__rate_interval])))')
+        'celery_jobmon_repairs_total{job=~"$job", cluster=~"$cluster", instance=~"$instance"}'
+        "[$__rate_interval])))")
     ratio = _target("celery-overview.json", "Missed ratio")["expr"]
     assert re.fullmatch(
         r"sum\(max without \(instance, pod\) \(increase\("
