@@ -2,7 +2,8 @@
 examples/beat.py's two entries every 2 s to a real worker over a private Redis, watched by a
 real ``serve``: the runs that happen (timestamps equal to the history's, no miss), the one that
 fails (last outcome FAILURE), and the runs that never happen once beat is stopped (one miss per
-period after the grace, exactly as the schedule says at the tracker's own check time).
+period after the grace, exactly as the schedule says at the tracker's own check time), and an
+``--expect``'ed task nobody sends.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ EVERY = 2.0
 GRACE = 1.5
 ADD = {"entry": "add-every", "task": "examples.tasks.add"}
 REPORT = {"entry": "report-every", "task": "examples.tasks.fail_value"}
+#: --expect'ed, never sent by anyone.
+NEVER = {"entry": "examples.tasks.sleep", "task": "examples.tasks.sleep"}
 PERIODIC_FLAGS = ("--periodic-interval", "0.25s", "--periodic-grace", f"{GRACE:g}s")
 
 
@@ -108,7 +111,8 @@ def test_runs_of_a_real_beat_a_failure_and_the_runs_missed_once_beat_stops(
     url = redis_server.url()
     worker = start_worker(url, "a,b")
     beat = beats(url, tmp_path)
-    exporter = start_exporter(url, "--app", "examples.beat:app", *PERIODIC_FLAGS,
+    exporter = start_exporter(url, "--app", "examples.beat:app",
+                              "--expect", f"examples.tasks.sleep={EVERY:g}s", *PERIODIC_FLAGS,
                               *QUIET_POLLER)
 
     # Two runs of each entry seen from start to end (sent, started, finished) in the history.
@@ -132,6 +136,7 @@ def test_runs_of_a_real_beat_a_failure_and_the_runs_missed_once_beat_stops(
     for entry in (ADD, REPORT):
         assert periodic(metrics, "missed_runs_total", entry) == 0
     assert metrics.value("celery_jobmon_periodic_source_up", source="app") == 1
+    assert metrics.value("celery_jobmon_periodic_source_up", source="expect") == 1
 
     # Beat stopped: each period after the last send is one miss once its grace is over.
     metrics = scrape_when(exporter, lambda m: periodic(m, "missed_runs_total", REPORT) >= 2)
@@ -143,6 +148,11 @@ def test_runs_of_a_real_beat_a_failure_and_the_runs_missed_once_beat_stops(
             last + EVERY, abs=1e-6)
         expected = math.floor((checked - GRACE - last) / EVERY + 1e-9)
         assert periodic(metrics, "missed_runs_total", entry) == expected, (entry, checked, last)
+    # Never sent: due one period after the exporter first saw it, then every period.
+    first_seen = periodic(metrics, "next_run_timestamp_seconds", NEVER) - EVERY
+    assert periodic(metrics, "last_sent_timestamp_seconds", NEVER) is None
+    assert periodic(metrics, "missed_runs_total", NEVER) == math.floor(
+        (checked - GRACE - first_seen) / EVERY + 1e-9) >= 3
 
 
 def test_redbeat_entries_and_their_runs(redis_server, start_worker, start_exporter, beats,
