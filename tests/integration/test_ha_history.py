@@ -217,8 +217,8 @@ def test_two_exporters_one_killed_mid_run_write_what_one_exporter_alone_writes(
     exporters = [first, second, alone]
     shared, reference = create_history_engine(shared_url), create_history_engine(reference_url)
     try:
-        for exporter in exporters:
-            exporter.wait_ready()
+        for exporter in exporters:  # three starting at once on a busy machine: allow 60 s
+            exporter.wait_ready(60)
         start_worker(broker, "a")
         app = producer(broker)
         expected: Counter[tuple[str, str]] = Counter()
