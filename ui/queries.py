@@ -67,3 +67,75 @@ def audit_trail(engine: Engine, task_id: str, limit: int = 100) -> list[AuditEnt
         return [AuditEntry(row.at, row.actor, row.action,
                            row.detail if isinstance(row.detail, dict) else None)
                 for row in connection.execute(query)]
+
+
+@dataclass(frozen=True)
+class LongRunning:
+    """An execution the history has as STARTED since ``started_at`` (worker clock, epoch
+    seconds), on ``hostname``.
+    """
+
+    task_id: str
+    name: str | None
+    queue: str | None
+    hostname: str | None
+    started_at: float
+
+
+def long_running(engine: Engine, started_before: float, limit: int = 10) -> list[LongRunning]:
+    """Executions STARTED before ``started_before`` (epoch seconds) and not finished, the
+    longest-running first, at most ``limit``. Served by the ``(state, finished_at)`` index:
+    only the STARTED rows are read.
+
+    Raises:
+        HistoryUnavailable: the database did not answer.
+
+    """
+    query = (select(_C.task_id, _C.name, _C.queue, _C.hostname, _C.started_at)
+             .where(_C.state == "STARTED", _C.started_at < started_before)
+             .order_by(_C.started_at, _C.task_id).limit(limit))
+    with history_errors(), engine.connect() as connection:
+        return [LongRunning(*row) for row in connection.execute(query)]
+
+
+@dataclass(frozen=True)
+class SlowTask:
+    """A task name whose executions that ended in the window (those with a ``runtime``:
+    SUCCESS, FAILURE) ran
+    ``avg_runtime`` seconds on average (``max_runtime`` at most; ``count`` of them with a known
+    runtime); ``name`` is ``None`` for rows without one.
+    """
+
+    name: str | None
+    count: int
+    avg_runtime: float
+    max_runtime: float
+
+
+def slow_tasks(engine: Engine, since: float, threshold: float, limit: int = 10
+               ) -> list[SlowTask]:
+    """Task names whose executions that ended at or after ``since`` averaged more than
+    ``threshold`` seconds, the slowest first, at most ``limit``. Reads the ``state_ts`` range
+    of the window only (an ended execution's state changed when it ended; only ended ones have
+    a ``runtime``).
+
+    Raises:
+        HistoryUnavailable: the database did not answer.
+
+    """
+    with history_errors(), engine.connect() as connection:
+        return [SlowTask(name, int(count), float(avg), float(most)) for name, count, avg, most
+                in connection.execute(slow_tasks_query(since, threshold, limit))]
+
+
+def slow_tasks_query(since: float, threshold: float, limit: int) -> Executable:
+    """The statement of :func:`slow_tasks`: ``(name, count, avg, max)`` rows."""
+    # Grouped by an expression, for the reason given in state_counts_query; no filter on the
+    # state either (SQLite would take the (state, finished_at) index): only ended executions
+    # have a runtime.
+    group = func.coalesce(_C.name, "")
+    average = func.avg(_C.runtime)
+    return (select(func.max(_C.name), func.count(_C.runtime), average, func.max(_C.runtime))
+            .where(_C.state_ts >= since, _C.runtime.is_not(None))
+            .group_by(group).having(average > threshold)
+            .order_by(average.desc()).limit(limit))

@@ -41,3 +41,23 @@ def test_the_audit_trail_is_oldest_first_and_only_of_its_task(engine):
     trail = audit_trail(engine, "t1")
     assert [(e.at, e.actor, e.action, e.detail) for e in trail] == [
         (T0 + 1, "api", "retry", {"new_task_id": "n1"}), (T0 + 2, "ui:alice", "cancel", None)]
+
+
+def test_slow_tasks_average_the_ended_executions_of_the_window_and_read_only_it(engine):
+    from sqlalchemy.dialects import sqlite
+
+    from ui.queries import slow_tasks, slow_tasks_query
+
+    add_row(engine, "s1", state="SUCCESS", ts=T0, runtime=100.0, name="app.slow")
+    add_row(engine, "s2", state="FAILURE", ts=T0 + 1, runtime=40.0, name="app.slow")
+    add_row(engine, "s3", state="SUCCESS", ts=T0 - 10, runtime=1000.0, name="app.slow")
+    add_row(engine, "n1", state="SUCCESS", ts=T0, runtime=90.0, name=None)
+    add_row(engine, "f1", state="SUCCESS", ts=T0, runtime=1.0, name="app.fast")
+    assert [(s.name, s.count, s.avg_runtime, s.max_runtime)
+            for s in slow_tasks(engine, T0, 60.0)] == [
+        (None, 1, 90.0, 90.0), ("app.slow", 2, 70.0, 100.0)]
+    sql = str(slow_tasks_query(T0, 60.0, 10).compile(
+        dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    with engine.connect() as connection:
+        plan = " ".join(row[3] for row in connection.execute(text("EXPLAIN QUERY PLAN " + sql)))
+    assert "USING INDEX ix_task_execution_state_ts_task_id (state_ts>?)" in plan, plan

@@ -363,3 +363,21 @@ def test_the_failed_list_pages_with_a_cursor_and_keeps_the_filter(client, engine
     grouped = re.search(r'<a href="(/ui/failed\?[^"]*exception=ValueError[^"]*)">ValueError</a>',
                         client.get("/ui/failed?queue=q").text)
     assert grouped and "queue=q" in grouped.group(1)
+
+
+def test_the_overview_lists_slow_tasks_and_executions_running_for_over_an_hour(client, engine):
+    add_row(engine, "slow1", state="SUCCESS", ts=T0, runtime=120.0, name="app.slow")
+    add_row(engine, "slow2", state="SUCCESS", ts=T0, runtime=30.0, name="app.slow")
+    add_row(engine, "fast", state="SUCCESS", ts=T0, runtime=1.0, name="app.fast")
+    add_row(engine, "stuck1", state="STARTED", ts=T0 - 7200, started_at=T0 - 7200,
+            hostname="w1@h", name="app.stuck")
+    add_row(engine, "recent", state="STARTED", ts=T0 - 600, started_at=T0 - 600)
+    login(client, "bob")
+    page = client.get("/ui/").text
+    slow = page[page.index('id="slow"'):page.index('id="stuck"')]
+    assert re.findall(r"<td>(.*?)</td>", slow) == [
+        '<a href="/ui/statistics?name=app.slow">app.slow</a>']
+    assert "1 min 15 s" in slow and "2 min 0 s" in slow  # average, max
+    stuck = page[page.index('id="stuck"'):page.index('id="queues"')]
+    assert "stuck1" in stuck and "recent" not in stuck
+    assert "2 h 1 min" in stuck  # T0 + 100 - (T0 - 7200)

@@ -1,6 +1,9 @@
 """The overview (``GET /ui/``): executions by state over the last hour and day (history),
-queues with their priority breakdown and oldest waiting age (the poller's last round),
-workers up, down and busy (events + inspect), and links to the Grafana dashboards.
+slow tasks of the last hour (average runtime of the executions that ended in it above
+``--slow-threshold``) and executions running
+for over an hour (what ``CeleryTaskStuck`` alerts on; history), queues with their priority
+breakdown and oldest waiting age (the poller's last round), workers up, down and busy (events +
+inspect), and links to the Grafana dashboards.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from actions import reads
 from actions.errors import ActionError
 from exporter.history import STATES
 from ui.access import viewer
-from ui.queries import state_counts
+from ui.queries import long_running, slow_tasks, state_counts
 from ui.templating import render
 from ui.users import User
 
@@ -25,6 +28,8 @@ WINDOWS = (("last hour", 3600.0), ("last day", 86400.0))
 #: The Grafana dashboards the overview links to: (title, path under --grafana-url).
 DASHBOARDS = (("Celery overview", "/d/celery-jobmon-overview"),
               ("Celery task", "/d/celery-jobmon-task"))
+#: Running longer than this (seconds) is listed as stuck: CeleryTaskStuck's threshold.
+STUCK_AFTER = 3600.0
 
 
 @router.get("/", include_in_schema=False)
@@ -37,9 +42,12 @@ def overview(request: Request, user: Annotated[User, Depends(viewer)]) -> Respon
     now = context.clock()
     counts: list[tuple[str, dict[str, int]]] = []
     counts_error = None
+    slow, stuck = [], []
     try:
         engine = ctx.engine()
         counts = [(label, state_counts(engine, now - window)) for label, window in WINDOWS]
+        slow = slow_tasks(engine, now - 3600, ctx.slow_threshold)
+        stuck = long_running(engine, now - STUCK_AFTER)
     except ActionError as exc:
         counts_error = exc.detail
     queues, queues_error = None, None
@@ -55,5 +63,6 @@ def overview(request: Request, user: Annotated[User, Depends(viewer)]) -> Respon
         "queues": queues, "queues_error": queues_error, "workers": workers,
         "workers_up": sum(1 for w in workers if w.up),
         "workers_busy": sum(1 for w in workers if w.up and (w.active or 0) > 0),
-        "dashboards": DASHBOARDS,
+        "dashboards": DASHBOARDS, "slow": slow, "slow_threshold": ctx.slow_threshold,
+        "stuck": stuck, "stuck_after": STUCK_AFTER, "now": now,
     })
