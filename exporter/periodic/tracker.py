@@ -25,11 +25,15 @@ from celery.schedules import BaseSchedule
 from sqlalchemy import Engine
 
 from exporter.logs import describe as describe_error
-from exporter.periodic.runs import runs
+from exporter.periodic.runs import Runs, runs
 from exporter.periodic.schedules import Entry, next_run, unique_by_name
 from exporter.periodic.sources import Source
 
 log = logging.getLogger(__name__)
+#: Each check after the first reads the runs finished this many seconds before the previous
+#: check and later (and those not finished): rows the history writes later than that after
+#: their end (an outage of the history database) are not seen.
+REREAD_SECONDS = 600.0
 #: Due times judged per entry and check at most (a 1 s schedule after a long stall): the rest
 #: are judged at the next checks.
 MAX_DUES_PER_CHECK = 10_000
@@ -128,6 +132,9 @@ class _Tracked:
     entry: Entry
     counter: MissedRuns
     first_seen: float
+    #: The runs read so far and the exporter time of that read (``None``: not read yet).
+    runs: Runs | None = None
+    read_at: float = 0.0
 
 
 class PeriodicTracker:
@@ -181,7 +188,10 @@ class PeriodicTracker:
             state = self._tracked.get(key) or _Tracked(
                 entry, MissedRuns(entry.schedule, now, self._grace), now)
             tracked[key] = state
-            found = runs(self._engine, entry.task, state.counter.cursor, arguments)
+            since_check = None if state.runs is None else state.read_at - REREAD_SECONDS
+            found = runs(self._engine, entry.task, state.counter.cursor, arguments, since_check)
+            found = found if state.runs is None else state.runs.merged(found)
+            state.runs, state.read_at = found, now
             state.counter.observe(found.sent, now)
             after = found.last_sent if found.last_sent is not None else state.first_seen
             statuses.append(EntryStatus(

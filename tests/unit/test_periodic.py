@@ -360,3 +360,21 @@ def test_without_history_the_tracker_is_not_made_and_the_log_says_why(caplog):
         "could not be opened (sources=expect)"]
     assert make_tracker(Settings(), None) is None  # no source: nothing to say
     assert len(caplog.records) == 1
+
+
+def test_a_later_read_looks_at_recent_rows_and_merges(history):
+    from exporter.periodic.runs import runs
+
+    _run(history, "old", "app.add", "SUCCESS", T0 - 1000, T0 - 999, T0 - 998)
+    _run(history, "new", "app.add", "FAILURE", T0 - 20, T0 - 19, T0 - 18)
+    _run(history, "running", "app.add", "STARTED", T0 - 5, T0 - 4)
+    first = runs(history, "app.add", since=T0 - 30)
+    assert (first.last_sent, first.last_started, first.last_succeeded, first.last_outcome,
+            first.last_finished, first.sent) == (T0 - 5, T0 - 4, T0 - 998, "FAILURE",
+                                                 T0 - 18, (T0 - 20, T0 - 5))
+    # Only the rows finished after T0-100 or not finished: "old" is not read again.
+    later = runs(history, "app.add", since=T0 - 30, finished_after=T0 - 100)
+    assert (later.last_succeeded, later.last_outcome, later.sent) == (
+        None, "FAILURE", (T0 - 20, T0 - 5))
+    merged = first.merged(later)
+    assert merged == first
