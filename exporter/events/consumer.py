@@ -27,7 +27,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -56,6 +56,8 @@ LOST_MESSAGE = ("broker connection lost error=%s; events published until the rec
                 "lost (celery_jobmon_event_gaps_total)%s")
 _REDIS_HINT = ("; Redis also closes a pub/sub client that reads too slowly "
                "(client-output-buffer-limit pubsub)")
+#: Seconds between two probes of a broker that does not answer, during a reconnect wait.
+PROBE_INTERVAL = 1.0
 
 
 _JSON = "application/json"
@@ -338,7 +340,27 @@ class EventConsumer(threading.Thread):
                 failures += 1
                 delay = min(self.reconnect_max_interval, 2.0 ** min(failures - 1, 30))
                 self.on_connection_error(exc, delay)
-                self._stopping.wait(delay)
+                self._wait_to_reconnect(delay, exc, getattr(stream, "answers", None))
+
+    def _wait_to_reconnect(self, delay: float, exc: BaseException,
+                           answers: Callable[[], bool] | None) -> None:
+        """Wait ``delay`` seconds before the next connection attempt, or until :meth:`stop`.
+
+        When the broker did not answer at all (refused, timed out) and the stream can probe it
+        (``answers``: its port accepts a connection), the wait ends as soon as it answers
+        (probed every :data:`PROBE_INTERVAL`): the reconnect follows a restarted broker within
+        about a second instead of at the end of a long backoff wait (a 16 s Redis outage was
+        followed by 14.7 s of waiting). A broker that answers but refuses (TLS, authentication)
+        is tried again after the full wait.
+        """
+        if answers is None or tls_problem(exc) is not None \
+                or isinstance(exc, redis.AuthenticationError):
+            self._stopping.wait(delay)
+            return
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0:
+            if self._stopping.wait(min(PROBE_INTERVAL, left)) or answers():
+                return
 
     def _process_payloads(self, payloads: list[bytes], accept: frozenset[str]) -> None:
         events: list[Any] = []

@@ -221,6 +221,18 @@ class RedisEventStream:
             self.close()
             raise redis.ConnectionError(f"no psubscribe confirmation: {confirmation!r}")
 
+    def answers(self, timeout: float = 1.0) -> bool:
+        """Whether the server accepts a TCP connection now (within ``timeout`` seconds): a
+        cheap probe between reconnect attempts, so that a reconnect follows a restarted Redis
+        at once instead of at the end of a long backoff wait.
+        """
+        params = self._client.connection_pool.connection_kwargs
+        try:
+            socket.create_connection((params["host"], params["port"]), timeout).close()
+        except OSError:
+            return False
+        return True
+
     def read_batch(self, max_messages: int = 1000, timeout: float = 1.0) -> list[bytes]:
         """Return the payloads available now, waiting up to ``timeout`` seconds for the first;
         ``[]`` when none came. At most ``max_messages`` on redis-py's path; one socket read's
