@@ -381,3 +381,18 @@ def test_the_overview_lists_slow_tasks_and_executions_running_for_over_an_hour(c
     stuck = page[page.index('id="stuck"'):page.index('id="queues"')]
     assert "stuck1" in stuck and "recent" not in stuck
     assert "2 h 1 min" in stuck  # T0 + 100 - (T0 - 7200)
+
+
+def test_a_revoked_task_is_retried_from_its_page(client, engine):
+    add_row(engine, "rv", state="REVOKED", exception_type=None, exception_message=None,
+            traceback=None)
+    login(client, "alice")
+    page = client.get("/ui/tasks/rv").text
+    assert '<input type="hidden" name="include_revoked" value="true">' in page
+    assert client.get("/ui/tasks/rv/retry").status_code == 409  # not without the flag
+    preview = client.get("/ui/tasks/rv/retry?include_revoked=true")
+    assert preview.status_code == 200 and "Nothing has been sent yet." in preview.text
+    done = client.post("/ui/tasks/rv/retry", data={"csrftoken": csrf_of(preview.text),
+                                                   "include_revoked": "true"})
+    assert done.status_code == 202 and "Retry sent" in done.text
+    assert get_execution(engine, "rv").manual_retry_count == 1

@@ -58,20 +58,24 @@ def search(request: Request, user: Annotated[User, Depends(viewer)], task_id: Ta
 
 
 @router.get("/tasks/{task_id:path}/retry", include_in_schema=False)
-def retry_preview(request: Request, task_id: str, user: Annotated[User, Depends(operator)]
-                  ) -> Response:
-    """Show what a retry would send (dry run) and ask for confirmation."""
+def retry_preview(request: Request, task_id: str, user: Annotated[User, Depends(operator)],
+                  include_revoked: Annotated[bool, Query()] = False) -> Response:
+    """Show what a retry would send (dry run) and ask for confirmation; a REVOKED task only
+    with ``include_revoked`` (its page's Retry button sets it).
+    """
     result = retry_task(ui_context(request).actions, _task_id(task_id), actor=actor(user),
-                        dry_run=True)
-    return render(request, "retry.html", {"result": result})
+                        dry_run=True, include_revoked=include_revoked)
+    return render(request, "retry.html", {"result": result, "include_revoked": include_revoked})
 
 
 @router.post("/tasks/{task_id:path}/retry", include_in_schema=False)
-def retry(request: Request, task_id: str, user: Annotated[User, Depends(operator)]
-          ) -> Response:
+def retry(request: Request, task_id: str, user: Annotated[User, Depends(operator)],
+          include_revoked: Annotated[bool, Form()] = False) -> Response:
     """Retry the task and show the service's answer."""
-    result = retry_task(ui_context(request).actions, _task_id(task_id), actor=actor(user))
-    return render(request, "retry.html", {"result": result}, status_code=202)
+    result = retry_task(ui_context(request).actions, _task_id(task_id), actor=actor(user),
+                        include_revoked=include_revoked)
+    return render(request, "retry.html", {"result": result, "include_revoked": include_revoked},
+                  status_code=202)
 
 
 @router.get("/tasks/{task_id:path}/cancel", include_in_schema=False)
