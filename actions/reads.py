@@ -187,8 +187,11 @@ def queues(ctx: ActionContext) -> QueuesReport:
             running[labels.queue_name] = running.get(labels.queue_name, 0) + count
 
     reserved, scheduled = snapshot.reserved, snapshot.scheduled
+    read_at = snapshot.queues_read_at
     return QueuesReport(
         polled_at=utc(snapshot.taken_at), poll_age_seconds=max(0.0, now - snapshot.taken_at),
+        lengths_read_at=None if read_at is None else utc(read_at),
+        lengths_age_seconds=None if read_at is None else max(0.0, now - read_at),
         queues=[QueueInfo(
             name=q.name, length=sum(q.lengths.values()), lengths_by_priority=dict(q.lengths),
             consumers=q.consumers,

@@ -236,6 +236,12 @@ class QueuesReport(_Model):
 
     polled_at: datetime | None = Field(description="End of the poller round, UTC.")
     poll_age_seconds: float = Field(description="Seconds since that round ended.")
+    lengths_read_at: datetime | None = Field(
+        description="When the queues were read from the broker, UTC; earlier than `polled_at` "
+                    "while the broker does not answer: the queues are then the last ones read "
+                    "(stale). null when the broker's queues cannot be read.")
+    lengths_age_seconds: float | None = Field(
+        description="Seconds since `lengths_read_at`.")
     queues: list[QueueInfo]
 
 

@@ -396,6 +396,16 @@ POLL_AGE = MetricSpec(
     (), "seconds", "exporter",
     read=lambda snapshot, now: {(): max(0.0, now - snapshot.taken_at)},
 )
+QUEUE_LENGTHS_AGE = MetricSpec(
+    "jobmon_queue_lengths_age_seconds", "gauge",
+    "Seconds since the queue series (queue_length, queue_consumers, "
+    "queue_oldest_message_age_seconds) were read from the broker. While the broker does not "
+    "answer they keep their last values and this grows (stale, not dropped); absent when the "
+    "broker's queues cannot be read at all.",
+    (), "seconds", "exporter",
+    read=lambda snapshot, now: None if snapshot.queues_read_at is None
+    else {(): max(0.0, now - snapshot.queues_read_at)},
+)
 POLL_DURATION = MetricSpec(
     "jobmon_poll_duration_seconds", "gauge",
     "How long the poller's last round took (all broadcasts and queue reads).",
@@ -405,7 +415,8 @@ POLL_DURATION = MetricSpec(
 POLL: tuple[MetricSpec, ...] = (
     QUEUE_LENGTH, QUEUE_CONSUMERS, QUEUE_OLDEST_MESSAGE_AGE, TASK_RESERVED, TASK_SCHEDULED,
     TASK_SCHEDULED_EARLIEST_ETA, TASK_OLDEST_RUNNING, WORKER_POOL_SIZE, WORKER_CPU_USER,
-    WORKER_CPU_SYSTEM, WORKER_MAX_RSS, INSPECT_TIMEOUTS, POLL_AGE, POLL_DURATION,
+    WORKER_CPU_SYSTEM, WORKER_MAX_RSS, INSPECT_TIMEOUTS, POLL_AGE, QUEUE_LENGTHS_AGE,
+    POLL_DURATION,
 )
 
 # -- the history writer (rendered by exporter.metrics.history_collector.HistoryCollector)

@@ -243,7 +243,7 @@ class Poller(threading.Thread):
         self._found: set[str] = set()
         self._next_discovery = float("-inf")
         self._last_queues: tuple[QueueState, ...] = ()
-        self._queues_fresh = False
+        self._queues_read_at: float | None = None
 
     # -- reading side (any thread) ---------------------------------------------------------
 
@@ -263,6 +263,7 @@ class Poller(threading.Thread):
         values = {call: {h: c.value for h, c in self._carried[call].items()}
                   for call in INSPECT_CALLS}
         queue_states = self._read_queues(now, values["active_queues"])
+        queues_read_at = self._queues_read_at
         reserved, scheduled, earliest, oldest = task_gauges(
             values["active"], values["reserved"], values["scheduled"], values["active_queues"],
             self._names,
@@ -282,6 +283,7 @@ class Poller(threading.Thread):
             workers=worker_states(values["stats"]),
             pools=remembered_pools(self._latest, values["stats"]),
             inspect_timeouts=dict(self._timeouts),
+            queues_read_at=queues_read_at,
         )
         if snapshot.pools:
             self.model.set_worker_pools(snapshot.pools)
@@ -359,19 +361,23 @@ class Poller(threading.Thread):
         return self._found | set(self.model.sent_queues())
 
     def _read_queues(self, now: float, consumed: Mapping[str, Any]) -> tuple[QueueState, ...]:
+        """The queues of this round. When the broker does not answer, the last ones read, as long
+        as it does not (``_queues_read_at`` keeps when they were read): a queue's series stays,
+        stale, with ``celery_jobmon_queue_lengths_age_seconds`` growing, instead of going away
+        and leaving the queue alerts without data.
+        """
         reader = self._queue_reader()
         if reader is None:
             return ()
         names = self.tracker.to_read(now, (q.name for qs in consumed.values() for q in qs),
                                      self._found_queues(now, reader))
         if not names:
+            self._last_queues, self._queues_read_at = (), self._clock()
             return ()
         ok, states = self._guarded("queue_lengths", lambda: reader.read(names, self.sent_time))
         if not ok:
             reader.close()
-            carried = self._last_queues if self._queues_fresh else ()
-            self._queues_fresh = False
-            return carried
+            return self._last_queues
         workers = consumer_counts(consumed)
         result = tuple(
             state if state.consumers is not None
@@ -379,7 +385,7 @@ class Poller(threading.Thread):
             for name in self.tracker.to_show(now, states)
             if (state := states.get(name)) is not None
         )
-        self._last_queues, self._queues_fresh = result, True
+        self._last_queues, self._queues_read_at = result, self._clock()
         return result
 
     def _queue_reader(self) -> QueueReader | None:

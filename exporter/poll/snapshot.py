@@ -78,7 +78,10 @@ class PollSnapshot:
     ``inspect_timeouts``: ``{hostname: rounds}`` since start (cumulative); ``pools``:
     ``{hostname: pool}`` (``-P`` name) of every worker that ever answered ``inspect stats``,
     kept after it stops answering — a solo worker answers nothing while it runs a task, and
-    that is when a cancel needs its pool (:func:`remembered_pools`); every other field is this
+    that is when a cancel needs its pool (:func:`remembered_pools`); ``queues_read_at``: when
+    ``queues`` were read from the broker (exporter clock; ``None``: no queue reader) — while
+    the broker does not answer, ``queues`` are the last ones read and this stays behind
+    ``taken_at`` (stale, not dropped: a queue alert keeps its data); every other field is this
     round's view.
     """
 
@@ -92,6 +95,7 @@ class PollSnapshot:
     workers: tuple[WorkerPollState, ...] = ()
     inspect_timeouts: Mapping[str, int] = field(default_factory=dict)
     pools: Mapping[str, str] = field(default_factory=dict)
+    queues_read_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

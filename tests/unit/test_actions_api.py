@@ -589,11 +589,12 @@ def test_queues_and_workers_come_from_the_snapshots(make_client, broker):
         reserved={TaskLabels("app.x", "a"): 2, TaskLabels("app.y", "b"): 1},
         scheduled={TaskLabels("app.x", "a"): 1},
         workers=(WorkerPollState("w@h", 4, 1.5, 0.5, 1024, "prefork"),),
-        pools={"w@h": "prefork"},
+        pools={"w@h": "prefork"}, queues_read_at=T0 + 90,
     )
     client = make_client(poll_latest=lambda: snapshot)
     assert client.get("/api/v1/queues").json() == {
         "polled_at": "2023-11-14T22:14:59Z", "poll_age_seconds": 1.0,
+        "lengths_read_at": "2023-11-14T22:14:50Z", "lengths_age_seconds": 10.0,
         "queues": [{"name": "a", "length": 3, "lengths_by_priority": {"0": 2, "3": 1},
                     "consumers": 1, "oldest_message_age_seconds": 60.0, "running": 0,
                     "reserved": 2, "scheduled": 1}]}

@@ -195,16 +195,24 @@ def test_failed_calls_are_counted_in_the_health_and_values_carried(model, broadc
     assert health.snapshot().poll_errors == {"active_queues": 1, "enable_events": 1}
 
 
-def test_a_failed_queue_read_keeps_lengths_one_round_and_reconnects(model, broadcaster, clock):
+def test_failed_queue_reads_keep_the_last_lengths_stale_and_reconnect(model, broadcaster, clock):
+    # Before: kept one round, then dropped (every celery_queue_length series went away).
     reader = FakeQueueReader({"a": 5})
     health = Health()
     poller = make_poller(model, broadcaster, reader, clock, health)
-    poller.poll_once()
+    read_at = clock.now
+    assert poller.poll_once().queues_read_at == read_at
     reader.fail = True
-    assert [q.lengths["0"] for q in poller.poll_once().queues] == [5]
-    assert reader.closed == 1
-    assert poller.poll_once().queues == ()
-    assert health.snapshot().poll_errors == {"queue_lengths": 2}
+    for _ in range(3):
+        clock.now += 10
+        snapshot = poller.poll_once()
+        assert [q.lengths["0"] for q in snapshot.queues] == [5]
+        assert snapshot.queues_read_at == read_at
+    assert reader.closed == 3
+    assert health.snapshot().poll_errors == {"queue_lengths": 3}
+    reader.fail = False
+    clock.now += 10
+    assert poller.poll_once().queues_read_at == clock.now
 
 
 def test_a_queue_nobody_consumes_any_more_is_forgotten_unless_configured(
