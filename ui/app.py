@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 PREFIX = "/ui"
 SESSION_COOKIE = "jobmon_ui_session"
 CSRF_COOKIE = "jobmon_ui_csrf"
-#: A session lasts this long after login (seconds), then the user logs in again.
+#: A session ends this long (seconds) after the user's last request: the middleware signs the
+#: cookie again with every response.
 SESSION_MAX_AGE = 12 * 3600
 HOW_TO_ENABLE = ("The job browser is off: start `celery-jobmon serve` with --ui-users-file "
                  "(JOBMON_UI_USERS_FILE) naming a file of users; add one with "
