@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from actions.schemas import TaskStatistics
 from actions.wiring import action_context
 from exporter.config import Settings
+from exporter.history import TaskStats
 from exporter.history.orm import ACTION_AUDIT
 from exporter.http import create_http_app
 from exporter.poll.snapshot import PollSnapshot, QueueState
@@ -159,10 +159,9 @@ def test_statistics_per_name_with_the_slow_flag_sorted_by_the_url(make_client, e
 
 def test_sort_stats_puts_missing_values_last_in_both_orders():
     def stat(name, p95):
-        return TaskStatistics(name=name, count=1, succeeded=1, failed=0, success_ratio=1.0,
-                              failure_ratio=0.0, avg_runtime_seconds=p95,
-                              min_runtime_seconds=p95, max_runtime_seconds=p95,
-                              p95_runtime_seconds=p95, slow=False)
+        return TaskStats(name=name, count=1, succeeded=1, failed=0, success_ratio=1.0,
+                         failure_ratio=0.0, avg_runtime=p95, min_runtime=p95, max_runtime=p95,
+                         p95_runtime=p95, slow=False)
 
     tasks = [stat("b", 2.0), stat("a", None), stat("c", 1.0), stat(None, 3.0)]
     assert [t.name for t in sort_stats(tasks, "p95", "desc")] == [None, "b", "c", "a"]

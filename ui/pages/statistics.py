@@ -1,7 +1,7 @@
 """Per task name statistics (``GET /ui/statistics``) over the executions that finished in a
 window: count, succeeded, failed, success ratio, average/min/max/95th percentile run time and
-the slow flag (average above ``--slow-threshold``), from :func:`actions.reads.task_statistics`
-— the API's own figures.
+the slow flag (average above ``--slow-threshold``), from :func:`exporter.history.task_stats` —
+the figures of the API's statistics, without its failure groups (the Failed page has them).
 
 The URL carries everything: ``window`` (``1h`` default, ``30m``, ``7d``), ``name`` (one task),
 ``sort`` (a column of :data:`SORT_KEYS`) and ``order`` (``asc``/``desc``); the column headers
@@ -16,30 +16,30 @@ from fastapi import APIRouter, Depends, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
-from actions import reads
-from actions.params import check_identifier
-from actions.schemas import TaskStatistics
+from actions.errors import history_errors
+from actions.params import check_identifier, parse_window
+from exporter.history import TaskStats, task_stats
 from ui.access import ui_context, viewer
 from ui.templating import render
 from ui.users import User
 
 router = APIRouter()
-#: ``sort`` value → (column heading, the TaskStatistics field sorted by, default order).
+#: ``sort`` value → (column heading, the TaskStats field sorted by, default order).
 SORT_KEYS: dict[str, tuple[str, str, str]] = {
     "name": ("Task", "name", "asc"),
     "count": ("Count", "count", "desc"),
     "failed": ("Failed", "failed", "desc"),
     "success": ("Success ratio", "success_ratio", "asc"),
-    "avg": ("Avg", "avg_runtime_seconds", "desc"),
-    "min": ("Min", "min_runtime_seconds", "desc"),
-    "max": ("Max", "max_runtime_seconds", "desc"),
-    "p95": ("p95", "p95_runtime_seconds", "desc"),
+    "avg": ("Avg", "avg_runtime", "desc"),
+    "min": ("Min", "min_runtime", "desc"),
+    "max": ("Max", "max_runtime", "desc"),
+    "p95": ("p95", "p95_runtime", "desc"),
 }
 Sort = Literal["name", "count", "failed", "success", "avg", "min", "max", "p95"]
 Order = Literal["asc", "desc"]
 
 
-def sort_stats(tasks: list[TaskStatistics], sort: str, order: str) -> list[TaskStatistics]:
+def sort_stats(tasks: list[TaskStats], sort: str, order: str) -> list[TaskStats]:
     """``tasks`` ordered by the :data:`SORT_KEYS` column ``sort`` (``asc``/``desc``), then by
     name; rows whose value is missing (no run time, no name) last in both orders.
     """
@@ -64,11 +64,17 @@ def statistics(request: Request, user: Annotated[User, Depends(viewer)],
 
     """
     chosen = check_identifier(name.strip() or None, "name") if name is not None else None
-    report = reads.task_statistics(ui_context(request).actions, window=window.strip(),
-                                   name=chosen)
+    seconds = parse_window(window.strip())
+    context = ui_context(request)
+    until = context.clock()
+    with history_errors():
+        tasks = task_stats(context.actions.engine(), since=until - seconds, until=until,
+                           name=chosen, slow_threshold=context.actions.slow_threshold)
     direction = order or SORT_KEYS[sort][2]
     query: dict[str, Any] = {"window": window.strip(), "name": chosen}
     return render(request, "statistics.html", {
-        "report": report, "tasks": sort_stats(report.tasks, sort, direction),
+        "since": until - seconds, "until": until,
+        "slow_threshold": context.actions.slow_threshold,
+        "tasks": sort_stats(tasks, sort, direction),
         "sort": sort, "order": direction, "columns": SORT_KEYS, "query": query,
         "window": window.strip(), "name": chosen or ""})
