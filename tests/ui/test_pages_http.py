@@ -18,7 +18,7 @@ from exporter.history.orm import ACTION_AUDIT
 from exporter.http import create_http_app
 from exporter.poll.snapshot import PollSnapshot, QueueState
 from exporter.state.health import Health
-from tests.support.fixtures import amqp_url  # noqa: F401 (fixture)
+from tests.support.fixtures import amqp_url, redis_url  # noqa: F401 (fixtures)
 from tests.ui.conftest import T0, add_row, csrf_of, login
 from ui.access import UiContext
 from ui.app import create_ui
@@ -205,15 +205,54 @@ def test_the_pages_say_what_they_could_not_ask_without_poller_or_events(client, 
     assert "No worker holds a task for later" in client.get("/ui/scheduled").text
 
 
+def client_of(ctx, users_file: str) -> TestClient:
+    """The real app over ``ctx`` (whose poll snapshot a test sets), clock at T0 + 100."""
+    ctx.clock = lambda: T0 + 100
+    app = create_ui(UiContext(ctx, load_users(users_file), clock=ctx.clock),
+                    session_secret="s" * 40, secure_cookies=False)
+    return TestClient(create_http_app(None, Health(), None, app), follow_redirects=False)
+
+
+def test_terminate_is_not_offered_on_a_threads_pool_and_bad_or_late_requests_say_why(
+        engine, users_file, redis_url):  # noqa: F811
+    add_row(engine, "r1", state="STARTED", name="app.long", hostname="celery@w1",
+            started_at=T0 + 40)
+    add_row(engine, "done", state="SUCCESS")
+    ctx = action_context(Settings(broker_url=redis_url, inspect_timeout=0.3), history=engine)
+    ctx.poll_latest = lambda: PollSnapshot(taken_at=T0 + 99, duration=0.1,
+                                           pools={"celery@w1": "threads"})
+    client = client_of(ctx, users_file)
+    try:
+        login(client, "alice")
+        running = client.get("/ui/running").text
+        assert "<td>celery@w1</td><td>threads</td>" in running
+        assert "cannot terminate (threads pool)" in running and "Terminate…" not in running
+        preview = client.get("/ui/running/terminate?task_id=r1").text
+        assert "Celery&#39;s threads pool cannot stop a running task" in preview
+        assert 'action="/ui/running/terminate"' not in preview
+        token = csrf_of(preview)
+        refused = client.post("/ui/running/terminate", data={"csrftoken": token,
+                                                             "task_id": "r1"})
+        assert refused.status_code == 409 and "Nothing was sent." in refused.text
+        bad = client.post("/ui/running/terminate", data={"csrftoken": token, "task_id": "r1",
+                                                         "signal": "SIGFOO"})
+        assert bad.status_code == 400 and "signal: one of SIGTERM" in bad.text
+        late = client.post("/ui/running/terminate", data={"csrftoken": token,
+                                                          "task_id": "done"})
+        assert late.status_code == 409
+        assert "the task already finished (SUCCESS); there is nothing to cancel" in late.text
+        with engine.connect() as connection:
+            assert connection.execute(select(ACTION_AUDIT.c.id)).all() == []
+    finally:
+        ctx.broker.app.close()  # type: ignore[attr-defined]
+
+
 def test_waiting_on_rabbitmq_shows_the_counts_and_why_messages_cannot_be_listed(
         engine, users_file, amqp_url):  # noqa: F811
     ctx = action_context(Settings(broker_url=amqp_url, inspect_timeout=0.3), history=engine)
-    ctx.clock = lambda: T0 + 100
     ctx.poll_latest = lambda: PollSnapshot(taken_at=T0 + 99, duration=0.1, queues=(
         QueueState("jobs", {"": 4}, consumers=0),))
-    app = create_ui(UiContext(ctx, load_users(users_file), clock=ctx.clock),
-                    session_secret="s" * 40, secure_cookies=False)
-    client = TestClient(create_http_app(None, Health(), None, app), follow_redirects=False)
+    client = client_of(ctx, users_file)
     try:
         login(client, "bob")
         page = client.get("/ui/waiting").text
