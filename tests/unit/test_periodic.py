@@ -378,3 +378,17 @@ def test_a_later_read_looks_at_recent_rows_and_merges(history):
         None, "FAILURE", (T0 - 20, T0 - 5))
     merged = first.merged(later)
     assert merged == first
+
+
+def test_app_source_reads_the_apps_beat_schedule_and_says_what_cannot_be_imported():
+    from examples.beat import EVERY
+    from exporter.periodic.sources import AppSource
+
+    assert [(e.name, e.task, e.source, e.schedule_text, e.argument_reprs())
+            for e in AppSource("examples.beat:app").read()] == [
+        ("add-every", "examples.tasks.add", "app", f"every {EVERY:g}s", ("[2, 3]", "{}")),
+        ("report-every", "examples.tasks.fail_value", "app", f"every {EVERY:g}s",
+         ("['report broke']", "{}")),
+    ]
+    with pytest.raises(ModuleNotFoundError, match="no_such_module"):
+        AppSource("no_such_module:app").read()
