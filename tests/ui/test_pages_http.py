@@ -263,3 +263,17 @@ def test_waiting_on_rabbitmq_shows_the_counts_and_why_messages_cannot_be_listed(
         assert "<p>4 waiting, 0 consumers (the broker's own counts).</p>" in page
     finally:
         ctx.broker.app.close()  # type: ignore[attr-defined]
+
+
+def test_running_says_when_the_history_holds_more_started_executions_than_it_shows(
+        client, engine, monkeypatch):
+    from ui.pages import running
+
+    monkeypatch.setattr(running, "HISTORY_LIMIT", 2)
+    for i in range(3):
+        add_row(engine, f"r{i}", state="STARTED", ts=T0 + i, started_at=T0 + i)
+    login(client, "bob")
+    page = client.get("/ui/running").text
+    assert rows_of(page) == ["r1", "r2"]
+    assert "History: more than 2 executions are STARTED; the 2 that started last are shown." \
+        in page

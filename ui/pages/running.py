@@ -67,8 +67,11 @@ def running_tasks(ctx: ActionContext) -> tuple[list[RunningTask], list[str]]:
     problems: list[str] = []
     try:
         with history_errors():
-            rows = list_executions(ctx.engine(), states=["STARTED"], limit=HISTORY_LIMIT).items
-        for row in rows:
+            page = list_executions(ctx.engine(), states=["STARTED"], limit=HISTORY_LIMIT)
+        if page.next_cursor is not None:
+            problems.append(f"History: more than {HISTORY_LIMIT} executions are STARTED; the "
+                            f"{HISTORY_LIMIT} that started last are shown.")
+        for row in page.items:
             known = ctx.known_task(row.task_id) if ctx.known_task is not None else None
             if known is not None and known.state != "STARTED":
                 continue
