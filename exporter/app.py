@@ -133,7 +133,8 @@ def build_service(settings: Settings) -> Service:
     app = make_celery_app(settings)
     consumer = EventConsumer(app, model, health, accept=settings.accept_content,
                              reconnect_max_interval=settings.reconnect_max_interval,
-                             redis_fast_path=settings.redis_fast_path)
+                             redis_fast_path=settings.redis_fast_path,
+                             amqp_fast_path=settings.amqp_fast_path)
     poller = Poller(app, model, health, interval=settings.inspect_interval,
                     timeout=settings.inspect_timeout, enable_events=settings.enable_events,
                     queues=settings.queues, queue_forget_after=settings.queue_forget_after,

@@ -454,6 +454,7 @@ class Settings:
     inspect_timeout: float = DEFAULT_INSPECT_TIMEOUT
     reconnect_max_interval: float = DEFAULT_RECONNECT_MAX_INTERVAL
     redis_fast_path: bool = True
+    amqp_fast_path: bool = True
     #: Add the worker's ``hostname`` as a label to the event-derived task series
     #: (:data:`exporter.metrics.catalogue.HOSTNAME_LABELED`); off by default: one series per worker.
     task_hostname_label: bool = False

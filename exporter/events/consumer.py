@@ -1,14 +1,19 @@
 """The event consumer thread: Celery events from the broker into the model.
 
-Two paths, one behaviour:
+Three paths, one behaviour:
 
 - **Redis fast path** (``redis://``/``rediss://`` with the default topic layout): subscribe to
   kombu's event topic with redis-py, read payloads in batches, decode them with
   :mod:`exporter.events.redis_stream`, and hand each batch to :meth:`Model.process_many` (one lock
   acquisition per batch). Reconnects back off exponentially (1 s, 2 s, 4 s … at most
   ``--reconnect-max-interval``); :meth:`EventConsumer.stop` interrupts the wait.
-- **kombu path** (RabbitMQ, Sentinel, anything else): Celery's :class:`EventReceiver` (same
-  queue, exchange and bindings as Flower or ``celery events``); plain JSON bodies are decoded
+- **RabbitMQ fast path** (``amqp://``/``pyamqp://`` without TLS, see
+  :mod:`exporter.events.amqp_stream`): the event queue Celery's receiver would declare,
+  consumed with pika, messages read in batches and decoded like the Redis fast path's bodies;
+  same reconnects and gap accounting as the Redis fast path.
+- **kombu path** (what the fast paths do not cover: Sentinel, TLS on RabbitMQ, others):
+  Celery's :class:`EventReceiver` (same queue, exchange and bindings as Flower or
+  ``celery events``); plain JSON bodies are decoded
   without kombu's per-message decoder set-up (:func:`decode_message`), the rest by kombu.
   Reconnects use kombu's capped backoff
   (``ensure_connection``: 1 s, then +2 s per attempt, at most ``--reconnect-max-interval``).
@@ -31,15 +36,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pika
 import redis
 from celery import Celery
 from celery.events.receiver import EventReceiver
 from kombu import Connection
 from kombu.exceptions import ContentDisallowed
 
+from exporter.events.amqp_stream import (
+    STREAM_ERRORS,
+    AmqpEventStream,
+    amqp_parameters,
+    event_queue,
+)
 from exporter.events.redis_stream import (
     RedisEventStream,
     accept_content,
+    decode_body,
     decode_payload,
     fanout_pattern,
     redis_params,
@@ -54,6 +67,7 @@ log = logging.getLogger(__name__)
 #: The warning logged when a consuming connection is lost (with the error class).
 LOST_MESSAGE = ("broker connection lost error=%s; events published until the reconnect are "
                 "lost (celery_jobmon_event_gaps_total)%s")
+_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 _REDIS_HINT = ("; Redis also closes a pub/sub client that reads too slowly "
                "(client-output-buffer-limit pubsub)")
 #: Seconds between two probes of a broker that does not answer, during a reconnect wait.
@@ -156,13 +170,14 @@ class EventConsumer(threading.Thread):
             ``content_disallowed``).
         reconnect_max_interval: the longest wait between two connection attempts, seconds.
         redis_fast_path: use the Redis fast path where :func:`fanout_pattern` allows it.
+        amqp_fast_path: use the RabbitMQ fast path where :func:`amqp_parameters` allows it.
         batch_size: most payloads read and processed together on the fast path.
 
     """
 
     def __init__(self, app: Celery, model: Model, health: Health, *, accept: tuple[str, ...],
                  reconnect_max_interval: float, redis_fast_path: bool = True,
-                 batch_size: int = 1000) -> None:
+                 amqp_fast_path: bool = True, batch_size: int = 1000) -> None:
         super().__init__(name="event-consumer", daemon=True)
         self.app = app
         self.model = model
@@ -178,11 +193,18 @@ class EventConsumer(threading.Thread):
         self.fast_path_pattern = fanout_pattern(
             url, app.conf.broker_transport_options or {}, app.conf.event_exchange,
         ) if redis_fast_path else None
+        self.amqp_params: pika.ConnectionParameters | None = None
+        if amqp_fast_path and not self.fast_path_pattern:
+            with app.connection_for_read() as conn:  # nothing is opened: only read
+                self.amqp_params = amqp_parameters(conn, url,
+                                                   app.conf.broker_transport_options or {})
 
     @property
     def path(self) -> str:
-        """``redis`` when the fast path is used, else ``kombu``."""
-        return "redis" if self.fast_path_pattern else "kombu"
+        """``redis`` or ``amqp`` when a fast path is used, else ``kombu``."""
+        if self.fast_path_pattern:
+            return "redis"
+        return "amqp" if self.amqp_params else "kombu"
 
     def apply(self, events: list[Any]) -> None:
         """Apply one batch of decoded events to the model and count the batch and the wall
@@ -265,6 +287,8 @@ class EventConsumer(threading.Thread):
             try:
                 if self.fast_path_pattern:
                     self._consume_redis(self.fast_path_pattern)
+                elif self.amqp_params:
+                    self._consume_amqp(self.amqp_params)
                 else:
                     self._consume()
             except _Stopping:
@@ -306,7 +330,7 @@ class EventConsumer(threading.Thread):
         accept = accept_content(self.accept)
         try:
             while not self._stopping.is_set():
-                self._connect_redis(stream)
+                self._connect_stream(stream, _REDIS_ERRORS)
                 self.on_consume_ready(self.app.conf.broker_read_url)
                 self._wakeup_workers()
                 try:
@@ -316,15 +340,39 @@ class EventConsumer(threading.Thread):
                             self._process_payloads(payloads, accept)
                         else:
                             self.model.tick()
-                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                except _REDIS_ERRORS as exc:
                     self.health.set_broker_connected(False)
                     log.warning(LOST_MESSAGE, type(exc).__name__, _REDIS_HINT)
         finally:
             stream.close()
 
-    def _connect_redis(self, stream: RedisEventStream) -> None:
-        """Connect and subscribe, retrying with capped exponential backoff: 1 s, 2 s, 4 s …
-        at most ``reconnect_max_interval`` (each wait logged with its length).
+    def _consume_amqp(self, params: pika.ConnectionParameters) -> None:
+        # One queue name for the consumer's life, as Celery's receiver keeps its node id.
+        stream = AmqpEventStream(params, event_queue(self.app))
+        accept = accept_content(self.accept)
+        try:
+            while not self._stopping.is_set():
+                self._connect_stream(stream, STREAM_ERRORS)
+                self.on_consume_ready(self.app.conf.broker_read_url)
+                self._wakeup_workers()
+                try:
+                    while not self._stopping.is_set():
+                        delivered = stream.read_batch(timeout=1.0)
+                        if delivered:
+                            self._process_messages(delivered, accept)
+                        else:
+                            self.model.tick()
+                except STREAM_ERRORS as exc:
+                    self.health.set_broker_connected(False)
+                    log.warning(LOST_MESSAGE, type(exc).__name__, "")
+        finally:
+            stream.close()
+
+    def _connect_stream(self, stream: RedisEventStream | AmqpEventStream,
+                        errors: tuple[type[Exception], ...]) -> None:
+        """Connect and subscribe ``stream`` (a fast path's), retrying on ``errors`` with
+        capped exponential backoff: 1 s, 2 s, 4 s … at most ``reconnect_max_interval`` (each
+        wait logged with its length).
 
         Raises:
             _Stopping: :meth:`stop` was called (the wait is interrupted at once).
@@ -336,7 +384,7 @@ class EventConsumer(threading.Thread):
             try:
                 stream.connect()
                 return
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            except errors as exc:
                 failures += 1
                 delay = min(self.reconnect_max_interval, 2.0 ** min(failures - 1, 30))
                 self.on_connection_error(exc, delay)
@@ -367,6 +415,20 @@ class EventConsumer(threading.Thread):
         for payload in payloads:
             try:
                 events.extend(decode_payload(payload, accept))
+            except Exception as exc:
+                self.count_undecodable(exc)
+        if events:
+            self.apply(events)
+
+    def _process_messages(self, delivered: list[tuple[bytes, pika.BasicProperties]],
+                          accept: frozenset[str]) -> None:
+        events: list[Any] = []
+        for body, properties in delivered:
+            try:
+                events.extend(decode_body(body, properties.content_type,
+                                          properties.content_encoding,
+                                          (properties.headers or {}).get("compression"),
+                                          accept))
             except Exception as exc:
                 self.count_undecodable(exc)
         if events:

@@ -1,12 +1,15 @@
-"""The Redis fast path decodes exactly what kombu decodes for Celery's event receiver.
+"""The fast paths decode exactly what kombu decodes for Celery's event receiver.
 
 The same messages — every serializer Celery events can use, compressed bodies, batched lists,
 unicode — are published once to the event exchange; Celery's EventReceiver (kombu path) and
-a raw subscription on the pattern from `fanout_pattern` (fast path) both read them.
+the fast path both read them: on Redis a raw subscription on the pattern from `fanout_pattern`,
+on RabbitMQ an `AmqpEventStream` on the queue Celery's receiver would declare (a vhost of its
+own per test).
 """
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 import uuid
@@ -18,7 +21,18 @@ from celery.events.event import Event, get_exchange
 from celery.events.receiver import EventReceiver
 from kombu import Producer
 
-from exporter.events.redis_stream import accept_content, decode_payload, fanout_pattern
+from exporter.events.amqp_stream import (
+    AmqpEventStream,
+    amqp_parameters,
+    event_queue,
+    queue_arguments,
+)
+from exporter.events.redis_stream import (
+    accept_content,
+    decode_body,
+    decode_payload,
+    fanout_pattern,
+)
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -103,6 +117,127 @@ def test_fast_path_decodes_what_kombu_decodes(redis_url, serializer, compression
     kombu = [body if isinstance(body, list) else [body] for body in capture.bodies]
     assert fast == kombu
     assert fast[-1] == [dict(e) for e in events]
+
+
+def _read_amqp(stream: AmqpEventStream, count: int) -> list:
+    """``count`` messages from ``stream`` (``(body, properties)``), waiting up to 10 s."""
+    delivered: list = []
+    deadline = time.monotonic() + 10
+    while len(delivered) < count and time.monotonic() < deadline:
+        delivered.extend(stream.read_batch(timeout=0.5))
+    return delivered
+
+
+#: Every serializer Celery events can use, and compressed bodies.
+FORMATS = [("json", None), ("msgpack", None), ("yaml", None), ("pickle", None),
+           ("json", "gzip"), ("json", "zlib"), ("json", "bzip2"), ("msgpack", "gzip")]
+
+
+def test_amqp_fast_path_decodes_what_kombu_decodes(amqp_url):
+    # One connection each for all formats (a RabbitMQ round trip per case would cost seconds).
+    app = Celery("diff", broker=amqp_url, set_as_current=False)
+    app.conf.accept_content = list(ACCEPT)
+    with app.connection_for_read() as conn:
+        params = amqp_parameters(conn, amqp_url, {})
+    assert params is not None
+    stream = AmqpEventStream(params, event_queue(app))
+    stream.connect()
+    published: list = []
+    try:
+        with app.connection_for_read() as conn:
+            capture = _Capture(conn, app=app, accept=set(ACCEPT))
+            ready = threading.Event()
+            capture.on_consume_ready = lambda *a, **k: ready.set()
+            thread = threading.Thread(target=capture.capture,
+                                      kwargs={"limit": None, "wakeup": False}, daemon=True)
+            thread.start()
+            assert ready.wait(10), "kombu path consuming"
+            with app.connection_for_write() as pub_conn:
+                for serializer, compression in FORMATS:
+                    producer = Producer(pub_conn.default_channel,
+                                        exchange=get_exchange(pub_conn),
+                                        serializer=serializer, compression=compression)
+                    events = _events()
+                    for event in events:
+                        producer.publish(event, routing_key=event["type"].replace("-", "."),
+                                         headers={"hostname": event["hostname"]})
+                    producer.publish(events, routing_key="task.multi")  # a batched message
+                    published += [[dict(e)] for e in events] + [[dict(e) for e in events]]
+            wait_for(lambda: len(capture.bodies) == len(published), 10, message="kombu path")
+            capture.should_stop = True
+            thread.join(5)
+        delivered = _read_amqp(stream, len(published))
+    finally:
+        stream.close()
+
+    accept = accept_content(ACCEPT)
+    fast = [decode_body(body, p.content_type, p.content_encoding,
+                        (p.headers or {}).get("compression"), accept) for body, p in delivered]
+    kombu = [body if isinstance(body, list) else [body] for body in capture.bodies]
+    assert [p.content_type for _, p in delivered][::4] == [
+        "application/json", "application/x-msgpack", "application/x-yaml",
+        "application/x-python-serialize", *["application/json"] * 3, "application/x-msgpack"]
+    assert fast == kombu
+    assert fast == published
+
+
+def _rabbitmq_queues(vhost: str) -> list[list[str]]:
+    out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", vhost, "--no-table-headers",
+                          "name", "durable", "auto_delete", "exclusive", "arguments"],
+                         check=True, capture_output=True, text=True).stdout
+    return [line.split("\t") for line in out.splitlines() if line.strip()]
+
+
+def test_amqp_event_queue_is_declared_as_celerys_receiver_declares_it(amqp_url):
+    app = Celery("diff", broker=amqp_url, set_as_current=False)
+    app.conf.event_queue_ttl = 7.5
+    app.conf.event_queue_expires = 60.0
+    queue = event_queue(app, node_id="n1")
+    celerys = EventReceiver(None, app=app, node_id="n1").queue
+    assert (queue.name, queue.durable, queue.exclusive, queue.auto_delete) == \
+        ("celeryev.n1", False, True, True) == \
+        (celerys.name, celerys.durable, celerys.exclusive, celerys.auto_delete)
+    assert queue_arguments(queue) == {"x-message-ttl": 7500, "x-expires": 60000}
+    with app.connection_for_read() as conn:
+        params = amqp_parameters(conn, amqp_url, {})
+    assert params is not None
+    stream = AmqpEventStream(params, queue)
+    stream.connect()
+    try:
+        assert _rabbitmq_queues(amqp_url.rsplit("/", 1)[1]) == [
+            ["celeryev.n1", "false", "true", "true",
+             '[{"x-expires",60000},{"x-message-ttl",7500}]']]
+    finally:
+        stream.close()
+
+
+@pytest.mark.parametrize("url,options,transport", [
+    ("amqp://guest:guest@127.0.0.1:5672//", {}, "amqp"),
+    ("pyamqp://u:p@rabbit:5673/vh", {"max_retries": 3, "confirm_publish": True}, "amqp"),
+    ("amqp://a//;amqp://b//", {}, None),
+    ("amqps://guest:guest@127.0.0.1:5671//", {}, None),
+    ("amqp://guest:guest@127.0.0.1:5672//", {"client_properties": {}}, None),
+    ("redis://127.0.0.1:6379/0", {}, None),
+])
+def test_amqp_parameters_cover_plain_amqp_only(url, options, transport):
+    app = Celery("diff", broker=url, set_as_current=False)
+    with app.connection_for_read() as conn:
+        params = amqp_parameters(conn, url, options)
+    assert (params is not None) == (transport is not None)
+
+
+def test_amqp_parameters_connect_where_kombu_connects():
+    url = "pyamqp://u:p%2Fw@rabbit:5673/vh"
+    app = Celery("diff", broker=url, set_as_current=False)
+    app.conf.broker_connection_timeout = 3.0
+    with app.connection_for_read() as conn:
+        params = amqp_parameters(conn, url, {})
+        heartbeat = conn.heartbeat  # Celery's connection_for_read: none
+    assert params is not None
+    assert (params.host, params.port, params.virtual_host, params.credentials.username,
+            params.credentials.password, params.heartbeat, params.socket_timeout) == \
+        ("rabbit", 5673, "vh", "u", "p/w", 0, 3.0)  # pika: 0 is no heartbeat
+    assert heartbeat is None
 
 
 def test_content_not_accepted_is_refused_like_kombu(redis_url):
