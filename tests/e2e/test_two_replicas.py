@@ -322,7 +322,7 @@ def _dashboard_targets() -> list[tuple[str, str, str]]:
 
 
 def _substitute(expr: str, instance: str, task: str) -> str:
-    values = {"job": ".*", "instance": instance, "queue": ".*", "task": task,
+    values = {"job": ".*", "cluster": ".*", "instance": instance, "queue": ".*", "task": task,
               "slow_threshold": "1", "__rate_interval": "5m", "__range": "5m"}
     return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)",
                   lambda m: values[m.group(1) or m.group(2)], expr)
