@@ -1,0 +1,34 @@
+"""An exporter paused beyond the AMQP heartbeat timeout (a frozen VM, SIGSTOP, CPU starvation):
+RabbitMQ closes its connection and deletes its event queue with it. That is a gap, counted as
+one, and the exporter reconnects by itself once it runs again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_pause_beyond_the_heartbeat_timeout_is_one_gap_and_one_reconnect(
+        amqp_url, start_exporter):
+    exporter = start_exporter(f"{amqp_url}?heartbeat=2")
+    metrics = exporter.metrics()
+    assert (metrics.value("celery_jobmon_event_gaps_total"),
+            metrics.value("celery_jobmon_broker_reconnects_total")) == (0, 0)
+    os.kill(exporter.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(10)  # RabbitMQ gives up on a peer after two missed heartbeats (4 s here)
+    finally:
+        os.kill(exporter.proc.pid, signal.SIGCONT)
+    wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_reconnects_total") == 1,
+             60, message=lambda: f"reconnect\n{exporter.output()[-3000:]}")
+    metrics = exporter.metrics()
+    assert metrics.value("celery_jobmon_event_gaps_total") == 1
+    assert metrics.value("celery_jobmon_broker_connected") == 1
