@@ -94,6 +94,8 @@ class Service:
             self.periodic.stop()
         self.poller.stop()
         self.consumer.stop()
+        # Events still held for their task-sent are applied, so the history writes them too.
+        self.model.release_held()
         if self.history is not None:
             self.history.close()
         if self.action_app is not None:

@@ -488,6 +488,14 @@ class Model:
             record = self.index.peek(task_id)
             return None if record is None else record.sent
 
+    def release_held(self) -> None:
+        """Apply every held event now, as if each hold had expired (module docs: held events):
+        at shutdown, so that what arrived reaches the counters and the history.
+        """
+        with self.lock:
+            while self._held:
+                self._release(next(iter(self._held)))
+
     def held_events(self) -> int:
         """How many events are held for their task's ``task-sent`` (module docs: held events):
         received, not yet counted in ``events_received`` nor applied.
