@@ -392,6 +392,7 @@ def test_the_full_values_environment_is_what_serve_accepts(tmp_path, monkeypatch
     assert settings.clock_offset_warning == 0.5
     assert settings.task_hostname_label is True
     assert settings.redis_fast_path is False
+    assert settings.amqp_fast_path is False
     assert settings.history_upgrade is False
     assert settings.queues == ("a", "b", "orphans")
     assert settings.history_exclude_tasks == ("celery.*", "app.tasks.heartbeat")
