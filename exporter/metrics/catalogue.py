@@ -406,6 +406,16 @@ QUEUE_LENGTHS_AGE = MetricSpec(
     read=lambda snapshot, now: None if snapshot.queues_read_at is None
     else {(): max(0.0, now - snapshot.queues_read_at)},
 )
+REDIS_OTHER_KEYPREFIXES = MetricSpec(
+    "jobmon_redis_other_keyprefixes", "gauge",
+    "Number of other global_keyprefix values under which Redis holds kombu queue bindings "
+    "(workers configured with a prefix the exporter was not given: their queues read 0 and "
+    "their events never arrive; /readyz names the prefixes). Redis only, checked at queue "
+    "discovery (every minute).",
+    (), "", "Redis SCAN of *_kombu.binding.*",
+    read=lambda snapshot, now: None if snapshot.other_keyprefixes is None
+    else {(): float(len(snapshot.other_keyprefixes))},
+)
 POLL_DURATION = MetricSpec(
     "jobmon_poll_duration_seconds", "gauge",
     "How long the poller's last round took (all broadcasts and queue reads).",
@@ -416,7 +426,7 @@ POLL: tuple[MetricSpec, ...] = (
     QUEUE_LENGTH, QUEUE_CONSUMERS, QUEUE_OLDEST_MESSAGE_AGE, TASK_RESERVED, TASK_SCHEDULED,
     TASK_SCHEDULED_EARLIEST_ETA, TASK_OLDEST_RUNNING, WORKER_POOL_SIZE, WORKER_CPU_USER,
     WORKER_CPU_SYSTEM, WORKER_MAX_RSS, INSPECT_TIMEOUTS, POLL_AGE, QUEUE_LENGTHS_AGE,
-    POLL_DURATION,
+    REDIS_OTHER_KEYPREFIXES, POLL_DURATION,
 )
 
 # -- the history writer (rendered by exporter.metrics.history_collector.HistoryCollector)

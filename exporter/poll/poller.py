@@ -244,6 +244,7 @@ class Poller(threading.Thread):
         self._next_discovery = float("-inf")
         self._last_queues: tuple[QueueState, ...] = ()
         self._queues_read_at: float | None = None
+        self._other_keyprefixes: frozenset[str] | None = None
 
     # -- reading side (any thread) ---------------------------------------------------------
 
@@ -284,6 +285,7 @@ class Poller(threading.Thread):
             pools=remembered_pools(self._latest, values["stats"]),
             inspect_timeouts=dict(self._timeouts),
             queues_read_at=queues_read_at,
+            other_keyprefixes=self._other_keyprefixes,
         )
         if snapshot.pools:
             self.model.set_worker_pools(snapshot.pools)
@@ -358,7 +360,25 @@ class Poller(threading.Thread):
             if ok:
                 self._found = found
                 self._next_discovery = now + QUEUE_DISCOVERY_INTERVAL
+                if isinstance(reader, RedisQueueReader):
+                    self._other_keyprefixes = reader.other_keyprefixes
+                    self._report_keyprefixes(reader.layout.global_keyprefix)
         return self._found | set(self.model.sent_queues())
+
+    def _report_keyprefixes(self, own: str) -> None:
+        """Say so (log every 5 minutes, ``/readyz``) when Redis holds kombu bindings under
+        another ``global_keyprefix``: workers configured with it publish events and queues
+        this exporter does not see (queues read 0, no event arrives).
+        """
+        others = sorted(self._other_keyprefixes or ())
+        if not others:
+            return
+        detail = (f"Redis holds kombu queue bindings under global_keyprefix "
+                  f"{', '.join(repr(p) for p in others)}, this exporter reads {own!r}: workers "
+                  "using it are invisible here (queues read 0, no events); give the exporter "
+                  "the workers' prefix: --broker-transport-option global_keyprefix=<prefix>")
+        self.health.report_problem("global_keyprefix", detail)
+        self._throttled.log(logging.WARNING, "global_keyprefix", "%s", detail)
 
     def _read_queues(self, now: float, consumed: Mapping[str, Any]) -> tuple[QueueState, ...]:
         """The queues of this round. When the broker does not answer, the last ones read, as long

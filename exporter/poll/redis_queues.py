@@ -95,6 +95,25 @@ class RedisQueueLayout:
         """
         return _glob_escape(self.global_keyprefix + self.binding_prefix) + "*"
 
+    @property
+    def any_binding_pattern(self) -> str:
+        """The ``SCAN MATCH`` pattern of binding sets under any ``global_keyprefix``."""
+        return "*" + _glob_escape(self.binding_prefix) + "*"
+
+    def other_keyprefix(self, key: bytes | str) -> str | None:
+        """The ``global_keyprefix`` of a task queue's binding-set key when it is not this
+        layout's (``""``: none), else ``None``: e.g. ``"app1:"`` for ``app1:_kombu.binding.a``
+        when this layout has no prefix. The bindings of Celery's control and event exchanges
+        (``*.pidbox``, ``celeryev``) do not count: any client (``celery inspect``, another
+        exporter) declares them, only workers bind task queues.
+        """
+        text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+        prefix, found, exchange = text.partition(self.binding_prefix)
+        if not found or prefix == self.global_keyprefix or exchange.endswith("pidbox") \
+                or exchange.startswith("celeryev"):
+            return None
+        return prefix
+
     def bound_queue(self, member: bytes | str) -> str | None:
         """The queue of one binding set member (``routing_key<sep>pattern<sep>queue``), or
         ``None`` when the member has another shape or no queue.
@@ -247,6 +266,9 @@ class RedisQueueReader:
         self.connection = connection
         self._client: redis.Redis | None = None
         self._layout: RedisQueueLayout | None = None
+        #: ``global_keyprefix`` values of binding sets the last :meth:`find_queues` saw that
+        #: are not this connection's: workers configured with another prefix.
+        self.other_keyprefixes: frozenset[str] = frozenset()
 
     def _open(self) -> tuple[redis.Redis, RedisQueueLayout]:
         if self._client is None or self._layout is None:
@@ -296,14 +318,22 @@ class RedisQueueReader:
         """Every queue bound to an exchange (kombu's binding sets; see the module docs), Celery's
         own included (the poller leaves them out). One ``SCAN`` over the database's keys
         (:data:`SCAN_COUNT` per call), then one pipeline of ``SMEMBERS``; a key that matches
-        but is not a set is skipped.
+        but is not a set is skipped. Binding sets under another ``global_keyprefix`` are not
+        read: their prefixes go to :attr:`other_keyprefixes`.
 
         Raises:
             redis.RedisError, connection errors: as :meth:`read_raw`.
 
         """
         client, layout = self._open()
-        keys = list(client.scan_iter(match=layout.binding_pattern, count=SCAN_COUNT))
+        keys, others = [], set()
+        own = (layout.global_keyprefix + layout.binding_prefix).encode()
+        for key in client.scan_iter(match=layout.any_binding_pattern, count=SCAN_COUNT):
+            if key.startswith(own):
+                keys.append(key)
+            elif (other := layout.other_keyprefix(key)) is not None:
+                others.add(other)
+        self.other_keyprefixes = frozenset(others)
         if not keys:
             return set()
         pipe = client.pipeline(transaction=False)

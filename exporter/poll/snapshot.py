@@ -81,8 +81,10 @@ class PollSnapshot:
     that is when a cancel needs its pool (:func:`remembered_pools`); ``queues_read_at``: when
     ``queues`` were read from the broker (exporter clock; ``None``: no queue reader) — while
     the broker does not answer, ``queues`` are the last ones read and this stays behind
-    ``taken_at`` (stale, not dropped: a queue alert keeps its data); every other field is this
-    round's view.
+    ``taken_at`` (stale, not dropped: a queue alert keeps its data); ``other_keyprefixes``: the
+    ``global_keyprefix`` values of kombu bindings on Redis that are not the exporter's (``None``:
+    not looked for: not Redis, or before the first look); every other field is this round's
+    view.
     """
 
     taken_at: float
@@ -96,6 +98,7 @@ class PollSnapshot:
     inspect_timeouts: Mapping[str, int] = field(default_factory=dict)
     pools: Mapping[str, str] = field(default_factory=dict)
     queues_read_at: float | None = None
+    other_keyprefixes: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

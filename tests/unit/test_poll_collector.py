@@ -27,6 +27,7 @@ SNAPSHOT = PollSnapshot(
              WorkerPollState("w2@h", None, None, None, None)),
     inspect_timeouts={"w2@h": 1},
     queues_read_at=T0 - 32.5,  # the broker has not answered since (stale lengths)
+    other_keyprefixes=frozenset({"app1:"}),
 )
 
 GOLDEN = """\
@@ -49,6 +50,7 @@ celery_worker_max_rss_bytes{hostname="w1@h"} 2048.0
 celery_inspect_timeouts_total{hostname="w2@h"} 1.0
 celery_jobmon_poll_age_seconds 2.5
 celery_jobmon_queue_lengths_age_seconds 32.5
+celery_jobmon_redis_other_keyprefixes 1.0
 celery_jobmon_poll_duration_seconds 1.25
 """
 

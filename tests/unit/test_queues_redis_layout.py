@@ -130,3 +130,17 @@ def test_page_ranges_follow_consumption_order_across_priority_lists():
     assert page_ranges(lengths, 1, 3) == [(0, -2, -2), (3, -2, -1)]
     assert page_ranges(lengths, 5, 2) == [(9, -2, -1)]
     assert page_ranges(lengths, 9, 5) == []
+
+
+@pytest.mark.parametrize(("own", "key", "other"), [
+    ("", b"app1:_kombu.binding.a", "app1:"),
+    ("app1:", b"_kombu.binding.a", ""),
+    ("app1:", b"app1:_kombu.binding.a", None),
+    ("", b"_kombu.binding.a", None),
+    ("", b"app1:_kombu.binding.celery.pidbox", None),  # any client declares these
+    ("", b"app1:_kombu.binding.reply.celery.pidbox", None),
+    ("", b"app1:_kombu.binding.celeryev", None),
+    ("", b"unrelated", None),
+])
+def test_other_keyprefix_of_a_task_queue_binding(own, key, other):
+    assert RedisQueueLayout(global_keyprefix=own).other_keyprefix(key) == other
