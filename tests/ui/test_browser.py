@@ -1,7 +1,8 @@
 """The job browser in a real headless Chromium (Debian's chromium and chromedriver, driven by
-selenium; nothing downloaded) against a real ``serve``, a real Redis broker and a real Celery
-worker: log in, open the failed list, open a failed task, read its traceback, retry it and see
-the new execution succeed; cancel a waiting task; a viewer cannot retry.
+selenium; nothing downloaded) against a real ``serve``, a real Redis broker (a private
+``redis-server``) and a real Celery worker: log in, open the failed list, open a failed task,
+read its traceback, retry it and see the new execution succeed; cancel a waiting task; a viewer
+cannot retry.
 
 Screenshots of each page, light and dark (``prefers-color-scheme`` emulated over the DevTools
 protocol), are taken on the way; with ``JOBMON_SCREENSHOTS_DIR`` set they are also saved there
@@ -22,7 +23,7 @@ from exporter.history import create_history_engine, get_execution
 from tests.support.binaries import require_binary
 from tests.support.fixtures import (  # noqa: F401 (fixtures)
     producer,
-    redis_url,
+    redis_server,
     start_exporter,
     start_worker,
 )
@@ -69,11 +70,18 @@ class Pages:
         return self.driver.find_element("tag name", "body").text
 
     def click(self, text: str) -> None:
-        """Click the link or button labelled ``text``."""
+        """Click the link or button labelled ``text`` and wait for the next page (a form's
+        answer can take a second: a revoke waits for the workers' replies).
+        """
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.wait import WebDriverWait
+
         for xpath in (f"//a[normalize-space()='{text}']", f"//button[normalize-space()='{text}']"):
             found = self.driver.find_elements("xpath", xpath)
             if found:
+                page = self.driver.find_element("tag name", "html")
                 found[0].click()
+                WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(page))
                 return
         raise AssertionError(f"no link or button {text!r} on {self.driver.current_url}:\n"
                              f"{self.text()}")
@@ -102,7 +110,9 @@ class Pages:
 
 
 def test_log_in_read_a_traceback_retry_it_cancel_a_waiting_task_and_a_viewer_cannot_retry(
-        browser, redis_url, start_exporter, start_worker, producer, tmp_path):  # noqa: F811
+        browser, redis_server, start_exporter, start_worker, producer, tmp_path):  # noqa: F811
+    # A Redis of its own: no other test's worker can take the retry from queue a.
+    redis_url = redis_server.url()
     users = tmp_path / "users"
     for name, role in (("alice", "operator"), ("bob", "viewer")):
         add_user(str(users), name, role, PASSWORDS[name])

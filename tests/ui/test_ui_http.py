@@ -48,6 +48,11 @@ def test_the_routes_found_include_the_known_pages():
             "/ui/failed/retry"} <= set(POSTS)
 
 
+def once_of(page: str) -> str:
+    """The one-time token of a confirmation form."""
+    return re.search(r'name="once" value="([^"]+)"', page).group(1)
+
+
 def audit_rows(engine):
     with engine.connect() as connection:
         return connection.execute(select(ACTION_AUDIT.c.actor, ACTION_AUDIT.c.action,
@@ -200,9 +205,12 @@ def test_an_operator_retry_previews_then_sends_and_records_the_ui_user(client, e
     assert "Nothing has been sent yet." in preview.text
     assert '<code>[1, "a"]</code>' in preview.text
     assert get_execution(engine, "t1").manual_retry_count == 0
-    done = client.post("/ui/tasks/t1/retry", data={"csrftoken": csrf_of(preview.text)})
+    form = {"csrftoken": csrf_of(preview.text), "once": once_of(preview.text)}
+    done = client.post("/ui/tasks/t1/retry", data=form)
     assert done.status_code == 202, done.text
     assert "Retry sent" in done.text
+    again = client.post("/ui/tasks/t1/retry", data=form)  # the answer page reloaded
+    assert again.status_code == 409 and "nothing was sent again" in again.text
     row = get_execution(engine, "t1")
     assert row.manual_retry_count == 1
     [(actor, action, task_id)] = audit_rows(engine)
@@ -242,10 +250,13 @@ def test_bulk_retry_previews_then_retries_what_matches(client, engine):
     preview = client.get("/ui/failed/retry?exception=KeyError")
     assert "2 would be retried, 0 skipped" in preview.text
     assert audit_rows(engine) == []
-    done = client.post("/ui/failed/retry", data={"csrftoken": csrf_of(preview.text),
-                                                 "exception": "KeyError"})
+    form = {"csrftoken": csrf_of(preview.text), "once": once_of(preview.text),
+            "exception": "KeyError"}
+    done = client.post("/ui/failed/retry", data=form)
     assert done.status_code == 200, done.text
     assert "2 sent as new tasks, 0 skipped, of 2 selected" in done.text
+    again = client.post("/ui/failed/retry", data=form)
+    assert again.status_code == 409 and "nothing was sent again" in again.text
     assert sorted((a, act, t) for a, act, t in audit_rows(engine)) == [
         ("ui:alice", "bulk-retry", None), ("ui:alice", "retry", "a1"),
         ("ui:alice", "retry", "a2")]
@@ -392,7 +403,25 @@ def test_a_revoked_task_is_retried_from_its_page(client, engine):
     assert client.get("/ui/tasks/rv/retry").status_code == 409  # not without the flag
     preview = client.get("/ui/tasks/rv/retry?include_revoked=true")
     assert preview.status_code == 200 and "Nothing has been sent yet." in preview.text
-    done = client.post("/ui/tasks/rv/retry", data={"csrftoken": csrf_of(preview.text),
-                                                   "include_revoked": "true"})
+    done = client.post("/ui/tasks/rv/retry", data={
+        "csrftoken": csrf_of(preview.text), "once": once_of(preview.text),
+        "include_revoked": "true"})
     assert done.status_code == 202 and "Retry sent" in done.text
     assert get_execution(engine, "rv").manual_retry_count == 1
+
+
+def test_a_confirmation_sends_once_and_only_the_latest_one_counts(client, engine):
+    add_row(engine, "t1")
+    login(client, "alice")
+    first = client.get("/ui/tasks/t1/retry").text
+    second = client.get("/ui/tasks/t1/retry").text
+    stale = client.post("/ui/tasks/t1/retry", data={"csrftoken": csrf_of(first),
+                                                    "once": once_of(first)})
+    assert stale.status_code == 409
+    missing = client.post("/ui/tasks/t1/retry", data={"csrftoken": csrf_of(first)})
+    assert missing.status_code == 409
+    assert get_execution(engine, "t1").manual_retry_count == 0
+    done = client.post("/ui/tasks/t1/retry", data={"csrftoken": csrf_of(second),
+                                                   "once": once_of(second)})
+    assert done.status_code == 202
+    assert get_execution(engine, "t1").manual_retry_count == 1

@@ -24,6 +24,7 @@ from actions.errors import InvalidParameter, history_errors
 from actions.retry import bulk_retry
 from actions.schemas import BulkRetryFilter
 from exporter.history import InvalidCursor, failure_groups, list_executions
+from ui import once
 from ui.access import actor, operator, ui_context, viewer
 from ui.filters import ListFilter, list_filter
 from ui.templating import render
@@ -84,7 +85,8 @@ def bulk_preview(request: Request, user: Annotated[User, Depends(operator)],
     """The dry run of a bulk retry of the filtered failures, with the confirmation form."""
     result = bulk_retry(ui_context(request).actions, _selection(selected, True),
                         actor=actor(user))
-    return render(request, "bulk_retry.html", {"filter": selected, "result": result})
+    return render(request, "bulk_retry.html", {"filter": selected, "result": result,
+                                               "once": once.issue(request, "bulk-retry")})
 
 
 @router.post("/failed/retry", include_in_schema=False)
@@ -93,11 +95,19 @@ def bulk_confirm(request: Request, user: Annotated[User, Depends(operator)],
                  queue: Annotated[str | None, Form(max_length=255)] = None,
                  exception: Annotated[str | None, Form(max_length=255)] = None,
                  since: Annotated[str | None, Form(max_length=64)] = None,
-                 until: Annotated[str | None, Form(max_length=64)] = None) -> Response:
+                 until: Annotated[str | None, Form(max_length=64)] = None,
+                 token: Annotated[str | None, Form(alias="once", max_length=64)] = None
+                 ) -> Response:
     """Retry the filtered failures (the filter posted by the preview's form) and show the
-    outcome of each.
+    outcome of each; a confirmation already used sends nothing and says so (409).
     """
     selected = list_filter(name, queue, exception, since, until)
+    if not once.consume(request, "bulk-retry", token):
+        return render(request, "error.html", {
+            "title": "Already sent", "status": 409,
+            "detail": "This confirmation was used already (or is older than the last preview "
+                      "opened): nothing was sent again. Open the preview again to retry what "
+                      "still fails."}, status_code=409)
     result = bulk_retry(ui_context(request).actions, _selection(selected, False),
                         actor=actor(user))
     return render(request, "bulk_retry.html", {"filter": selected, "result": result})

@@ -6,7 +6,8 @@
   audit trail, where its state came from, and what the live events say now.
 - ``GET /tasks/{id}/retry`` (operator): the dry run of the retry — exactly what would be sent —
   with a confirmation form; an ineligible task gets the 409 page saying why.
-  ``POST``: :func:`actions.retry.retry_task`, then its answer: the new task id, warnings.
+  ``POST``: :func:`actions.retry.retry_task`, then its answer: the new task id, warnings. Each
+  confirmation sends once (:mod:`ui.once`).
 - ``GET /tasks/{id}/cancel`` (operator): the task's state and a confirmation form (terminate
   is offered for a running task only). ``POST``: :func:`actions.cancel.cancel_task`, then what
   was asked and who acknowledged — never that the task was stopped: its page shows the outcome
@@ -28,6 +29,7 @@ from actions import reads
 from actions.cancel import SIGNALS, cancel_task
 from actions.params import check_identifier
 from actions.retry import load_execution, retry_task
+from ui import once
 from ui.access import actor, operator, ui_context, viewer
 from ui.queries import audit_trail
 from ui.templating import href_for, render
@@ -65,14 +67,26 @@ def retry_preview(request: Request, task_id: str, user: Annotated[User, Depends(
     """
     result = retry_task(ui_context(request).actions, _task_id(task_id), actor=actor(user),
                         dry_run=True, include_revoked=include_revoked)
-    return render(request, "retry.html", {"result": result, "include_revoked": include_revoked})
+    return render(request, "retry.html", {
+        "result": result, "include_revoked": include_revoked,
+        "once": once.issue(request, "retry:" + result.task_id)})
 
 
 @router.post("/tasks/{task_id:path}/retry", include_in_schema=False)
 def retry(request: Request, task_id: str, user: Annotated[User, Depends(operator)],
-          include_revoked: Annotated[bool, Form()] = False) -> Response:
-    """Retry the task and show the service's answer."""
-    result = retry_task(ui_context(request).actions, _task_id(task_id), actor=actor(user),
+          include_revoked: Annotated[bool, Form()] = False,
+          token: Annotated[str | None, Form(alias="once", max_length=64)] = None) -> Response:
+    """Retry the task and show the service's answer; a confirmation already used (the answer
+    page reloaded, a double click) sends nothing and says so (409).
+    """
+    wanted = _task_id(task_id)
+    if not once.consume(request, "retry:" + wanted, token):
+        return render(request, "error.html", {
+            "title": "Already sent", "status": 409,
+            "detail": "This confirmation was used already (or is older than the last one "
+                      "opened): nothing was sent again. The task's page lists its retries."},
+            status_code=409)
+    result = retry_task(ui_context(request).actions, wanted, actor=actor(user),
                         include_revoked=include_revoked)
     return render(request, "retry.html", {"result": result, "include_revoked": include_revoked},
                   status_code=202)
