@@ -220,8 +220,9 @@ SERVE_OPTIONS: list[Decorator] = [
            default=c.DEFAULT_API_MAX_BODY_BYTES,
            help="Largest request body the action API reads; larger ones are answered 413."),
     option("--api-listen", type=LISTEN, default=None, metavar="HOST:PORT",
-           help="Serve the action API on its own address (e.g. 127.0.0.1:9809), apart from "
-                "/metrics; default: under /api/v1 on --listen."),
+           help="Serve the action API and the job browser (/ui/) on their own address (e.g. "
+                "127.0.0.1:9809), apart from /metrics; default: under /api/v1 and /ui on "
+                "--listen."),
     option("--tls-cert", default=None, metavar="PATH",
            help="PEM certificate: serve HTTPS (with --tls-key) on --listen and --api-listen."),
     option("--tls-key", default=None, metavar="PATH", help="PEM private key for --tls-cert."),
