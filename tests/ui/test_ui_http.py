@@ -425,3 +425,25 @@ def test_a_confirmation_sends_once_and_only_the_latest_one_counts(client, engine
                                                    "once": once_of(second)})
     assert done.status_code == 202
     assert get_execution(engine, "t1").manual_retry_count == 1
+
+
+def test_serve_mounts_the_ui_next_to_the_api_on_api_listen(tmp_path, users_file):
+    from exporter.app import build_service
+    from exporter.config import Settings
+
+    def ui_status(app) -> int:
+        return TestClient(app, follow_redirects=False).get("/ui/").status_code
+
+    history = f"sqlite:///{tmp_path / 'history.sqlite'}"
+    common = {"broker_url": "memory://localhost//", "history_url": history, "repair": False,
+              "ui_users_file": users_file}
+    together = build_service(Settings(**common).validate())
+    apart = build_service(Settings(**common, api_listen=("127.0.0.1", 9)).validate())
+    off = build_service(Settings(**{**common, "ui_users_file": None}).validate())
+    try:
+        assert ui_status(together.http) == 303  # to the login
+        assert ui_status(apart.http) == 404 and ui_status(apart.api_http) == 303
+        assert ui_status(off.http) == 403
+    finally:
+        for service in (together, apart, off):
+            service.stop()
