@@ -82,7 +82,9 @@ def test_failure_after_an_exporter_restart_keeps_name_and_queue(redis_url, tmp_p
     wait_for(lambda: first.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
              60, message="worker up")
     app = producer(redis_url)
-    doomed = app.send_task("examples.tasks.slow_fail", (8, "upstream gone"), queue="b")
+    # Long enough for a stop and a start on a loaded machine (8 s was not, once in a while:
+    # the failure then arrived while no exporter listened).
+    doomed = app.send_task("examples.tasks.slow_fail", (15, "upstream gone"), queue="b")
     engine = create_history_engine(history_url)
     wait_for(lambda: (row := get_execution(engine, doomed.id)) and row.state == "STARTED", 30,
              message="started row written")
@@ -105,7 +107,7 @@ def test_failure_after_an_exporter_restart_keeps_name_and_queue(redis_url, tmp_p
                    and r, 10, message="failure row")
     assert (row.name, row.queue, row.exception_type, row.exception_message) == (
         "examples.tasks.slow_fail", "b", "RuntimeError", "upstream gone")
-    assert 8 <= row.runtime < 10
+    assert 15 <= row.runtime < 17
     engine.dispose()
 
 
