@@ -48,7 +48,9 @@ def test_sigkill_keeps_committed_rows_and_restart_joins_late_events(own_redis_ur
     engine = create_history_engine(history_url)
     wait_for(lambda: all(_states(engine).get(t) == "SUCCESS" for t in done), 30,
              message="finished rows")
-    running = [app.send_task(SLEEP, (6,), queue="a").id for _ in range(2)]
+    # Long enough for a SIGKILL and a start on a loaded machine (6 s was not, once: the tasks
+    # ended while no exporter listened, and nothing could repair them without a backend).
+    running = [app.send_task(SLEEP, (12,), queue="a").id for _ in range(2)]
     wait_for(lambda: all(_states(engine).get(t) == "STARTED" for t in running), 30,
              message="started rows committed")
     before = {t: get_execution(engine, t) for t in done}
@@ -77,7 +79,7 @@ def test_sigkill_keeps_committed_rows_and_restart_joins_late_events(own_redis_ur
         row = get_execution(engine, task_id)
         assert (row.name, row.queue, row.state, row.hostname) == (SLEEP, "a", "SUCCESS",
                                                                   worker.hostname)
-        assert 6 <= row.runtime < 7
+        assert 12 <= row.runtime < 13
     # Rows committed before the kill are kept as they were; one row per task id.
     assert {t: get_execution(engine, t) for t in done} == before
     with engine.connect() as connection:
