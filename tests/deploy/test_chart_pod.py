@@ -24,7 +24,6 @@ import pytest
 from tests.deploy.chart import container, one, rendered
 from tests.support.binaries import require_binary, unavailable
 from tests.support.exporter import Metrics
-from tests.support.fixtures import amqp_url, pg_url, redis_url  # noqa: F401 (fixtures)
 from tests.support.network import free_port
 from tests.support.paths import ROOT, temp_log
 from tests.support.waiting import wait_for

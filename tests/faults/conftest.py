@@ -1,10 +1,11 @@
 """Fault-injection tests: real processes, real outages, exact outcomes.
 
 The integration fixtures (``redis_url``, ``amqp_url``, ``pg_url``, ``redis_server``,
-``producer``, ``start_exporter``, ``start_worker``) come from :mod:`tests.support.fixtures`;
-helpers (:class:`~tests.support.exporter.Exporter`, :class:`~tests.support.worker.Worker`,
-:class:`~tests.support.network.TcpProxy`, :func:`~tests.support.waiting.wait_for`...) from
-:mod:`tests.support`. A missing service fails a test, never skips it.
+``producer``, ``start_exporter``, ``start_worker``) come from :mod:`tests.support.fixtures`
+(registered by ``tests/conftest.py``); helpers (:class:`~tests.support.exporter.Exporter`,
+:class:`~tests.support.worker.Worker`, :class:`~tests.support.network.TcpProxy`,
+:func:`~tests.support.waiting.wait_for`...) from :mod:`tests.support`. A missing service
+fails a test, never skips it.
 """
 
 from __future__ import annotations
@@ -13,17 +14,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support.fixtures import (  # noqa: F401 (pytest finds fixtures by name)
-    amqp_url,
-    broker_url,
-    history_url,
-    pg_url,
-    producer,
-    redis_server,
-    redis_url,
-    start_exporter,
-    start_worker,
-)
 from tests.support.redis_server import PrivateRedis
 
 pytestmark = pytest.mark.integration

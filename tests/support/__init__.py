@@ -14,6 +14,6 @@
 - :mod:`tests.support.redis_server`: :class:`PrivateRedis`, a ``redis-server`` of a test's own.
 - :mod:`tests.support.prometheus`: :class:`Prometheus`, a ``prometheus`` subprocess, and the
   configuration it is started with.
-- :mod:`tests.support.fixtures`: the fixtures the integration and fault suites share (brokers,
-  producer, exporter and worker starters, databases); their ``conftest.py`` files import them.
+- :mod:`tests.support.fixtures`: the fixtures the suites share (brokers, producer, exporter
+  and worker starters, databases), registered for every suite by ``tests/conftest.py``.
 """

@@ -1,5 +1,5 @@
-"""Fixtures the integration and fault suites share; each suite's ``conftest.py`` imports the
-ones it uses (pytest registers a fixture by its name in the conftest's namespace).
+"""Fixtures the suites share, registered for all of them as a plugin by ``tests/conftest.py``
+(``pytest_plugins``): no suite imports them by name.
 
 Services: Redis 127.0.0.1:6379, RabbitMQ 127.0.0.1:5672 (guest/guest) and PostgreSQL
 127.0.0.1:5432 (trust, user ``postgres``), started by the machine or by ``.ci/run``. A missing

@@ -19,7 +19,6 @@ from exporter.history import create_history_engine, upgrade
 from exporter.history.orm import TASK_EXECUTION
 from exporter.http import create_http_app
 from exporter.state.health import Health
-from tests.support.fixtures import redis_url  # noqa: F401  (fixture)
 from ui.access import UiContext
 from ui.app import create_ui
 from ui.users import add_user

@@ -21,12 +21,6 @@ import pytest
 
 from exporter.history import create_history_engine, get_execution
 from tests.support.binaries import require_binary
-from tests.support.fixtures import (  # noqa: F401 (fixtures)
-    producer,
-    redis_server,
-    start_exporter,
-    start_worker,
-)
 from tests.support.waiting import wait_for
 from ui.users import add_user
 

@@ -18,7 +18,6 @@ from exporter.history.orm import ACTION_AUDIT
 from exporter.http import create_http_app
 from exporter.poll.snapshot import PollSnapshot, QueueState
 from exporter.state.health import Health
-from tests.support.fixtures import amqp_url, redis_url  # noqa: F401 (fixtures)
 from tests.ui.conftest import T0, add_row, csrf_of, login
 from ui.access import UiContext
 from ui.app import create_ui

@@ -13,12 +13,6 @@ import pytest
 from sqlalchemy import Engine
 
 from exporter.history import create_history_engine, get_execution
-from tests.support.fixtures import (  # noqa: F401 (fixtures)
-    producer,
-    redis_server,
-    start_exporter,
-    start_worker,
-)
 from tests.support.waiting import wait_for
 from tests.ui.conftest import PASSWORDS, csrf_of, login
 from ui.templating import seconds
