@@ -9,7 +9,8 @@ SIGCONT until it counted everything — its capacity, not the generator's speed.
 output limit is lifted for this (capacity, not Redis' disconnect policy). Two
 consumers are measured in the same run: a plain ``celery.events.EventReceiver`` whose handler
 only counts (the kombu path's ceiling) and the real exporter process — on the kombu path, on
-the Redis fast path, and on the fast path with the SQLite history on. Printed per consumer:
+the Redis fast path, and on the fast path with the SQLite history on (``--broker amqp``: the
+kombu path, the RabbitMQ fast path, and the fast path with the history). Printed per consumer:
 events, seconds until all were counted, events/s, CPU seconds per 100k events, the one-core
 capacity that implies (events per CPU second: the burst rate is capped by the generator when the
 consumer is faster than it), peak RSS and loss.
@@ -291,8 +292,11 @@ def main() -> None:
                 ("celery EventReceiver (count only)",
                  measure_baseline(amqp, template, copies)),
                 ("jobmon, kombu path, no history",
+                 measure_exporter(amqp, template, copies, 0, "--no-amqp-fast-path",
+                                  "--no-history")),
+                ("jobmon, RabbitMQ fast path, no history",
                  measure_exporter(amqp, template, copies, 0, "--no-history")),
-                ("jobmon, kombu path + history (SQLite)",
+                ("jobmon, RabbitMQ fast path + history (SQLite)",
                  measure_exporter(amqp, template, copies, 0, *history)),
             ]
         else:
