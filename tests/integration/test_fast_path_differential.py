@@ -272,3 +272,24 @@ def test_content_not_accepted_is_refused_like_kombu(redis_url):
 ])
 def test_fanout_pattern_matches_kombus_topic_layout(url, options, expected):
     assert fanout_pattern(url, options, "celeryev") == expected
+
+
+@pytest.mark.parametrize("url,options,flags,path", [
+    ("amqp://guest:guest@127.0.0.1:5672//", {}, {}, "amqp"),
+    ("pyamqp://guest:guest@127.0.0.1:5672/vh", {}, {}, "amqp"),
+    ("amqp://guest:guest@127.0.0.1:5672//", {}, {"amqp_fast_path": False}, "kombu"),
+    ("amqps://guest:guest@127.0.0.1:5671//", {}, {}, "kombu"),
+    ("amqp://a//;amqp://b//", {}, {}, "kombu"),
+    ("amqp://guest:guest@127.0.0.1:5672//", {"client_properties": {}}, {}, "kombu"),
+    ("redis://127.0.0.1:6379/0", {}, {}, "redis"),
+    ("redis://127.0.0.1:6379/0", {}, {"redis_fast_path": False}, "kombu"),
+])
+def test_the_consumer_takes_the_fast_path_where_it_applies(url, options, flags, path):
+    from exporter.events.consumer import EventConsumer
+    from exporter.state.health import Health
+
+    app = Celery("diff", broker=url, set_as_current=False)
+    app.conf.broker_transport_options = options
+    consumer = EventConsumer(app, None, Health(), accept=("json",), reconnect_max_interval=1.0,
+                             **flags)
+    assert consumer.path == path
