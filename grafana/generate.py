@@ -703,13 +703,17 @@ board: db.Dashboard) -> db.Dashboard:
                   "busy")], unit="percentunit", width=6, maximum=1))
         .with_panel(ts_panel(
             "Malformed events and poll errors", "Events skipped by reason; failed poller "
-            "calls by call.", [
+            "calls by call; task names folded into name=\"other\" (--max-task-names reached: "
+            "each new name once).", [
                 prom(f"sum by (reason) "
                      f"({dedup(f'rate(celery_jobmon_events_malformed_total{sel()}[{RATE}])')})",
                      "malformed {{reason}}", "A"),
                 prom(f"sum by (call) "
                      f"({dedup(f'rate(celery_jobmon_poll_errors_total{sel()}[{RATE}])')})",
                      "poll error {{call}}", "B"),
+                prom(f"sum("
+                     f"{dedup(f'rate(celery_jobmon_task_names_folded_total{sel()}[{RATE}])')})",
+                     "task names folded", "C"),
             ], unit="ops", width=6))
         .with_panel(ts_panel(
             "History rows written and dropped /s", "Rows the history writer wrote; events or "

@@ -207,6 +207,19 @@ def parse_stats(reply: Mapping[str, Any] | None, maxrss_scale: int = MAXRSS_SCAL
     return parsed
 
 
+def parse_registered(reply: Mapping[str, Any] | None) -> set[str]:
+    """The task names of a ``registered`` reply (``{hostname: ["app.add", ...]}``), every
+    worker's together; an entry with attributes (``"app.add [rate_limit=10/s]"``) gives its
+    first word.
+    """
+    names: set[str] = set()
+    for entries in _per_worker(reply, list).values():
+        for entry in entries:
+            if isinstance(entry, str) and entry.split():
+                names.add(entry.split()[0])
+    return names
+
+
 def parse_active_queues(reply: Mapping[str, Any] | None) -> dict[str, tuple[ConsumedQueue, ...]]:
     """Parse an ``active_queues`` reply into ``{hostname: (ConsumedQueue, ...)}``."""
     parsed: dict[str, tuple[ConsumedQueue, ...]] = {}

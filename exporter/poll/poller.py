@@ -9,7 +9,10 @@ One round every ``--inspect-interval`` seconds (start to start):
    :meth:`Model.set_worker_queues`, which lets ``task-received`` name a task's queue;
 3. ``inspect active`` (``safe=True``), ``reserved``, ``scheduled``, ``stats`` — separate
    broadcasts addressed to the workers that answered step 2, each returning as soon as all of
-   them answered (``limit``), so a round takes about one timeout plus a few round trips;
+   them answered (``limit``), so a round takes about one timeout plus a few round trips; and
+   ``inspect registered`` when a worker answers for the first time and every
+   :data:`REGISTERED_EVERY` rounds: the task names the workers know take label slots before
+   names none of them registered (:meth:`Model.set_registered_names`);
 4. queue lengths (Redis ``LLEN`` pipeline / RabbitMQ passive declare) of the ``--queue`` names,
    every queue a worker reports consuming, the queues found on the broker (Redis binding
    keys, the RabbitMQ management API; looked up at most every
@@ -45,6 +48,7 @@ from exporter.poll.amqp_queues import AmqpQueueReader
 from exporter.poll.inspect_replies import (
     MAXRSS_SCALE_LINUX,
     parse_active_queues,
+    parse_registered,
     parse_scheduled,
     parse_stats,
     parse_tasks,
@@ -73,6 +77,8 @@ DEFAULT_WORKER_FORGET_AFTER = 600.0
 #: a management API request); the first round looks at once, a failed look-up is retried at
 #: the next round.
 QUEUE_DISCOVERY_INTERVAL = 60.0
+#: Rounds between two ``inspect registered`` calls (and at a worker's first answer).
+REGISTERED_EVERY = 10
 #: Inspect calls addressed to the workers that answered ``active_queues``, in order.
 TARGETED_CALLS = ("active", "reserved", "scheduled", "stats")
 INSPECT_CALLS = ("active_queues", *TARGETED_CALLS)
@@ -245,6 +251,8 @@ class Poller(threading.Thread):
         self._last_queues: tuple[QueueState, ...] = ()
         self._queues_read_at: float | None = None
         self._other_keyprefixes: frozenset[str] | None = None
+        self._registered_from: set[str] = set()
+        self._rounds = 0
 
     # -- reading side (any thread) ---------------------------------------------------------
 
@@ -269,6 +277,7 @@ class Poller(threading.Thread):
             values["active"], values["reserved"], values["scheduled"], values["active_queues"],
             self._names,
         )
+        self._ask_registered(sorted(replies["active_queues"] or ()))
         fresh_queues = replies["active_queues"]
         if fresh_queues:
             self.model.set_worker_queues({
@@ -323,6 +332,20 @@ class Poller(threading.Thread):
             del self._last_answer[hostname]
             self._timeouts.pop(hostname, None)
         return replies
+
+    def _ask_registered(self, answered: Sequence[str]) -> None:
+        """``inspect registered`` to the workers that answered, when one of them is new or
+        every :data:`REGISTERED_EVERY` rounds; the names go to the model.
+        """
+        self._rounds += 1
+        new = set(answered) - self._registered_from
+        if not answered or (not new and self._rounds % REGISTERED_EVERY):
+            return
+        ok, reply = self._guarded("registered",
+                                  lambda: self.broadcaster.inspect("registered", answered))
+        if ok:
+            self._registered_from |= set(reply or ())
+            self.model.set_registered_names(parse_registered(reply))
 
     def _inspect(self, call: str, destination: Sequence[str] | None
                  ) -> Mapping[str, Any] | None:

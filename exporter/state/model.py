@@ -449,6 +449,13 @@ class Model:
         with self.lock:
             return self.names.label(name)
 
+    def set_registered_names(self, names: Iterable[str]) -> None:
+        """Add task names workers registered (``inspect registered``, the poller): they take
+        label slots before names no worker registered (:mod:`exporter.state.names`).
+        """
+        with self.lock:
+            self.names.set_registered(names)
+
     def count_malformed(self, reason: str) -> None:
         """Count a message the consumer could not even decode (``reason``: label value)."""
         with self.lock:

@@ -956,3 +956,26 @@ def test_task_events_do_not_bring_up_a_worker_never_heard_from(model, ev):
     model.process_many([ev.sent("u1", T0, "app.add"), ev.received("u1", T0, "app.add"),
                         ev.started("u1", T0)])
     assert model.snapshot().workers == ()
+
+
+def test_names_no_worker_registered_take_at_most_half_the_cap(make_model, ev, caplog) -> None:
+    # send_task of names no worker knows (rejected by the workers) used to take the cap first
+    # come, first served, and a real task sent later folded into "other" silently.
+    model = make_model(max_task_names=4)
+    model.set_registered_names(["app.add", "app.pay"])
+    junk = [ev.sent(f"j{i}", T0, f"report.{i}") for i in range(5)]
+    model.process_many([*junk, ev.sent("u1", T0 + 1, "app.add"), ev.sent("u2", T0 + 1, "app.pay")])
+    snap = model.snapshot()
+    assert snap.lifecycle["task-sent"] == {
+        ("report.0", "default"): 1, ("report.1", "default"): 1, ("other", "default"): 3,
+        ("app.add", "default"): 1, ("app.pay", "default"): 1}
+    assert snap.task_names_folded == 3
+    assert [r.getMessage()[:43] for r in caplog.records if "folded" in r.getMessage()] == [
+        'task names folded into name="other" total=1']  # once, then at most every 5 min
+
+
+def test_without_registered_names_the_cap_is_first_come_first_served(make_model, ev) -> None:
+    model = make_model(max_task_names=2)
+    model.process_many([ev.sent(f"j{i}", T0, f"report.{i}") for i in range(3)])
+    assert model.snapshot().lifecycle["task-sent"] == {
+        ("report.0", "default"): 1, ("report.1", "default"): 1, ("other", "default"): 1}

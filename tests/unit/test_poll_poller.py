@@ -32,6 +32,7 @@ def worker_replies(hostname: str, queue: str, start: float) -> dict[str, Any]:
                        "request": task("s1", "add", queue)}],
         "stats": {"pool": {"max-concurrency": 4}, "rusage": {"utime": 1.5, "stime": 0.5,
                                                              "maxrss": 1000}},
+        "registered": ["add", "sleep [rate_limit=10/s]"],
     }
 
 
@@ -131,7 +132,26 @@ def test_one_full_broadcast_then_calls_addressed_to_the_workers_that_answered(
         ("enable_events", None), ("active_queues", None),
         ("active", ("w1@h", "w2@h")), ("reserved", ("w1@h", "w2@h")),
         ("scheduled", ("w1@h", "w2@h")), ("stats", ("w1@h", "w2@h")),
+        ("registered", ("w1@h", "w2@h")),
     ]
+
+
+def test_registered_names_are_asked_of_new_workers_and_every_tenth_round(
+        model, broadcaster, clock):
+    poller = make_poller(model, broadcaster, FakeQueueReader(), clock)
+
+    def asked() -> list[tuple[str, ...] | None]:
+        return [d for call, d in broadcaster.calls if call == "registered"]
+
+    poller.poll_once()
+    assert asked() == [("w1@h",)]
+    for _ in range(8):
+        poller.poll_once()
+    assert asked() == [("w1@h",)]  # rounds 2-9: nothing new
+    broadcaster.workers["w2@h"] = worker_replies("w2@h", "b", T0)
+    poller.poll_once()  # round 10, and a new worker
+    poller.poll_once()
+    assert asked() == [("w1@h",), ("w1@h", "w2@h")]
 
 
 def test_the_model_learns_which_queues_each_worker_consumes(model, broadcaster, clock):
