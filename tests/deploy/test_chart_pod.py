@@ -112,7 +112,7 @@ def test_the_pod_sees_a_read_only_root_but_tmp():
 
 
 def test_the_minimal_release_serves_and_keeps_its_history_in_the_empty_dir(
-        start_pod, redis_url, tmp_path):  # noqa: F811
+        start_pod, redis_url, tmp_path):
     objects = rendered("minimal-values.yaml")
     main = container(objects)
     assert main["ports"] == [{"name": "http", "containerPort": 9808, "protocol": "TCP"}]
@@ -133,7 +133,7 @@ def test_the_minimal_release_serves_and_keeps_its_history_in_the_empty_dir(
 
 
 def test_the_full_release_serves_api_and_ui_with_its_secrets(
-        start_pod, amqp_url, redis_url, pg_url, tmp_path):  # noqa: F811
+        start_pod, amqp_url, redis_url, pg_url, tmp_path):
     api_port = free_port()
     pod = start_pod(
         "full-values.yaml", JOBMON_BROKER_URL=amqp_url, JOBMON_HISTORY_URL=pg_url,
