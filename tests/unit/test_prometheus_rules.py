@@ -59,7 +59,8 @@ def test_the_alert_list():
     assert sorted(ALERTS) == [
         "CeleryJobmonBrokerDisconnected", "CeleryJobmonEventsMissed",
         "CeleryJobmonExporterDown", "CeleryJobmonHistoryFailing", "CeleryJobmonNoEvents",
-        "CeleryJobmonTaskNamesFolded", "CeleryPeriodicTaskFailed", "CeleryPeriodicTaskLate", "CeleryPeriodicTaskMissed",
+        "CeleryJobmonTaskNamesFolded", "CeleryPeriodicTaskFailed", "CeleryPeriodicTaskLate",
+        "CeleryPeriodicTaskMissed",
         "CeleryQueueBacklogHigh", "CeleryQueueLatencyHigh", "CeleryQueueNoConsumers",
         "CeleryQueueNotDraining",
         "CeleryTaskFailureRatioHigh", "CeleryTaskFirstFailure", "CeleryTaskLost",
