@@ -116,6 +116,7 @@ def test_bad_messages_are_counted_capped_clamped_and_deduplicated(any_broker_url
     engine = create_history_engine(exporter.history_url)
     rows = wait_for(lambda: (rows := {t: get_execution(engine, t)
                                       for t in ("big", "uni", "clock", "dup")})
+                    and rows["big"] is not None and rows["uni"] is not None
                     and rows["dup"] is not None and rows["dup"].state == "SUCCESS"
                     and rows["clock"] is not None and rows["clock"].state == "FAILURE" and rows,
                     15, message="rows")

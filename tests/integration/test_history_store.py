@@ -85,8 +85,17 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
 
         def outage() -> tuple[str, Callable[[], None]]:
             later = tmp_path / "not-yet" / "history.sqlite3"  # its directory does not exist
-            return f"sqlite:///{later}", lambda: (later.parent.mkdir(),
-                                                  upgrade(f"sqlite:///{later}"))
+            staging = tmp_path / "staging"
+
+            def restore() -> None:
+                # The schema is made aside and its directory renamed into place at once: a
+                # writer retrying meanwhile must not lock a half-made file ("database is
+                # locked" in the upgrade, once in a full run).
+                staging.mkdir()
+                upgrade(f"sqlite:///{staging / later.name}")
+                staging.rename(later.parent)
+
+            return f"sqlite:///{later}", restore
     else:
         url = request.getfixturevalue("pg_url")
 
