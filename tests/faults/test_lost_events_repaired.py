@@ -55,6 +55,26 @@ def _release(app: Celery, worker: Worker, total: int) -> None:
              message=lambda: f"the worker ran {total} tasks\n{worker.output()[-2000:]}")
 
 
+def _started_seen(metrics: Metrics) -> float:
+    return metrics.value("celery_jobmon_events_received_total", type="task-started") or 0.0
+
+
+def _wait_repaired_exactly(exporter: Exporter, worker: Worker, adds: int,
+                           fails: int) -> Metrics:
+    """Wait until the held adds succeeded and failures failed by the counters, no repair is
+    pending, and the worker's missed task-started events are exactly those not seen."""
+    def repaired() -> Metrics | None:
+        m = exporter.metrics()
+        done = (m.value("celery_task_succeeded_total", name=ADD, queue_name=HELD) == adds
+                and m.value("celery_task_failed_total", name=FAIL, queue_name=HELD) == fails
+                and m.value("celery_jobmon_repair_pending_tasks") == 0
+                and m.value("celery_worker_missed_task_events_total", hostname=worker.hostname)
+                == adds + fails - _started_seen(m))
+        return m if done else None
+
+    return wait_for(repaired, 60, message=lambda: f"repaired\n{exporter.output()[-4000:]}")
+
+
 def _rows(history_url: str) -> dict[str, dict]:
     engine = create_history_engine(history_url)
     try:

@@ -14,8 +14,17 @@ from collections.abc import Callable
 import pytest
 from celery import Celery
 
-from tests.faults.test_lost_events_repaired import ADD, FAIL, HELD, REPAIR, _release, _rows
-from tests.support.exporter import Exporter, Metrics
+from tests.faults.test_lost_events_repaired import (
+    ADD,
+    FAIL,
+    HELD,
+    REPAIR,
+    _release,
+    _rows,
+    _started_seen,
+    _wait_repaired_exactly,
+)
+from tests.support.exporter import Exporter
 from tests.support.redis_server import PrivateRedis
 from tests.support.waiting import wait_for
 from tests.support.worker import Worker
@@ -36,9 +45,6 @@ def _pattern_subscribers(server: PrivateRedis) -> set[str]:
     worker's broadcast consumer (kombu's fanout patterns)."""
     return {c["id"] for c in server.client().client_list() if int(c.get("psub", 0))}
 
-
-def _started_seen(metrics: Metrics) -> float:
-    return metrics.value("celery_jobmon_events_received_total", type="task-started") or 0.0
 
 
 def test_a_subscriber_dropped_by_the_output_buffer_limit_is_repaired_exactly(
@@ -68,17 +74,7 @@ def test_a_subscriber_dropped_by_the_output_buffer_limit_is_repaired_exactly(
         os.kill(exporter.proc.pid, signal.SIGCONT)
 
     held_add, held_fail = {"name": ADD, "queue_name": HELD}, {"name": FAIL, "queue_name": HELD}
-
-    def repaired() -> Metrics | None:
-        m = exporter.metrics()
-        done = (m.value("celery_task_succeeded_total", **held_add) == EACH
-                and m.value("celery_task_failed_total", **held_fail) == EACH
-                and m.value("celery_jobmon_repair_pending_tasks") == 0
-                and m.value("celery_worker_missed_task_events_total", hostname=worker.hostname)
-                == 2 * EACH - _started_seen(m))
-        return m if done else None
-
-    metrics = wait_for(repaired, 60, message=lambda: f"repaired\n{exporter.output()[-4000:]}")
+    metrics = _wait_repaired_exactly(exporter, worker, EACH, EACH)
     missed = metrics.value("celery_worker_missed_task_events_total", hostname=worker.hostname)
     repairs = metrics.total("celery_jobmon_repairs_total", source="result_backend")
     ended_by_events = sum(metrics.value("celery_jobmon_events_received_total", type=t) or 0

@@ -17,8 +17,17 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from tests.faults.test_lost_events_repaired import ADD, FAIL, HELD, REPAIR, _release, _rows
-from tests.support.exporter import Exporter, Metrics
+from tests.faults.test_lost_events_repaired import (
+    ADD,
+    FAIL,
+    HELD,
+    REPAIR,
+    _release,
+    _rows,
+    _started_seen,
+    _wait_repaired_exactly,
+)
+from tests.support.exporter import Exporter
 from tests.support.waiting import wait_for
 from tests.support.worker import Worker
 
@@ -32,9 +41,6 @@ TTL = 1.0
 FAILS, ADDS = 40, 400
 MESSAGE = "x" * 100_000
 
-
-def _started_seen(metrics: Metrics) -> float:
-    return metrics.value("celery_jobmon_events_received_total", type="task-started") or 0.0
 
 
 def test_events_expired_in_the_rabbitmq_event_queue_are_detected_and_repaired(
@@ -60,17 +66,7 @@ def test_events_expired_in_the_rabbitmq_event_queue_are_detected_and_repaired(
         os.kill(exporter.proc.pid, signal.SIGCONT)
 
     held_add, held_fail = {"name": ADD, "queue_name": HELD}, {"name": FAIL, "queue_name": HELD}
-
-    def repaired() -> Metrics | None:
-        m = exporter.metrics()
-        done = (m.value("celery_task_succeeded_total", **held_add) == ADDS
-                and m.value("celery_task_failed_total", **held_fail) == FAILS
-                and m.value("celery_jobmon_repair_pending_tasks") == 0
-                and m.value("celery_worker_missed_task_events_total", hostname=worker.hostname)
-                == ADDS + FAILS - _started_seen(m))
-        return m if done else None
-
-    metrics = wait_for(repaired, 60, message=lambda: f"repaired\n{exporter.output()[-4000:]}")
+    metrics = _wait_repaired_exactly(exporter, worker, ADDS, FAILS)
     missed = metrics.value("celery_worker_missed_task_events_total", hostname=worker.hostname)
     repairs = metrics.total("celery_jobmon_repairs_total", source="result_backend")
     ended_by_events = sum(metrics.value("celery_jobmon_events_received_total", type=t) or 0
