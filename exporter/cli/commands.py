@@ -82,7 +82,8 @@ def check(app_ref: str | None, listen_seconds: float, **options: Any) -> None:
     Exits 0 only when the broker is reachable, at least one worker answers and worker events
     arrive with task events on.
     """
-    from exporter.cli.check import exit_code, format_results, run_checks
+    from exporter.cli.check import run_checks
+    from exporter.cli.check_rows import exit_code, format_results
     from exporter.logs import configure_logging
 
     settings = _validated(options)

@@ -19,7 +19,8 @@ from celery import Celery
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.cli.check import exit_code, run_checks
+from exporter.cli.check import run_checks
+from exporter.cli.check_rows import exit_code
 from exporter.config import Settings
 from exporter.metrics.collectors import PollCollector
 from exporter.poll.poller import Poller

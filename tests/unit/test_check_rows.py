@@ -8,7 +8,8 @@ import types
 import pytest
 from celery import Celery
 
-from exporter.cli.check import (
+from exporter.cli.check import load_producer_conf
+from exporter.cli.check_rows import (
     CheckResult,
     exit_code,
     format_results,
@@ -18,7 +19,6 @@ from exporter.cli.check import (
     judge_result_backend,
     judge_task_sent,
     judge_workers,
-    load_producer_conf,
     redact,
     task_events_before,
 )
