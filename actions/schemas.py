@@ -5,6 +5,9 @@ say so in their name (``runtime_seconds``). ``null`` means "no event or reply sa
 services build these models from the history rows (:class:`exporter.history.Execution`), the
 poll snapshot and the model snapshot; the ``retry``/``cancel``/``tasks`` commands print the same
 models.
+
+It is long because it is a table: one class per body of the API, each field with its
+description, which the OpenAPI document shows.
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ published meanwhile is lost (Redis pub/sub keeps nothing; the exporter's RabbitM
 deleted with its last consumer); the warning logged then says so. Between messages (at least
 once a second) the consumer calls :meth:`Model.tick`, so that time-driven state (tasks lost with
 a worker that went away) moves on when no event arrives.
+
+Why one module of this size: the three paths are one thread's alternatives and share its
+reconnect loop, gap accounting, batching into the model and stop handling; the transports
+themselves live apart (:mod:`~exporter.events.redis_stream`, :mod:`~exporter.events.amqp_stream`).
 """
 
 from __future__ import annotations

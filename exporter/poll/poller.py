@@ -29,6 +29,11 @@ worker is remembered for that counter until ``worker_forget_after`` seconds afte
 answer. A failed call (exception) is logged and counted in ``celery_jobmon_poll_errors_total
 {call}``; its previous values are also kept for one round; a failed queue read keeps the
 previous round's lengths once, then drops them. The next round tries again.
+
+Why one module of this size: the steps of a round feed each other (the workers that answered
+step 2 are the addressees of step 3; the queues they consume are read in step 4) and share the
+values carried for a worker that missed a round; the reply parsers
+(:mod:`~exporter.poll.inspect_replies`), queue readers and the queue tracker live apart.
 """
 
 from __future__ import annotations
