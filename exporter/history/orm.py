@@ -42,6 +42,9 @@ class TaskExecution(HistoryBase):
     - ``task_id``: ``uuid``. ``name``, ``args``, ``kwargs``, ``parent_id``, ``root_id``,
       ``retries``, ``eta``, ``expires``: ``task-sent``/``task-received``; ``args``/``kwargs``
       are the argument reprs, capped at ``max_field_bytes`` with ``*_truncated`` set.
+    - ``group_id``: the group a ``celery.chord_unlock`` task waits for (its first argument, see
+      :mod:`exporter.events.canvas`); NULL on every other task: no Celery event carries the
+      group id of a group's members.
     - ``queue`` (``queue``, else ``routing_key``), ``routing_key``, ``exchange``: ``task-sent``.
       ``priority``: any event carrying ``priority`` (Celery's own events do not), else NULL.
     - ``state``: Celery state (PENDING, RECEIVED, STARTED, RETRY, CANCELLED, REJECTED, LOST,
@@ -86,6 +89,7 @@ class TaskExecution(HistoryBase):
     priority: Mapped[int | None] = mapped_column(Integer)
     parent_id: Mapped[str | None] = mapped_column(_ID)
     root_id: Mapped[str | None] = mapped_column(_ID)
+    group_id: Mapped[str | None] = mapped_column(_ID)
     sent_at: Mapped[float | None] = mapped_column(Double)
     received_at: Mapped[float | None] = mapped_column(Double)
     started_at: Mapped[float | None] = mapped_column(Double)
@@ -125,6 +129,8 @@ class TaskExecution(HistoryBase):
         # Statistics of a window of finish times, read from the index alone (covering).
         Index("ix_task_execution_finished_at_name_state_runtime", "finished_at", "name",
               "state", "runtime"),
+        # A workflow's tree: every execution of one root (GET /api/v1/tasks/{id}/workflow).
+        Index("ix_task_execution_root_id", "root_id"),
     )
 
 
