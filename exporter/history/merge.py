@@ -288,18 +288,6 @@ def _identifier(value: Any) -> str | None:
     return _clean(text[:MAX_IDENTIFIER_CHARS])
 
 
-def _plain(value: Any) -> bool:
-    """Whether ``value`` is a string :func:`_identifier` returns as it is (or ``None`` for
-    ``""``): ASCII, no NUL, at most :data:`MAX_IDENTIFIER_CHARS` — the usual case, checked
-    without a call of :func:`_identifier` per field.
-    """
-    return (type(value) is str and len(value) <= MAX_IDENTIFIER_CHARS and value.isascii()
-            and "\x00" not in value)
-
-
-_INT32_MIN, _INT32_MAX = -(2 ** 31), 2 ** 31 - 1
-
-
 def _int32(value: Any) -> int | None:
     """``value`` when it is an int that fits the INTEGER columns (32 bits), else ``None``."""
     return as_int(value, 32)
@@ -390,9 +378,7 @@ def record_from_event(event: Mapping[str, Any],
     event_type = get("type")
     state = EVENT_STATE.get(event_type) if isinstance(event_type, str) else None
     task_id = get("uuid")
-    timestamp = get("timestamp")
-    if type(timestamp) is not float or not isfinite(timestamp):
-        timestamp = as_number(timestamp)
+    timestamp = as_number(get("timestamp"))
     if state is None or timestamp is None or not _storable_id(task_id):
         return None
     row: Row = {"state": state, "state_ts": timestamp}
@@ -408,11 +394,9 @@ def record_from_event(event: Mapping[str, Any],
     # Absent fields (most of them, on most events) are skipped before any conversion.
     for field in ("name", "parent_id", "root_id"):
         value = get(field)
-        if value is not None and have(field) is None:
-            if not _plain(value):
-                value = _identifier(value)
-            if value:
-                row[field] = value
+        if (value is not None and have(field) is None
+                and (value := _identifier(value)) is not None):
+            row[field] = value
     if get("name") == CHORD_UNLOCK and have("group_id") is None:
         group_id = _identifier(chord_group_id(CHORD_UNLOCK, get("args")))
         if group_id is not None:
@@ -420,35 +404,22 @@ def record_from_event(event: Mapping[str, Any],
     for field, flag in (("args", "args_truncated"), ("kwargs", "kwargs_truncated")):
         value = get(field)
         if value is not None and have(field) is None:
-            if (type(value) is str and len(value) <= max_field_bytes and value.isascii()
-                    and "\x00" not in value):  # what cap_text gives, without the call
-                row[field], row[flag] = value, False
-            else:
-                row[field], row[flag] = cap_text(value, max_field_bytes)
+            row[field], row[flag] = cap_text(value, max_field_bytes)
     for field in ("eta", "expires"):
         value = get(field)
         if value is not None and (value := parse_eta(value)) is not None:
             row[field] = value
     for field in ("retries", "priority"):
         value = get(field)
-        if value is not None:
-            if type(value) is not int or not _INT32_MIN <= value <= _INT32_MAX:
-                value = _int32(value)
-            if value is not None:
-                row[field] = value
+        if value is not None and (value := _int32(value)) is not None:
+            row[field] = value
     if event_type == "task-sent":
         row["sent_at"] = timestamp
         for field in ("routing_key", "exchange"):
             value = get(field)
-            if value is not None:
-                if not _plain(value):
-                    value = _identifier(value)
-                if value:
-                    row[field] = value
-        queue = get("queue")
-        if not _plain(queue):
-            queue = _identifier(queue)
-        queue = queue or row.get("routing_key")
+            if value is not None and (value := _identifier(value)) is not None:
+                row[field] = value
+        queue = _identifier(get("queue")) or row.get("routing_key")
         if queue is not None:
             row["queue"] = queue
     elif event_type == "task-received":
@@ -475,13 +446,9 @@ def record_from_event(event: Mapping[str, Any],
         row.update(exception_at=timestamp, exception_type=_identifier(exception_type),
                    exception_message=message, exception_message_truncated=message_cut,
                    traceback=traceback, traceback_truncated=traceback_cut)
-    if event_type in WORKER_EVENTS:
-        hostname = get("hostname")
-        if not _plain(hostname):
-            hostname = _identifier(hostname)
-        if hostname:
-            row["worker_seen_at"] = timestamp
-            row["hostname"] = hostname
+    if event_type in WORKER_EVENTS and (hostname := _identifier(get("hostname"))) is not None:
+        row["worker_seen_at"] = timestamp
+        row["hostname"] = hostname
     return task_id, row
 
 
