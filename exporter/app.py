@@ -128,7 +128,7 @@ def build_service(settings: Settings) -> Service:
     )
     if history is not None:
         model.warm(history.unfinished)
-    health = Health()
+    health = Health(external_url=settings.external_url)
     repairer = make_repairer(settings, model, health) if settings.repair else None
     if repairer is not None and history is not None:
         repairer.suspect((task.task_id for task in history.unfinished), "restart")

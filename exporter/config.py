@@ -501,6 +501,10 @@ class Settings:
     ui_session_secret: str | None = field(default=None, repr=False)
     #: Grafana's base URL (``--grafana-url``): the UI links to the dashboards there.
     grafana_url: str | None = None
+    #: The job browser's URL as users reach it (``--external-url``, e.g.
+    #: ``https://jobmon.example.com/ui``): exported as ``celery_jobmon_ui_info{external_url}``
+    #: so alerts and dashboards link to its pages.
+    external_url: str | None = None
     #: Periodic entries from the user's Celery app ``beat_schedule`` (``--app module:attr``).
     beat_app: str | None = None
     #: Periodic entries from RedBeat's keys in this Redis (``--redbeat-url``).
@@ -622,6 +626,9 @@ class Settings:
         if self.grafana_url is not None and not self.grafana_url.startswith(
                 ("http://", "https://")):
             found.append("--grafana-url: an http:// or https:// URL")
+        if self.external_url is not None and not self.external_url.startswith(
+                ("http://", "https://")):
+            found.append("--external-url: an http:// or https:// URL")
         for flag, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key)):
             if path is not None and not os.path.isfile(path):
                 found.append(f"{flag}: no such file: {path}")

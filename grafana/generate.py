@@ -52,6 +52,8 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 DASHBOARDS_DIR = Path(__file__).resolve().parent / "dashboards"
 OVERVIEW_UID = "celery-jobmon-overview"
 TASK_UID = "celery-jobmon-task"
+#: The hidden variable holding the job browser's URL (``celery_jobmon_ui_info``).
+UI_VAR = "jobmon_ui"
 #: Plugin id of the PostgreSQL data source in current Grafana (older releases: ``postgres``).
 POSTGRES_TYPE = "grafana-postgresql-datasource"
 
@@ -274,15 +276,48 @@ def table_panel(title: str, description: str, target: prometheus.Dataquery, *,
     )
 
 
+def ui_link(title: str, path: str) -> dict[str, Any]:
+    """A data link to the job browser's ``path`` (filters in its query string) under
+    ``${jobmon_ui}``, the URL the exporters export as ``celery_jobmon_ui_info{external_url}``
+    (``serve --external-url``); opens in a new tab.
+    """
+    return {"title": title, "url": f"${{{UI_VAR}}}{path}", "targetBlank": True}
+
+
+def links(*entries: dict[str, Any]) -> list[dm.DynamicConfigValue]:
+    """A field override setting the field's data links."""
+    return [dm.DynamicConfigValue(id_val="links", value=list(entries))]
+
+
+#: The dashboard's time range as a job-browser list filter (epoch seconds).
+UI_RANGE = "since=${__from:date:seconds}&until=${__to:date:seconds}"
+#: Job-browser links of the failures table's columns: (column, link title, path).
+FAILURE_LINKS = (
+    ("task id", "Task in the job browser", "/tasks/${__value.raw:percentencode}"),
+    ("task", "Failures of this task in the job browser",
+     "/failed?name=${__value.raw:percentencode}&" + UI_RANGE),
+    ("exception", "These failures in the job browser",
+     "/failed?name=${__data.fields.task:percentencode}"
+     "&exception=${__value.raw:percentencode}&" + UI_RANGE),
+    ("queue", "Waiting in this queue (job browser)",
+     "/waiting?queue=${__value.raw:percentencode}"),
+)
+
+
 def failures_table(title: str, description: str, *, width: int,
                    height: int = 10) -> table.Panel:
-    """Recent failures from the SQL history (``${history}``)."""
-    return (
+    """Recent failures from the SQL history (``${history}``); the task id, task, exception
+    and queue cells link to the job browser (:data:`FAILURE_LINKS`).
+    """
+    panel = (
         table.Panel().title(title).description(description).datasource(HISTORY)
         .with_target(Sql(recent_failures_sql())).height(height).span(width)
         .sort_by([cb.TableSortByFieldState().display_name("time").desc(True)])
         .override_by_name("message", [dm.DynamicConfigValue(id_val="custom.width", value=420)])
     )
+    for column, link_title, path in FAILURE_LINKS:
+        panel = panel.override_by_name(column, links(ui_link(link_title, path)))
+    return panel
 
 
 def instant_table(expr: str, ref: str = "A") -> prometheus.Dataquery:
@@ -361,6 +396,26 @@ def common_variables() -> list[cogbuilder.Builder[dm.VariableModel]]:
     ]
 
 
+def ui_var() -> db.QueryVariable:
+    """Hidden: the job browser's URL (``--external-url``) the selected job's exporters export,
+    for the data links (:func:`ui_link`); empty while none does.
+    """
+    return (
+        db.QueryVariable(UI_VAR).label("Job browser")
+        .query('label_values(celery_jobmon_ui_info{job=~"$job"}, external_url)')
+        .datasource(PROM).refresh(dm.VariableRefresh.ON_DASHBOARD_LOAD)
+        .hide(dm.VariableHide.HIDE_VARIABLE).multi(False).include_all(False)
+        .description("The URL of celery-jobmon's job browser (serve --external-url), read "
+                     "from celery_jobmon_ui_info: tables link to its pages.")
+    )
+
+
+def ui_dashboard_link(title: str, path: str) -> db.DashboardLink:
+    """A dashboard link to the job browser's ``path`` (``${jobmon_ui}``)."""
+    return (db.DashboardLink(title).type(dm.DashboardLinkType.LINK)
+            .url(f"${{{UI_VAR}}}{path}").target_blank(True).icon("external link"))
+
+
 def slow_threshold_var() -> db.CustomVariable:
     """Seconds of average run time above which a task is listed in "Slow jobs"."""
     return (
@@ -405,8 +460,9 @@ def overview() -> db.Dashboard:
     board = (
         dashboard(OVERVIEW_UID, "Celery / Overview",
                   "Celery tasks, queues and workers as seen by celery-jobmon.")
-        .variables([*common_variables(), slow_threshold_var()])
+        .variables([*common_variables(), slow_threshold_var(), ui_var()])
         .link(link("Task drill-down", TASK_UID))
+        .link(ui_dashboard_link("Job browser", "/"))
 
         .with_row(db.Row("Now"))
         .with_panel(stat_panel(
@@ -457,7 +513,14 @@ def overview() -> db.Dashboard:
                 f"topk(10, sum by (name, exception) ("
                 f"{dedup(f'increase(celery_task_exceptions_total{NAME_SEL}[{window}])')}) > 0)"),
             value_name="failures", unit="short", columns=("name", "exception"), height=10,
-            steps=((None, ORANGE),)))
+            steps=((None, ORANGE),))
+            .override_by_name("name", links(ui_link(
+                "Failures of this task in the job browser",
+                "/failed?name=${__value.raw:percentencode}&" + UI_RANGE)))
+            .override_by_name("exception", links(ui_link(
+                "These failures in the job browser",
+                "/failed?name=${__data.fields.name:percentencode}"
+                "&exception=${__value.raw:percentencode}&" + UI_RANGE))))
         .with_panel(failures_table(
             "Recent failures (history)",
             "Newest failed executions of the selected tasks from the SQL history: task, "
@@ -518,7 +581,10 @@ def overview() -> db.Dashboard:
                 f"{dedup(f'increase(celery_task_runtime_seconds_count{TASK_SEL}[{window}])')})"
                 f" > $slow_threshold"),
             value_name="average runtime", unit="s", columns=("name",),
-            steps=((None, ORANGE),)))
+            steps=((None, ORANGE),))
+            .override_by_name("name", links(ui_link(
+                "Statistics of this task in the job browser",
+                "/statistics?name=${__value.raw:percentencode}"))))
         .with_panel(table_panel(
             "Stuck jobs (oldest running)",
             "Age of the oldest running task per name (inspect active): long ages are stuck "
@@ -747,8 +813,9 @@ def task_drilldown() -> db.Dashboard:
     return (
         dashboard(TASK_UID, "Celery / Task",
                   "One Celery task in detail: lifecycle, run time, waits, failures.")
-        .variables(common_variables())
+        .variables([*common_variables(), ui_var()])
         .link(link("Overview", OVERVIEW_UID))
+        .link(ui_dashboard_link("Failures in the job browser", "/failed?" + UI_RANGE))
 
         .with_row(db.Row("Task $task"))
         .with_panel(stat_panel("Succeeded", "Successful executions in the time range.",

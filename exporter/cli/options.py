@@ -256,6 +256,10 @@ SERVE_OPTIONS: list[Decorator] = [
     option("--grafana-url", default=None, metavar="URL",
            help="Grafana's base URL (https://grafana.example.com): the UI links to the "
                 "celery-jobmon dashboards there."),
+    option("--external-url", default=None, metavar="URL",
+           help="The job browser's URL as users reach it (https://jobmon.example.com/ui): "
+                "exported as celery_jobmon_ui_info{external_url}, which the alerts and the "
+                "Grafana tables read to link to its pages."),
 ]
 
 

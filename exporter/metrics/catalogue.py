@@ -291,6 +291,14 @@ BUILD_INFO = MetricSpec(
         tuple(snapshot.build[key] for key in ("version", "celery_version", "python_version")):
         1.0},
 )
+UI_INFO = MetricSpec(
+    "jobmon_ui", "info",
+    "Where the job browser is reached (--external-url): alerts and dashboards link to its "
+    "pages with it; absent when not set.",
+    ("external_url",), "", "exporter",
+    read=lambda snapshot, now: None if snapshot.external_url is None
+    else {(snapshot.external_url,): 1.0},
+)
 
 #: Families read from the model's snapshot (task events), in exposition order.
 MODEL: tuple[MetricSpec, ...] = (
@@ -304,6 +312,7 @@ MODEL: tuple[MetricSpec, ...] = (
 HEALTH: tuple[MetricSpec, ...] = (
     BROKER_CONNECTED, BROKER_RECONNECTS, EVENT_GAPS, EVENT_BATCHES, EVENT_PROCESSING,
     POLL_ERRORS, REPAIRS, REPAIR_UNRESOLVED, REPAIR_PENDING, REPAIR_SOURCE_ERRORS, BUILD_INFO,
+    UI_INFO,
 )
 
 # -- from the poller (inspect broadcasts, broker queue reads) -----------------------------------

@@ -42,7 +42,8 @@ class HealthSnapshot:
     the consumer spent applying them, lock waits included; ``poll_errors``: failed poller
     calls by call name (``enable_events``, ``active_queues``, ``active``, ``reserved``,
     ``scheduled``, ``stats``, ``queue_lengths``); ``build``: the versions of the build-info
-    family (``version``, ``celery_version``, ``python_version``).
+    family (``version``, ``celery_version``, ``python_version``); ``external_url``: where the
+    job browser is reached (``--external-url``), for the UI-info family (``None``: not set).
     """
 
     broker_connected: bool
@@ -59,6 +60,7 @@ class HealthSnapshot:
     repair_errors: Mapping[str, int] = field(default_factory=dict)
     repair_pending: int | None = None
     repair_unresolved: int | None = None
+    external_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,14 +90,17 @@ class Health:
             family (default: this process's celery-jobmon, Celery and Python versions).
         clock: the exporter's time, seconds since the epoch (gap windows, when a problem was
             last seen; injected for tests).
+        external_url: the job browser's URL (``--external-url``) for the UI-info family.
 
     """
 
     def __init__(self, build: Mapping[str, str] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 external_url: str | None = None) -> None:
         self._build = dict(build) if build is not None else {
             "version": __version__, "celery_version": celery.__version__,
             "python_version": platform.python_version()}
+        self._external_url = external_url
         self._lock = threading.Lock()
         self._broker_connected = False
         self._broker_reconnects = 0
@@ -218,4 +223,5 @@ class Health:
                 repair_pending=None if self._repair_backlog is None else self._repair_backlog[0],
                 repair_unresolved=(None if self._repair_backlog is None
                                    else self._repair_backlog[1]),
+                external_url=self._external_url,
             )

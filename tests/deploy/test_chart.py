@@ -403,6 +403,7 @@ def test_the_full_values_environment_is_what_serve_accepts(tmp_path, monkeypatch
     assert settings.ui_users_file == str(mounted / "ui-users")
     assert settings.ui_session_secret == secret["ui-session-secret"].strip()
     assert settings.grafana_url == "https://grafana.example.com"
+    assert settings.external_url == "https://jobmon.example.com/ui"
     assert settings.beat_app == "examples.tasks:app"
     assert settings.redbeat_url == "redis://:beat-password@redis:6379/2"
     assert settings.redbeat_key_prefix == "app1:redbeat:"

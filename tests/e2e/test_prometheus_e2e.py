@@ -55,6 +55,8 @@ EMPTY_OK = {
     ("celery-jobmon-task", "Lifecycle rates", "H"):
         "no task is rejected in the scenario (needs acks_late with a lost worker or Reject)",
 }
+#: The exporter's --external-url: the dashboards' job-browser links read it back.
+EXTERNAL_URL = "https://jobmon.example.com/ui"
 FAILING = {"examples.tasks.fail_value": "ValueError", "examples.tasks.fail_key": "KeyError",
            "examples.tasks.charge": "PaymentDeclined"}
 
@@ -117,7 +119,7 @@ def scenario(e2e_redis: str, postgres_url: str, history_engine: Engine,
     binary = require_binary("prometheus", "prometheus")
     started = time.monotonic()
     exporter = Exporter(e2e_redis, "--queue", "c", "--history-url", postgres_url,
-                        "--history-required")
+                        "--history-required", "--external-url", EXTERNAL_URL)
     prometheus = Prometheus(binary, e2e_config(f"127.0.0.1:{exporter.port}"),
                             tmp_path_factory.mktemp("prometheus"))
     worker = Worker(e2e_redis, "a,b")
@@ -259,6 +261,11 @@ def test_first_failure_fires_once_per_failing_task_and_only_it_fires(scenario):
 
     expected = sorted(("CeleryTaskFirstFailure", name) for name in FAILING)
     wait_for(lambda: firing() == expected, 20, message=f"firing alerts {expected}")
+    # Each links to the failed list of its task in the job browser (--external-url).
+    alerts = scenario.prometheus.api("alerts")["data"]["alerts"]
+    assert sorted(alert["annotations"]["job_browser"] for alert in alerts
+                  if alert["labels"]["alertname"] == "CeleryTaskFirstFailure") == sorted(
+        f"{EXTERNAL_URL}/failed?name={name}" for name in FAILING)
 
 
 def test_top_exceptions_lists_each_failing_task_with_its_exception_class(scenario):
@@ -303,6 +310,7 @@ def test_variable_queries_list_the_scenario_values(scenario):
         "task": sorted(["examples.tasks.add", "examples.tasks.charge", "examples.tasks.fail_key",
                         "examples.tasks.fail_value", "examples.tasks.flaky",
                         "examples.tasks.sleep"]),
+        "jobmon_ui": [EXTERNAL_URL],
     }
 
 

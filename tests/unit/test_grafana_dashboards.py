@@ -113,7 +113,7 @@ def test_dashboards_have_uid_title_and_30s_refresh():
 def test_variables_are_datasource_history_job_cluster_instance_queue_task(name):
     variables = {v["name"]: v for v in COMMITTED[name]["templating"]["list"]}
     assert [v for v in variables if v != "slow_threshold"] == [
-        "datasource", "history", "job", "cluster", "instance", "queue", "task"]
+        "datasource", "history", "job", "cluster", "instance", "queue", "task", "jobmon_ui"]
     assert variables["datasource"]["query"] == "prometheus"
     assert variables["history"]["query"] == "grafana-postgresql-datasource"
     assert variables["cluster"]["query"] == (
@@ -320,6 +320,63 @@ def test_recent_failures_query_the_history_table(board):
     assert "$__unixEpochFilter(finished_at)" in sql
     # The Task variable filters it too: "All" leaves the built-in celery.* tasks out.
     assert "\n  AND name ~ '^(${task:regex})$'\n" in sql
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_the_job_browser_url_comes_from_the_ui_info_of_the_selected_job(name):
+    variable = next(v for v in COMMITTED[name]["templating"]["list"] if v["name"] == "jobmon_ui")
+    assert (variable["query"], variable["hide"], variable["multi"], variable["includeAll"]) == (
+        'label_values(celery_jobmon_ui_info{job=~"$job"}, external_url)', 2, False, False)
+
+
+def _links(board: str, title: str) -> dict[str, list[str]]:
+    """Column → URLs of its data links, in the panel ``title`` of ``board``."""
+    panel = next(p for p in _panels(COMMITTED[board]) if p["title"] == title)
+    return {override["matcher"]["options"]: [link["url"] for link in prop["value"]]
+            for override in panel.get("fieldConfig", {}).get("overrides", [])
+            for prop in override["properties"] if prop["id"] == "links"}
+
+
+RANGE = "since=${__from:date:seconds}&until=${__to:date:seconds}"
+
+
+@pytest.mark.parametrize("board", ["celery-overview.json", "celery-task.json"])
+def test_recent_failures_link_to_the_job_browser_with_their_filters(board):
+    assert _links(board, "Recent failures (history)") == {
+        "task id": ["${jobmon_ui}/tasks/${__value.raw:percentencode}"],
+        "task": ["${jobmon_ui}/failed?name=${__value.raw:percentencode}&" + RANGE],
+        "exception": ["${jobmon_ui}/failed?name=${__data.fields.task:percentencode}"
+                      "&exception=${__value.raw:percentencode}&" + RANGE],
+        "queue": ["${jobmon_ui}/waiting?queue=${__value.raw:percentencode}"],
+    }
+
+
+def test_overview_tables_link_to_the_job_browser():
+    assert _links("celery-overview.json", "Top exceptions") == {
+        "name": ["${jobmon_ui}/failed?name=${__value.raw:percentencode}&" + RANGE],
+        "exception": ["${jobmon_ui}/failed?name=${__data.fields.name:percentencode}"
+                      "&exception=${__value.raw:percentencode}&" + RANGE],
+    }
+    assert _links("celery-overview.json", "Slow jobs") == {
+        "name": ["${jobmon_ui}/statistics?name=${__value.raw:percentencode}"]}
+    assert [(link["title"], link["url"]) for link in COMMITTED["celery-overview.json"]["links"]
+            if link["url"].startswith("${jobmon_ui}")] == [("Job browser", "${jobmon_ui}/")]
+    assert [(link["title"], link["url"]) for link in COMMITTED["celery-task.json"]["links"]
+            if link["url"].startswith("${jobmon_ui}")] == [
+        ("Failures in the job browser", "${jobmon_ui}/failed?" + RANGE)]
+
+
+def test_the_ui_links_name_pages_the_job_browser_has():
+    from ui.app import page_modules
+    paths = {route.path for module in page_modules() for route in module.router.routes}
+    urls = [link["url"] for board in COMMITTED.values() for link in board["links"]] + [
+        url for board in COMMITTED for panel in _panels(COMMITTED[board])
+        for urls in _links(board, panel["title"]).values() for url in urls]
+    used = {re.sub(r"\?.*", "", url.removeprefix("${jobmon_ui}")).replace(
+        "${__value.raw:percentencode}", "{task_id:path}")
+        for url in urls if url.startswith("${jobmon_ui}")}
+    assert used == {"/", "/failed", "/statistics", "/waiting", "/tasks/{task_id:path}"}
+    assert used <= paths
 
 
 def test_provisioning_declares_both_datasource_types_and_the_dashboard_folder():

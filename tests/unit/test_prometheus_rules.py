@@ -72,9 +72,33 @@ def test_the_alert_list():
 def test_alert_has_severity_and_the_four_annotations(name):
     rule = ALERTS[name]
     assert rule["labels"]["severity"] in {"critical", "warning"}
-    assert sorted(rule["annotations"]) == ["dashboard", "description", "runbook_url", "summary"]
+    four = ["dashboard", "description", "runbook_url", "summary"]
+    assert sorted(rule["annotations"]) == sorted(four + ["job_browser"] * (name in JOB_BROWSER))
     assert rule["annotations"]["runbook_url"] == RUNBOOK_BASE + name.lower()
     assert rule["annotations"]["dashboard"].startswith("http://localhost:3000/d/celery-jobmon-")
+
+
+#: Alerts linking to a page of the job browser (annotation job_browser) → the page and filter.
+JOB_BROWSER = {
+    "CeleryTaskFailureRatioHigh": "/failed?name={{ $labels.name | urlquery }}",
+    "CeleryTaskRetryRatioHigh": "/statistics?name={{ $labels.name | urlquery }}",
+    "CeleryTaskFirstFailure": "/failed?name={{ $labels.name | urlquery }}",
+    "CeleryTaskStuck": "/running",
+    "CeleryTaskSlow": "/statistics?name={{ $labels.name | urlquery }}",
+    "CeleryQueueBacklogHigh": "/waiting?queue={{ $labels.queue_name | urlquery }}",
+    "CeleryQueueLatencyHigh": "/waiting?queue={{ $labels.queue_name | urlquery }}",
+    "CeleryQueueNoConsumers": "/waiting?queue={{ $labels.queue_name | urlquery }}",
+    "CeleryQueueNotDraining": "/waiting?queue={{ $labels.queue_name | urlquery }}",
+    "CeleryWorkerDown": "/workers",
+}
+
+
+@pytest.mark.parametrize("name", sorted(JOB_BROWSER))
+def test_job_browser_link_reads_the_external_url_of_the_alerts_job(name):
+    # promtool (prometheus/tests/job_browser_test.yml) shows the expanded link.
+    assert ALERTS[name]["annotations"]["job_browser"] == (
+        '{{ with printf "celery_jobmon_ui_info{job=%q}" $labels.job | query }}'
+        '{{ . | first | label "external_url" }}' + JOB_BROWSER[name] + "{{ end }}")
 
 
 @pytest.mark.parametrize("name", sorted(ALERTS))
