@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, Executable, Table, func, select
 
 from actions.errors import history_errors
+from exporter.events.table import STATES
 from exporter.history.orm import ACTION_AUDIT, TASK_EXECUTION
 
 _TABLE: Table = TASK_EXECUTION  # type: ignore[assignment]
@@ -19,25 +20,29 @@ _C = _TABLE.c
 
 def state_counts(engine: Engine, since: float) -> dict[str, int]:
     """Executions whose current state was set at or after ``since`` (epoch seconds), by
-    Celery state: ``{"SUCCESS": 120, "FAILURE": 3}`` (states with none are absent). Served
-    by the ``(state_ts, task_id)`` index.
+    Celery state (:data:`~exporter.history.STATES`): ``{"SUCCESS": 120, "FAILURE": 3}``
+    (states with none are absent). Read from the ``(state, state_ts, task_id)`` index alone.
 
     Raises:
         HistoryUnavailable: the database did not answer.
 
     """
     with history_errors(), engine.connect() as connection:
-        return {state: int(count) for state, count
-                in connection.execute(state_counts_query(since)).all()}
+        row = connection.execute(state_counts_query(since)).one()
+    return {state: int(count) for state, count in zip(STATES, row, strict=True) if count}
 
 
 def state_counts_query(since: float) -> Executable:
-    """The statement of :func:`state_counts`: ``(state, count)`` rows."""
-    # Grouped by an expression, not the bare column: grouping by ``state`` makes SQLite walk
-    # the whole (state, finished_at) index to skip a sort instead of the state_ts range — 8.8 s
-    # instead of 0.4 s for a day of 33,000 rows among 1,000,000.
-    state = func.coalesce(_C.state, "")
-    return select(state, func.count()).where(_C.state_ts >= since).group_by(state)
+    """The statement of :func:`state_counts`: one row, the count of each of
+    :data:`~exporter.history.STATES` in that order.
+    """
+    # One count per state, each a range of the (state, state_ts, task_id) index: the index
+    # alone is read. Grouping the state_ts range by state looked every row up for its state
+    # (28 ms for a day of 33,000 rows among 1,000,000 on SQLite, 9 ms this way); grouping by
+    # the bare column made SQLite walk the whole (state, finished_at) index (8.8 s).
+    return select(*(
+        select(func.count()).where(_C.state == state, _C.state_ts >= since)
+        .scalar_subquery().label(state.lower()) for state in STATES))
 
 
 @dataclass(frozen=True)

@@ -269,14 +269,15 @@ def list_executions(
     return Page(items, encode_cursor(items[-1].state_ts, items[-1].task_id))
 
 
-def _finished_in(since: float | None, until: float | None, name: str | None) -> list[Any]:
-    conditions: list[Any] = [_C.finished_at.is_not(None)]
+def _finished_in(since: float | None, until: float | None, name: str | None,
+                 columns: Any = _C) -> list[Any]:
+    conditions: list[Any] = [columns.finished_at.is_not(None)]
     if since is not None:
-        conditions.append(_C.finished_at >= since)
+        conditions.append(columns.finished_at >= since)
     if until is not None:
-        conditions.append(_C.finished_at < until)
+        conditions.append(columns.finished_at < until)
     if name is not None:
-        conditions.append(_C.name == name)
+        conditions.append(columns.name == name)
     return conditions
 
 
@@ -347,32 +348,41 @@ def failure_groups(
 ) -> list[FailureGroup]:
     """FAILURE executions with ``since <= finished_at < until`` grouped by exception class.
 
-    Returns at most ``limit`` groups, the most frequent first (then the most recent).
+    Returns at most ``limit`` groups, the most frequent first (then the most recent). Two
+    reads of the ``(state, finished_at)`` range: the groups (count and newest ``finished_at``
+    per class), then for each group shown its newest failure (the greatest task id among those
+    that finished at that time) joined for its message and name — the long columns are read
+    for those rows only.
     """
     exception = func.coalesce(_C.exception_type, "unknown")
-    newest_first = (_C.finished_at.desc(), _C.task_id.desc())
-    ranked = (
-        select(
-            exception.label("exception_type"),
-            _C.exception_message,
-            _C.task_id,
-            _C.name,
-            _C.finished_at,
-            func.count().over(partition_by=exception).label("total"),
-            func.row_number().over(partition_by=exception, order_by=newest_first).label("rank"),
-        )
-        .where(*_finished_in(since, until, name), _C.state == "FAILURE")
+    where = [*_finished_in(since, until, name), _C.state == FAILED]
+    groups = (
+        select(exception.label("exception_type"), func.count().label("total"),
+               func.max(_C.finished_at).label("last_seen"))
+        .where(*where)
+        .group_by(exception)
+        .order_by(func.count().desc(), func.max(_C.finished_at).desc())
+        .limit(limit)
         .subquery()
     )
+    sample = _TABLE.alias("sample")
+    newest = (
+        select(sample.c.task_id)
+        .where(*_finished_in(since, until, name, sample.c), sample.c.state == FAILED,
+               sample.c.finished_at == groups.c.last_seen,
+               func.coalesce(sample.c.exception_type, "unknown") == groups.c.exception_type)
+        .order_by(sample.c.task_id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
     query = (
-        select(ranked)
-        .where(ranked.c.rank == 1)
-        .order_by(ranked.c.total.desc(), ranked.c.finished_at.desc())
-        .limit(limit)
+        select(groups, _C.exception_message, _C.task_id, _C.name)
+        .join_from(groups, _TABLE, _C.task_id == newest)
+        .order_by(groups.c.total.desc(), groups.c.last_seen.desc())
     )
     return [
         FailureGroup(exception_type=row.exception_type, count=int(row.total),
-                     last_seen=row.finished_at, sample_message=row.exception_message,
+                     last_seen=row.last_seen, sample_message=row.exception_message,
                      sample_task_id=row.task_id, sample_name=row.name)
         for row in _rows(bind, query)
     ]
