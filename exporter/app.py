@@ -29,6 +29,7 @@ from exporter.repair.setup import make_repairer
 from exporter.secrets import mask_url
 from exporter.state.health import Health
 from exporter.state.model import Model
+from exporter.state.workflows import WorkflowTracker
 from ui.app import ui_from_settings
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ def build_service(settings: Settings) -> Service:
 
     """
     history = open_history(settings)
+    workflows = WorkflowTracker(settings.chord_stuck_after, settings.max_tasks_in_memory)
     model = Model(
         runtime_buckets=settings.runtime_buckets,
         queue_wait_buckets=settings.queue_wait_buckets,
@@ -125,6 +127,7 @@ def build_service(settings: Settings) -> Service:
         history_exclude=settings.history_exclude_tasks,
         hostname_label=settings.task_hostname_label,
         history=history.writer.submit if history is not None else None,
+        workflows=workflows,
     )
     if history is not None:
         model.warm(history.unfinished)
@@ -147,7 +150,8 @@ def build_service(settings: Settings) -> Service:
         settings.metric_prefix, model, health, poller.latest,
         history.writer.stats if history is not None else None,
         hostname_label=settings.task_hostname_label, const_labels=settings.const_labels,
-        periodic_latest=periodic.latest if periodic is not None else None),
+        periodic_latest=periodic.latest if periodic is not None else None,
+        workflows=workflows),
         settings.metric_prefix, const_labels=settings.const_labels).render)
     action_app = make_action_app(settings)
     context = action_context(settings, history=history.engine if history is not None else None,

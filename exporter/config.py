@@ -71,6 +71,9 @@ DEFAULT_API_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_PERIODIC_INTERVAL = 15.0
 #: A periodic run not sent this many seconds after it was due is counted missed.
 DEFAULT_PERIODIC_GRACE = 60.0
+#: A workflow step waiting this many seconds behind an ended predecessor is stuck
+#: (``--chord-stuck-after``).
+DEFAULT_CHORD_STUCK_AFTER = 300.0
 #: Shortest --periodic-grace: the history writes rows in batches, up to half a second late.
 MIN_PERIODIC_GRACE = 1.0
 #: RedBeat's default key prefix (its ``redbeat_key_prefix`` setting).
@@ -306,6 +309,8 @@ def periodic_problems(settings: Settings) -> list[str]:
     if settings.periodic_grace < MIN_PERIODIC_GRACE:
         found.append(f"--periodic-grace: at least {MIN_PERIODIC_GRACE:g}s (the history writes "
                      "rows in batches, up to half a second after the event)")
+    if settings.chord_stuck_after <= 0:
+        found.append("--chord-stuck-after: greater than 0")
     return found
 
 
@@ -518,6 +523,9 @@ class Settings:
     beat_timezone: str = "UTC"
     periodic_interval: float = DEFAULT_PERIODIC_INTERVAL
     periodic_grace: float = DEFAULT_PERIODIC_GRACE
+    #: Seconds a workflow step (a chord's callback, a chain's next task) may wait behind a
+    #: predecessor that ended before it counts in ``celery_chords_stuck``.
+    chord_stuck_after: float = DEFAULT_CHORD_STUCK_AFTER
 
     def secrets(self) -> set[str]:
         """Values that must never be logged or shown: URL passwords, password options, the

@@ -246,6 +246,9 @@ SERVE_OPTIONS: list[Decorator] = [
            help="Seconds between two checks of the periodic entries (sources and history)."),
     option("--periodic-grace", type=DURATION, default=seconds(c.DEFAULT_PERIODIC_GRACE),
            help="A periodic run not sent this long after it was due is counted missed."),
+    option("--chord-stuck-after", type=DURATION, default=seconds(c.DEFAULT_CHORD_STUCK_AFTER),
+           help="A chord's callback (or a chain's next task) that has not started this long "
+                "after its predecessor ended counts in celery_chords_stuck."),
     option("--ui-users-file", default=None, metavar="PATH",
            help="Turn the job browser (/ui/) on with the users in this file (name:role:hash "
                 "lines; `celery-jobmon ui-user add`). Without it /ui/ answers 403."),

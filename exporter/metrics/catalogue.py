@@ -7,7 +7,8 @@ source (``read``). The families are grouped by source, in exposition order: :dat
 itself, :class:`~exporter.state.health.HealthSnapshot`), :data:`POLL` (inspect and broker
 queue reads, :class:`~exporter.poll.snapshot.PollSnapshot`), :data:`HISTORY` (the history
 writer, :class:`~exporter.history.writer.HistoryStats`), :data:`PERIODIC` (the periodic
-tracker, :class:`~exporter.periodic.tracker.PeriodicSnapshot`) and :data:`SCRAPE` (each source's
+tracker, :class:`~exporter.periodic.tracker.PeriodicSnapshot`), :data:`WORKFLOWS` (the workflow
+tracker, :class:`~exporter.state.workflows.WorkflowSnapshot`) and :data:`SCRAPE` (each source's
 success and duration at this scrape). Adding a metric touches this file and the code that
 counts it; the renderers (:mod:`exporter.metrics.exposition`,
 :mod:`exporter.metrics.collectors`) only iterate. A unit test checks every entry against
@@ -565,11 +566,50 @@ PERIODIC: tuple[MetricSpec, ...] = (
     PERIODIC_MISSED, PERIODIC_LAST_OUTCOME, PERIODIC_SOURCE_UP, PERIODIC_LAST_CHECK,
 )
 
+# -- workflows (rendered from exporter.state.workflows.WorkflowSnapshot) ------------------------
+
+WORKFLOWS_IN_PROGRESS = MetricSpec(
+    "workflows_in_progress", "gauge",
+    "Workflows (roots with two or more tasks in memory: chains, chords, tasks that sent "
+    "others) with a task not ended yet.",
+    (), "", "task events (root_id, parent_id)",
+    read=lambda snapshot, now: {(): snapshot.in_progress},
+)
+CHORDS_STUCK = MetricSpec(
+    "chords_stuck", "gauge",
+    "Tasks waiting longer than --chord-stuck-after behind a predecessor that ended (a chord's "
+    "callback after its header, a chain's next step: the events cannot tell them apart), by "
+    "the waiting task's name.",
+    ("name",), "", "task events (parent_id, task-started)", read=_field("stuck"),
+)
+CHORD_UNLOCK_RETRIES = MetricSpec(
+    "chord_unlock_retries_total", "counter",
+    "task-retried of celery.chord_unlock (it polls a chord's header about once a second until "
+    "the header is ready), by the chord callback's name.",
+    ("name",), "", "task-retried", read=_field("chord_unlock_retries"),
+)
+WORKFLOW_STEPS = MetricSpec(
+    "jobmon_workflow_tasks_in_memory", "gauge",
+    "Tasks the workflow tracker holds (bounded, least recently seen forgotten first).",
+    (), "", "exporter", read=lambda snapshot, now: {(): snapshot.steps_in_memory},
+)
+WORKFLOW_EVICTIONS = MetricSpec(
+    "jobmon_workflow_task_evictions_total", "counter",
+    "Tasks the workflow tracker forgot to stay within its bound.",
+    (), "", "exporter", read=lambda snapshot, now: {(): snapshot.evictions},
+)
+#: Families read from the workflow tracker's snapshot, in exposition order.
+WORKFLOWS: tuple[MetricSpec, ...] = (
+    WORKFLOWS_IN_PROGRESS, CHORDS_STUCK, CHORD_UNLOCK_RETRIES, WORKFLOW_STEPS,
+    WORKFLOW_EVICTIONS,
+)
+
 # -- each source of /metrics at this scrape (node_exporter's node_scrape_collector_*) ----------
 
 SCRAPE_SUCCESS = MetricSpec(
     "jobmon_scrape_collector_success", "gauge",
-    "1 when the source (model, health, poll, history, periodic) rendered its families at this "
+    "1 when the source (model, health, poll, history, periodic, workflows) rendered its "
+    "families at this "
     "scrape; 0 when it failed: its families are missing from this scrape and the exporter log "
     "says why.",
     ("collector",), "", "exporter",
@@ -585,7 +625,8 @@ SCRAPE_DURATION = MetricSpec(
 SCRAPE: tuple[MetricSpec, ...] = (SCRAPE_SUCCESS, SCRAPE_DURATION)
 
 #: Every family, in exposition order.
-CATALOGUE: tuple[MetricSpec, ...] = (*MODEL, *HEALTH, *POLL, *HISTORY, *PERIODIC, *SCRAPE)
+CATALOGUE: tuple[MetricSpec, ...] = (*MODEL, *HEALTH, *POLL, *HISTORY, *PERIODIC, *WORKFLOWS,
+                                     *SCRAPE)
 #: Every label name the catalogue's families use.
 LABEL_NAMES: frozenset[str] = frozenset(label for spec in CATALOGUE for label in spec.labels)
 

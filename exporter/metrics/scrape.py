@@ -25,12 +25,18 @@ from prometheus_client.registry import Collector
 
 from exporter.history.writer import HistoryStats
 from exporter.metrics import catalogue as m
-from exporter.metrics.collectors import HistoryCollector, PeriodicCollector, PollCollector
+from exporter.metrics.collectors import (
+    HistoryCollector,
+    PeriodicCollector,
+    PollCollector,
+    SnapshotCollector,
+)
 from exporter.metrics.exposition import CachedExposition
 from exporter.periodic.tracker import PeriodicSnapshot
 from exporter.poll.snapshot import PollSnapshot
 from exporter.state.health import Health
 from exporter.state.model import Model
+from exporter.state.workflows import WorkflowTracker
 
 log = logging.getLogger(__name__)
 #: A source of ``/metrics``: its ``collector`` label value and its renderer (text chunks).
@@ -107,12 +113,15 @@ def exporter_sources(prefix: str, model: Model, health: Health,
                      hostname_label: bool = False,
                      const_labels: Iterable[tuple[str, str]] = (),
                      periodic_latest: Callable[[], PeriodicSnapshot | None] | None = None,
+                     workflows: WorkflowTracker | None = None,
                      ) -> list[Source]:
     """The four sources of ``serve``'s ``/metrics``, in exposition order: ``model`` (task
     events, cached text), ``health`` (the exporter itself, cached text), ``poll`` (the
     poller's latest snapshot) and ``history`` (the writer's stats; ``None``: history off).
     Every series carries ``const_labels`` (``--const-label`` pairs). With
-    ``periodic_latest`` (the periodic tracker's ``latest``), a fifth source ``periodic``.
+    ``periodic_latest`` (the periodic tracker's ``latest``), a fifth source ``periodic``; with
+    ``workflows``, a source ``workflows`` (:data:`~exporter.metrics.catalogue.WORKFLOWS`, judged
+    at the scrape's time).
     """
     const = tuple(const_labels)
     model_text = CachedExposition(prefix, m.MODEL, hostname_label=hostname_label,
@@ -133,4 +142,8 @@ def exporter_sources(prefix: str, model: Model, health: Health,
     if periodic_latest is not None:
         sources.append(("periodic", _collector_source(PeriodicCollector(
             periodic_latest, prefix, const_labels=const))))
+    if workflows is not None:
+        tracker = workflows
+        sources.append(("workflows", _collector_source(SnapshotCollector(
+            m.WORKFLOWS, lambda: tracker.snapshot(time.time()), prefix, const_labels=const))))
     return sources

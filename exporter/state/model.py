@@ -117,6 +117,7 @@ from exporter.state.names import TaskNames
 from exporter.state.task_index import TaskIndex, TaskRecord
 from exporter.state.task_series import TaskSeries
 from exporter.state.workers import WorkerState, WorkerTable
+from exporter.state.workflows import WorkflowTracker
 
 if TYPE_CHECKING:
     from exporter.history import UnfinishedTask
@@ -202,6 +203,8 @@ class Model:
             (``--clock-offset-warning``; default: never).
         solo_busy_timeout: seconds a solo-pool worker may stay silent (running a task) before
             it is down (``--solo-busy-timeout``; ``None``: ``worker_timeout``).
+        workflows: receives every applied task event with the task's name label
+            (:meth:`~exporter.state.workflows.WorkflowTracker.observe`; stuck chords).
         history_exclude: shell-style patterns of task names whose events do not go to
             ``history`` (``--history-exclude-task``); the name is the event's ``name``, else
             the one the task index holds.
@@ -232,10 +235,12 @@ class Model:
         clock_offset_warning: float = float("inf"),
         solo_busy_timeout: float | None = None,
         history_exclude: Iterable[str] = (),
+        workflows: WorkflowTracker | None = None,
     ) -> None:
         self.lock = threading.Lock()
         self.clock = clock
         self._history = history
+        self._workflows = workflows
         patterns = [fnmatch.translate(pattern) for pattern in history_exclude]
         self._excluded = re.compile("|".join(patterns)).match if patterns else None
         self._excluded_names: dict[str, bool] = {}
@@ -687,6 +692,10 @@ class Model:
             # A bug in a handler must cost one event, not the batch or the thread.
             self._count_malformed_locked("handler_error")
             log.exception("event handler failed type=%s", event_type)
+        if self._workflows is not None and event_type in TASK_EVENT_TYPES:
+            record = self.index.peek(event["uuid"])
+            self._workflows.observe(event_type, event, record.name if record else UNKNOWN,
+                                    self.names.label)
         return True
 
     def _holds(self, event: dict) -> bool:

@@ -412,6 +412,7 @@ def test_the_full_values_environment_is_what_serve_accepts(tmp_path, monkeypatch
     assert settings.beat_timezone == "Europe/Berlin"
     assert settings.expect == (("reports.nightly", 86400.0), ("cleanup", 3600.0))
     assert (settings.periodic_interval, settings.periodic_grace) == (30, 120)
+    assert settings.chord_stuck_after == 600
 
 
 def test_the_app_version_is_the_package_version():

@@ -298,7 +298,7 @@ def test_rendered_families_have_their_catalogue_type(model, registry, ev) -> Non
     rendered = family_types(registry)
     assert {name: by_name.get(name) for name in rendered} == rendered
     poll_only = {"celery_" + spec.name.removesuffix("_total")
-                 for spec in m.POLL + m.HISTORY + m.PERIODIC + m.SCRAPE}
+                 for spec in m.POLL + m.HISTORY + m.PERIODIC + m.WORKFLOWS + m.SCRAPE}
     # Absent while no repairer reports (--no-repair): nothing says how many are unresolved.
     repair_only = {"celery_" + spec.name for spec in (m.REPAIR_UNRESOLVED, m.REPAIR_PENDING)}
     # Absent without --external-url.

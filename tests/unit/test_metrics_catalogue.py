@@ -129,7 +129,7 @@ def test_every_lifecycle_event_has_its_counter() -> None:
 
 
 def test_every_family_belongs_to_exactly_one_source() -> None:
-    groups = (m.MODEL, m.HEALTH, m.POLL, m.HISTORY, m.PERIODIC, m.SCRAPE)
+    groups = (m.MODEL, m.HEALTH, m.POLL, m.HISTORY, m.PERIODIC, m.WORKFLOWS, m.SCRAPE)
     names = Counter(spec.name for group in groups for spec in group)
     assert {name for name, n in names.items() if n != 1} == set()
     assert set(names) == {spec.name for spec in CATALOGUE}

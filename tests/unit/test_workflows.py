@@ -5,7 +5,9 @@ a workflow and the stuck-chord tracker, on literal events recorded from Celery 5
 from __future__ import annotations
 
 from exporter.events.canvas import chord_callback_name, chord_group_id
+from exporter.events.parse import parse_eta
 from exporter.history.merge import merge, record_from_event
+from exporter.state.workflows import StuckStep, WorkflowTracker
 from tests.support.clock import T0
 from tests.support.events import task_event
 
@@ -42,3 +44,99 @@ def test_history_keeps_the_group_a_chord_unlock_waits_for_and_no_other():
                                           root_id="r", parent_id="r"))
     assert header is not None and "group_id" not in header[1]
     assert (header[1]["root_id"], header[1]["parent_id"]) == ("r", "r")
+
+
+# -- the tracker ---------------------------------------------------------------------------------
+
+def _feed(tracker: WorkflowTracker, events: list[dict], names: dict[str, str]) -> None:
+    for event in events:
+        tracker.observe(event["type"], event, names.get(event["uuid"], ""), lambda n: n)
+
+
+def _ev(kind: str, uuid: str, at: float, **fields: object) -> dict:
+    return task_event(kind, uuid=uuid, timestamp=at, local_received=at, **fields)
+
+
+def _chord_held(callback_started: bool) -> list[dict]:
+    """A chord at the top level on Redis: h1, h2 (own roots); h2 ends last at T0+3 and sends
+    the callback cb (root h2, parent h2) at T0+2.9."""
+    events = [
+        _ev("task-sent", "h1", T0, root_id="h1", parent_id=None),
+        _ev("task-sent", "h2", T0, root_id="h2", parent_id=None),
+        _ev("task-started", "h1", T0 + 1), _ev("task-started", "h2", T0 + 1),
+        _ev("task-succeeded", "h1", T0 + 2),
+        _ev("task-sent", "cb", T0 + 2.9, root_id="h2", parent_id="h2"),
+        _ev("task-succeeded", "h2", T0 + 3),
+    ]
+    if callback_started:
+        events.append(_ev("task-started", "cb", T0 + 4))
+    return events
+
+
+NAMES = {"h1": "app.add", "h2": "app.add", "cb": "app.total", "u1": "celery.chord_unlock"}
+
+
+def test_a_callback_held_behind_its_finished_header_is_stuck_after_the_bound():
+    tracker = WorkflowTracker(stuck_after=10)
+    _feed(tracker, _chord_held(callback_started=False), NAMES)
+    quiet = tracker.snapshot(T0 + 13)  # waiting since h2 ended (T0+3): 10 s, not more
+    assert (quiet.stuck, quiet.in_progress) == ({}, 1)
+    loud = tracker.snapshot(T0 + 13.5)
+    assert loud.stuck == {("app.total",): 1}
+    assert loud.stuck_steps == (StuckStep("cb", "app.total", "h2", "h2", T0 + 3),)
+    assert (loud.in_progress, loud.steps_in_memory) == (1, 3)
+
+
+def test_a_callback_that_started_is_not_stuck_and_the_workflow_ends_with_it():
+    tracker = WorkflowTracker(stuck_after=10)
+    _feed(tracker, _chord_held(callback_started=True), NAMES)
+    assert (tracker.snapshot(T0 + 60).stuck, tracker.snapshot(T0 + 60).in_progress) == ({}, 1)
+    _feed(tracker, [_ev("task-succeeded", "cb", T0 + 5)], NAMES)
+    assert tracker.snapshot(T0 + 60).in_progress == 0
+
+
+def test_a_step_waits_from_its_eta_and_not_while_its_parent_runs():
+    tracker = WorkflowTracker(stuck_after=10)
+    _feed(tracker, [
+        _ev("task-sent", "p", T0, root_id="p"), _ev("task-started", "p", T0 + 1),
+        _ev("task-sent", "c", T0 + 2, root_id="p", parent_id="p",
+            eta="2026-01-01T00:00:00+00:00"),
+    ], NAMES)
+    assert tracker.snapshot(T0 + 100).stuck == {}  # p still runs
+    _feed(tracker, [_ev("task-succeeded", "p", T0 + 3)], NAMES)
+    eta = parse_eta("2026-01-01T00:00:00+00:00")
+    assert eta is not None
+    assert tracker.snapshot(max(T0 + 14, eta + 10)).stuck == {}
+    assert tracker.snapshot(max(T0 + 14, eta + 10) + 1).stuck == {("unknown",): 1}
+
+
+def test_events_in_any_order_give_the_same_answer():
+    events = _chord_held(callback_started=True)
+    for order in (events, events[::-1], events[3:] + events[:3]):
+        tracker = WorkflowTracker(stuck_after=10)
+        _feed(tracker, order, NAMES)
+        snapshot = tracker.snapshot(T0 + 60)
+        assert (snapshot.stuck, snapshot.in_progress, snapshot.steps_in_memory) == ({}, 1, 3)
+
+
+def test_chord_unlock_retries_count_under_the_callback_name():
+    tracker = WorkflowTracker(stuck_after=10)
+    sent = dict(name="celery.chord_unlock", args=UNLOCK_ARGS, root_id="u1")
+    _feed(tracker, [
+        _ev("task-sent", "u1", T0, **sent), _ev("task-started", "u1", T0 + 1),
+        _ev("task-retried", "u1", T0 + 1.1),
+        _ev("task-sent", "u1", T0 + 1.1, parent_id="u1", **sent),
+        _ev("task-started", "u1", T0 + 2.2), _ev("task-retried", "u1", T0 + 2.3),
+    ], NAMES)
+    snapshot = tracker.snapshot(T0 + 100)
+    assert snapshot.chord_unlock_retries == {("tests.support.workflow_app.total",): 2}
+    assert snapshot.stuck == {}  # its own parent: a retry is no predecessor
+
+
+def test_memory_is_bounded_and_counts_follow_evictions():
+    tracker = WorkflowTracker(stuck_after=10, max_steps=3)
+    _feed(tracker, _chord_held(callback_started=False), NAMES)
+    _feed(tracker, [_ev("task-sent", "x", T0 + 5, root_id="x")], NAMES)
+    snapshot = tracker.snapshot(T0 + 100)  # h1 forgotten; h2 + cb still one workflow
+    assert (snapshot.steps_in_memory, snapshot.evictions, snapshot.in_progress) == (3, 1, 1)
+    assert snapshot.stuck == {("app.total",): 1}
