@@ -158,7 +158,8 @@ def build_service(settings: Settings) -> Service:
                              app=action_app, model=model, poll_latest=poller.latest)
     api = create_api(context, token=settings.api_token,
                      max_body_bytes=settings.api_max_body_bytes, secrets=settings.secrets())
-    ui = ui_from_settings(settings, context)
+    ui = ui_from_settings(settings, context,
+                          periodic_latest=periodic.latest if periodic is not None else None)
     if settings.api_listen is not None and api is not None:
         return Service(settings, model, health, metrics, consumer, poller,
                        create_http_app(metrics, health), history, action_app,

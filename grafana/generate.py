@@ -626,7 +626,90 @@ def overview() -> db.Dashboard:
                 prom(f"max by (hostname) (celery_worker_max_rss_bytes{sel()})", "{{hostname}}"),
             ], unit="bytes", width=8))
     )
-    return exporter_health(data_quality(board))
+    return exporter_health(data_quality(periodic_tasks(board)))
+
+
+def periodic_tasks(board: db.Dashboard) -> db.Dashboard:
+    """The row about periodic entries (README "Periodic tasks"): the ``celery_periodic_*``
+    families of the periodic tracker — when each entry is due, when it last ran, how it ended,
+    the runs never sent — and whether its schedule sources were read. Entries follow the Task
+    variable (their ``task`` label); replicas judge the same history: merged with
+    :func:`dedup`. Empty without a schedule source (``--app``, ``--redbeat-url``,
+    ``--django-beat-url``, ``--expect``).
+    """
+    entry_sel = sel('task=~"$task"')
+    failed = sel('task=~"$task"', 'state=~"FAILURE|LOST"')
+
+    def merged(family: str, matchers: str = entry_sel) -> str:
+        return dedup(f"celery_{family}{matchers}")
+
+    missed = f"increase(celery_periodic_task_missed_runs_total{entry_sel}[$__range])"
+    def per_entry(family: str) -> str:
+        return f"max by (entry, task) ({merged(family)})"
+
+    # Every column by (entry, task) alone, so that the merge lines them up.
+    columns = (
+        ("next run in", f"{per_entry('periodic_task_next_run_timestamp_seconds')} - time()"),
+        ("since last sent",
+         f"time() - {per_entry('periodic_task_last_sent_timestamp_seconds')}"),
+        ("since last start",
+         f"time() - {per_entry('periodic_task_last_started_timestamp_seconds')}"),
+        ("since last success",
+         f"time() - {per_entry('periodic_task_last_succeeded_timestamp_seconds')}"),
+        ("missed in range", f"sum by (entry, task) ({dedup(missed)})"),
+    )
+    entries = (
+        table.Panel().title("Periodic entries")
+        .description("Per periodic entry: seconds until its next run is due (negative: due "
+                     "and not sent yet), since its last run was sent, started and succeeded "
+                     "(from the history), and the due runs never sent in the time range.")
+        .datasource(PROM).height(8).span(16).unit("s")
+        .with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(organize(
+            rename={f"Value #{chr(ord('A') + i)}": title for i, (title, _) in enumerate(columns)},
+            order=("entry", "task", *(title for title, _ in columns))))
+        .override_by_name("missed in range", [dm.DynamicConfigValue(id_val="unit",
+                                                                    value="short")])
+        .override_by_name("entry", links(ui_link("This entry in the job browser",
+                                                 "/periodic?entry=${__value.raw:percentencode}")))
+        .sort_by([cb.TableSortByFieldState().display_name("next run in")])
+    )
+    for i, (_, expr) in enumerate(columns):
+        entries = entries.with_target(instant_table(expr, chr(ord("A") + i)))
+    return (
+        board.with_row(db.Row("Periodic tasks"))
+        .with_panel(stat_panel(
+            "Missed periodic runs", "Runs due by their entry's schedule and not sent within "
+            "--periodic-grace in the time range (CeleryPeriodicTaskMissed fires on any).",
+            prom(f"sum({dedup(missed)})"), steps=((None, GREEN), (1, RED)), decimals=0,
+            width=6))
+        .with_panel(stat_panel(
+            "Last run failed", "Entries whose newest finished run ended in FAILURE or LOST "
+            "(CeleryPeriodicTaskFailed).",
+            prom(f"sum({merged('periodic_task_last_outcome', failed)})"),
+            steps=((None, GREEN), (1, ORANGE)), decimals=0, width=6))
+        .with_panel(stat_panel(
+            "Schedule sources down", "Schedule sources (app, redbeat, django, expect) not "
+            "read at the last check: their entries are those read last.",
+            prom(f"sum({dedup(f'1 - celery_jobmon_periodic_source_up{sel()}')})"),
+            steps=((None, GREEN), (1, RED)), decimals=0, width=6))
+        .with_panel(stat_panel(
+            "Periodic check age", "Seconds since the periodic tracker last read the schedule "
+            "and the history (--periodic-interval).",
+            prom(f"max(time() - celery_jobmon_periodic_last_check_timestamp_seconds{sel()})"),
+            unit="s", steps=((None, GREEN), (120, ORANGE), (600, RED)), width=6))
+        .with_panel(table_panel(
+            "Last outcome by entry", "How each entry's newest finished run ended.",
+            instant_table(f"max by (entry, task, state) "
+                          f"({merged('periodic_task_last_outcome')}) == 1"),
+            value_name="last", unit="short", columns=("entry", "task", "state"), width=8,
+            height=8))
+        .with_panel(entries)
+        .with_panel(ts_panel(
+            "Missed periodic runs by entry", "Due runs not sent, per entry, per rate interval.",
+            [prom(f"sum by (entry) ({dedup(missed.replace('$__range', RATE))})", "{{entry}}")],
+            width=24))
+    )
 
 
 def data_quality(board: db.Dashboard) -> db.Dashboard:

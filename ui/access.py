@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 
 from actions.context import ActionContext
+from exporter.periodic.tracker import PeriodicSnapshot
 from ui.users import User
 
 #: The audit trail's actor for an action taken in the job browser: ``ui:<user name>``.
@@ -37,6 +38,8 @@ class UiContext:
         users: the users file's users by name.
         grafana_url: base URL of Grafana (``--grafana-url``), or ``None``: no dashboard links.
         clock: seconds since the epoch.
+        periodic_latest: the periodic tracker's latest snapshot (its ``latest``), or ``None``:
+            no tracker runs (no schedule source given, or no history).
 
     """
 
@@ -44,6 +47,7 @@ class UiContext:
     users: Mapping[str, User]
     grafana_url: str | None = None
     clock: Callable[[], float] = field(default=time.time)
+    periodic_latest: Callable[[], PeriodicSnapshot | None] | None = None
 
 
 class LoginRequired(Exception):

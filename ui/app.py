@@ -25,7 +25,7 @@ import hmac
 import importlib
 import logging
 import pkgutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from secrets import token_urlsafe
 from typing import Any
 from urllib.parse import urlencode
@@ -43,6 +43,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from actions.context import ActionContext
 from actions.errors import ActionError
 from exporter.config import Settings
+from exporter.periodic.tracker import PeriodicSnapshot
 from exporter.secrets import Redactor
 from ui import pages
 from ui.access import Forbidden, LoginRequired, UiContext
@@ -179,10 +180,13 @@ def disabled_ui() -> ASGIApp:
     return app
 
 
-def ui_from_settings(settings: Settings, actions: ActionContext) -> ASGIApp:
+def ui_from_settings(settings: Settings, actions: ActionContext,
+                     periodic_latest: Callable[[], PeriodicSnapshot | None] | None = None
+                     ) -> ASGIApp:
     """The app ``serve`` mounts at :data:`PREFIX`: :func:`disabled_ui` without
     ``--ui-users-file``, else :func:`create_ui` with the users of that file and the session
     secret of ``--ui-session-secret-file`` (or a random one, logged as such).
+    ``periodic_latest``: the periodic tracker's ``latest`` (``None``: no tracker).
 
     Raises:
         UsersFileError: the users file cannot be read or has invalid lines.
@@ -197,6 +201,7 @@ def ui_from_settings(settings: Settings, actions: ActionContext) -> ASGIApp:
         log.info("ui session secret generated at start: sessions end when the process "
                  "restarts and differ between replicas (--ui-session-secret-file)")
     log.info("ui on path=%s/ users=%d", PREFIX, len(users))
-    return create_ui(UiContext(actions, users, grafana_url=settings.grafana_url),
+    return create_ui(UiContext(actions, users, grafana_url=settings.grafana_url,
+                               periodic_latest=periodic_latest),
                      session_secret=secret, secure_cookies=settings.tls_cert is not None,
                      secrets=settings.secrets())

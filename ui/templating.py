@@ -32,7 +32,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 #: The main navigation: (label, path under the mount). Pages added later take these paths.
 NAV = (("Overview", "/"), ("Running", "/running"), ("Waiting", "/waiting"),
        ("Scheduled", "/scheduled"), ("Completed", "/completed"), ("Failed", "/failed"),
-       ("Statistics", "/statistics"), ("Workers", "/workers"))
+       ("Statistics", "/statistics"), ("Periodic", "/periodic"), ("Workers", "/workers"))
 
 
 def when(value: datetime | float | None) -> str:

@@ -119,7 +119,9 @@ def scenario(e2e_redis: str, postgres_url: str, history_engine: Engine,
     binary = require_binary("prometheus", "prometheus")
     started = time.monotonic()
     exporter = Exporter(e2e_redis, "--queue", "c", "--history-url", postgres_url,
-                        "--history-required", "--external-url", EXTERNAL_URL)
+                        "--history-required", "--external-url", EXTERNAL_URL,
+                        # One periodic entry, checked every second: the Periodic tasks row.
+                        "--expect", "examples.tasks.add=1h", "--periodic-interval", "1")
     prometheus = Prometheus(binary, e2e_config(f"127.0.0.1:{exporter.port}"),
                             tmp_path_factory.mktemp("prometheus"))
     worker = Worker(e2e_redis, "a,b")

@@ -118,7 +118,8 @@ def test_log_in_read_a_traceback_retry_it_cancel_a_waiting_task_and_a_viewer_can
     exporter = start_exporter(redis_url, "--ui-users-file", str(users),
                               "--ui-session-secret-file", str(secret),
                               "--grafana-url", "http://grafana.example:3000",
-                              history_url=history_url)
+                              "--expect", "examples.tasks.fail_once=1h",
+                              "--periodic-interval", "1", history_url=history_url)
     app = producer(redis_url)
     marker = f"browser-{uuid.uuid4().hex[:8]}"
     failed = app.send_task("examples.tasks.fail_once", args=(marker,), queue="a")
@@ -191,6 +192,7 @@ def test_log_in_read_a_traceback_retry_it_cancel_a_waiting_task_and_a_viewer_can
         for label, expected in (("Running", sleeper.id), ("Waiting", "nobody-consumes"),
                                 ("Scheduled", scheduled.id), ("Completed", new_id),
                                 ("Statistics", "examples.tasks.fail_once"),
+                                ("Periodic", "examples.tasks.fail_once (expect)"),
                                 ("Workers", worker.hostname)):
             pages.click(label)
 

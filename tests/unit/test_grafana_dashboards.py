@@ -234,6 +234,8 @@ def test_overview_has_the_required_panels():
         "Stuck jobs (oldest running)",
         "Workers up / down", "Worker busy ratio", "Tasks processed per worker", "Worker CPU",
         "Worker peak memory",
+        "Missed periodic runs", "Last run failed", "Schedule sources down", "Periodic check age",
+        "Last outcome by entry", "Periodic entries", "Missed periodic runs by entry",
         "Missed task events", "Missed ratio", "Event gaps", "Event lag", "Repaired",
         "Repairs pending", "Unresolved tasks", "Repair source errors",
         "Missed task events per worker", "Repairs by state and source",
@@ -260,6 +262,28 @@ def test_the_data_quality_row_shows_every_exactness_family_of_the_catalogue():
         metrics.REPAIRS, metrics.REPAIR_UNRESOLVED, metrics.REPAIR_PENDING,
         metrics.REPAIR_SOURCE_ERRORS)}
     assert named == exactness | {"celery_worker_processed_total"}
+
+
+def test_the_periodic_row_shows_every_periodic_family_of_the_catalogue():
+    board = COMMITTED["celery-overview.json"]
+    titles = [p["title"] for p in board["panels"]]
+    start, end = titles.index("Periodic tasks"), titles.index("Data quality")
+    exprs = " ".join(target["expr"] for panel in board["panels"][start + 1:end]
+                     for target in panel["targets"])
+    named = set(re.findall(r"\b(celery_[a-z0-9_]+)(?=\{)", exprs))
+    assert named == {"celery_" + spec.name for spec in metrics.PERIODIC}
+    # Entries follow the Task variable through their task label.
+    assert exprs.count('task=~"$task"') == 9
+
+
+def test_periodic_entries_line_up_by_entry_and_task_and_link_to_the_job_browser():
+    panel = next(p for p in _panels(COMMITTED["celery-overview.json"])
+                 if p["title"] == "Periodic entries")
+    assert [t["expr"].split(" (", 1)[0] for t in panel["targets"]] == [
+        "max by", "time() - max by", "time() - max by", "time() - max by", "sum by"]
+    assert all("(entry, task)" in t["expr"] for t in panel["targets"])
+    assert _links("celery-overview.json", "Periodic entries") == {
+        "entry": ["${jobmon_ui}/periodic?entry=${__value.raw:percentencode}"]}
 
 
 def test_missed_events_per_worker_and_repairs_keep_their_labels():
@@ -375,7 +399,8 @@ def test_the_ui_links_name_pages_the_job_browser_has():
     used = {re.sub(r"\?.*", "", url.removeprefix("${jobmon_ui}")).replace(
         "${__value.raw:percentencode}", "{task_id:path}")
         for url in urls if url.startswith("${jobmon_ui}")}
-    assert used == {"/", "/failed", "/statistics", "/waiting", "/tasks/{task_id:path}"}
+    assert used == {"/", "/failed", "/statistics", "/waiting", "/periodic",
+                    "/tasks/{task_id:path}"}
     assert used <= paths
 
 

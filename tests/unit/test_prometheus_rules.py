@@ -90,6 +90,9 @@ JOB_BROWSER = {
     "CeleryQueueNoConsumers": "/waiting?queue={{ $labels.queue_name | urlquery }}",
     "CeleryQueueNotDraining": "/waiting?queue={{ $labels.queue_name | urlquery }}",
     "CeleryWorkerDown": "/workers",
+    "CeleryPeriodicTaskMissed": "/periodic?entry={{ $labels.entry | urlquery }}",
+    "CeleryPeriodicTaskLate": "/periodic?entry={{ $labels.entry | urlquery }}",
+    "CeleryPeriodicTaskFailed": "/failed?name={{ $labels.task | urlquery }}",
 }
 
 
