@@ -21,6 +21,7 @@ from starlette.requests import Request
 
 from actions.context import ActionContext
 from exporter.periodic.tracker import PeriodicSnapshot
+from ui.throttle import LoginThrottle
 from ui.users import User
 
 #: The audit trail's actor for an action taken in the job browser: ``ui:<user name>``.
@@ -40,6 +41,7 @@ class UiContext:
         clock: seconds since the epoch.
         periodic_latest: the periodic tracker's latest snapshot (its ``latest``), or ``None``:
             no tracker runs (no schedule source given, or no history).
+        login_throttle: counts failed logins (:class:`~ui.throttle.LoginThrottle`).
 
     """
 
@@ -48,6 +50,7 @@ class UiContext:
     grafana_url: str | None = None
     clock: Callable[[], float] = field(default=time.time)
     periodic_latest: Callable[[], PeriodicSnapshot | None] | None = None
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 class LoginRequired(Exception):

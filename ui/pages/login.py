@@ -2,6 +2,9 @@
 
 A failed login is logged (user name, client address) and answered 401 with one message for
 an unknown name and a wrong password; both take as long (:func:`ui.users.authenticate`).
+Failed logins are counted per user name and per client address (:mod:`ui.throttle`): over the
+limit, the form answers 429 with ``Retry-After`` and checks no password, logged as
+``ui login throttled``.
 After a login the session is started afresh (nothing from before it is kept) and the user
 goes back to ``next`` when it is a path of the UI, else to the overview.
 """
@@ -24,6 +27,8 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 Text = Annotated[str, Form(max_length=1024)]
+#: How a throttled login's page names what reached its limit.
+THROTTLED_BY = {"user": "for this user name", "client": "from your address"}
 
 
 def safe_next(request: Request, target: str | None) -> str:
@@ -51,14 +56,27 @@ def login_page(request: Request,
 async def login(request: Request, username: Text, password: Text,
                 next: Annotated[str | None, Form(max_length=2048)] = None) -> Response:
     """Check the name and password (argon2, in a worker thread); start a session."""
-    users = ui_context(request).users
-    user = await run_in_threadpool(authenticate, users, username, password)
+    context = ui_context(request)
+    client = request.client.host if request.client else "unknown"
+    refusal = context.login_throttle.refusal(client, username)
+    if refusal is not None:
+        log.warning("ui login throttled user=%r client=%s by=%s limit=%r retry_after=%d",
+                    username[:64], client, refusal.by, refusal.limit, refusal.retry_after)
+        response = render(request, "login.html", {
+            "next": safe_next(request, next), "username": username,
+            "error": f"Too many failed logins {THROTTLED_BY[refusal.by]}: try again in "
+                     f"{refusal.retry_after} s. The password was not checked."},
+            status_code=429)
+        response.headers["Retry-After"] = str(refusal.retry_after)
+        return response
+    user = await run_in_threadpool(authenticate, context.users, username, password)
     if user is None:
-        client = request.client.host if request.client else "unknown"
+        context.login_throttle.failed(client, username)
         log.warning("ui login failed user=%r client=%s", username[:64], client)
         return render(request, "login.html", {
             "next": safe_next(request, next), "username": username,
             "error": "Unknown user name or wrong password."}, status_code=401)
+    context.login_throttle.succeeded(username)
     request.session.clear()
     request.session[SESSION_USER] = user.name
     log.info("ui login user=%s role=%s", user.name, user.role)
