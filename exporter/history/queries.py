@@ -337,6 +337,7 @@ def task_stats(
         ))
     return sorted(result, key=lambda s: (s.name is not None, s.name or ""))
 
+    queue: str | None = None,
 
 def failure_groups(
     bind: Bind,
@@ -346,7 +347,8 @@ def failure_groups(
     name: str | None = None,
     limit: int = 20,
 ) -> list[FailureGroup]:
-    """FAILURE executions with ``since <= finished_at < until`` grouped by exception class.
+    """FAILURE executions with ``since <= finished_at < until`` (of task ``name`` and on
+    ``queue``, when given) grouped by exception class.
 
     Returns at most ``limit`` groups, the most frequent first (then the most recent). Two
     reads of the ``(state, finished_at)`` range: the groups (count and newest ``finished_at``
@@ -355,12 +357,14 @@ def failure_groups(
     for those rows only.
     """
     exception = func.coalesce(_C.exception_type, "unknown")
-    where = [*_finished_in(since, until, name), _C.state == FAILED]
+    on_queue = [] if queue is None else [_C.queue == queue]
+    where = [*_finished_in(since, until, name), _C.state == FAILED, *on_queue]
     groups = (
         select(exception.label("exception_type"), func.count().label("total"),
                func.max(_C.finished_at).label("last_seen"))
         .where(*where)
         .group_by(exception)
+               *([] if queue is None else [sample.c.queue == queue]),
         .order_by(func.count().desc(), func.max(_C.finished_at).desc())
         .limit(limit)
         .subquery()

@@ -62,7 +62,7 @@ def failed(request: Request, user: Annotated[User, Depends(viewer)],
                                    since=selected.since, until=selected.until,
                                    limit=PAGE_SIZE, cursor=cursor or None)
             groups = failure_groups(engine, since=since, until=selected.until,
-                                    name=selected.name, limit=GROUPS)
+                                    name=selected.name, queue=selected.queue, limit=GROUPS)
     except InvalidCursor:
         raise InvalidParameter("cursor: not a cursor of this list (follow the Next link "
                                "unchanged)", parameter="cursor") from None
