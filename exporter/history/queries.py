@@ -337,7 +337,6 @@ def task_stats(
         ))
     return sorted(result, key=lambda s: (s.name is not None, s.name or ""))
 
-    queue: str | None = None,
 
 def failure_groups(
     bind: Bind,
@@ -346,6 +345,7 @@ def failure_groups(
     until: float | None = None,
     name: str | None = None,
     limit: int = 20,
+    queue: str | None = None,
 ) -> list[FailureGroup]:
     """FAILURE executions with ``since <= finished_at < until`` (of task ``name`` and on
     ``queue``, when given) grouped by exception class.
@@ -364,7 +364,6 @@ def failure_groups(
                func.max(_C.finished_at).label("last_seen"))
         .where(*where)
         .group_by(exception)
-               *([] if queue is None else [sample.c.queue == queue]),
         .order_by(func.count().desc(), func.max(_C.finished_at).desc())
         .limit(limit)
         .subquery()
@@ -373,6 +372,7 @@ def failure_groups(
     newest = (
         select(sample.c.task_id)
         .where(*_finished_in(since, until, name, sample.c), sample.c.state == FAILED,
+               *([] if queue is None else [sample.c.queue == queue]),
                sample.c.finished_at == groups.c.last_seen,
                func.coalesce(sample.c.exception_type, "unknown") == groups.c.exception_type)
         .order_by(sample.c.task_id.desc())
