@@ -429,6 +429,41 @@ class CancelResult(_Model):
                                           "cannot interrupt the task, …")
 
 
+class WorkflowTask(_Model):
+    """One execution in a workflow's tree, with the executions it sent."""
+
+    task_id: str = Field(description="Celery task id.")
+    name: str | None = Field(description="Task name.")
+    state: str = Field(description="Celery state (as in the task list).")
+    runtime_seconds: float | None = Field(description="Seconds it ran (as in the task list).")
+    sent_at: datetime | None = Field(description="task-sent timestamp, UTC.")
+    started_at: datetime | None = Field(description="task-started timestamp (latest attempt).")
+    finished_at: datetime | None = Field(description="When it reached a final state, UTC.")
+    retries: int = Field(description="Celery's own retry count (celery.chord_unlock: how "
+                                     "often it polled the chord's header).")
+    group_id: str | None = Field(
+        description="celery.chord_unlock only: the group (chord header) it waits for. No event "
+                    "names the group of other tasks.")
+    children: list[WorkflowTask] = Field(
+        description="Executions it sent (parent_id), first sent first: a chain's next step, "
+                    "a group's members (siblings), a chord's callback under the header task "
+                    "that finished last or under celery.chord_unlock.")
+
+
+class WorkflowTree(_Model):
+    """The workflow a task belongs to: every execution with its root id, nested by parent."""
+
+    task_id: str = Field(description="The task asked about.")
+    root_id: str = Field(description="Root of the workflow (the task's root_id, else itself).")
+    count: int = Field(description="Executions in `tasks` (all levels).")
+    truncated: bool = Field(description="More executions of this root are in the history "
+                                        "than the answer's bound (1000): those sent last are "
+                                        "left out.")
+    tasks: list[WorkflowTask] = Field(
+        description="Top level: the root first, then executions whose parent is not in the "
+                    "history (pruned, or sent before the history began).")
+
+
 class Problem(_Model):
     """RFC 9457 problem details (``application/problem+json``)."""
 

@@ -7,6 +7,7 @@ method  path (under /api/v1)                service → success status
 ======  ==================================  ======================================================
 GET     /tasks                              :func:`reads.list_tasks` → 200
 GET     /tasks/{task_id}                    :func:`reads.get_task` → 200
+GET     /tasks/{task_id}/workflow           :func:`workflow.get_workflow` → 200
 POST    /tasks/{task_id}/retry              :func:`retry.retry_task` → 202 (dry run: 200)
 POST    /tasks/{task_id}/cancel             :func:`cancel.cancel_task` → 202
 POST    /tasks/retry                        :func:`retry.bulk_retry` → 202 (dry run: 200)
@@ -30,7 +31,7 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, Path, Query, Response
 from fastapi.openapi.utils import get_openapi
 
-from actions import cancel, reads, retry
+from actions import cancel, reads, retry, workflow
 from actions.context import ActionContext
 from actions.http.auth import API_ACTOR, BearerAuth
 from actions.http.body_limit import BodyLimit
@@ -49,6 +50,7 @@ from actions.schemas import (
     TaskPage,
     TaskStatsReport,
     WorkersReport,
+    WorkflowTree,
 )
 from exporter import __version__
 
@@ -113,6 +115,12 @@ def _routes(api: FastAPI, ctx: ActionContext) -> None:
              summary="One execution: timing, worker, error, traceback, retry links")
     def get_task(task_id: TaskId) -> TaskDetail:
         return reads.get_task(ctx, check_identifier(task_id, "task_id") or task_id)
+
+    @api.get("/tasks/{task_id}/workflow", response_model=WorkflowTree,
+             responses=_responses(404, 503),
+             summary="The workflow (chain, group, chord) a task belongs to, as a tree")
+    def get_workflow(task_id: TaskId) -> WorkflowTree:
+        return workflow.get_workflow(ctx, check_identifier(task_id, "task_id") or task_id)
 
     @api.post("/tasks/retry", response_model=BulkRetryResult, status_code=202,
               responses={**_responses(413, 503), 200: {"model": BulkRetryResult,

@@ -1,0 +1,99 @@
+"""A workflow's tree from the history: every execution of one root, nested by ``parent_id``.
+
+:func:`workflow_of` reads the rows (one indexed range on ``root_id``, at most ``limit`` + 1);
+:func:`build_tree` nests them (pure). What the tree can show is what the events say (see
+:mod:`exporter.events.canvas`): a group's members are siblings under the task that sent them;
+a group or chord applied at the top level has one root per header task, so its tree holds the
+header task asked about and, under the header task that finished last, the callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Table, or_, select
+
+from exporter.history.orm import TASK_EXECUTION
+from exporter.history.queries import Bind, _rows
+
+_T: Table = TASK_EXECUTION  # type: ignore[assignment]
+_C = _T.c
+#: Most executions one tree holds by default; more are left out and the answer says so.
+DEFAULT_MAX_NODES = 1000
+
+
+@dataclass
+class WorkflowNode:
+    """One execution in a workflow's tree. Times are float seconds since the epoch (event
+    timestamps: ``sent_at`` task-sent, ``started_at`` task-started of the latest attempt,
+    ``finished_at`` the final state's); ``runtime`` seconds; ``group_id`` only on
+    ``celery.chord_unlock`` (the group it waits for); ``children`` in order of sending.
+    """
+
+    task_id: str
+    name: str | None
+    state: str
+    parent_id: str | None
+    group_id: str | None
+    retries: int
+    sent_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    runtime: float | None
+    state_ts: float
+    children: list[WorkflowNode] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """The tree of ``root_id`` (``nodes``: the executions without a parent among them, the
+    root first), ``count`` executions in it, ``truncated`` when the history holds more than
+    the ``limit`` asked for (those sent last are left out).
+    """
+
+    root_id: str
+    nodes: list[WorkflowNode]
+    count: int
+    truncated: bool
+
+
+def _order(node: WorkflowNode) -> tuple[float, str]:
+    first = node.sent_at if node.sent_at is not None else node.started_at
+    return (first if first is not None else node.state_ts, node.task_id)
+
+
+def build_tree(root_id: str, nodes: Iterable[WorkflowNode]) -> list[WorkflowNode]:
+    """Nest ``nodes`` by ``parent_id`` (in place: each gets its ``children``) and return the
+    top level: the root, then every node whose parent is not among them (a parent pruned or
+    never seen, or none), each list in order of sending. A node that names itself as parent
+    (``celery.chord_unlock`` retrying) is not its own child.
+    """
+    by_id = {node.task_id: node for node in nodes}
+    top: list[WorkflowNode] = []
+    for node in sorted(by_id.values(), key=_order):
+        parent = by_id.get(node.parent_id) if node.parent_id not in (None, node.task_id) else None
+        (parent.children if parent is not None else top).append(node)
+    top.sort(key=lambda node: (node.task_id != root_id, *_order(node)))
+    return top
+
+
+def workflow_of(bind: Bind, task_id: str, limit: int = DEFAULT_MAX_NODES) -> Workflow | None:
+    """The workflow ``task_id`` belongs to (its ``root_id``, or itself when it has none), at
+    most ``limit`` executions, first sent first; ``None`` when the history has no such task.
+    """
+    found = _rows(bind, select(_C.root_id).where(_C.task_id == task_id))
+    if not found:
+        return None
+    root_id = found[0].root_id or task_id
+    columns = (_C.task_id, _C.name, _C.state, _C.parent_id, _C.group_id, _C.retries,
+               _C.sent_at, _C.started_at, _C.finished_at, _C.runtime, _C.state_ts)
+    rows = _rows(bind, select(*columns)
+                 .where(or_(_C.root_id == root_id, _C.task_id == root_id))
+                 .order_by(_C.sent_at.is_(None), _C.sent_at, _C.state_ts, _C.task_id)
+                 .limit(limit + 1))
+    nodes = [WorkflowNode(**row._mapping) for row in rows[:limit]]
+    if task_id not in {node.task_id for node in nodes}:  # asked for one sent late: keep it
+        asked = _rows(bind, select(*columns).where(_C.task_id == task_id))
+        nodes[-1:] = [WorkflowNode(**asked[0]._mapping)]
+    return Workflow(root_id, build_tree(root_id, nodes), len(nodes), len(rows) > limit)
