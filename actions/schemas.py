@@ -435,6 +435,10 @@ class WorkflowTask(_Model):
     task_id: str = Field(description="Celery task id.")
     name: str | None = Field(description="Task name.")
     state: str = Field(description="Celery state (as in the task list).")
+    parent_id: str | None = Field(
+        description="The execution that sent it (shown where the tree cannot: a task whose "
+                    "parent is not in the history, or one nested deeper than 50 levels, which "
+                    "continues at the top level).")
     runtime_seconds: float | None = Field(description="Seconds it ran (as in the task list).")
     sent_at: datetime | None = Field(description="task-sent timestamp, UTC.")
     started_at: datetime | None = Field(description="task-started timestamp (latest attempt).")

@@ -12,7 +12,8 @@ from exporter.history.workflow import DEFAULT_MAX_NODES, WorkflowNode, workflow_
 
 def _task(node: WorkflowNode) -> WorkflowTask:
     return WorkflowTask(
-        task_id=node.task_id, name=node.name, state=node.state, runtime_seconds=node.runtime,
+        task_id=node.task_id, name=node.name, state=node.state, parent_id=node.parent_id,
+        runtime_seconds=node.runtime,
         sent_at=utc(node.sent_at), started_at=utc(node.started_at),
         finished_at=utc(node.finished_at), retries=node.retries, group_id=node.group_id,
         children=[_task(child) for child in node.children])

@@ -21,6 +21,9 @@ _T: Table = TASK_EXECUTION  # type: ignore[assignment]
 _C = _T.c
 #: Most executions one tree holds by default; more are left out and the answer says so.
 DEFAULT_MAX_NODES = 1000
+#: Deepest nesting: the children of a node this deep (a chain of more links) continue at the
+#: top level, their ``parent_id`` saying where (JSON encoders and templates recurse).
+MAX_DEPTH = 50
 
 
 @dataclass
@@ -63,17 +66,28 @@ def _order(node: WorkflowNode) -> tuple[float, str]:
     return (first if first is not None else node.state_ts, node.task_id)
 
 
-def build_tree(root_id: str, nodes: Iterable[WorkflowNode]) -> list[WorkflowNode]:
+def build_tree(root_id: str, nodes: Iterable[WorkflowNode],
+               max_depth: int = MAX_DEPTH) -> list[WorkflowNode]:
     """Nest ``nodes`` by ``parent_id`` (in place: each gets its ``children``) and return the
     top level: the root, then every node whose parent is not among them (a parent pruned or
     never seen, or none), each list in order of sending. A node that names itself as parent
-    (``celery.chord_unlock`` retrying) is not its own child.
+    (``celery.chord_unlock`` retrying) is not its own child. The children of a node at depth
+    ``max_depth`` (the top level is depth 1) move to the top level, after the root.
     """
     by_id = {node.task_id: node for node in nodes}
     top: list[WorkflowNode] = []
     for node in sorted(by_id.values(), key=_order):
         parent = by_id.get(node.parent_id) if node.parent_id not in (None, node.task_id) else None
         (parent.children if parent is not None else top).append(node)
+    level, depth = top, 1
+    while level:
+        below = [child for node in level for child in node.children]
+        if depth == max_depth:
+            for node in level:
+                node.children = []
+            top.extend(below)
+            depth = 0
+        level, depth = below, depth + 1
     top.sort(key=lambda node: (node.task_id != root_id, *_order(node)))
     return top
 

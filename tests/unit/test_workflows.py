@@ -7,6 +7,7 @@ from __future__ import annotations
 from exporter.events.canvas import chord_callback_name, chord_group_id
 from exporter.events.parse import parse_eta
 from exporter.history.merge import merge, record_from_event
+from exporter.history.workflow import WorkflowNode, build_tree
 from exporter.state.workflows import StuckStep, WorkflowTracker
 from tests.support.clock import T0
 from tests.support.events import task_event
@@ -140,3 +141,31 @@ def test_memory_is_bounded_and_counts_follow_evictions():
     snapshot = tracker.snapshot(T0 + 100)  # h1 forgotten; h2 + cb still one workflow
     assert (snapshot.steps_in_memory, snapshot.evictions, snapshot.in_progress) == (3, 1, 1)
     assert snapshot.stuck == {("app.total",): 1}
+
+
+# -- the tree ------------------------------------------------------------------------------------
+
+def _node(task_id: str, parent: str | None, sent: float) -> WorkflowNode:
+    return WorkflowNode(task_id=task_id, name="app.add", state="SUCCESS", parent_id=parent,
+                        group_id=None, retries=0, sent_at=sent, started_at=None,
+                        finished_at=None, runtime=None, state_ts=sent)
+
+
+def _ids(nodes: list[WorkflowNode]) -> list:
+    return [(n.task_id, _ids(n.children)) for n in nodes]
+
+
+def test_the_tree_nests_by_parent_in_order_of_sending_whatever_the_row_order():
+    rows = [_node("c2", "r", T0 + 2), _node("r", None, T0), _node("c1", "r", T0 + 1),
+            _node("g", "c1", T0 + 3), _node("u", "u", T0 + 4), _node("orphan", "gone", T0 - 1),
+            _node("cb", "u", T0 + 5)]
+    assert _ids(build_tree("r", rows)) == [
+        ("r", [("c1", [("g", [])]), ("c2", [])]), ("orphan", []), ("u", [("cb", [])])]
+
+
+def test_a_chain_deeper_than_the_bound_continues_at_the_top_level():
+    chain = [_node("t0", None, T0)] + [_node(f"t{i}", f"t{i - 1}", T0 + i) for i in range(1, 7)]
+    top = build_tree("t0", chain, max_depth=3)
+    assert _ids(top) == [("t0", [("t1", [("t2", [])])]), ("t3", [("t4", [("t5", [])])]),
+                         ("t6", [])]
+    assert [n.parent_id for n in top] == [None, "t2", "t5"]
