@@ -3,7 +3,8 @@
 - ``GET /search?task_id=…``: the search box; redirects to the task's page.
 - ``GET /tasks/{id}``: every history field (:func:`actions.reads.get_task`), arguments,
   result, the whole traceback, the retry chain (what it retried, its manual retries), the
-  audit trail, where its state came from, and what the live events say now.
+  workflow it belongs to as a nested list (:func:`actions.workflow.get_workflow`), the audit
+  trail, where its state came from, and what the live events say now.
 - ``GET /tasks/{id}/retry`` (operator): the dry run of the retry — exactly what would be sent —
   with a confirmation form; an ineligible task gets the 409 page saying why.
   ``POST``: :func:`actions.retry.retry_task`, then its answer: the new task id, warnings. Each
@@ -29,6 +30,7 @@ from actions import reads
 from actions.cancel import SIGNALS, cancel_task
 from actions.params import check_identifier
 from actions.retry import load_execution, retry_task
+from actions.workflow import get_workflow
 from ui import once
 from ui.access import actor, operator, ui_context, viewer
 from ui.queries import audit_trail
@@ -119,4 +121,4 @@ def task(request: Request, task_id: str, user: Annotated[User, Depends(viewer)])
     live = ctx.known_task(detail.task_id) if ctx.known_task is not None else None
     return render(request, "task.html", {
         "task": detail, "audit": audit_trail(ctx.engine(), detail.task_id), "live": live,
-        "waiting": WAITING})
+        "waiting": WAITING, "workflow": get_workflow(ctx, detail.task_id)})
