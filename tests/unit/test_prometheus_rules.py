@@ -57,7 +57,7 @@ def _exposed_names() -> set[str]:
 
 def test_the_alert_list():
     assert sorted(ALERTS) == [
-        "CeleryJobmonBrokerDisconnected", "CeleryJobmonEventsMissed",
+        "CeleryChordStuck", "CeleryJobmonBrokerDisconnected", "CeleryJobmonEventsMissed",
         "CeleryJobmonExporterDown", "CeleryJobmonHistoryFailing", "CeleryJobmonNoEvents",
         "CeleryJobmonTaskNamesFolded", "CeleryPeriodicTaskFailed", "CeleryPeriodicTaskLate",
         "CeleryPeriodicTaskMissed",
