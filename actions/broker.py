@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import kombu.exceptions
 from celery import Celery
@@ -123,6 +123,10 @@ class HeldTask:
     name: str | None
 
 
+#: The ``inspect`` broadcasts the services make to list what the workers hold.
+InspectCall = Literal["active", "scheduled"]
+
+
 class Broker(Protocol):
     """What the action services do with the broker and the result backend."""
 
@@ -146,6 +150,11 @@ class Broker(Protocol):
 
     def pending(self, queue: str, offset: int, limit: int) -> list[PendingMessage]:
         """Waiting messages of ``queue`` in consumption order, not consumed."""
+
+    def inspect(self, call: InspectCall, workers: int | None) -> Mapping[str, Any]:
+        """Broadcast ``inspect <call>``: the replies by worker (``workers``: how many to wait
+        for; ``None``: wait the whole timeout).
+        """
 
     def stored_meta(self, task_id: str) -> Mapping[str, Any] | None:
         """The result backend's meta of ``task_id``; ``None`` when there is no backend."""
@@ -281,6 +290,20 @@ class CeleryBroker:
                                              destination=[hostname], limit=1).stats()
         stats = parse_stats(reply).get(hostname)
         return stats.pool if stats is not None else None
+
+    def inspect(self, call: InspectCall, workers: int | None) -> Mapping[str, Any]:
+        """``inspect active`` or ``inspect scheduled``: ``{hostname: reply payload}``, as soon
+        as ``workers`` replied, else after the inspect timeout (``{}``: nobody answered).
+
+        Raises:
+            BrokerUnavailable: the broker did not answer.
+
+        """
+        with broker_errors():
+            inspector = self.app.control.inspect(timeout=self.inspect_timeout,
+                                                 limit=workers or None)
+            reply = inspector.active() if call == "active" else inspector.scheduled()
+        return reply or {}
 
     def find_held(self, task_id: str, workers: int | None) -> HeldTask | None:
         """``inspect query_task``: returns as soon as ``workers`` replied, else after the

@@ -2,7 +2,7 @@
 
 - ``GET /running``: the executions the task events left STARTED (history; dropped when the
   live events already say otherwise) merged by task id with what the workers run now
-  (``inspect active``, :mod:`ui.live`): name, id, worker, start, age, where it was seen and
+  (``inspect active``, :mod:`actions.held`): name, id, worker, start, age, where it was seen and
   the worker's pool. A source that cannot answer shows its reason in its place.
 - ``GET /running/terminate?task_id=…`` (operator): what terminate would do on that worker's
   pool (:data:`actions.cancel.TERMINATE_BY_POOL`) and a confirmation form with the signal.
@@ -20,13 +20,14 @@ from fastapi import APIRouter, Depends, Form, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
+from actions import held
 from actions.cancel import DEFAULT_SIGNAL, SIGNALS, TERMINATE_BY_POOL, cancel_task
 from actions.context import ActionContext
 from actions.errors import ActionError, history_errors
 from actions.params import check_identifier
 from exporter.history import list_executions
-from ui import live
 from ui.access import actor, operator, ui_context, viewer
+from ui.live import live_page
 from ui.templating import render
 from ui.users import User
 
@@ -80,10 +81,10 @@ def running_tasks(ctx: ActionContext) -> tuple[list[RunningTask], list[str]]:
     except ActionError as exc:
         problems.append(f"History: {exc.detail}")
     try:
-        active, asked = live.active_tasks(ctx)
-        if not asked.asked:
-            problems.append("Workers: none is up by its heartbeats, so none was asked.")
-        for tasks in active.values():
+        active = held.active_tasks(ctx)
+        if not active.asked:
+            problems.append(f"Workers: {held.NOBODY_ASKED}")
+        for tasks in active.by_worker.values():
             for info in tasks:
                 task = found.setdefault(info.task_id, RunningTask(
                     info.task_id, info.name, info.hostname, info.time_start))
@@ -105,10 +106,7 @@ def running_tasks(ctx: ActionContext) -> tuple[list[RunningTask], list[str]]:
 @router.get("/running", include_in_schema=False)
 def running(request: Request, user: Annotated[User, Depends(viewer)]) -> Response:
     """Render the running tasks."""
-    context = ui_context(request)
-    tasks, problems = running_tasks(context.actions)
-    return render(request, "running.html", {"tasks": tasks, "problems": problems,
-                                            "now": context.clock()})
+    return live_page(request, "running.html", running_tasks)
 
 
 def _task_id(task_id: str) -> str:

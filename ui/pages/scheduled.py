@@ -1,5 +1,5 @@
 """Tasks held by workers until their ETA or countdown (``GET /ui/scheduled``): ``inspect
-scheduled`` asked when the page is rendered (:mod:`ui.live`) — ETA, time left, name, id,
+scheduled`` asked when the page is rendered (:mod:`actions.held`) — ETA, time left, name, id,
 worker, message priority — soonest first, each with a link to cancel it (a revoke: the worker
 drops it at its ETA).
 """
@@ -13,11 +13,11 @@ from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
 
+from actions import held
 from actions.context import ActionContext
 from actions.errors import ActionError
-from ui import live
-from ui.access import ui_context, viewer
-from ui.templating import render
+from ui.access import viewer
+from ui.live import live_page
 from ui.users import User
 
 router = APIRouter()
@@ -39,13 +39,13 @@ def scheduled_rows(ctx: ActionContext) -> tuple[list[ScheduledRow], list[str]]:
     be asked, if so.
     """
     try:
-        held, asked = live.scheduled_tasks(ctx)
+        scheduled = held.scheduled_tasks(ctx)
     except ActionError as exc:
         return [], [exc.detail]
-    problems = [] if asked.asked else ["No worker is up by its heartbeats, so none was asked."]
+    problems = [] if scheduled.asked else [held.NOBODY_ASKED]
     rows = [ScheduledRow(entry.request.task_id, entry.request.name, hostname, entry.eta,
                          entry.request.priority)
-            for hostname, entries in held.items() for entry in entries]
+            for hostname, entries in scheduled.by_worker.items() for entry in entries]
     rows.sort(key=lambda r: (r.eta is None, r.eta or 0.0, r.task_id))
     return rows, problems
 
@@ -53,7 +53,4 @@ def scheduled_rows(ctx: ActionContext) -> tuple[list[ScheduledRow], list[str]]:
 @router.get("/scheduled", include_in_schema=False)
 def scheduled(request: Request, user: Annotated[User, Depends(viewer)]) -> Response:
     """Render the tasks workers hold until their ETA."""
-    context = ui_context(request)
-    rows, problems = scheduled_rows(context.actions)
-    return render(request, "scheduled.html", {"rows": rows, "problems": problems,
-                                              "now": context.clock()})
+    return live_page(request, "scheduled.html", scheduled_rows)

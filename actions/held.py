@@ -1,0 +1,63 @@
+"""What the workers hold now, asked when called: the tasks each runs (``inspect active``) and
+those it keeps until their ETA (``inspect scheduled``), for the job browser's Running and
+Scheduled pages.
+
+The poller's snapshot keeps only counts per (name, queue), so a list of tasks needs its own
+broadcast (:meth:`actions.broker.Broker.inspect`). It waits for as many replies as workers are
+up by their heartbeats (it returns as soon as they answered), else for the whole
+``--inspect-timeout``; with the events saying that no worker is up, nobody is asked. Replies are
+parsed by the poller's own parsers (:mod:`exporter.poll.inspect_replies`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from actions.broker import InspectCall
+from actions.context import ActionContext
+from exporter.poll.inspect_replies import ScheduledTask, TaskInfo, parse_scheduled, parse_tasks
+
+T = TypeVar("T")
+#: Said when the events know no worker that is up: nobody was asked.
+NOBODY_ASKED = "No worker is up by its heartbeats, so none was asked."
+
+
+@dataclass(frozen=True)
+class Held(Generic[T]):
+    """One broadcast's answer: ``by_worker`` ``{hostname: (item, ...)}``; ``asked`` is
+    ``False`` when no worker was up by its heartbeats, so none was asked (``by_worker`` empty).
+    """
+
+    by_worker: Mapping[str, tuple[T, ...]]
+    asked: bool
+
+
+def _ask(ctx: ActionContext, call: InspectCall,
+         parse: Callable[[Mapping[str, Any]], dict[str, tuple[T, ...]]]) -> Held[T]:
+    if ctx.live is not None and not ctx.workers_up_known():
+        return Held({}, asked=False)
+    return Held(parse(ctx.broker.inspect(call, ctx.workers_up())), asked=True)
+
+
+def active_tasks(ctx: ActionContext) -> Held[TaskInfo]:
+    """``inspect active``: the tasks each worker runs now (``time_start``: worker clock, epoch
+    seconds).
+
+    Raises:
+        BrokerUnavailable / BrokerRefused: the broadcast failed.
+
+    """
+    return _ask(ctx, "active", parse_tasks)
+
+
+def scheduled_tasks(ctx: ActionContext) -> Held[ScheduledTask]:
+    """``inspect scheduled``: the tasks each worker holds until their ETA (``eta``: epoch
+    seconds).
+
+    Raises:
+        BrokerUnavailable / BrokerRefused: the broadcast failed.
+
+    """
+    return _ask(ctx, "scheduled", parse_scheduled)
