@@ -203,8 +203,9 @@ class Model:
             (``--clock-offset-warning``; default: never).
         solo_busy_timeout: seconds a solo-pool worker may stay silent (running a task) before
             it is down (``--solo-busy-timeout``; ``None``: ``worker_timeout``).
-        workflows: receives every applied task event with the task's name label
-            (:meth:`~exporter.state.workflows.WorkflowTracker.observe`; stuck chords).
+        workflows: receives every applied task event, repair and lost task with the task's
+            name label (:meth:`~exporter.state.workflows.WorkflowTracker.observe`; stuck
+            chords).
         history_exclude: shell-style patterns of task names whose events do not go to
             ``history`` (``--history-exclude-task``); the name is the event's ``name``, else
             the one the task index holds.
@@ -442,9 +443,12 @@ class Model:
             record.repaired = record.repaired | counted
             if state in TERMINAL_STATES:
                 self._move_to_finished(task_id)
+            repaired = _repair_record(finding, event_type, timestamp, record, now)
             if self._history is not None and not (
                     self._excluded is not None and self._name_excluded(record.name)):
-                self._history(_repair_record(finding, event_type, timestamp, record, now))
+                self._history(repaired)
+            if self._workflows is not None:  # a step whose events were lost moves on too
+                self._workflows.observe(event_type, repaired, record.name, self.names.label)
             return True
 
     def label_name(self, name: str) -> str:
@@ -632,10 +636,13 @@ class Model:
             self._end_execution(record)
             self._move_to_finished(task_id)
             self.series.count_lost(labels)
+            lost_record = {"type": TASK_LOST, "uuid": task_id, "timestamp": timestamp,
+                           "hostname": hostname, "local_received": now}
             if self._history is not None and not (
                     self._excluded is not None and self._name_excluded(record.name)):
-                self._history({"type": TASK_LOST, "uuid": task_id, "timestamp": timestamp,
-                               "hostname": hostname, "local_received": now})
+                self._history(lost_record)
+            if self._workflows is not None:
+                self._workflows.observe(TASK_LOST, lost_record, record.name, self.names.label)
         if lost:
             log.warning("worker gone with running tasks hostname=%s lost=%d", hostname,
                         len(lost))

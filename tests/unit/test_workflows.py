@@ -8,6 +8,7 @@ from exporter.events.canvas import chord_callback_name, chord_group_id
 from exporter.events.parse import parse_eta
 from exporter.history.merge import merge, record_from_event
 from exporter.history.workflow import WorkflowNode, build_tree
+from exporter.repair.findings import Finding
 from exporter.state.workflows import StuckStep, WorkflowTracker
 from tests.support.clock import T0
 from tests.support.events import task_event
@@ -169,3 +170,22 @@ def test_a_chain_deeper_than_the_bound_continues_at_the_top_level():
     assert _ids(top) == [("t0", [("t1", [("t2", [])])]), ("t3", [("t4", [("t5", [])])]),
                          ("t6", [])]
     assert [n.parent_id for n in top] == [None, "t2", "t5"]
+
+
+# -- fed by the model ----------------------------------------------------------------------------
+
+def test_a_callback_the_repairer_found_finished_is_not_stuck(make_model, clock):
+    tracker = WorkflowTracker(stuck_after=10)
+    model = make_model(workflows=tracker)
+    model.process_many([
+        task_event("task-sent", uuid="h", timestamp=T0, name="app.add", root_id="h"),
+        task_event("task-started", uuid="h", timestamp=T0 + 1),
+        task_event("task-sent", uuid="cb", timestamp=T0 + 2, name="app.total", root_id="h",
+                   parent_id="h"),
+        task_event("task-succeeded", uuid="h", timestamp=T0 + 2, runtime=1.0),
+    ], received_at=T0 + 2)
+    assert tracker.snapshot(T0 + 13).stuck == {("app.total",): 1}
+    # The callback's own events were lost; the result backend says it succeeded.
+    assert model.apply_repair(Finding("cb", "SUCCESS", "result_backend", T0 + 3)) is True
+    snapshot = tracker.snapshot(T0 + 13)
+    assert (snapshot.stuck, snapshot.in_progress) == ({}, 0)
