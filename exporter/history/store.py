@@ -80,6 +80,11 @@ _SELECT = (select(*_SELECT_COLUMNS)
            .where(_TABLE.c.task_id.in_(bindparam("ids", expanding=True, literal_execute=True)))
            .order_by(_TABLE.c.task_id)
            .with_for_update())
+#: The same on SQLite, whose planner looks each bound id up in the primary key: rendering
+#: thousands of literals cost more than the lookups (about 1 µs a row).
+_SELECT_BOUND = (select(*_SELECT_COLUMNS)
+                 .where(_TABLE.c.task_id.in_(bindparam("ids", expanding=True)))
+                 .order_by(_TABLE.c.task_id))
 #: The INSERT per dialect: skipping a row another transaction inserted meanwhile where the
 #: dialect can say so (see the module docs); a plain INSERT elsewhere.
 _INSERTS: Mapping[str, UpdateBase] = {
@@ -227,7 +232,8 @@ def upsert_rows(connection: Connection, rows: Mapping[str, Mapping[str, Any]], n
     if not rows:
         return 0, 0
     ids = sorted(rows)
-    stored = {row.task_id: row._asdict() for row in connection.execute(_SELECT, {"ids": ids})}
+    select_ = _SELECT_BOUND if connection.dialect.name == "sqlite" else _SELECT
+    stored = {row.task_id: row._asdict() for row in connection.execute(select_, {"ids": ids})}
     inserts: dict[frozenset[str], list[dict[str, Any]]] = {}
     updates: dict[frozenset[str], list[dict[str, Any]]] = {}
     inserted = updated = 0

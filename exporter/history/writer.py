@@ -21,7 +21,9 @@ Failures:
   back and the batch written again at once, merging into those rows (up to
   :data:`MAX_RACE_RETRIES` times in a row, then the backoff below); no error is counted.
 - A row the database refuses (``DataError``, ``IntegrityError``, a bug in the merge): the batch
-  is retried row by row and each refused row is dropped (``dropped{reason="rejected"}``).
+  is written again in halves, and each half that fails in halves again, until every refused row
+  is alone and dropped (``dropped{reason="rejected"}``) — about ``2·log2(batch_size)`` more
+  transactions per refused row, where one per row would take thousands.
 - Queue full (``capacity`` events): the oldest queued ``task-succeeded`` goes first
   (``queue_full_success``), then the oldest sent/received/started (``queue_full_progress``), and
   only then failures, retries, revocations and rejections (``queue_full_failure``). An incoming
@@ -66,7 +68,13 @@ from exporter.logs import first_line
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 500
+#: Rows per transaction. SQLite's WAL writes every page a transaction changed, and each row
+#: changes a page of each index with random keys (the task id, the root id): with 120,000 rows
+#: stored, 500 rows a transaction cost 125 µs of CPU a row (164 KB written to the WAL and the
+#: checkpoint), 5,000 rows 62 µs (19 KB), 10,000 rows 46 µs (benchmarks/README.md, History
+#: writer). A burst is written in transactions this large; a slow stream in what ``max_delay``
+#: gathers.
+DEFAULT_BATCH_SIZE = 5000
 DEFAULT_MAX_DELAY = 0.5
 DEFAULT_RETRY_INITIAL = 0.5
 DEFAULT_RETRY_MAX = 30.0
@@ -114,7 +122,7 @@ class HistoryStats:
 
 
 def _is_row_error(exc: BaseException) -> bool:
-    """Whether ``exc`` blames the data (retry row by row) rather than the database."""
+    """Whether ``exc`` blames the data (retry in halves) rather than the database."""
     return isinstance(exc, (DataError, IntegrityError)) or not isinstance(
         exc, (SQLAlchemyError, InsertRaced))
 
@@ -416,11 +424,11 @@ class HistoryWriter(threading.Thread):
                 if not _is_row_error(exc):
                     self._failed(exc)
                     return
-                log.warning("history batch refused rows=%d error=%s; writing row by row",
+                log.warning("history batch refused rows=%d error=%s; writing it in halves",
                             len(batch), type(exc).__name__)
                 self._count_error()
                 try:
-                    self._write_one_by_one(batch)
+                    self._write_halves(batch)
                 except Exception as row_exc:  # the database went away meanwhile
                     self._failed(row_exc)
                     return
@@ -451,13 +459,25 @@ class HistoryWriter(threading.Thread):
             self._last_write_ts = self.clock()
             self._pending_count = len(self._pending)
 
-    def _write_one_by_one(self, batch: dict[str, Row]) -> None:
-        for task_id, row in batch.items():
+    def _write_halves(self, batch: dict[str, Row]) -> None:
+        """Write a batch the database refused: each half on its own, a refused half again in
+        halves, down to single rows, which are dropped. Raises what is not a row error (the
+        database went away meanwhile).
+        """
+        items = list(batch.items())
+        half = len(items) // 2
+        for part in (dict(items[:half]), dict(items[half:])):
+            if not part:  # a batch of one row: its only half is itself
+                continue
             try:
-                self._write_batch({task_id: row})
+                self._write_batch(part)
             except Exception as exc:
                 if not _is_row_error(exc):
                     raise
+                if len(part) > 1:
+                    self._write_halves(part)
+                    continue
+                task_id = next(iter(part))
                 log.error("history row dropped task_id=%r error=%s detail=%r", task_id,
                           type(exc).__name__, _detail(exc))
                 del self._pending[task_id]
