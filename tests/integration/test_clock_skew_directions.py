@@ -2,7 +2,8 @@
 libfaketime worker whose clock is 20 ms *ahead* of the producer's and the exporter's, and one
 2 h *behind* them — on Redis and on RabbitMQ (the fast path), with a SQLite and a PostgreSQL
 history. Finished tasks stay finished in the history and the action API, the worker stays up
-(liveness reads the exporter's clock), and its clock offset is shown with its sign.
+(liveness reads the exporter's clock), its clock offset is shown with its sign, and an offset
+beyond --clock-offset-warning (1 s) is one warning in the log, not one per event.
 
 A worker behind by hours also stamps its events further back than ``task-sent``: the
 history's state must still follow the execution's stage, not the newest timestamp.
@@ -15,6 +16,7 @@ import pytest
 from exporter.history import create_history_engine, get_execution
 from tests.support.api import Api
 from tests.support.binaries import require_binary
+from tests.support.exporter import log_lines
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -55,6 +57,12 @@ def test_a_worker_ahead_or_hours_behind_leaves_finished_tasks_finished(
     measured = metrics.value("celery_worker_clock_offset_seconds", hostname=worker.hostname)
     # Exporter clock at receipt − the worker's timestamp: the skew plus the transport delay.
     assert offset <= measured < offset + 0.5, measured
+    warnings = log_lines(exporter.output(), "worker clock offset hostname=")
+    if abs(offset) < 1:
+        assert warnings == []
+    else:
+        line, = warnings
+        assert f"hostname={worker.hostname} offset=7200." in line and "its clock is behind" in line
     assert (metrics.value("celery_task_succeeded_total", name="examples.tasks.add",
                           queue_name="a"),
             metrics.value("celery_task_failed_total", name="examples.tasks.fail_value",
