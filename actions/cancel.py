@@ -13,6 +13,8 @@ STARTED (or held as active)                   409 ``running`` unless ``terminate
                                               depends on the pool of the worker running it
                                               (:data:`TERMINATE_BY_POOL`)
 SUCCESS, FAILURE, REVOKED, REJECTED, LOST     409 ``finished``
+unknown to those, waiting in a Redis queue    ``revoke`` (PENDING, from ``queue``): sent before
+                                              the exporter listened, it is in no event or row
 unknown everywhere                            404
 ============================================  ===============================================
 
@@ -39,7 +41,13 @@ from typing import Any, get_args
 
 from actions.broker import HeldTask, RevokeReplies
 from actions.context import ActionContext
-from actions.errors import InvalidParameter, NotEligible, TaskNotFound, history_errors
+from actions.errors import (
+    InvalidParameter,
+    NotEligible,
+    NotSupported,
+    TaskNotFound,
+    history_errors,
+)
 from actions.schemas import CancelResult, Signal
 from exporter.events.table import TERMINAL_STATES
 from exporter.history import Execution, get_execution, record_action
@@ -108,6 +116,40 @@ def _known_state(ctx: ActionContext, task_id: str, row: Execution | None
             return known.state, "events"
     if row is not None:
         return row.state, "history"
+    return None
+
+
+#: Waiting messages read per queue page when looking for a task in the queues.
+QUEUE_PAGE = 1000
+#: Waiting messages read at most per queue when looking for a task (a longer queue's messages
+#: beyond that are not searched).
+MAX_QUEUE_SCAN = 100_000
+
+
+def _waiting_in(ctx: ActionContext, task_id: str) -> str | None:
+    """The queue where ``task_id`` waits, read from the broker (Redis; the queues the poller
+    reads, non-empty at its last round, up to :data:`MAX_QUEUE_SCAN` messages each), or
+    ``None``: not found, no poll round yet (the command line), or a broker whose messages
+    cannot be read without taking them (RabbitMQ).
+
+    Raises:
+        BrokerUnavailable: the broker did not answer.
+
+    """
+    snapshot = ctx.poll_latest()
+    if snapshot is None:
+        return None
+    for queue in snapshot.queues:
+        length = min(sum(queue.lengths.values()), MAX_QUEUE_SCAN)
+        for offset in range(0, length, QUEUE_PAGE):
+            try:
+                page = ctx.broker.pending(queue.name, offset, QUEUE_PAGE)
+            except NotSupported:
+                return None
+            if any(message.task_id == task_id for message in page):
+                return queue.name
+            if len(page) < QUEUE_PAGE:
+                break
     return None
 
 
@@ -205,7 +247,7 @@ def cancel_task(ctx: ActionContext, task_id: str, *, actor: str, terminate: bool
 
     Raises:
         InvalidParameter: bad ``signal``.
-        TaskNotFound: no events, history row or worker know the task.
+        TaskNotFound: no events, history row, waiting message or worker know the task.
         NotEligible: ``finished`` (already in a final state), ``running`` (no
             ``terminate``), ``pool-cannot-terminate`` (its worker runs the threads pool).
         BrokerUnavailable / BrokerRefused: the broadcast (or a workers query) failed.
@@ -216,11 +258,14 @@ def cancel_task(ctx: ActionContext, task_id: str, *, actor: str, terminate: bool
     row = _history_row(ctx, task_id)
     known = _known_state(ctx, task_id, row)
     held: HeldTask | None = None
+    if known is None and _waiting_in(ctx, task_id) is not None:
+        known = "PENDING", "queue"
     if known is None:
         held = ctx.broker.find_held(task_id, ctx.workers_up())
         if held is None:
-            where = "the history, the task events or any worker" if ctx.history is not None \
-                else "the task events or any worker (the history is disabled)"
+            where = "the history, the task events, the queues or any worker" \
+                if ctx.history is not None \
+                else "the task events, the queues or any worker (the history is disabled)"
             raise TaskNotFound(f"task {task_id!r} is not known to {where}")
         known = HELD_STATE.get(held.where, "RECEIVED"), "workers"
     state, source = known

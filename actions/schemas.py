@@ -401,9 +401,10 @@ class CancelResult(_Model):
                     "terminate (also signal it if it runs). A request, not a result.")
     signal: Signal | None = Field(description="Signal asked for a running task.")
     previous_state: str = Field(description="State the task was known in.")
-    state_source: Literal["history", "events", "workers"] = Field(
-        description="Who told that state: the SQL history, the live task events, or the "
-                    "workers (inspect query_task).")
+    state_source: Literal["history", "events", "workers", "queue"] = Field(
+        description="Who told that state: the SQL history, the live task events, the "
+                    "workers (inspect query_task), or the broker queue the message waits in "
+                    "(Redis; sent before the exporter listened).")
     hostname: str | None = Field(
         default=None, description="Worker running the task (history task-started/received, "
                                   "else inspect query_task); null when not known or not "

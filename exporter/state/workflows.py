@@ -23,26 +23,23 @@ The model feeds :meth:`WorkflowTracker.observe` every task event it applies (und
   chord's header is ready; each retry counts under the callback's task name, read from its
   arguments.
 
-Memory is bounded: at most ``max_steps`` tasks (least recently seen evicted first). Repairs
-and lost tasks reach the tracker as the model's synthetic records. At start,
-:meth:`WorkflowTracker.warm` takes the waiting steps the history holds.
+Memory is bounded: at most ``max_steps`` tasks (least recently seen evicted first). A repair
+or a lost worker changes a task's state in the model and the history, not here: such a step
+stays in its last event's state until evicted.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from exporter.config import DEFAULT_CHORD_STUCK_AFTER
 from exporter.events.canvas import CHORD_UNLOCK, chord_callback_name
 from exporter.events.parse import parse_eta
 from exporter.events.table import EVENT_STATE, TERMINAL_STATES
-
-if TYPE_CHECKING:
-    from exporter.history.workflow import WaitingStep
 
 #: Tasks kept by default (each about 200 bytes).
 DEFAULT_MAX_STEPS = 100_000
@@ -178,39 +175,6 @@ class WorkflowTracker:
                     self._set_stage(task_id, step, _RUNNING, now)
             if step.stage == _WAITING and step.parent is not None:
                 self._waiting[task_id] = None
-
-    def warm(self, steps: Iterable[WaitingStep], label: Callable[[str], str]) -> int:
-        """Know, at start, the tasks the history holds as sent by another task and not started
-        (:func:`~exporter.history.workflow.waiting_steps`), so a callback held before a restart
-        still counts as stuck: each waits from its ``sent_at`` (else its last state change)
-        and ETA — event timestamps, not the exporter's receipt times, for these only — and its
-        parent is ended (``parent_finished_at``), still in progress, or unknown (no row: the
-        step waits from its own send). Steps the tracker knows already are left alone. Returns
-        how many were added.
-        """
-        added = 0
-        with self._lock:
-            for found in steps:
-                if found.task_id in self._steps:
-                    continue
-                step = self._add(found.task_id)
-                if found.root_id and found.root_id != step.root:
-                    self._move(step, found.root_id)
-                step.name = label(found.name) if found.name else ""
-                step.parent = found.parent_id
-                step.since = found.sent_at if found.sent_at is not None else found.state_ts
-                step.eta = found.eta
-                self._waiting[found.task_id] = None
-                if found.parent_state is not None and found.parent_id not in self._steps:
-                    parent = self._add(found.parent_id)
-                    self._move(parent, step.root)
-                    if found.parent_state in TERMINAL_STATES:
-                        self._set_stage(found.parent_id, parent, _DONE,
-                                        found.parent_finished_at or step.since)
-                    elif found.parent_state == "STARTED":
-                        self._set_stage(found.parent_id, parent, _RUNNING, step.since)
-                added += 1
-        return added
 
     def snapshot(self, now: float) -> WorkflowSnapshot:
         """The tracker at ``now`` (exporter clock): stuck steps judged against

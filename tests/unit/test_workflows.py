@@ -7,7 +7,7 @@ from __future__ import annotations
 from exporter.events.canvas import chord_callback_name, chord_group_id
 from exporter.events.parse import parse_eta
 from exporter.history.merge import merge, record_from_event
-from exporter.history.workflow import WaitingStep, WorkflowNode, build_tree
+from exporter.history.workflow import WorkflowNode, build_tree
 from exporter.repair.findings import Finding
 from exporter.state.workflows import StuckStep, WorkflowTracker
 from tests.support.clock import T0
@@ -189,18 +189,3 @@ def test_a_callback_the_repairer_found_finished_is_not_stuck(make_model, clock):
     assert model.apply_repair(Finding("cb", "SUCCESS", "result_backend", T0 + 3)) is True
     snapshot = tracker.snapshot(T0 + 13)
     assert (snapshot.stuck, snapshot.in_progress) == ({}, 0)
-
-
-def test_steps_warmed_from_the_history_still_count_as_stuck():
-    tracker = WorkflowTracker(stuck_after=10)
-    steps = [WaitingStep("cb", "app.total", "h", "h", T0 + 2.9, T0 + 2.9, None, "SUCCESS",
-                         T0 + 3),
-             WaitingStep("c2", "app.next", "r", "r", T0, T0, None, "STARTED", None),
-             WaitingStep("o", "app.orphan", "x", "gone", T0, T0, None, None, None)]
-    assert tracker.warm(steps, lambda name: name) == 3
-    snapshot = tracker.snapshot(T0 + 13.5)
-    assert snapshot.stuck == {("app.total",): 1, ("app.orphan",): 1}  # c2's parent runs
-    assert (snapshot.in_progress, snapshot.steps_in_memory) == (2, 5)
-    _feed(tracker, [_ev("task-started", "cb", T0 + 20)], NAMES)
-    assert tracker.snapshot(T0 + 30).stuck == {("app.orphan",): 1}
-    assert tracker.warm(steps, lambda name: name) == 0
