@@ -158,7 +158,8 @@ def task_statistics(ctx: ActionContext, *, window: str = "1h", name: str | None 
             name=s.name, count=s.count, succeeded=s.succeeded, failed=s.failed,
             success_ratio=s.success_ratio, failure_ratio=s.failure_ratio,
             avg_runtime_seconds=s.avg_runtime, min_runtime_seconds=s.min_runtime,
-            max_runtime_seconds=s.max_runtime, p95_runtime_seconds=s.p95_runtime, slow=s.slow,
+            max_runtime_seconds=s.max_runtime, p95_runtime_seconds=s.p95_runtime,
+            p95_relative_error=s.p95_relative_error, slow=s.slow,
         ) for s in stats],
         failures=[FailureGroupStatistics(
             exception_type=g.exception_type, count=g.count, last_seen=utc(g.last_seen),

@@ -187,7 +187,14 @@ class TaskStatistics(_Model):
     avg_runtime_seconds: float | None
     min_runtime_seconds: float | None
     max_runtime_seconds: float | None
-    p95_runtime_seconds: float | None = Field(description="Nearest-rank 95th percentile.")
+    p95_runtime_seconds: float | None = Field(
+        description="Nearest-rank 95th percentile: exact when p95_relative_error is 0, else "
+                    "read from hourly histograms and within that relative error of the "
+                    "true value either way.")
+    p95_relative_error: float = Field(
+        description="0: p95_runtime_seconds is exact; else its bound (0.0443: the true p95 is "
+                    "between p95/1.0443 and p95×1.0443). Counts, ratios, avg, min and max "
+                    "are always exact.")
     slow: bool = Field(description="Average runtime above --slow-threshold.")
 
 

@@ -11,7 +11,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Double, Index, Integer, MetaData, String, Text, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: Constraint names stay stable across databases (Alembic needs names to alter them).
@@ -162,3 +176,36 @@ class ActionAudit(HistoryBase):
 TASK_EXECUTION = TaskExecution.__table__
 #: ``action_audit`` as a Core table.
 ACTION_AUDIT = ActionAudit.__table__
+
+#: Per task name and period figures of the finished executions, built from ``task_execution``
+#: by :mod:`exporter.history.rollup` (see there): the period is the ``hours`` (1 or 24) from
+#: hour ``hour`` (``floor(finished_at / 3600)``; a day starts at an hour divisible by 24, UTC
+#: midnight). ``count`` finished, ``succeeded``/``failed`` (SUCCESS/FAILURE) among them, and
+#: over those with a runtime: ``runtime_count``, ``runtime_sum`` (seconds), ``runtime_min``/
+#: ``runtime_max`` and the log-bucket ``histogram`` (little-endian uint32 counts from bucket
+#: ``histogram_offset`` on). ``name`` NULL: rows without a name. Only read for periods listed
+#: in ``task_stats_built``.
+TASK_STATS_PERIOD = Table(
+    "task_stats_period", HistoryBase.metadata,
+    Column("hours", Integer, nullable=False),
+    Column("hour", BigInteger, nullable=False),
+    Column("name", _ID),
+    Column("count", Integer, nullable=False),
+    Column("succeeded", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("runtime_count", Integer, nullable=False),
+    Column("runtime_sum", Double),
+    Column("runtime_min", Double),
+    Column("runtime_max", Double),
+    Column("histogram_offset", Integer),
+    Column("histogram", LargeBinary),
+    Index("ix_task_stats_period_hours_hour_name", "hours", "hour", "name"),
+)
+#: The periods whose ``task_stats_period`` rows are current: a trigger on ``task_execution``
+#: deletes every period holding a finished execution that is inserted, changed or deleted, in
+#: the same transaction (:mod:`exporter.history.rollup`).
+TASK_STATS_BUILT = Table(
+    "task_stats_built", HistoryBase.metadata,
+    Column("hour", BigInteger, primary_key=True, autoincrement=False),
+    Column("hours", Integer, primary_key=True, autoincrement=False),
+)

@@ -27,9 +27,7 @@ from sqlalchemy import (
     Executable,
     Table,
     and_,
-    case,
     func,
-    literal,
     or_,
     select,
 )
@@ -38,6 +36,7 @@ from sqlalchemy.orm import Session
 from exporter.config import DEFAULT_SLOW_THRESHOLD
 from exporter.events.table import UNFINISHED_STATES
 from exporter.history.orm import TASK_EXECUTION
+from exporter.history.rollup import P95_RELATIVE_ERROR, window_figures
 
 Bind = Engine | Connection | Session
 _TABLE: Table = TASK_EXECUTION  # type: ignore[assignment]
@@ -124,8 +123,11 @@ class TaskStats:
     FAILURE among them; ``success_ratio``/``failure_ratio``: those over ``count`` (0..1).
     Runtimes (seconds) are over the executions with a known runtime (succeeded: the event's
     ``runtime``; failed: finished − started); ``p95_runtime`` is the nearest-rank 95th
-    percentile: the ``ceil(0.95 × n)``-th smallest of the ``n`` runtimes. ``slow``: the
-    average runtime exceeds the threshold. Runtime fields are ``None`` when no runtime is known.
+    percentile: the ``ceil(0.95 × n)``-th smallest of the ``n`` runtimes — exact when
+    ``p95_relative_error`` is 0, else read from the hourly histograms and within that
+    relative error of the true value either way (0.044; :mod:`exporter.history.rollup`).
+    ``slow``: the average runtime exceeds the threshold. Runtime fields are ``None`` when no
+    runtime is known.
     """
 
     name: str | None
@@ -139,6 +141,7 @@ class TaskStats:
     max_runtime: float | None
     p95_runtime: float | None
     slow: bool
+    p95_relative_error: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -291,48 +294,37 @@ def task_stats(
 ) -> list[TaskStats]:
     """Per task name statistics over executions with ``since <= finished_at < until``.
 
-    Two SQL statements: the aggregates, and the 95th percentile by window functions
-    (``row_number``/``count`` over the name; portable to SQLite ≥ 3.25 and PostgreSQL).
+    Whole hours of the window come from the hourly figures of :mod:`exporter.history.rollup`
+    where they are built, the rest from the rows, all in one snapshot (an engine's connection
+    reads at REPEATABLE READ on PostgreSQL; a connection or session given is used as it is).
+    Counts, ratios, min and max are exact, the average to the last bits of a double; the p95
+    is exact or within ``p95_relative_error`` (see :class:`TaskStats`).
     Returns one :class:`TaskStats` per name (``None`` for rows without a name), sorted by name.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the database did not answer.
+
     """
-    where = _finished_in(since, until, name)
-    one = literal(1)
-    aggregates = (
-        select(
-            _C.name,
-            func.count().label("total"),
-            func.sum(case((_C.state == "SUCCESS", one), else_=0)).label("succeeded"),
-            func.sum(case((_C.state == "FAILURE", one), else_=0)).label("failed"),
-            func.avg(_C.runtime).label("avg"),
-            func.min(_C.runtime).label("min"),
-            func.max(_C.runtime).label("max"),
-        )
-        .where(*where)
-        .group_by(_C.name)
-    )
-    ranked = (
-        select(
-            _C.name,
-            _C.runtime,
-            func.row_number().over(partition_by=_C.name, order_by=_C.runtime).label("rank"),
-            func.count().over(partition_by=_C.name).label("n"),
-        )
-        .where(*where, _C.runtime.is_not(None))
-        .subquery()
-    )
-    # ceil(0.95 n) in integer arithmetic, the same on every database.
-    p95 = select(ranked.c.name, ranked.c.runtime).where(
-        ranked.c.rank == (ranked.c.n * 95 + 99) // 100)
-    percentiles = {row.name: row.runtime for row in _rows(bind, p95)}
+    if isinstance(bind, Engine):
+        with bind.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            with connection.begin():
+                by_name = window_figures(connection, since, until, name)
+    elif isinstance(bind, Session):
+        by_name = window_figures(bind.connection(), since, until, name)
+    else:
+        by_name = window_figures(bind, since, until, name)
     result = []
-    for row in _rows(bind, aggregates):
-        count = int(row.total)
-        avg = None if row.avg is None else float(row.avg)
+    for task_name, figures in by_name.items():
+        count = figures.count
+        avg = figures.average()
+        p95, exact = figures.p95()
         result.append(TaskStats(
-            name=row.name, count=count, succeeded=int(row.succeeded), failed=int(row.failed),
-            success_ratio=int(row.succeeded) / count, failure_ratio=int(row.failed) / count,
-            avg_runtime=avg, min_runtime=row.min, max_runtime=row.max,
-            p95_runtime=percentiles.get(row.name),
+            name=task_name, count=count, succeeded=figures.succeeded, failed=figures.failed,
+            success_ratio=figures.succeeded / count, failure_ratio=figures.failed / count,
+            avg_runtime=avg, min_runtime=figures.minimum, max_runtime=figures.maximum,
+            p95_runtime=p95, p95_relative_error=0.0 if exact else P95_RELATIVE_ERROR,
             slow=avg is not None and avg > slow_threshold,
         ))
     return sorted(result, key=lambda s: (s.name is not None, s.name or ""))

@@ -64,6 +64,7 @@ from exporter.history.merge import (
     merge_into,
 )
 from exporter.history.orm import TASK_EXECUTION
+from exporter.history.rollup import STATS_FIELDS, forget
 
 _TABLE: Table = TASK_EXECUTION  # type: ignore[assignment]
 #: Columns the writer reads and writes (besides ``task_id``).
@@ -237,6 +238,7 @@ def upsert_rows(connection: Connection, rows: Mapping[str, Mapping[str, Any]], n
     inserts: dict[frozenset[str], list[dict[str, Any]]] = {}
     updates: dict[frozenset[str], list[dict[str, Any]]] = {}
     inserted = updated = 0
+    finished: list[float] = []  # finish times whose hourly statistics this batch changes
     for task_id in ids:
         old = stored.get(task_id)
         if old is None:
@@ -248,12 +250,17 @@ def upsert_rows(connection: Connection, rows: Mapping[str, Mapping[str, Any]], n
                               if key not in LEFT_OUT or LEFT_OUT[key] != value])
             inserts.setdefault(keys, []).append(new)
             inserted += 1
+            if new.get("finished_at") is not None:
+                finished.append(new["finished_at"])
             continue
         before = dict(old)
         merge_into(old, rows[task_id])
         finalize(old)
         changed = {key: value for key, value in old.items() if value != before[key]}
         if changed:
+            if not STATS_FIELDS.isdisjoint(changed):
+                finished += [t for t in (before["finished_at"], old["finished_at"])
+                             if t is not None]
             changed[_KEY] = task_id
             changed["updated_at"] = now
             updates.setdefault(frozenset(changed), []).append(changed)
@@ -264,4 +271,5 @@ def upsert_rows(connection: Connection, rows: Mapping[str, Mapping[str, Any]], n
     if skipped and connection.dialect.name in _INSERTS:  # other drivers: no ON CONFLICT
         raise InsertRaced(skipped)
     _execute_grouped(connection, False, updates)
+    forget(connection, finished)
     return inserted, updated

@@ -63,6 +63,7 @@ from exporter.history.merge import (
     record_from_event,
 )
 from exporter.history.retention import prune
+from exporter.history.rollup import build
 from exporter.history.store import InsertRaced, upsert_rows
 from exporter.logs import first_line
 
@@ -75,6 +76,10 @@ log = logging.getLogger(__name__)
 #: writer). A burst is written in transactions this large; a slow stream in what ``max_delay``
 #: gathers.
 DEFAULT_BATCH_SIZE = 5000
+#: Seconds between builds of the hourly statistics (:mod:`exporter.history.rollup`), and
+#: while hours remain to be built (a backfill, each round about 50 ms of work).
+ROLLUP_INTERVAL = 60.0
+ROLLUP_BACKLOG_INTERVAL = 2.0
 DEFAULT_MAX_DELAY = 0.5
 DEFAULT_RETRY_INITIAL = 0.5
 DEFAULT_RETRY_MAX = 30.0
@@ -220,6 +225,7 @@ class HistoryWriter(threading.Thread):
         self._backoff_until = 0.0
         self._next_prune = (float("-inf") if retention is not None or max_rows is not None
                             else float("inf"))
+        self._next_rollup = time.monotonic() + ROLLUP_BACKLOG_INTERVAL
         self.drained = False
 
     # -- any thread ---------------------------------------------------------------------
@@ -354,6 +360,8 @@ class HistoryWriter(threading.Thread):
                 self._cond.notify_all()
         if now >= self._next_prune:
             self._prune()
+        if now >= self._next_rollup and not stopping:
+            self._rollup()
         return stopping and self._finish_stop(now)
 
     def _wait_seconds(self, now: float) -> float:
@@ -361,7 +369,7 @@ class HistoryWriter(threading.Thread):
         if self._closed and (now >= self._stop_deadline
                              or not (self._queued or self._pending)):
             return 0.0
-        waits = [self._next_prune - now, self._stop_deadline - now]
+        waits = [self._next_prune - now, self._next_rollup - now, self._stop_deadline - now]
         if self._queued >= self.batch_size and len(self._pending) < self.max_pending:
             return 0.0
         flush = self._flush_requested > self._flushed
@@ -510,6 +518,16 @@ class HistoryWriter(threading.Thread):
             return
         with self._cond:
             self._rows_pruned += count
+
+    def _rollup(self) -> None:
+        """Build missing hours of the hourly statistics, for about 50 ms (then go on soon)."""
+        more = False
+        try:
+            more = build(self.engine, now=self.clock())
+        except Exception as exc:
+            log.warning("history statistics build failed error=%s", type(exc).__name__)
+        self._next_rollup = time.monotonic() + (ROLLUP_BACKLOG_INTERVAL if more
+                                                else ROLLUP_INTERVAL)
 
     def _finish_stop(self, now: float) -> bool:
         """Whether the thread may end: all written, or the stop deadline passed."""

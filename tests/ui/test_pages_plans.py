@@ -47,9 +47,33 @@ def test_a_list_of_one_state_reads_its_page_off_the_index_in_order(engine, filte
 
 
 def test_statistics_read_the_window_from_a_covering_index(engine):
+    # Nothing built: the built periods of the window (none), then the rows of the window.
     found = plans(engine, lambda: task_stats(engine, since=T0, until=T0 + 3600))
-    assert len(found) == 2
-    for plan in found:
-        assert ("SEARCH task_execution USING COVERING INDEX "
-                "ix_task_execution_finished_at_name_state_runtime (finished_at>? AND "
-                "finished_at<?)") in plan, plan
+    assert found == [
+        "SEARCH task_stats_built USING COVERING INDEX sqlite_autoindex_task_stats_built_1 "
+        "(hour>?)",
+        "SEARCH task_execution USING COVERING INDEX "
+        "ix_task_execution_finished_at_name_state_runtime (finished_at>? AND finished_at<?)"]
+
+
+def test_statistics_of_built_periods_read_them_by_index_and_the_rest_of_the_window(engine):
+    from exporter.history.rollup import build
+    from tests.ui.conftest import add_row
+
+    add_row(engine, "f1", ts=T0)
+    build(engine, now=T0 + 3 * 86400, budget=60.0)  # 3 days of hours, 2 whole UTC days
+    found = plans(engine, lambda: task_stats(engine, since=T0 + 100, until=T0 + 2 * 86400))
+    assert found == [
+        "SEARCH task_stats_built USING COVERING INDEX sqlite_autoindex_task_stats_built_1 "
+        "(hour>?)",
+        # the whole day, and the runs of built hours before and after it
+        "MULTI-INDEX OR | INDEX 1 | SEARCH task_stats_period USING INDEX "
+        "ix_task_stats_period_hours_hour_name (hours=? AND hour=?) | INDEX 2 | "
+        "SEARCH task_stats_period USING INDEX ix_task_stats_period_hours_hour_name "
+        "(hours=? AND hour>? AND hour<?) | INDEX 3 | SEARCH task_stats_period USING INDEX "
+        "ix_task_stats_period_hours_hour_name (hours=? AND hour>? AND hour<?)",
+        # the rows of the window's first and last part hours
+        "MULTI-INDEX OR | INDEX 1 | SEARCH task_execution USING COVERING INDEX "
+        "ix_task_execution_finished_at_name_state_runtime (finished_at>? AND finished_at<?) | "
+        "INDEX 2 | SEARCH task_execution USING COVERING INDEX "
+        "ix_task_execution_finished_at_name_state_runtime (finished_at>? AND finished_at<?)"]

@@ -45,6 +45,8 @@ def test_an_insert_names_what_is_set_and_an_update_sets_what_changed(tmp_path):
         "started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO NOTHING",
         "UPDATE task_execution SET state=?, state_ts=?, worker_seen_at=?, finished_at=?, "
         "runtime=?, result=?, updated_at=?",
+        # The batch finished an execution: its hour's statistics are forgotten (rollup.py).
+        "DELETE FROM task_stats_built",
     ]
     with engine.connect() as connection:
         row = connection.execute(select(TASK_EXECUTION)).one()._asdict()

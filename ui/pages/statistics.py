@@ -1,7 +1,9 @@
 """Per task name statistics (``GET /ui/statistics``) over the executions that finished in a
 window: count, succeeded, failed, success ratio, average/min/max/95th percentile run time and
 the slow flag (average above ``--slow-threshold``), from :func:`exporter.history.task_stats` —
-the figures of the API's statistics, without its failure groups (the Failed page has them).
+the figures of the API's statistics, without its failure groups (the Failed page has them). A
+95th percentile read from the hourly histograms (windows holding whole hours the history
+writer has summed up) is marked ``≈`` and the bound is said under the table.
 
 The URL carries everything: ``window`` (``1h`` default, ``30m``, ``7d``), ``name`` (one task),
 ``sort`` (a column of :data:`SORT_KEYS`) and ``order`` (``asc``/``desc``); the column headers
@@ -76,5 +78,6 @@ def statistics(request: Request, user: Annotated[User, Depends(viewer)],
         "since": until - seconds, "until": until,
         "slow_threshold": context.actions.slow_threshold,
         "tasks": sort_stats(tasks, sort, direction),
+        "approximate": max((t.p95_relative_error for t in tasks), default=0.0),
         "sort": sort, "order": direction, "columns": SORT_KEYS, "query": query,
         "window": window.strip(), "name": chosen or ""})
