@@ -44,8 +44,10 @@ import math
 import sys
 import time
 from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 from sqlalchemy import (
@@ -242,20 +244,26 @@ class Figures:
             if self.maximum is None or runtime > self.maximum:
                 self.maximum = runtime
 
-    def add_period(self, row: Any) -> None:
-        """Add a ``task_stats_period`` row (its columns by name)."""
-        self.count += row.count
-        self.succeeded += row.succeeded
-        self.failed += row.failed
-        if row.runtime_count:
-            self.runtime_count += row.runtime_count
-            self.sums.append(row.runtime_sum)
-            if self.minimum is None or row.runtime_min < self.minimum:
-                self.minimum = row.runtime_min
-            if self.maximum is None or row.runtime_max > self.maximum:
-                self.maximum = row.runtime_max
-            self.histogram += int.from_bytes(row.histogram, "little") << (
-                _FIELD * row.histogram_offset)
+    def add_periods(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Add ``task_stats_period`` rows of this name, each ``(name, count, succeeded,
+        failed, runtime_count, runtime_sum, runtime_min, runtime_max, histogram_offset,
+        histogram)``.
+        """
+        self.count += sum(row[1] for row in rows)
+        self.succeeded += sum(row[2] for row in rows)
+        self.failed += sum(row[3] for row in rows)
+        timed = [row for row in rows if row[4]]
+        if not timed:
+            return
+        self.runtime_count += sum(row[4] for row in timed)
+        self.sums.extend(row[5] for row in timed)
+        low, high = min(row[6] for row in timed), max(row[7] for row in timed)
+        if self.minimum is None or low < self.minimum:
+            self.minimum = low
+        if self.maximum is None or high > self.maximum:
+            self.maximum = high
+        self.histogram += sum(int.from_bytes(row[9], "little") << (_FIELD * row[8])
+                              for row in timed)
 
     def average(self) -> float | None:
         """Mean run time in seconds (``None`` without run times)."""
@@ -282,12 +290,7 @@ class Figures:
             extra[bucket] = extra.get(bucket, 0) + 1
         for bucket, count in extra.items():
             total += count << (_FIELD * bucket)
-        seen, bucket = 0, -1
-        for count in _counts(total):
-            bucket += 1
-            seen += count
-            if seen >= rank:
-                break
+        bucket = bisect_left(list(accumulate(_counts(total))), rank)
         low = max(_EDGES[bucket - 1] if bucket else -math.inf, self.minimum)
         high = min(_EDGES[bucket] if bucket < TOP else math.inf, self.maximum)
         if low >= high:
@@ -295,6 +298,17 @@ class Figures:
         if low <= 0:
             return high, False
         return math.sqrt(low * high), False
+
+
+def _add_periods(by_name: dict[str | None, Figures], rows: Iterable[Sequence[Any]]) -> None:
+    """Add ``task_stats_period`` rows (:meth:`Figures.add_periods`) to their names' figures."""
+    grouped: dict[str | None, list[Sequence[Any]]] = {}
+    for row in rows:
+        grouped.setdefault(row[0], []).append(row)
+    for name, members in grouped.items():
+        if name not in by_name:
+            by_name[name] = Figures()
+        by_name[name].add_periods(members)
 
 
 def _period_row(hours: int, hour: int, name: str | None, figures: Figures) -> dict[str, Any]:
@@ -381,10 +395,7 @@ def build_day(engine: Engine, hour: int) -> bool:
             _PERIOD.runtime_count, _PERIOD.runtime_sum, _PERIOD.runtime_min,
             _PERIOD.runtime_max, _PERIOD.histogram_offset, _PERIOD.histogram,
         ).where(_PERIOD.hours == 1, _PERIOD.hour.between(*span)))
-        for row in rows:
-            if row.name not in by_name:
-                by_name[row.name] = Figures()
-            by_name[row.name].add_period(row)
+        _add_periods(by_name, rows)
         _replace(connection, DAY_HOURS, hour, by_name)
         return True
 
@@ -550,10 +561,7 @@ def window_figures(connection: Connection, since: float | None, until: float | N
             _PERIOD.runtime_count, _PERIOD.runtime_sum, _PERIOD.runtime_min,
             _PERIOD.runtime_max, _PERIOD.histogram_offset, _PERIOD.histogram,
         ).where(chosen, *name_filter)).all()
-        for row in rows:
-            if row.name not in by_name:
-                by_name[row.name] = Figures()
-            by_name[row.name].add_period(row)
+        _add_periods(by_name, rows)
     gaps = _gaps(since, until, _runs(sorted(
         hour + k for hour, span in periods for k in range(span))))
     if gaps:
@@ -562,7 +570,7 @@ def window_figures(connection: Connection, since: float | None, until: float | N
         raw = (select(_C.name, _C.state, _C.runtime)
                .where(_C.finished_at.is_not(None), or_(*ranges),
                       *([] if name is None else [_C.name == name])))
-        for row_name, state, runtime in connection.execute(raw):
+        for row_name, state, runtime in connection.execute(raw).all():
             if row_name not in by_name:
                 by_name[row_name] = Figures()
             by_name[row_name].add_row(state, runtime)
