@@ -1,6 +1,7 @@
 """What the workers hold now, asked when called: the tasks each runs (``inspect active``) and
 those it keeps until their ETA (``inspect scheduled``), for the job browser's Running and
-Scheduled pages.
+Scheduled pages and the API's ``GET /workers/active`` and ``/workers/scheduled``
+(:func:`report`).
 
 The poller's snapshot keeps only counts per (name, queue), so a list of tasks needs its own
 broadcast (:meth:`actions.broker.Broker.inspect`). It waits for as many replies as workers are
@@ -17,6 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from actions.broker import InspectCall
 from actions.context import ActionContext
+from actions.schemas import HeldTaskInfo, HeldTasksReport, utc
 from exporter.poll.inspect_replies import ScheduledTask, TaskInfo, parse_scheduled, parse_tasks
 
 T = TypeVar("T")
@@ -61,3 +63,35 @@ def scheduled_tasks(ctx: ActionContext) -> Held[ScheduledTask]:
 
     """
     return _ask(ctx, "scheduled", parse_scheduled)
+
+
+def report(ctx: ActionContext, call: InspectCall) -> HeldTasksReport:
+    """The API's answer for ``inspect active`` (oldest start first) or ``inspect scheduled``
+    (soonest ETA first); unknown times last, ties by task id.
+
+    Raises:
+        BrokerUnavailable / BrokerRefused: the broadcast failed.
+
+    """
+    #: (task, started, eta), and the time the list is ordered by.
+    items: list[tuple[TaskInfo, float | None, float | None]]
+    if call == "active":
+        running = active_tasks(ctx)
+        items = [(info, info.time_start, None) for tasks in running.by_worker.values()
+                 for info in tasks]
+        asked = running.asked
+    else:
+        waiting = scheduled_tasks(ctx)
+        items = [(entry.request, None, entry.eta) for entries in waiting.by_worker.values()
+                 for entry in entries]
+        asked = waiting.asked
+
+    def order(item: tuple[TaskInfo, float | None, float | None]) -> tuple[bool, float, str]:
+        when = item[1] if call == "active" else item[2]
+        return when is None, when or 0.0, item[0].task_id
+
+    return HeldTasksReport(asked=asked, tasks=[
+        HeldTaskInfo(hostname=info.hostname, task_id=info.task_id, name=info.name,
+                     started_at=utc(started), eta=utc(eta), priority=info.priority,
+                     routing_key=info.routing_key)
+        for info, started, eta in sorted(items, key=order)])

@@ -303,6 +303,31 @@ class WorkersReport(_Model):
     workers: list[WorkerInfo]
 
 
+class HeldTaskInfo(_Model):
+    """A task a worker holds now, as it answered ``inspect active`` or ``inspect scheduled``."""
+
+    hostname: str = Field(description="The worker holding it.")
+    task_id: str
+    name: str
+    started_at: datetime | None = Field(
+        description="active: when it started (worker clock), UTC; null for scheduled.")
+    eta: datetime | None = Field(
+        description="scheduled: when the worker runs it (ETA or countdown), UTC; null for "
+                    "active, or an ETA the worker sent unparseable.")
+    priority: int | None = Field(description="The message priority, null when it had none.")
+    routing_key: str | None = Field(description="delivery_info routing key.")
+
+
+class HeldTasksReport(_Model):
+    """What the workers hold now, asked when the request came (``inspect``)."""
+
+    asked: bool = Field(
+        description="false: the task events know no worker up, so none was asked (tasks "
+                    "empty); true: every worker up was asked, waiting up to --inspect-timeout.")
+    tasks: list[HeldTaskInfo] = Field(
+        description="active: oldest start first; scheduled: soonest ETA first.")
+
+
 # -- actions ----------------------------------------------------------------------------------
 
 

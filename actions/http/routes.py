@@ -15,6 +15,8 @@ GET     /stats/tasks                        :func:`reads.task_statistics` → 20
 GET     /queues                             :func:`reads.queues` → 200
 GET     /queues/{queue}/pending             :func:`reads.pending` → 200
 GET     /workers                            :func:`reads.workers` → 200
+GET     /workers/active                     :func:`held.report` (inspect active) → 200
+GET     /workers/scheduled                  :func:`held.report` (inspect scheduled) → 200
 GET     /openapi.json                       the OpenAPI 3.1 document
 ======  ==================================  ======================================================
 
@@ -31,7 +33,7 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, Path, Query, Response
 from fastapi.openapi.utils import get_openapi
 
-from actions import cancel, reads, retry, workflow
+from actions import cancel, held, reads, retry, workflow
 from actions.context import ActionContext
 from actions.http.auth import API_ACTOR, BearerAuth
 from actions.http.body_limit import BodyLimit
@@ -41,6 +43,7 @@ from actions.schemas import (
     BulkRetryFilter,
     BulkRetryResult,
     CancelResult,
+    HeldTasksReport,
     PendingPage,
     Problem,
     QueuesReport,
@@ -193,6 +196,17 @@ def _routes(api: FastAPI, ctx: ActionContext) -> None:
              summary="Workers: liveness, heartbeat counts, pool size, CPU and memory")
     def workers() -> WorkersReport:
         return reads.workers(ctx)
+
+    @api.get("/workers/active", response_model=HeldTasksReport, responses=_responses(503),
+             summary="Tasks the workers run now (inspect active, asked now)")
+    def workers_active() -> HeldTasksReport:
+        return held.report(ctx, "active")
+
+    @api.get("/workers/scheduled", response_model=HeldTasksReport,
+             responses=_responses(503),
+             summary="Tasks the workers hold until their ETA (inspect scheduled, asked now)")
+    def workers_scheduled() -> HeldTasksReport:
+        return held.report(ctx, "scheduled")
 
 
 def _problem_media_types(schema: dict[str, Any]) -> None:

@@ -81,7 +81,7 @@ def test_generated_requests_never_get_a_server_error(redis_url, history_url, pro
     failures: list[str] = []
     statuses: dict[int, int] = {}
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 10
+    assert len(operations) == 12
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             failures += fuzz(operation, mode, base_url, statuses)
