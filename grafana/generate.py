@@ -397,12 +397,13 @@ def common_variables() -> list[cogbuilder.Builder[dm.VariableModel]]:
 
 
 def ui_var() -> db.QueryVariable:
-    """Hidden: the job browser's URL (``--external-url``) the selected job's exporters export,
-    for the data links (:func:`ui_link`); empty while none does.
+    """Hidden: the job browser's URL (``--external-url``) the selected job's (and cluster's)
+    exporters export, for the data links (:func:`ui_link`); empty while none does.
     """
     return (
         db.QueryVariable(UI_VAR).label("Job browser")
-        .query('label_values(celery_jobmon_ui_info{job=~"$job"}, external_url)')
+        .query('label_values(celery_jobmon_ui_info{job=~"$job", cluster=~"$cluster"}, '
+               'external_url)')
         .datasource(PROM).refresh(dm.VariableRefresh.ON_DASHBOARD_LOAD)
         .hide(dm.VariableHide.HIDE_VARIABLE).multi(False).include_all(False)
         .description("The URL of celery-jobmon's job browser (serve --external-url), read "

@@ -350,7 +350,8 @@ def test_recent_failures_query_the_history_table(board):
 def test_the_job_browser_url_comes_from_the_ui_info_of_the_selected_job(name):
     variable = next(v for v in COMMITTED[name]["templating"]["list"] if v["name"] == "jobmon_ui")
     assert (variable["query"], variable["hide"], variable["multi"], variable["includeAll"]) == (
-        'label_values(celery_jobmon_ui_info{job=~"$job"}, external_url)', 2, False, False)
+        'label_values(celery_jobmon_ui_info{job=~"$job", cluster=~"$cluster"}, external_url)',
+        2, False, False)
 
 
 def _links(board: str, title: str) -> dict[str, list[str]]:

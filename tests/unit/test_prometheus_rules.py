@@ -100,7 +100,8 @@ JOB_BROWSER = {
 def test_job_browser_link_reads_the_external_url_of_the_alerts_job(name):
     # promtool (prometheus/tests/job_browser_test.yml) shows the expanded link.
     assert ALERTS[name]["annotations"]["job_browser"] == (
-        '{{ with printf "celery_jobmon_ui_info{job=%q}" $labels.job | query }}'
+        '{{ with printf "celery_jobmon_ui_info{job=%q, cluster=%q}" $labels.job '
+        "$labels.cluster | query }}"
         '{{ . | first | label "external_url" }}' + JOB_BROWSER[name] + "{{ end }}")
 
 
