@@ -206,6 +206,8 @@ class Model:
         workflows: receives every applied task event, repair and lost task with the task's
             name label (:meth:`~exporter.state.workflows.WorkflowTracker.observe`; stuck
             chords).
+        workflows: receives every applied task event with the task's name label
+            (:meth:`~exporter.state.workflows.WorkflowTracker.observe`; stuck chords).
         history_exclude: shell-style patterns of task names whose events do not go to
             ``history`` (``--history-exclude-task``); the name is the event's ``name``, else
             the one the task index holds.
@@ -563,6 +565,13 @@ class Model:
 
     # -- helpers (lock held) ---------------------------------------------------------------
 
+    def _state_of(self, task_id: str) -> str | None:
+        """The state the index holds for ``task_id`` (``None``: not held); for the workflow
+        tracker, which keeps only tasks in workflows.
+        """
+        record = self.index.peek(task_id)
+        return record.state if record is not None else None
+
     def _count_malformed_locked(self, reason: str) -> None:
         self._events_malformed[reason] = self._events_malformed.get(reason, 0) + 1
 
@@ -702,7 +711,7 @@ class Model:
         if self._workflows is not None and event_type in TASK_EVENT_TYPES:
             record = self.index.peek(event["uuid"])
             self._workflows.observe(event_type, event, record.name if record else UNKNOWN,
-                                    self.names.label)
+                                    self.names.label, self._state_of)
         return True
 
     def _holds(self, event: dict) -> bool:

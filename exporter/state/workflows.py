@@ -23,28 +23,43 @@ The model feeds :meth:`WorkflowTracker.observe` every task event it applies (und
   chord's header is ready; each retry counts under the callback's task name, read from its
   arguments.
 
-Memory is bounded: at most ``max_steps`` tasks (least recently seen evicted first). A repair
-or a lost worker changes a task's state in the model and the history, not here: such a step
-stays in its last event's state until evicted.
+Memory is bounded: at most ``max_steps`` tasks (least recently seen evicted first). Repairs
+and lost tasks reach the tracker as the model's synthetic records. At start,
+:meth:`WorkflowTracker.warm` takes the waiting steps the history holds.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.config import DEFAULT_CHORD_STUCK_AFTER
 from exporter.events.canvas import CHORD_UNLOCK, chord_callback_name
 from exporter.events.parse import parse_eta
 from exporter.events.table import EVENT_STATE, TERMINAL_STATES
 
+if TYPE_CHECKING:
+    from exporter.history.workflow import WaitingStep
+
 #: Tasks kept by default (each about 200 bytes).
 DEFAULT_MAX_STEPS = 100_000
 
 _WAITING, _RUNNING, _DONE = 0, 1, 2
+
+
+def _NO_STATE(task_id: str) -> str | None:
+    """No task's state is known (a tracker fed without a model)."""
+    return None
+
+
+def _stage(state: str | None) -> int:
+    """The tracker's stage of a Celery state (``None``: waiting)."""
+    if state in TERMINAL_STATES:
+        return _DONE
+    return _RUNNING if state == "STARTED" else _WAITING
 
 
 class _Step:
@@ -129,32 +144,49 @@ class WorkflowTracker:
         self._evictions = 0
 
     def observe(self, event_type: str, event: Mapping[str, Any], name: str,
-                label: Callable[[str], str]) -> None:
+                label: Callable[[str], str],
+                state_of: Callable[[str], str | None] = _NO_STATE) -> None:
         """Take one applied task event: ``event`` as Celery sent it (``uuid``, ``root_id``,
         ``parent_id``, ``eta``, ``args``; ``local_received``: exporter receipt time, else
         ``timestamp``), ``name``: the task's name label (the model's), ``label``: the model's
-        name ceiling, applied to a chord callback's name. Other event types are ignored.
+        name ceiling, applied to a chord callback's name; ``state_of``: a task's state as the
+        model holds it, ``None`` when unknown. Other event types are ignored.
+
+        A task on its own (its own root, no parent; not ``celery.chord_unlock``) is not kept
+        — most tasks, at the cost of one dictionary miss per event — until another task names
+        it as parent: it is then added with the state the model holds for it, as is any task
+        first seen after some of its events (a worker's events may overtake ``task-sent``).
         """
         state = EVENT_STATE.get(event_type)
         if state is None:
             return
         task_id = event["uuid"]
-        now = event.get("local_received", event["timestamp"])
         with self._lock:
             step = self._steps.get(task_id)
+            root, parent = event.get("root_id"), event.get("parent_id")
+            now = event.get("local_received", event["timestamp"])
+            if not (isinstance(parent, str) and parent and parent != task_id):
+                parent = None
+            if not (isinstance(root, str) and root):
+                root = None
             if step is None:
+                if parent is None and root in (None, task_id) and name != CHORD_UNLOCK:
+                    return
                 step = self._add(task_id)
+                self._set_stage(task_id, step, _stage(state_of(task_id)), now)
             else:
                 self._steps.move_to_end(task_id)
             if name:
                 step.name = name
-            root, parent = event.get("root_id"), event.get("parent_id")
-            if isinstance(root, str) and root and root != step.root:
+            if root is not None and root != step.root:
                 self._move(step, root)
-            if isinstance(parent, str) and parent and parent != task_id and step.parent is None:
+            if parent is not None and step.parent is None:
                 step.parent = parent
-            eta = parse_eta(event.get("eta"))
-            if eta is not None:
+                if parent not in self._steps and (known := state_of(parent)) is not None:
+                    above = self._add(parent)
+                    self._move(above, step.root)
+                    self._set_stage(parent, above, _stage(known), now)
+            if "eta" in event and (eta := parse_eta(event["eta"])) is not None:
                 step.eta = eta
             if step.since is None:
                 step.since = now
@@ -175,6 +207,39 @@ class WorkflowTracker:
                     self._set_stage(task_id, step, _RUNNING, now)
             if step.stage == _WAITING and step.parent is not None:
                 self._waiting[task_id] = None
+
+    def warm(self, steps: Iterable[WaitingStep], label: Callable[[str], str]) -> int:
+        """Know, at start, the tasks the history holds as sent by another task and not started
+        (:func:`~exporter.history.workflow.waiting_steps`), so a callback held before a restart
+        still counts as stuck: each waits from its ``sent_at`` (else its last state change)
+        and ETA — event timestamps, not the exporter's receipt times, for these only — and its
+        parent is ended (``parent_finished_at``), still in progress, or unknown (no row: the
+        step waits from its own send). Steps the tracker knows already are left alone. Returns
+        how many were added.
+        """
+        added = 0
+        with self._lock:
+            for found in steps:
+                if found.task_id in self._steps:
+                    continue
+                step = self._add(found.task_id)
+                if found.root_id and found.root_id != step.root:
+                    self._move(step, found.root_id)
+                step.name = label(found.name) if found.name else ""
+                step.parent = found.parent_id
+                step.since = found.sent_at if found.sent_at is not None else found.state_ts
+                step.eta = found.eta
+                self._waiting[found.task_id] = None
+                if found.parent_state is not None and found.parent_id not in self._steps:
+                    parent = self._add(found.parent_id)
+                    self._move(parent, step.root)
+                    if found.parent_state in TERMINAL_STATES:
+                        self._set_stage(found.parent_id, parent, _DONE,
+                                        found.parent_finished_at or step.since)
+                    elif found.parent_state == "STARTED":
+                        self._set_stage(found.parent_id, parent, _RUNNING, step.since)
+                added += 1
+        return added
 
     def snapshot(self, now: float) -> WorkflowSnapshot:
         """The tracker at ``now`` (exporter clock): stuck steps judged against

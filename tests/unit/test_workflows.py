@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from exporter.events.canvas import chord_callback_name, chord_group_id
 from exporter.events.parse import parse_eta
+from exporter.events.table import EVENT_STATE, STATE_STAGE
 from exporter.history.merge import merge, record_from_event
-from exporter.history.workflow import WorkflowNode, build_tree
+from exporter.history.workflow import WaitingStep, WorkflowNode, build_tree
 from exporter.repair.findings import Finding
 from exporter.state.workflows import StuckStep, WorkflowTracker
 from tests.support.clock import T0
@@ -50,9 +51,17 @@ def test_history_keeps_the_group_a_chord_unlock_waits_for_and_no_other():
 
 # -- the tracker ---------------------------------------------------------------------------------
 
-def _feed(tracker: WorkflowTracker, events: list[dict], names: dict[str, str]) -> None:
+def _feed(tracker: WorkflowTracker, events: list[dict], names: dict[str, str],
+          states: dict[str, str] | None = None) -> None:
+    """Observe ``events`` as the model would hand them over: each after the task's state
+    moved on (stage order: a late task-sent leaves a started task started)."""
+    states = {} if states is None else states
     for event in events:
-        tracker.observe(event["type"], event, names.get(event["uuid"], ""), lambda n: n)
+        state, task_id = EVENT_STATE[event["type"]], event["uuid"]
+        if STATE_STAGE[state] >= STATE_STAGE[states.get(task_id, "PENDING")]:
+            states[task_id] = state
+        tracker.observe(event["type"], event, names.get(task_id, ""), lambda n: n,
+                        states.get)
 
 
 def _ev(kind: str, uuid: str, at: float, **fields: object) -> dict:
@@ -86,7 +95,7 @@ def test_a_callback_held_behind_its_finished_header_is_stuck_after_the_bound():
     loud = tracker.snapshot(T0 + 13.5)
     assert loud.stuck == {("app.total",): 1}
     assert loud.stuck_steps == (StuckStep("cb", "app.total", "h2", "h2", T0 + 3),)
-    assert (loud.in_progress, loud.steps_in_memory) == (1, 3)
+    assert (loud.in_progress, loud.steps_in_memory) == (1, 2)  # h1, on its own, is not kept
 
 
 def test_a_callback_that_started_is_not_stuck_and_the_workflow_ends_with_it():
@@ -118,7 +127,7 @@ def test_events_in_any_order_give_the_same_answer():
         tracker = WorkflowTracker(stuck_after=10)
         _feed(tracker, order, NAMES)
         snapshot = tracker.snapshot(T0 + 60)
-        assert (snapshot.stuck, snapshot.in_progress, snapshot.steps_in_memory) == ({}, 1, 3)
+        assert (snapshot.stuck, snapshot.in_progress, snapshot.steps_in_memory) == ({}, 1, 2)
 
 
 def test_chord_unlock_retries_count_under_the_callback_name():
@@ -137,11 +146,16 @@ def test_chord_unlock_retries_count_under_the_callback_name():
 
 def test_memory_is_bounded_and_counts_follow_evictions():
     tracker = WorkflowTracker(stuck_after=10, max_steps=3)
-    _feed(tracker, _chord_held(callback_started=False), NAMES)
-    _feed(tracker, [_ev("task-sent", "x", T0 + 5, root_id="x")], NAMES)
-    snapshot = tracker.snapshot(T0 + 100)  # h1 forgotten; h2 + cb still one workflow
+    states: dict[str, str] = {}
+    _feed(tracker, _chord_held(callback_started=False), NAMES, states)  # keeps cb, then h2
+    _feed(tracker, [_ev("task-sent", "x1", T0 + 5, root_id="x0", parent_id="x0"),
+                    _ev("task-sent", "x2", T0 + 6, root_id="x0", parent_id="x1")],
+          {"x1": "app.x"}, states)
+    snapshot = tracker.snapshot(T0 + 100)  # cb forgotten (least recently seen)
     assert (snapshot.steps_in_memory, snapshot.evictions, snapshot.in_progress) == (3, 1, 1)
-    assert snapshot.stuck == {("app.total",): 1}
+    # x1 waits behind x0, which the model does not know: from its own send; x2 behind x1,
+    # which has not started.
+    assert snapshot.stuck == {("app.x",): 1}
 
 
 # -- the tree ------------------------------------------------------------------------------------
@@ -189,3 +203,18 @@ def test_a_callback_the_repairer_found_finished_is_not_stuck(make_model, clock):
     assert model.apply_repair(Finding("cb", "SUCCESS", "result_backend", T0 + 3)) is True
     snapshot = tracker.snapshot(T0 + 13)
     assert (snapshot.stuck, snapshot.in_progress) == ({}, 0)
+
+
+def test_steps_warmed_from_the_history_still_count_as_stuck():
+    tracker = WorkflowTracker(stuck_after=10)
+    steps = [WaitingStep("cb", "app.total", "h", "h", T0 + 2.9, T0 + 2.9, None, "SUCCESS",
+                         T0 + 3),
+             WaitingStep("c2", "app.next", "r", "r", T0, T0, None, "STARTED", None),
+             WaitingStep("o", "app.orphan", "x", "gone", T0, T0, None, None, None)]
+    assert tracker.warm(steps, lambda name: name) == 3
+    snapshot = tracker.snapshot(T0 + 13.5)
+    assert snapshot.stuck == {("app.total",): 1, ("app.orphan",): 1}  # c2's parent runs
+    assert (snapshot.in_progress, snapshot.steps_in_memory) == (2, 5)
+    _feed(tracker, [_ev("task-started", "cb", T0 + 20)], NAMES)
+    assert tracker.snapshot(T0 + 30).stuck == {("app.orphan",): 1}
+    assert tracker.warm(steps, lambda name: name) == 0
