@@ -172,10 +172,18 @@ def make_action_app(settings: Settings) -> Celery:
     Redis backend subscribes to the result of every task sent — with the backend down, each
     send retried for about 20 s and ended in a CRITICAL "must be restarted". The stored
     arguments are read through :func:`make_results_app`.
+
+    On RabbitMQ it publishes with confirms (``confirm_publish``): a message the broker does not
+    enqueue (a queue full with ``x-overflow reject-publish``) is nacked, and the action says
+    so instead of claiming a retry that never reached the queue.
     """
-    return exporter_app(settings, "celery-jobmon-actions", task_send_sent_event=True,
-                        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
-                        broker_connection_timeout=4)
+    app = exporter_app(settings, "celery-jobmon-actions", task_send_sent_event=True,
+                       task_publish_retry_policy=PUBLISH_RETRY_POLICY,
+                       broker_connection_timeout=4)
+    if app.connection_for_write().transport.driver_type == "amqp":
+        app.conf.broker_transport_options = {**app.conf.broker_transport_options,
+                                             "confirm_publish": True}
+    return app
 
 
 def make_results_app(settings: Settings) -> Celery | None:

@@ -154,31 +154,65 @@ def _reply_text(exc: BaseException) -> str:
     return describe(exc)
 
 
+#: What a broker says in its own words about a request, possibly wrapped by kombu in an
+#: ``OperationalError`` (its publish retry policy re-raises what the transport raised).
+_BROKER_WORDS: tuple[type[BaseException], ...] = (
+    amqp.exceptions.ChannelError, amqp.exceptions.ConnectionError,
+    amqp.exceptions.MessageNacked, redis.exceptions.ResponseError,
+)
+#: The reason given when RabbitMQ nacks a publish (publisher confirms): it took nothing.
+NACK_REASON = ("the broker nacked the message: it did not enqueue it (a queue full with "
+               "x-overflow reject-publish, or an internal error)")
+
+
+def _broker_words(exc: BaseException) -> BaseException | None:
+    """``exc`` or the first exception it was raised from (``__cause__``/``__context__``, five
+    links at most) that carries the broker's own answer (:data:`_BROKER_WORDS`); else ``None``.
+    """
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None or isinstance(seen, _BROKER_WORDS):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _translate(exc: BaseException, what: str) -> ActionError:
+    """The problem for ``exc`` (one of :data:`_BROKER_WORDS`), see :func:`broker_errors`."""
+    if isinstance(exc, amqp.exceptions.ChannelError):
+        reason = _reply_text(exc)
+        return BrokerRefused(f"the {what} refused it: {reason}", reason="broker-refused",
+                             broker_reason=reason)
+    if isinstance(exc, amqp.exceptions.MessageNacked):
+        return BrokerUnavailable(f"the {what} took nothing: {NACK_REASON}",
+                                 broker_reason=NACK_REASON)
+    if isinstance(exc, amqp.exceptions.ConnectionError):
+        reason = _reply_text(exc)
+        return BrokerUnavailable(f"the {what} took nothing: {reason}",
+                                 broker_reason=reason or None)
+    reason = str(exc)
+    if (isinstance(exc, REDIS_TRANSIENT_ERRORS)
+            or reason.split(" ", 1)[0] in REDIS_TRANSIENT_CODES):
+        return BrokerUnavailable(f"the {what} took nothing: {reason}", broker_reason=reason)
+    return BrokerRefused(f"the {what} refused it: {reason}", reason="broker-refused",
+                         broker_reason=reason)
+
+
 @contextmanager
 def broker_errors(what: str = "broker") -> Iterator[None]:
     """Translate what the broker (or result backend, ``what``) raises inside the block: a
-    refusal becomes :class:`BrokerRefused`, an outage :class:`BrokerUnavailable` (see the
-    module's table).
+    refusal becomes :class:`BrokerRefused`, an outage or a nacked publish
+    :class:`BrokerUnavailable` (see the module's table). The broker's own answer is found
+    inside kombu's ``OperationalError`` too, so the problem names it.
     """
     try:
         yield
-    except amqp.exceptions.ChannelError as exc:
-        reason = _reply_text(exc)
-        raise BrokerRefused(f"the {what} refused it: {reason}", reason="broker-refused",
-                            broker_reason=reason) from exc
-    except (amqp.exceptions.ConnectionError, amqp.exceptions.MessageNacked) as exc:
-        raise BrokerUnavailable(
-            f"the {what} took nothing: {_reply_text(exc) or 'the publish was nacked'}",
-            broker_reason=_reply_text(exc) or None) from exc
-    except redis.exceptions.ResponseError as exc:
-        reason = str(exc)
-        if (isinstance(exc, REDIS_TRANSIENT_ERRORS)
-                or reason.split(" ", 1)[0] in REDIS_TRANSIENT_CODES):
-            raise BrokerUnavailable(f"the {what} took nothing: {reason}",
-                                    broker_reason=reason) from exc
-        raise BrokerRefused(f"the {what} refused it: {reason}", reason="broker-refused",
-                            broker_reason=reason) from exc
+    except _BROKER_WORDS as exc:
+        raise _translate(exc, what) from exc
     except BROKER_EXCEPTIONS as exc:
+        inner = _broker_words(exc)
+        if inner is not None:
+            raise _translate(inner, what) from exc
         raise BrokerUnavailable(f"the {what} did not answer ({describe(exc)})") from exc
 
 

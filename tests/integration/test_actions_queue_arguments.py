@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from actions.errors import NACK_REASON
 from exporter.history import create_history_engine, get_execution
 from tests.support.api import Api, problem
 from tests.support.exporter import run_cli
@@ -136,3 +137,40 @@ def test_a_broker_refusal_is_a_problem_and_one_cli_line(stack):
     assert (command.returncode, command.stdout) == (1, "")
     assert command.stderr.splitlines() == [
         f"Error: Broker refused (409, queue-missing): {detail}"]
+
+
+FULL = {"full": {"x-max-length": 1, "x-overflow": "reject-publish"}}
+
+
+def test_a_retry_a_full_queue_rejects_is_a_503_not_a_claimed_retry(
+        amqp_url, producer, start_exporter, start_worker):
+    """A queue at its ``x-max-length`` with ``x-overflow reject-publish`` drops what is
+    published to it; with publisher confirms RabbitMQ nacks it, and the retry says so (it
+    answered 202 with a new task id and counted a manual retry before)."""
+    exporter = start_exporter(amqp_url, "--api-token", TOKEN, "--inspect-timeout", "1s")
+    worker = start_worker(amqp_url, "full", app="tests.support.queue_app",
+                          env={ENV: json.dumps(FULL)})
+    app = producer(amqp_url)
+    app.conf.task_queues = declared_queues(FULL)
+    failed = app.send_task(FAIL, ("on full",), queue="full").id
+    engine = create_history_engine(exporter.history_url)
+    try:
+        wait_for(lambda: (row := get_execution(engine, failed)) is not None
+                 and row.state == "FAILURE", 60, message="the task failed on the full queue")
+        worker.kill()
+        app.send_task("examples.tasks.add", (1, 2), queue="full")  # the one message it holds
+        vhost = urlsplit(amqp_url).path.lstrip("/")
+
+        def waiting() -> str:
+            lines = rabbitmqctl("list_queues", "-p", vhost, "--no-table-headers", "name",
+                                "messages").splitlines()
+            return dict(line.split("\t") for line in lines)["full"]
+
+        assert waiting() == "1"
+
+        body = problem(Api(exporter.url, TOKEN).post(f"/tasks/{failed}/retry"), 503)
+        assert body["detail"] == f"the broker took nothing: {NACK_REASON}"
+        assert waiting() == "1"
+        assert get_execution(engine, failed).manual_retry_count == 0
+    finally:
+        engine.dispose()

@@ -5,10 +5,11 @@ Exceptions built as py-amqp and redis-py raise them."""
 from __future__ import annotations
 
 import amqp.exceptions
+import kombu.exceptions
 import pytest
 import redis.exceptions
 
-from actions.errors import BrokerRefused, BrokerUnavailable, broker_errors
+from actions.errors import NACK_REASON, BrokerRefused, BrokerUnavailable, broker_errors
 
 INEQUIVALENT = ("PRECONDITION_FAILED - inequivalent arg 'x-max-priority' for queue 'prio' in "
                 "vhost 'v': received none but current is the value '10' of type 'signedint'")
@@ -46,3 +47,36 @@ def test_a_redis_error_reply_about_the_request_is_a_409():
     assert (type(error), error.detail) == (
         BrokerRefused, "the broker refused it: WRONGTYPE Operation against a key holding the "
                        "wrong kind of value")
+
+
+def wrapped(exc: BaseException) -> kombu.exceptions.OperationalError:
+    """``exc`` as kombu's publish retry policy re-raises it: an OperationalError from it."""
+    try:
+        try:
+            raise exc
+        except Exception as inner:
+            raise kombu.exceptions.OperationalError(str(inner)) from inner
+    except kombu.exceptions.OperationalError as outer:
+        return outer
+
+
+def test_a_nacked_publish_wrapped_by_kombu_is_a_503_saying_nothing_was_enqueued():
+    error = raised(wrapped(amqp.exceptions.MessageNacked()))
+    assert isinstance(error, BrokerUnavailable) and error.status == 503
+    assert error.detail == f"the broker took nothing: {NACK_REASON}"
+    assert dict(error.extra)["broker_reason"] == NACK_REASON
+
+
+def test_a_redis_reply_wrapped_by_kombu_keeps_the_brokers_words():
+    error = raised(wrapped(redis.exceptions.OutOfMemoryError(
+        "command not allowed when used memory > 'maxmemory'.")))
+    assert (type(error), error.detail) == (
+        BrokerUnavailable,
+        "the broker took nothing: command not allowed when used memory > 'maxmemory'.")
+
+
+def test_an_operational_error_of_its_own_is_an_outage():
+    error = raised(kombu.exceptions.OperationalError("[Errno 111] Connection refused"))
+    assert isinstance(error, BrokerUnavailable)
+    assert error.detail == ("the broker did not answer (OperationalError: [Errno 111] "
+                            "Connection refused)")
