@@ -19,6 +19,7 @@ from exporter.celery_app import exporter_app
 from exporter.config import Settings
 from exporter.events.consumer import EventConsumer
 from exporter.history.setup import OpenHistory, open_history
+from exporter.history.workflow import warm_tracker
 from exporter.http import MetricsEndpoint, create_http_app, make_server, serve_all
 from exporter.metrics.scrape import Scrape, exporter_sources
 from exporter.periodic.setup import make_tracker
@@ -131,6 +132,8 @@ def build_service(settings: Settings) -> Service:
     )
     if history is not None:
         model.warm(history.unfinished)
+        warm_tracker(workflows, history.engine, settings.history_retention or 7 * 86400.0,
+                     settings.max_tasks_in_memory, model.names.label)
     health = Health(external_url=settings.external_url)
     repairer = make_repairer(settings, model, health) if settings.repair else None
     if repairer is not None and history is not None:

@@ -5,17 +5,29 @@
 :mod:`exporter.events.canvas`): a group's members are siblings under the task that sent them;
 a group or chord applied at the top level has one root per header task, so its tree holds the
 header task asked about and, under the header task that finished last, the callback.
+:func:`waiting_steps` reads what the workflow tracker needs at start (tasks a finished task
+sent that have not started).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Table, or_, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from exporter.history.orm import TASK_EXECUTION
 from exporter.history.queries import Bind, _rows
+from exporter.logs import describe
+
+if TYPE_CHECKING:
+    from exporter.state.workflows import WorkflowTracker
+
+log = logging.getLogger(__name__)
 
 _T: Table = TASK_EXECUTION  # type: ignore[assignment]
 _C = _T.c
@@ -111,3 +123,65 @@ def workflow_of(bind: Bind, task_id: str, limit: int = DEFAULT_MAX_NODES) -> Wor
         asked = _rows(bind, select(*columns).where(_C.task_id == task_id))
         nodes[-1:] = [WorkflowNode(**asked[0]._mapping)]
     return Workflow(root_id, build_tree(root_id, nodes), len(nodes), len(rows) > limit)
+
+
+@dataclass(frozen=True)
+class WaitingStep:
+    """A task not started yet that another task sent (``parent_id``), to warm the workflow
+    tracker at start: its ``name``, ``root_id``, ``sent_at``, ``state_ts``, ``eta`` (event
+    timestamps, seconds since the epoch), and its parent's ``parent_state`` and
+    ``parent_finished_at`` (``None`` when the history has no row of the parent).
+    """
+
+    task_id: str
+    name: str | None
+    root_id: str | None
+    parent_id: str
+    sent_at: float | None
+    state_ts: float
+    eta: float | None
+    parent_state: str | None
+    parent_finished_at: float | None
+
+
+#: States of a task that was sent and has not started (a retry waits for its next attempt).
+WAITING_STATES = ("PENDING", "RECEIVED", "RETRY")
+
+
+def waiting_steps(bind: Bind, since_seconds: float, limit: int, *, now: float | None = None
+                  ) -> list[WaitingStep]:
+    """Tasks in :data:`WAITING_STATES` with a parent other than themselves, whose state changed
+    in the last ``since_seconds``, newest first, at most ``limit``, each with its parent's
+    state (one range of the (state, state_ts) index, the parent by primary key).
+
+    ``now``: reference time, epoch seconds (default ``time.time()``).
+    """
+    reference = time.time() if now is None else now
+    parent = _T.alias("parent")
+    query = (
+        select(_C.task_id, _C.name, _C.root_id, _C.parent_id, _C.sent_at, _C.state_ts, _C.eta,
+               parent.c.state.label("parent_state"),
+               parent.c.finished_at.label("parent_finished_at"))
+        .select_from(_T.outerjoin(parent, parent.c.task_id == _C.parent_id))
+        .where(_C.state.in_(WAITING_STATES), _C.parent_id.is_not(None),
+               _C.parent_id != _C.task_id, _C.state_ts >= reference - since_seconds)
+        .order_by(_C.state_ts.desc(), _C.task_id.desc())
+        .limit(limit)
+    )
+    return [WaitingStep(**row._mapping) for row in _rows(bind, query)]
+
+
+def warm_tracker(tracker: WorkflowTracker, bind: Bind, since_seconds: float, limit: int,
+                 label: Callable[[str], str]) -> int:
+    """Give the workflow tracker the :func:`waiting_steps` of the history at start (a chord
+    callback held across a restart still counts as stuck); a failed read is logged and the
+    tracker starts empty. Returns how many steps it took.
+    """
+    try:
+        steps = waiting_steps(bind, since_seconds, limit)
+    except SQLAlchemyError as exc:
+        log.warning("workflow steps not read from the history error=%s", describe(exc))
+        return 0
+    added = tracker.warm(steps, label)
+    log.info("history waiting workflow steps=%d", added)
+    return added

@@ -166,6 +166,15 @@ def test_chain_group_and_chords_as_trees_and_a_held_callback_is_stuck(
              message="the held callback counted stuck")
     assert exporter.metrics().value("celery_chord_unlock_retries_total", name=TOTAL) is None
 
+    # Across a restart (no event of the held callback will come again): still stuck, from
+    # what the history holds.
+    exporter.stop()
+    again = start_exporter(broker, "--chord-stuck-after", "3s",
+                           history_url=exporter.history_url)
+    metrics = again.metrics()
+    assert metrics.value("celery_chords_stuck", name=TOTAL) == 1
+    assert metrics.value("celery_workflows_in_progress") == 1
+
 
 def test_chord_unlock_retries_are_counted_and_the_callback_hangs_under_it(
         private_redis, start_exporter, start_worker, tmp_path: Path):
