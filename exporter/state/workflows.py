@@ -44,7 +44,8 @@ from exporter.events.table import EVENT_STATE, TERMINAL_STATES
 if TYPE_CHECKING:
     from exporter.history.workflow import WaitingStep
 
-#: Tasks kept by default (each about 200 bytes).
+#: Tasks kept by default (each about 200 bytes besides its id, which the events and the model
+#: share: 196 measured with 100,000 tasks in chains of 10).
 DEFAULT_MAX_STEPS = 100_000
 
 _WAITING, _RUNNING, _DONE = 0, 1, 2

@@ -57,7 +57,8 @@ def _exposed_names() -> set[str]:
 
 def test_the_alert_list():
     assert sorted(ALERTS) == [
-        "CeleryChordStuck", "CeleryJobmonBrokerDisconnected", "CeleryJobmonEventsMissed",
+        "CeleryChordHeaderWaiting", "CeleryChordStuck",
+        "CeleryJobmonBrokerDisconnected", "CeleryJobmonEventsMissed",
         "CeleryJobmonExporterDown", "CeleryJobmonHistoryFailing", "CeleryJobmonNoEvents",
         "CeleryJobmonTaskNamesFolded", "CeleryPeriodicTaskFailed", "CeleryPeriodicTaskLate",
         "CeleryPeriodicTaskMissed",
