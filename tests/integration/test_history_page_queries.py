@@ -35,6 +35,7 @@ from exporter.history.rollup import (
     ensure_triggers,
 )
 from tests.support.events import PRODUCER, task_event
+from tests.support.waiting import wait_for
 from ui.queries import state_counts
 
 T0 = 1_700_000_000.0
@@ -288,3 +289,19 @@ def test_a_missing_trigger_is_recreated_and_every_period_forgotten(filled):
     got = task_stats(engine, since=T0 - 4 * 86400, until=T0 + 1)
     assert sum(s.count for s in got) == finished
     assert min(s.min_runtime for s in got if s.min_runtime is not None) >= 0.5
+
+
+def test_the_history_writer_builds_the_periods_by_itself(filled):
+    """A running writer builds the closed hours and days of its database (the first round
+    2 s after it starts; a backfill goes on every 2 s, 50 ms of work a round).
+    """
+    engine, rows = filled
+    writer = HistoryWriter(engine, max_delay=0.05, clock=lambda: T0)
+    writer.start()
+    try:
+        wait_for(lambda: len(built_periods(engine)) == 72 + 2, 60, interval=0.2)
+    finally:
+        writer.stop(5.0)
+    for since, until in WINDOWS:
+        assert_stats_match(task_stats(engine, since=since, until=until),
+                           expected_stats(rows, since, until), approximate=True)
