@@ -627,7 +627,7 @@ def overview() -> db.Dashboard:
                 prom(f"max by (hostname) (celery_worker_max_rss_bytes{sel()})", "{{hostname}}"),
             ], unit="bytes", width=8))
     )
-    return exporter_health(data_quality(periodic_tasks(board)))
+    return exporter_health(data_quality(workflows(periodic_tasks(board))))
 
 
 def periodic_tasks(board: db.Dashboard) -> db.Dashboard:
@@ -710,6 +710,40 @@ def periodic_tasks(board: db.Dashboard) -> db.Dashboard:
             "Missed periodic runs by entry", "Due runs not sent, per entry, per rate interval.",
             [prom(f"sum by (entry) ({dedup(missed.replace('$__range', RATE))})", "{{entry}}")],
             width=24))
+    )
+
+
+def workflows(board: db.Dashboard) -> db.Dashboard:
+    """The row about workflows (README "Workflows"): chains and chords in progress, steps
+    waiting behind an ended predecessor longer than --chord-stuck-after (by the waiting task's
+    name, which follows the Task variable; CeleryChordStuck), and celery.chord_unlock's polls
+    of a chord's header (by the callback's name; CeleryChordHeaderWaiting). Replicas see the
+    same events: merged with :func:`dedup`.
+    """
+    unlock = f"rate(celery_chord_unlock_retries_total{NAME_SEL}[{RATE}])"
+    return (
+        board.with_row(db.Row("Workflows"))
+        .with_panel(stat_panel(
+            "Workflows in progress", "Roots with two or more tasks in memory (chains, chords, "
+            "tasks that sent others) and a task not ended.",
+            prom(f"max({dedup(f'celery_workflows_in_progress{sel()}')})"), decimals=0,
+            width=6))
+        .with_panel(stat_panel(
+            "Stuck workflow steps", "Tasks not started longer than --chord-stuck-after after "
+            "the task that sent them ended: a chord's callback, a chain's next step "
+            "(CeleryChordStuck).",
+            prom(f"sum({dedup(f'celery_chords_stuck{NAME_SEL}')}) or vector(0)"),
+            steps=((None, GREEN), (1, RED)), decimals=0, width=6))
+        .with_panel(ts_panel(
+            "Stuck steps by task", "Tasks waiting behind an ended predecessor for longer than "
+            "--chord-stuck-after, by the waiting task's name.",
+            [prom(f"sum by (name) ({dedup(f'celery_chords_stuck{NAME_SEL}')})", "{{name}}")],
+            width=6))
+        .with_panel(ts_panel(
+            "chord_unlock polls /s by callback", "celery.chord_unlock retries per second (it "
+            "polls a chord's header about once a second until ready; result backends without "
+            "native chords), by the chord callback's name.",
+            [prom(f"sum by (name) ({dedup(unlock)})", "{{name}}")], unit="ops", width=6))
     )
 
 

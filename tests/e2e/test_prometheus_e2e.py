@@ -54,6 +54,11 @@ EMPTY_OK = {
         "no history event or row dropped in the scenario (the panel shows non-zero reasons)",
     ("celery-jobmon-task", "Lifecycle rates", "H"):
         "no task is rejected in the scenario (needs acks_late with a lost worker or Reject)",
+    ("celery-jobmon-overview", "Stuck steps by task", "A"):
+        "no workflow step waits behind an ended task in the scenario (a chord callback held: "
+        "tests/integration/test_workflows.py)",
+    ("celery-jobmon-overview", "chord_unlock polls /s by callback", "A"):
+        "no chord on a result backend without native chords in the scenario",
 }
 #: The exporter's --external-url: the dashboards' job-browser links read it back.
 EXTERNAL_URL = "https://jobmon.example.com/ui"

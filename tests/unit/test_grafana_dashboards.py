@@ -236,6 +236,8 @@ def test_overview_has_the_required_panels():
         "Worker peak memory",
         "Missed periodic runs", "Last run failed", "Schedule sources down", "Periodic check age",
         "Last outcome by entry", "Periodic entries", "Missed periodic runs by entry",
+        "Workflows in progress", "Stuck workflow steps", "Stuck steps by task",
+        "chord_unlock polls /s by callback",
         "Missed task events", "Missed ratio", "Event gaps", "Event lag", "Repaired",
         "Repairs pending", "Unresolved tasks", "Repair source errors",
         "Missed task events per worker", "Repairs by state and source",
@@ -267,13 +269,25 @@ def test_the_data_quality_row_shows_every_exactness_family_of_the_catalogue():
 def test_the_periodic_row_shows_every_periodic_family_of_the_catalogue():
     board = COMMITTED["celery-overview.json"]
     titles = [p["title"] for p in board["panels"]]
-    start, end = titles.index("Periodic tasks"), titles.index("Data quality")
+    start, end = titles.index("Periodic tasks"), titles.index("Workflows")
     exprs = " ".join(target["expr"] for panel in board["panels"][start + 1:end]
                      for target in panel["targets"])
     named = set(re.findall(r"\b(celery_[a-z0-9_]+)(?=\{)", exprs))
     assert named == {"celery_" + spec.name for spec in metrics.PERIODIC}
     # Entries follow the Task variable through their task label.
     assert exprs.count('task=~"$task"') == 9
+
+
+def test_the_workflows_row_shows_the_workflow_families_and_follows_the_task_variable():
+    board = COMMITTED["celery-overview.json"]
+    titles = [p["title"] for p in board["panels"]]
+    start, end = titles.index("Workflows"), titles.index("Data quality")
+    exprs = [target["expr"] for panel in board["panels"][start + 1:end]
+             for target in panel["targets"]]
+    named = set(re.findall(r"\b(celery_[a-z0-9_]+)(?=\{)", " ".join(exprs)))
+    assert named == {"celery_" + spec.name for spec in (
+        metrics.WORKFLOWS_IN_PROGRESS, metrics.CHORDS_STUCK, metrics.CHORD_UNLOCK_RETRIES)}
+    assert sum('name=~"$task"' in expr for expr in exprs) == 3
 
 
 def test_periodic_entries_line_up_by_entry_and_task_and_link_to_the_job_browser():
