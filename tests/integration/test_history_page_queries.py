@@ -26,7 +26,7 @@ from exporter.history import (
     task_stats,
     upgrade,
 )
-from exporter.history.orm import TASK_EXECUTION, TASK_STATS_BUILT
+from exporter.history.orm import TASK_EXECUTION, TASK_STATS_BUILT, TASK_STATS_PERIOD
 from exporter.history.rollup import (
     DAY_HOURS,
     HOUR,
@@ -70,6 +70,10 @@ def filled(history_url: str) -> Iterator[tuple[Engine, list[dict[str, Any]]]]:
     upgrade(engine)
     rows = random_rows(4000, seed=7)
     with engine.begin() as connection:
+        # The session's PostgreSQL database may hold periods another test built (inserts by
+        # hand, unlike the writer's, do not forget them).
+        connection.execute(delete(TASK_STATS_BUILT))
+        connection.execute(delete(TASK_STATS_PERIOD))
         connection.execute(insert(TASK_EXECUTION), rows)
     yield engine, rows
     engine.dispose()
