@@ -32,7 +32,12 @@ from celery import Celery
 from psycopg import sql
 
 from exporter.history import create_history_engine, upgrade
-from exporter.history.orm import ACTION_AUDIT, TASK_EXECUTION
+from exporter.history.orm import (
+    ACTION_AUDIT,
+    TASK_EXECUTION,
+    TASK_STATS_BUILT,
+    TASK_STATS_PERIOD,
+)
 from tests.support.exporter import Exporter
 from tests.support.network import PG_HOST, PG_PORT
 from tests.support.redis_server import PrivateRedis
@@ -165,7 +170,7 @@ def history_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url = str(request.getfixturevalue("pg_url"))
     engine = create_history_engine(url)
     with engine.begin() as connection:
-        connection.execute(TASK_EXECUTION.delete())
-        connection.execute(ACTION_AUDIT.delete())
+        for table in (TASK_EXECUTION, ACTION_AUDIT, TASK_STATS_PERIOD, TASK_STATS_BUILT):
+            connection.execute(table.delete())
     engine.dispose()
     return url
