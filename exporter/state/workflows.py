@@ -51,7 +51,7 @@ DEFAULT_MAX_STEPS = 100_000
 _WAITING, _RUNNING, _DONE = 0, 1, 2
 
 
-def _NO_STATE(task_id: str) -> str | None:
+def _no_state(task_id: str) -> str | None:
     """No task's state is known (a tracker fed without a model)."""
     return None
 
@@ -146,7 +146,7 @@ class WorkflowTracker:
 
     def observe(self, event_type: str, event: Mapping[str, Any], name: str,
                 label: Callable[[str], str],
-                state_of: Callable[[str], str | None] = _NO_STATE) -> None:
+                state_of: Callable[[str], str | None] = _no_state) -> None:
         """Take one applied task event: ``event`` as Celery sent it (``uuid``, ``root_id``,
         ``parent_id``, ``eta``, ``args``; ``local_received``: exporter receipt time, else
         ``timestamp``), ``name``: the task's name label (the model's), ``label``: the model's
