@@ -129,9 +129,11 @@ MAX_WAITING_SCAN = 100_000
 
 def _waiting_in(ctx: ActionContext, task_id: str) -> str | None:
     """The queue where ``task_id`` waits, read from the broker (Redis; the queues the poller
-    reads that held messages at its last round, each in the order workers take them, up to
-    :data:`MAX_WAITING_SCAN` messages in all), or ``None``: not found, no poll round yet (the
-    command line), or a broker whose messages cannot be read without taking them (RabbitMQ).
+    reads that held messages at its last round — for the ``cancel`` command, which has no
+    poller, ``--queue`` and the queues bound in Redis, read when first asked
+    (:func:`actions.wiring.queues_read_once`) — each in the order workers take them, up to
+    :data:`MAX_WAITING_SCAN` messages in all), or ``None``: not found, no poll round yet, or a
+    broker whose messages cannot be read without taking them (RabbitMQ).
 
     Raises:
         BrokerUnavailable: the broker did not answer.

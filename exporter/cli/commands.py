@@ -190,16 +190,17 @@ def _actor() -> str:
 
 
 def _run_action(settings: Any, history_url: str | None, work: Any, render: Any,
-                as_json: bool) -> None:
+                as_json: bool, search_queues: bool = False) -> None:
     """Build the action context, run ``work(ctx)``, print ``render(result)`` or its JSON; an
     action error exits 1 with ``error: <title>: <detail>`` (secrets masked).
+    ``search_queues``: the context reads the waiting queues when asked (cancel).
     """
     from actions.errors import ActionError
     from actions.wiring import action_context
     from exporter.secrets import Redactor
 
     engine = _history_engine(history_url)
-    ctx = action_context(settings, history=engine)
+    ctx = action_context(settings, history=engine, search_queues=search_queues)
     redact = Redactor(settings.secrets())
     try:
         result = work(ctx)
@@ -245,13 +246,17 @@ def retry(task_id: str, dry_run: bool, include_revoked: bool, as_json: bool,
         help="Stop the task with a signal if it is running (default: refuse).")
 @_arg("--signal", "signal_name", default=None, metavar="SIGNAL",
         help="Signal for --terminate: SIGTERM (default), SIGINT, SIGQUIT, SIGKILL, SIGUSR1.")
+@_arg("--queue", "queues", multiple=True, metavar="NAME",
+        help="Redis: a queue to look for the task in when no event, history row or worker "
+             "knows it (repeatable); the queues bound in Redis are searched after these.")
 @_JSON
 def cancel(task_id: str, terminate: bool, signal_name: str | None, as_json: bool,
            **options: Any) -> None:
     """Revoke a waiting or scheduled task; a running one only with --terminate (as the API's
-    POST /api/v1/tasks/TASK_ID/cancel). Prints what was asked and which workers acknowledged,
-    with warnings. Exits 1 when the task is unknown or finished, or its worker's pool cannot
-    stop it (threads).
+    POST /api/v1/tasks/TASK_ID/cancel). A task only waiting in a Redis queue (sent before any
+    event was heard) is found there: --queue and the queues bound in Redis. Prints what was
+    asked and which workers acknowledged, with warnings. Exits 1 when the task is unknown or
+    finished, or its worker's pool cannot stop it (threads).
     """
     from actions.cancel import cancel_task
     from actions.text import cancel_text
@@ -259,7 +264,7 @@ def cancel(task_id: str, terminate: bool, signal_name: str | None, as_json: bool
     settings = _configured(options)
     _run_action(settings, settings.history_url, lambda ctx: cancel_task(
         ctx, task_id, actor=_actor(), terminate=terminate, signal=signal_name),
-        cancel_text, as_json)
+        cancel_text, as_json, search_queues=True)
 
 
 @main.command()
