@@ -65,6 +65,9 @@ def test_exporter_is_built_from_the_dockerfile_and_configured_by_env():
         "JOBMON_LISTEN": "0.0.0.0:9808",
         "JOBMON_HISTORY_URL": "postgresql+psycopg://jobmon:jobmon@postgres:5432/jobmon",
         "JOBMON_LOG_FORMAT": "json",
+        "JOBMON_UI_USERS_FILE": "/etc/celery-jobmon/ui-users",
+        "JOBMON_EXTERNAL_URL": "http://localhost:9808/ui",
+        "JOBMON_GRAFANA_URL": "http://localhost:3000",
     }
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
     assert "FROM python:3.11-slim" in dockerfile
@@ -97,3 +100,18 @@ def test_every_image_is_pinned_to_a_version():
     for name, service in _compose()["services"].items():
         image = service["image"]
         assert ":" in image and not image.endswith(":latest"), (name, image)
+
+
+def test_exporter_runs_the_job_browser_with_the_demo_user_and_links_to_it():
+    from ui.users import authenticate, load_users
+
+    exporter = _compose()["services"]["exporter"]
+    assert exporter["volumes"] == ["./docker/ui-users:/etc/celery-jobmon/ui-users:ro"]
+    users = load_users(str(ROOT / "docker" / "ui-users"))
+    assert sorted(users) == ["demo"]
+    user = authenticate(users, "demo", "jobmon-demo")  # the credentials the file header says
+    assert user is not None and user.role == "operator"
+    # The URL the stack publishes the job browser at, as users reach it from the host.
+    assert exporter["ports"] == ["9808:9808"]
+    assert exporter["environment"]["JOBMON_EXTERNAL_URL"] == "http://localhost:9808/ui"
+    assert "demo/jobmon-demo" in COMPOSE.read_text()
