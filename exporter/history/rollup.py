@@ -45,7 +45,8 @@ import sys
 import time
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
@@ -63,7 +64,7 @@ from sqlalchemy import (
     text,
 )
 
-from exporter.history.db import WRITE_INTENT
+from exporter.history.db import SQLITE_BUSY_TIMEOUT, WRITE_INTENT
 from exporter.history.orm import TASK_EXECUTION, TASK_STATS_BUILT, TASK_STATS_PERIOD
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,10 @@ DAY_HOURS = 24
 #: Closed hours :func:`build` keeps built: 35 days back from now (older windows are
 #: read from the rows; the retention usually removes them).
 HORIZON_HOURS = 35 * 24
+#: How long a build waits for the database's write lock, seconds: building can wait for the
+#: next round, so it never holds the writer thread behind another process's lock (the
+#: writer's own batches wait the full busy timeout, and count a failure when it runs out).
+BUILD_LOCK_WAIT = 0.2
 #: Seconds of work :func:`build` does per call at most (the history writer's thread
 #: calls it between batches; a backfill of 30 days goes on over the next calls).
 BUILD_BUDGET = 0.05
@@ -331,12 +336,34 @@ def _period_row(hours: int, hour: int, name: str | None, figures: Figures) -> di
             "histogram_offset": offset, "histogram": blob}
 
 
-def _locked(connection: Connection) -> None:
-    """Hold writers of ``task_execution`` back until the transaction ends (PostgreSQL; on
-    SQLite the write-intent ``BEGIN IMMEDIATE`` did).
+@contextmanager
+def _build_transaction(engine: Engine, *, hold_writers: bool = True) -> Iterator[Connection]:
+    """A write transaction that waits at most :data:`BUILD_LOCK_WAIT` for its locks: SQLite's
+    write-intent ``BEGIN IMMEDIATE`` with a short busy timeout on this connection (restored
+    after), PostgreSQL a ``lock_timeout``; with ``hold_writers`` no writer can interleave with
+    it (see the module docs: on PostgreSQL ``LOCK TABLE task_execution IN SHARE MODE``).
+
+    Raises:
+        sqlalchemy.exc.OperationalError: the lock was not free in time ("database is locked",
+            "canceling statement due to lock timeout"); the build tries again next round.
+
     """
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("LOCK TABLE task_execution IN SHARE MODE"))
+    wait_ms = int(BUILD_LOCK_WAIT * 1000)
+    with engine.connect().execution_options(**{WRITE_INTENT: True}) as connection:
+        raw = connection.connection.driver_connection if connection.dialect.name == "sqlite" \
+            else None
+        if raw is not None:
+            raw.execute(f"PRAGMA busy_timeout = {wait_ms}")
+        try:
+            with connection.begin():
+                if raw is None:
+                    connection.execute(text(f"SET LOCAL lock_timeout = '{wait_ms}ms'"))
+                    if hold_writers:
+                        connection.execute(text("LOCK TABLE task_execution IN SHARE MODE"))
+                yield connection
+        finally:
+            if raw is not None:
+                raw.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT * 1000)}")
 
 
 def _replace(connection: Connection, hours: int, hour: int,
@@ -359,9 +386,7 @@ def build_hour(engine: Engine, hour: int) -> None:
         sqlalchemy.exc.SQLAlchemyError: the database did not answer.
 
     """
-    with engine.connect().execution_options(**{WRITE_INTENT: True}) as connection, \
-            connection.begin():
-        _locked(connection)
+    with _build_transaction(engine) as connection:
         by_name: dict[str | None, Figures] = {}
         rows = connection.execute(
             select(_C.name, _C.state, _C.runtime)
@@ -381,9 +406,7 @@ def build_day(engine: Engine, hour: int) -> bool:
         sqlalchemy.exc.SQLAlchemyError: the database did not answer.
 
     """
-    with engine.connect().execution_options(**{WRITE_INTENT: True}) as connection, \
-            connection.begin():
-        _locked(connection)
+    with _build_transaction(engine) as connection:
         span = (hour, hour + DAY_HOURS - 1)
         built = connection.execute(select(func.count()).where(
             _BUILT.hours == 1, _BUILT.hour.between(*span))).scalar_one()
@@ -459,8 +482,7 @@ def build(engine: Engine, now: float, budget: float = BUILD_BUDGET) -> bool:
         built = set(connection.execute(
             select(_BUILT.hours, _BUILT.hour).where(_BUILT.hour >= first - DAY_HOURS,
                                                     _BUILT.hour <= last)).all())
-    with engine.connect().execution_options(**{WRITE_INTENT: True}) as connection, \
-            connection.begin():
+    with _build_transaction(engine, hold_writers=False) as connection:
         connection.execute(delete(TASK_STATS_PERIOD).where(_PERIOD.hour < first))
         connection.execute(delete(TASK_STATS_BUILT).where(_BUILT.hour < first))
     hours = [h for h in range(last, first - 1, -1) if (1, h) not in built]
