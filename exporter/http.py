@@ -14,7 +14,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -78,7 +78,7 @@ def create_http_app(metrics: MetricsEndpoint | None, health: Health,
     ``/metrics``, ``/healthz`` and ``/readyz`` need no token. With ``--api-listen`` the
     process serves two of these apps: metrics without the API, and the API without metrics.
     ``ui`` (the job browser, :func:`ui.app.ui_from_settings`) is mounted at ``/ui``, next to
-    the API.
+    the API. ``/`` redirects to the job browser (307), or without one lists these endpoints.
     """
     http = FastAPI(title="celery-jobmon", version=__version__, docs_url=None, redoc_url=None,
                    openapi_url=None)
@@ -103,6 +103,12 @@ def create_http_app(metrics: MetricsEndpoint | None, health: Health,
                 for condition, (detail, seen) in sorted(problems.items())]
         return JSONResponse(body, status_code=200 if connected else 503)
 
+    @http.get("/", include_in_schema=False)
+    def landing() -> Response:
+        if ui is not None:
+            return RedirectResponse(f"{UI_PREFIX}/", status_code=307)
+        return HTMLResponse(_landing_page(metrics is not None, api is not None))
+
     if api is not None:
         mount = Mount(API_PREFIX, app=api)
         # `.` must match any character, so that a path with an encoded newline (%0A) still
@@ -113,6 +119,20 @@ def create_http_app(metrics: MetricsEndpoint | None, health: Health,
     if ui is not None:
         http.router.routes.append(Mount(UI_PREFIX, app=ui))
     return http
+
+
+def _landing_page(metrics: bool, api: bool) -> str:
+    """The page ``GET /`` shows when there is no job browser to go to (as node_exporter's):
+    links to what this listener serves.
+    """
+    links = [("/metrics", "Metrics")] if metrics else []
+    links += [("/healthz", "Health"), ("/readyz", "Readiness")]
+    if api:
+        links.append((f"{API_PREFIX}/openapi.json", "Action API (OpenAPI document)"))
+    items = "".join(f'<li><a href="{href}">{label}</a></li>' for href, label in links)
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f"<title>celery-jobmon</title></head><body><h1>celery-jobmon {__version__}</h1>"
+            f"<ul>{items}</ul></body></html>")
 
 
 def _api_problems_outside_the_mount(http: FastAPI) -> None:

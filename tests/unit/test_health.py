@@ -3,6 +3,8 @@ the model; what the consumer records in it; what /readyz reads from it."""
 
 from __future__ import annotations
 
+import re
+
 from celery import Celery
 from starlette.testclient import TestClient
 
@@ -76,3 +78,15 @@ def test_readyz_answers_from_the_health_alone() -> None:
     health.set_broker_connected(True)
     assert (client.get("/readyz").status_code, client.get("/readyz").json()) == (
         200, {"status": "ready"})
+
+
+def test_the_root_lists_the_endpoints_or_opens_the_job_browser() -> None:
+    page = TestClient(create_http_app(lambda: b"", Health())).get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert re.findall(r'href="([^"]+)"', page.text) == ["/metrics", "/healthz", "/readyz"]
+
+    async def ui(scope, receive, send) -> None:
+        raise AssertionError("not reached")
+
+    root = TestClient(create_http_app(None, Health(), ui=ui)).get("/", follow_redirects=False)
+    assert (root.status_code, root.headers["location"]) == (307, "/ui/")
