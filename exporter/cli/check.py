@@ -27,6 +27,7 @@ from typing import Any
 from celery import Celery
 from celery.app.utils import find_app
 from kombu import Consumer
+from sqlalchemy import text
 
 from exporter.cli.check_rows import (
     CheckResult,
@@ -175,11 +176,51 @@ def _task_events_on(app: Celery, settings: Settings, hosts: Sequence[str]
             and confs[h].get("worker_send_task_events") else None for h in hosts}
 
 
+#: The table the history probe creates and drops inside a transaction it rolls back.
+PROBE_TABLE = "jobmon_check_probe"
+
+
+def history_probe(settings: Settings) -> Callable[[], str]:
+    """The writability probe of the history database ``serve`` would use (``--history-url``,
+    else the default SQLite file, whose directory is created as ``serve`` does).
+
+    The probe, when called, creates and drops :data:`PROBE_TABLE` in a transaction it rolls
+    back (nothing is left behind), then returns the schema's state: ``"schema at revision R"``,
+    ``"schema behind: at R, this version needs H"`` or ``"empty: serve creates the schema"``.
+
+    Raises (from the probe):
+        sqlalchemy.exc.OperationalError and other ``sqlalchemy.exc.DBAPIError``: unreachable,
+        read-only, or refuses DDL.
+        OSError: the default SQLite directory cannot be created.
+
+    """
+    def probe() -> str:
+        from exporter.history import create_history_engine, current_revision, head_revision
+        from exporter.history.setup import history_url
+
+        engine = create_history_engine(history_url(settings))
+        try:
+            with engine.connect() as connection:
+                transaction = connection.begin()
+                connection.execute(text(f"CREATE TABLE {PROBE_TABLE} (probe INTEGER)"))
+                connection.execute(text(f"DROP TABLE {PROBE_TABLE}"))
+                transaction.rollback()
+            revision, head = current_revision(engine), head_revision()
+        finally:
+            engine.dispose()
+        if revision is None:
+            return "empty: serve creates the schema"
+        if revision != head:
+            return f"schema behind: at {revision}, this version needs {head} (serve upgrades it)"
+        return f"schema at revision {revision}"
+    return probe
+
+
 def run_checks(
     settings: Settings,
     *,
     app_ref: str | None = None,
-    history_check: Callable[[], object] | None = None,
+    history_check: Callable[[], str] | None = None,
     listen_seconds: float = DEFAULT_LISTEN_SECONDS,
     app: Celery | None = None,
 ) -> list[CheckResult]:
@@ -190,7 +231,8 @@ def run_checks(
             ``inspect_timeout``).
         app_ref: ``module:attr`` of the user's (producer) Celery app, to read
             ``task_send_sent_event``, ``result_backend`` and ``result_extended``.
-        history_check: raises when the history database is not writable (``None``: skipped).
+        history_check: raises when the history database is not writable, else returns a note
+            on its schema (:func:`history_probe`; ``None``: skipped, ``--no-history``).
         listen_seconds: how long to listen for events.
         app: the exporter's Celery app (default: built from ``settings``).
 
@@ -214,7 +256,7 @@ def run_checks(
 
 
 def _rows(app: Celery, settings: Settings, app_ref: str | None,
-          history_check: Callable[[], object] | None, listen_seconds: float
+          history_check: Callable[[], str] | None, listen_seconds: float
           ) -> list[CheckResult]:
     producer_conf: Mapping[str, Any] | None = None
     results: list[CheckResult] = []
@@ -251,12 +293,13 @@ def _rows(app: Celery, settings: Settings, app_ref: str | None,
         ]
     results.append(judge_result_backend(producer_conf))
     history_error: BaseException | None = None
+    note = ""
     if history_check is not None:
         try:
-            history_check()
+            note = history_check()
         except Exception as exc:
             history_error = exc
-    results.append(judge_history(history_error, history_check is not None))
+    results.append(judge_history(history_error, history_check is not None, note))
     return results
 
 

@@ -191,13 +191,15 @@ def judge_result_backend(producer_conf: Mapping[str, Any] | None) -> CheckResult
     return CheckResult("result backend", True, f"{safe} with result_extended")
 
 
-def judge_history(error: BaseException | None, checked: bool) -> CheckResult:
-    """The history row from the writability probe's error (``None``: writable)."""
+def judge_history(error: BaseException | None, checked: bool, note: str = "") -> CheckResult:
+    """The history row from the writability probe's error (``None``: writable) and its note on
+    the schema (``"schema at revision 0005"``); ``checked`` False: ``--no-history``.
+    """
     if not checked:
-        return CheckResult("history database", None, "not checked")
+        return CheckResult("history database", None, "skipped (--no-history)")
     if error is None:
-        return CheckResult("history database", True, "writable")
+        return CheckResult("history database", True, f"writable; {note}" if note else "writable")
     return CheckResult("history database", False,
-                       f"not writable: {type(error).__name__}: {mask_urls_in(str(error))}",
+                       f"not writable: {mask_urls_in(describe(error))}",
                        "check --history-url and that the database exists and accepts writes "
                        "(celery-jobmon db upgrade)")

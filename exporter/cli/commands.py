@@ -76,19 +76,29 @@ def serve(**options: Any) -> None:
              "result_backend and result_extended.")
 @option("--listen-seconds", type=float, default=5.0,
         help="How long to listen for events from the workers.")
+@option("--history/--no-history", default=True,
+        help="Check that the history database accepts writes (off: the row says skipped).")
+@option("--history-url", default=None,
+        help="SQLAlchemy URL of the history database, as for `serve`; default: the SQLite "
+             "file `serve` uses.")
 def check(app_ref: str | None, listen_seconds: float, **options: Any) -> None:
     """Tell what is missing for the metrics, with a fix for each problem.
 
     Exits 0 only when the broker is reachable, at least one worker answers and worker events
     arrive with task events on.
     """
-    from exporter.cli.check import run_checks
+    import logging
+
+    from exporter.cli.check import history_probe, run_checks
     from exporter.cli.check_rows import exit_code, format_results
     from exporter.logs import configure_logging
 
     settings = _validated(options)
     configure_logging(settings.log_level, settings.log_format, settings.secrets())
-    results = run_checks(settings, app_ref=app_ref, listen_seconds=listen_seconds)
+    # Alembic logs its plugin setup at INFO when imported: not news for the user.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    results = run_checks(settings, app_ref=app_ref, listen_seconds=listen_seconds,
+                         history_check=history_probe(settings) if settings.history else None)
     click.echo(format_results(results))
     sys.exit(exit_code(results))
 
