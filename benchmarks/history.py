@@ -12,6 +12,7 @@ events — the figure other processes on the machine disturb least.
 
     python benchmarks/history.py                      # 50,000 lifecycles, SQLite and PostgreSQL
     python benchmarks/history.py -n 10000 --backend sqlite
+    python benchmarks/history.py -n 10000 --backend sqlite --prefill 120000 --batch-size 500
 
 PostgreSQL: a temporary database is created through ``--pg-admin`` (the ``postgres`` database)
 and dropped afterwards. SQLite: a temporary file in WAL mode (the default configuration).
@@ -29,10 +30,10 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 
-from exporter.history import HistoryWriter, create_history_engine, upgrade
+from exporter.history import DEFAULT_BATCH_SIZE, HistoryWriter, create_history_engine, upgrade
 from exporter.history.orm import TASK_EXECUTION
 
 T0 = 1_700_000_000.0
@@ -79,13 +80,29 @@ def postgres_url(admin: str) -> Iterator[str]:
                 sql.Identifier(name)))
 
 
-def run(label: str, url: str, events: list[dict], batch_size: int, phased: bool) -> None:
+def prefill(engine: Engine, lifecycles: int) -> None:
+    """Store ``lifecycles`` other finished rows first (not measured): how a table that already
+    holds rows takes more (its random-key indexes no longer fit SQLite's page cache)."""
+    writer = HistoryWriter(engine, capacity=40_001, batch_size=10_000)
+    writer.start()
+    for start in range(0, lifecycles, 10_000):
+        for event in lifecycle_events(min(10_000, lifecycles - start)):
+            writer.submit(event)
+        if not writer.flush(600.0):
+            raise SystemExit(f"prefill: flush timed out: {writer.stats()}")
+    writer.stop(10.0)
+
+
+def run(label: str, url: str, events: list[dict], batch_size: int, phased: bool,
+        stored: int = 0) -> None:
     """``phased``: each event type in its own flush (sent …, then received …): every row is
     inserted once and updated three times. Otherwise all events are submitted at once and
-    mostly merge in memory before the first write (one insert per row).
+    mostly merge in memory before the first write (one insert per row). ``stored``: rows
+    written before the measurement (:func:`prefill`).
     """
     engine = create_history_engine(url)
     upgrade(engine)
+    prefill(engine, stored)
     writer = HistoryWriter(engine, capacity=len(events) + 1, batch_size=batch_size)
     writer.start()
     phases = [events[k::4] for k in range(4)] if phased else [events]
@@ -101,13 +118,15 @@ def run(label: str, url: str, events: list[dict], batch_size: int, phased: bool)
             raise SystemExit(f"{label}: flush timed out: {writer.stats()}")
     elapsed = time.perf_counter() - begin
     cpu = time.process_time() - cpu_begin
-    label += " phased" if phased else " merged"
+    label += (" phased" if phased else " merged") + (f" +{stored}" if stored else "")
     writer.stop(10.0)
     with engine.connect() as connection:
-        rows = connection.execute(select(func.count()).select_from(TASK_EXECUTION)).scalar_one()
+        rows = connection.execute(select(func.count()).select_from(TASK_EXECUTION)
+                                  ).scalar_one() - stored
     engine.dispose()
     stats = writer.stats()
     print(f"{label:<20} lifecycles={len(events) // 4} events={len(events)} rows={rows} "
+          f"batch_size={batch_size} "
           f"seconds={elapsed:.2f} rows/s={rows / elapsed:.0f} "
           f"events/s={len(events) / elapsed:.0f} "
           f"submit_us={submit_seconds / len(events) * 1e6:.2f} "
@@ -118,7 +137,10 @@ def run(label: str, url: str, events: list[dict], batch_size: int, phased: bool)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--lifecycles", type=int, default=50_000)
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help="rows per transaction (default: the writer's)")
+    parser.add_argument("--prefill", type=int, default=0,
+                        help="lifecycles stored before the measurement (not measured)")
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--pg-admin", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="libpq URL of a database from which a temporary one is created")
@@ -127,10 +149,10 @@ def main() -> None:
     for phased in (False, True):
         if args.backend in ("sqlite", "both"):
             with sqlite_url() as url:
-                run("sqlite-wal", url, events, args.batch_size, phased)
+                run("sqlite-wal", url, events, args.batch_size, phased, args.prefill)
         if args.backend in ("postgresql", "both"):
             with postgres_url(args.pg_admin) as url:
-                run("postgresql", url, events, args.batch_size, phased)
+                run("postgresql", url, events, args.batch_size, phased, args.prefill)
 
 
 if __name__ == "__main__":
