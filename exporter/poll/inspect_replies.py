@@ -140,11 +140,18 @@ def _per_worker(reply: Mapping[str, Any] | None, kind: type) -> dict[str, Any]:
 
 
 def parse_tasks(reply: Mapping[str, Any] | None) -> dict[str, tuple[TaskInfo, ...]]:
-    """Parse an ``active`` or ``reserved`` reply into ``{hostname: (TaskInfo, ...)}``."""
+    """Parse an ``active`` or ``reserved`` reply into ``{hostname: (TaskInfo, ...)}``, one
+    entry per task id (the first): a worker can hold a redelivered message twice (RabbitMQ)
+    and list the same task id twice.
+    """
     parsed: dict[str, tuple[TaskInfo, ...]] = {}
     for hostname, entries in _per_worker(reply, list).items():
-        infos = (parse_task_info(entry, hostname) for entry in entries)
-        parsed[hostname] = tuple(info for info in infos if info is not None)
+        infos: dict[str, TaskInfo] = {}
+        for entry in entries:
+            info = parse_task_info(entry, hostname)
+            if info is not None:
+                infos.setdefault(info.task_id, info)
+        parsed[hostname] = tuple(infos.values())
     return parsed
 
 
@@ -152,18 +159,20 @@ def parse_scheduled(reply: Mapping[str, Any] | None) -> dict[str, tuple[Schedule
     """Parse a ``scheduled`` reply into ``{hostname: (ScheduledTask, ...)}``.
 
     The entry's own ``priority`` is the worker timer's priority and is ignored; the message
-    priority is ``request.priority``.
+    priority is ``request.priority``. One entry per task id (the first): after a RabbitMQ
+    redelivery a worker holds the same ETA task twice and lists it twice.
     """
     parsed: dict[str, tuple[ScheduledTask, ...]] = {}
     for hostname, entries in _per_worker(reply, list).items():
-        tasks = []
+        tasks: dict[str, ScheduledTask] = {}
         for entry in entries:
             if not isinstance(entry, Mapping):
                 continue
             info = parse_task_info(entry.get("request"), hostname)
             if info is not None:
-                tasks.append(ScheduledTask(eta=parse_eta(entry.get("eta")), request=info))
-        parsed[hostname] = tuple(tasks)
+                tasks.setdefault(info.task_id,
+                                 ScheduledTask(eta=parse_eta(entry.get("eta")), request=info))
+        parsed[hostname] = tuple(tasks.values())
     return parsed
 
 

@@ -144,6 +144,9 @@ def task_gauges(
     see :func:`~exporter.poll.inspect_replies.queue_of`); ``label`` maps a task name to its label
     value.
 
+    Counts are of distinct task ids: a task id two workers list (a redelivered message the
+    first still holds) counts once, for the first worker in the reply.
+
     Returns:
         ``(reserved {(name, queue_name): n}, scheduled {(name, queue_name): n},
         earliest ETA {name: seconds since the epoch}, oldest running start {name: time_start})``.
@@ -153,14 +156,22 @@ def task_gauges(
     scheduled_counts: dict[TaskLabels, int] = {}
     earliest: dict[str, float] = {}
     oldest: dict[str, float] = {}
+    counted: set[str] = set()
     for hostname, tasks in reserved.items():
         consumed = tuple(queues.get(hostname, ()))
         for task in tasks:
+            if task.task_id in counted:
+                continue
+            counted.add(task.task_id)
             key = TaskLabels(label(task.name), queue_of(task, consumed))
             reserved_counts[key] = reserved_counts.get(key, 0) + 1
+    counted.clear()
     for hostname, entries in scheduled.items():
         consumed = tuple(queues.get(hostname, ()))
         for entry in entries:
+            if entry.request.task_id in counted:
+                continue
+            counted.add(entry.request.task_id)
             name = label(entry.request.name)
             key = TaskLabels(name, queue_of(entry.request, consumed))
             scheduled_counts[key] = scheduled_counts.get(key, 0) + 1

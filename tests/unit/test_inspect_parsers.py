@@ -251,3 +251,44 @@ def test_a_worker_with_one_queue_names_it():
 def test_an_ambiguous_delivery_is_unknown_never_a_guess():
     assert queue_of(task("tasks", "b.x"), QUEUES) == "unknown"
     assert queue_of(task(None, None), QUEUES) == "unknown"
+
+
+#: ``inspect scheduled`` recorded from a Celery 5.7 worker on RabbitMQ 3.10
+#: (``celery -A app worker -E -Q recq -c 1 -n rec@vm``) after ``add.apply_async((1, 2),
+#: queue="recq", countdown=600, priority=9)`` and ``rabbitmqctl close_connection`` of the
+#: worker's connections: the unacknowledged message came back redelivered and the worker holds
+#: the same task twice in its timer.
+SCHEDULED_REDELIVERED = {
+    "rec@vm": [
+        {"eta": "2026-12-03T11:59:53.260106+00:00", "priority": 6, "request": {
+            "id": "c50cf81a-39f7-40d7-997d-c2dae545020f", "name": "examples.tasks.add",
+            "args": [1, 2], "kwargs": {}, "type": "examples.tasks.add", "hostname": "rec@vm",
+            "time_start": None, "acknowledged": False,
+            "delivery_info": {"exchange": "", "routing_key": "recq", "priority": 9,
+                              "redelivered": True},
+            "worker_pid": None}},
+        {"eta": "2026-12-03T11:59:53.260106+00:00", "priority": 6, "request": {
+            "id": "c50cf81a-39f7-40d7-997d-c2dae545020f", "name": "examples.tasks.add",
+            "args": [1, 2], "kwargs": {}, "type": "examples.tasks.add", "hostname": "rec@vm",
+            "time_start": None, "acknowledged": False,
+            "delivery_info": {"exchange": "", "routing_key": "recq", "priority": 9,
+                              "redelivered": False},
+            "worker_pid": None}},
+    ]
+}
+
+
+def test_a_task_a_worker_holds_twice_after_a_redelivery_is_listed_once():
+    (entry,) = parse_scheduled(SCHEDULED_REDELIVERED)["rec@vm"]
+    assert entry == ScheduledTask(
+        eta=datetime.fromisoformat("2026-12-03T11:59:53.260106+00:00").timestamp(),
+        request=TaskInfo("c50cf81a-39f7-40d7-997d-c2dae545020f", "examples.tasks.add",
+                         "rec@vm", None, "", "recq", 9))
+
+
+def test_an_active_or_reserved_task_id_listed_twice_is_listed_once():
+    (entry,) = RESERVED["rec@vm"]
+    twice = {"rec@vm": [entry, {**entry, "delivery_info": {**entry["delivery_info"],
+                                                           "redelivered": True}}]}
+    assert parse_tasks(twice) == parse_tasks(RESERVED)
+    assert len(parse_tasks(twice)["rec@vm"]) == 1

@@ -95,3 +95,13 @@ def test_pools_are_remembered_after_a_worker_stops_answering(monkeypatch):
     monkeypatch.setattr(snapshot, "MAX_REMEMBERED_POOLS", 2)
     third = remembered_pools(PollSnapshot(0.0, 0.1, pools=second), {"new@h": stats("solo")})
     assert third == {"t@h": "prefork", "new@h": "solo"}  # the oldest answer goes first
+
+
+def test_a_task_id_two_workers_hold_counts_once():
+    reserved = {"w1@h": [info("1", "add")], "w2@h": [info("1", "add"), info("2", "add")]}
+    scheduled = {"w1@h": [ScheduledTask(200.0, info("3", "add"))],
+                 "w2@h": [ScheduledTask(200.0, info("3", "add"))]}
+    res, sch, eta, _ = task_gauges({}, reserved, scheduled, {})
+    assert res == {("add", "a"): 2}
+    assert sch == {("add", "a"): 1}
+    assert eta == {"add": 200.0}
