@@ -87,6 +87,7 @@ def retry(request: Request, task_id: str, user: Annotated[User, Depends(operator
             "title": "Already sent", "status": 409,
             "detail": "This confirmation was used already (or is older than the last one "
                       "opened): nothing was sent again. The task's page lists its retries."},
+        load_execution(ui_context(request).actions, wanted)  # an unknown task: 404, not 409
             status_code=409)
     result = retry_task(ui_context(request).actions, wanted, actor=actor(user),
                         include_revoked=include_revoked)
