@@ -321,7 +321,10 @@ class Model:
         """Fill the task index from the history's unfinished executions (exporter start), so
         a ``task-failed`` arriving after a restart still joins to its name and queue.
 
-        A task warmed as STARTED counts as running again (``task_running``: the "running now"
+        Every warmed task is a first sighting of its labels (its ``succeeded``, ``failed``,
+        ``retried``, ``lost`` counters and histograms exist at 0, as after a live
+        ``task-received``; see :meth:`~exporter.state.task_series.TaskSeries.sight`). A task
+        warmed as STARTED counts as running again (``task_running``: the "running now"
         figure must not read 0 while it runs), and its worker is *expected*: if that worker
         sends no event within ``worker_timeout`` + ``task_lost_grace`` of the start (it died
         while the exporter was down), the task is lost like any other. Returns how many records
@@ -348,6 +351,10 @@ class Model:
                 times = [t for t in (task.sent_at, task.received_at, task.started_at) if t]
                 if task.state in STATE_STAGE and times:
                     record.state, record.state_ts = task.state, max(times)
+                # First sighting, as the live task-received: its end is an increase() away.
+                # Only sent, under the hostname label, it has no worker to key them by yet.
+                if record.hostname is not None or not self._hostname_label:
+                    self.series.sight(self._labels(record, "task-received"))
                 if record.state == "STARTED" and record.running is None:
                     record.running = self._labels(record, "task-started")
                     self.series.add_running(record.running, 1)

@@ -8,6 +8,8 @@ First sighting of a ``(name, queue_name)`` pair creates its ``succeeded``, ``fai
 ``retried`` and ``lost`` counters, both run-time histograms (SUCCESS, FAILURE) and the
 queue-wait histogram at 0, so that the first failure, retry, lost task or run is an
 ``increase()``/``rate()`` away rather than a new series Prometheus has no earlier sample of.
+A task warmed from the history when the exporter starts is such a first sighting too
+(:meth:`TaskSeries.sight`): it may end before any other event of its label set arrives.
 """
 
 from __future__ import annotations
@@ -69,16 +71,26 @@ class TaskSeries:
         """
         counts = self._lifecycle[event_type]
         counts[labels] = counts.get(labels, 0) + 1
-        if first_sighting and labels not in self._pairs:
-            self._pairs.add(labels)
-            self._lifecycle["task-succeeded"].setdefault(labels, 0)
-            self._lifecycle["task-failed"].setdefault(labels, 0)
-            self._lifecycle["task-retried"].setdefault(labels, 0)
-            self._lost.setdefault(labels, 0)
-            for state in ("SUCCESS", "FAILURE"):
-                self._runtime.setdefault(labels.with_state(state),
-                                         Histogram(self._runtime_buckets))
-            self._queue_wait.setdefault(labels, Histogram(self._queue_wait_buckets))
+        if first_sighting and labels not in self._pairs:  # tested here: no call per event
+            self.sight(labels)
+
+    def sight(self, labels: AnyTaskLabels) -> None:
+        """First sighting of ``labels`` (``(name, queue_name)``, or with the hostname): create
+        its ``succeeded``, ``failed``, ``retried`` and ``lost`` counters, both run-time
+        histograms and the queue-wait histogram at 0 (see the module docs); nothing when
+        ``labels`` were seen before. :meth:`count` calls it; so does the model for a task warmed
+        from the history at start, which no event has counted yet.
+        """
+        if labels in self._pairs:
+            return
+        self._pairs.add(labels)
+        self._lifecycle["task-succeeded"].setdefault(labels, 0)
+        self._lifecycle["task-failed"].setdefault(labels, 0)
+        self._lifecycle["task-retried"].setdefault(labels, 0)
+        self._lost.setdefault(labels, 0)
+        for state in ("SUCCESS", "FAILURE"):
+            self._runtime.setdefault(labels.with_state(state), Histogram(self._runtime_buckets))
+        self._queue_wait.setdefault(labels, Histogram(self._queue_wait_buckets))
 
     def count_exception(self, labels: ExceptionLabels) -> None:
         """Add 1 to ``task_exceptions_total{name, exception}``."""
