@@ -9,7 +9,16 @@ Eligibility (each refusal is :class:`~actions.errors.NotEligible` with a ``reaso
   retry counts too;
 - ``name-unknown`` / ``queue-unknown``: no event said the task's name or queue (the result
   backend's stored ``queue`` is used when the history has none);
-- ``arguments-unavailable``: see :mod:`actions.arguments`.
+- ``arguments-unavailable``: see :mod:`actions.arguments`;
+- ``already-retried`` (a real retry only, unless ``force``): the execution was retried already
+  (:mod:`actions.retry_links`: the audit trail's retries, or ``manual_retry_count`` > 0). Its
+  retry carries the job on — retry that one if it failed; sending this one again would run the
+  job twice (a ``charge`` charged twice), e.g. from a stale page. A dry run answers with a
+  warning naming the retry and its state (``its retry 9a41… SUCCEEDED``) and ``force_needed``.
+
+Bulk retry skips an execution retried already (``already-retried``) unless the request has
+``include_retried``, and sends at most one new task per job and call: when a retry and the
+execution it retried are both selected, only the newest is sent.
 
 Where it goes: the original queue, by name — published to the default exchange with the
 queue's name as routing key and nothing declared, so a RabbitMQ queue declared with arguments
@@ -44,12 +53,14 @@ from actions.errors import (
     history_errors,
 )
 from actions.params import check_identifier, check_range, parse_instant
+from actions.retry_links import MAX_LINE, RetryLink, describe_line, retry_line
 from actions.schemas import (
     BulkRetryFilter,
     BulkRetryItem,
     BulkRetryResult,
     OutgoingTask,
     QueueCheckInfo,
+    RetryLinkInfo,
     RetryResult,
 )
 from exporter.history import Execution, get_execution, list_executions, record_action, record_retry
@@ -64,10 +75,31 @@ DEFAULT_EXCHANGE = ""
 
 @dataclass(frozen=True)
 class RetryPlan:
-    """An eligible execution and exactly what retrying it sends."""
+    """An eligible execution, exactly what retrying it sends, and the retries already made of
+    it (:func:`actions.retry_links.retry_line`; empty when never retried).
+    """
 
     row: Execution
     message: OutgoingTask
+    line: list[RetryLink]
+
+    @property
+    def retried(self) -> bool:
+        """It was retried already (a retry in the audit trail, or ``manual_retry_count``)."""
+        return bool(self.line) or self.row.manual_retry_count > 0
+
+    def retried_text(self) -> str:
+        """``already retried: its retry R1 SUCCEEDED`` (or the count when the audit trail
+        names no retry).
+        """
+        if self.line:
+            return f"already retried: {describe_line(self.line)}"
+        return (f"already retried {self.row.manual_retry_count} time(s) (the audit trail names "
+                "no retry)")
+
+    def existing(self) -> list[RetryLinkInfo]:
+        """:attr:`line` as the API shows it."""
+        return [RetryLinkInfo(task_id=link.task_id, state=link.state) for link in self.line]
 
 
 def load_execution(ctx: ActionContext, task_id: str) -> Execution:
@@ -137,7 +169,22 @@ def plan_retry(ctx: ActionContext, task_id: str, *, include_revoked: bool = Fals
         routing_key=queue, exchange=DEFAULT_EXCHANGE, priority=row.priority,
         argument_source=arguments.source,  # type: ignore[arg-type]
     )
-    return RetryPlan(row, message)
+    line: list[RetryLink] = []
+    if row.manual_retry_count > 0:
+        with history_errors():
+            line = retry_line(ctx.engine(), row.task_id)
+    return RetryPlan(row, message, line)
+
+
+def _refuse_retried(plan: RetryPlan) -> NotEligible:
+    """The 409 of a real retry of an execution retried already, without ``force``."""
+    end = plan.line[-1] if plan.line else None
+    advice = (f"; retry {end.task_id} instead, which continues the chain"
+              if end is not None and end.state in ("FAILURE", "REVOKED") else "")
+    return NotEligible(
+        f"this task was {plan.retried_text()}. Sending it again would run the job once more"
+        f"{advice}; force=true (--force) sends it anyway.", reason="already-retried",
+        existing_retries=[link.model_dump() for link in plan.existing()])
 
 
 def check_destination(ctx: ActionContext, queue: str) -> tuple[QueueCheckInfo | None, list[str]]:
@@ -187,15 +234,20 @@ def _record(ctx: ActionContext, plan: RetryPlan, new_id: str, actor: str) -> lis
 
 
 def retry_task(ctx: ActionContext, task_id: str, *, actor: str, include_revoked: bool = False,
-               dry_run: bool = False) -> RetryResult:
+               dry_run: bool = False, force: bool = False) -> RetryResult:
     """Retry one execution (or, with ``dry_run``, show exactly what would be sent).
+
+    ``force``: send even when the execution was retried already.
 
     Returns:
         The new task id (``None`` on a dry run), the message, what the broker said of the
-        queue (:func:`check_destination`), the manual retry count after, warnings.
+        queue (:func:`check_destination`), the manual retry count after, warnings (one naming
+        the existing retry and its state), the retries already made and ``force_needed``.
 
     Raises:
-        TaskNotFound, NotEligible, HistoryDisabled, HistoryUnavailable: see :func:`plan_retry`.
+        TaskNotFound, NotEligible, HistoryDisabled, HistoryUnavailable: see :func:`plan_retry`;
+            NotEligible ``already-retried`` for a real retry of a retried task without
+            ``force`` (its ``existing_retries`` member lists the retries).
         BrokerRefused: the queue does not exist, or the broker refused the message (409).
         BrokerUnavailable: the broker did not answer or take the message (503).
         Nothing is recorded after either.
@@ -204,12 +256,17 @@ def retry_task(ctx: ActionContext, task_id: str, *, actor: str, include_revoked:
     with ctx.retry_lock:
         plan = plan_retry(ctx, task_id, include_revoked=include_revoked)
         m = plan.message
+        if plan.retried and not dry_run and not force:
+            raise _refuse_retried(plan)
         queue_check, warnings = check_destination(ctx, m.queue or "")
+        if plan.retried:
+            warnings.insert(0, plan.retried_text())
         if dry_run:
             return RetryResult(task_id=task_id, dry_run=True, new_task_id=None, sent=m,
                                queue_check=queue_check,
                                manual_retry_count=plan.row.manual_retry_count,
-                               warnings=warnings)
+                               warnings=warnings, existing_retries=plan.existing(),
+                               force_needed=plan.retried)
         new_id = str(uuid.uuid4())
         ctx.broker.send(Outgoing(m.task_name, m.args, m.kwargs, m.queue, m.routing_key,
                                  m.exchange, m.priority), new_id)
@@ -218,7 +275,8 @@ def retry_task(ctx: ActionContext, task_id: str, *, actor: str, include_revoked:
              task_id, new_id, m.task_name, m.queue, m.argument_source, actor)
     return RetryResult(task_id=task_id, dry_run=False, new_task_id=new_id, sent=m,
                        queue_check=queue_check,
-                       manual_retry_count=plan.row.manual_retry_count + 1, warnings=warnings)
+                       manual_retry_count=plan.row.manual_retry_count + 1, warnings=warnings,
+                       existing_retries=plan.existing(), force_needed=plan.retried)
 
 
 def select_for_bulk(ctx: ActionContext, selection: BulkRetryFilter
@@ -256,38 +314,97 @@ def select_for_bulk(ctx: ActionContext, selection: BulkRetryFilter
             return matched, False
 
 
+def superseded_in(ctx: ActionContext, rows: list[Execution]) -> dict[str, str]:
+    """Selected executions whose retry chain goes on with another selected execution: each
+    such task id → the newer one's task id (found by walking every selected row's ``retry_of``
+    links up, at most :data:`~actions.retry_links.MAX_LINE` steps).
+
+    Raises:
+        HistoryUnavailable: the database failed.
+
+    """
+    selected = {row.task_id: row for row in rows}
+    superseded: dict[str, str] = {}
+    for row in rows:
+        current, steps = row, 0
+        while current.retry_of is not None and steps < MAX_LINE:
+            steps += 1
+            parent = selected.get(current.retry_of)
+            if parent is not None:
+                superseded.setdefault(parent.task_id, row.task_id)
+            else:
+                with history_errors():
+                    parent = get_execution(ctx.engine(), current.retry_of)
+                if parent is None:
+                    break
+            current = parent
+    return superseded
+
+
+def _bulk_item(ctx: ActionContext, row: Execution, selection: BulkRetryFilter, actor: str
+               ) -> BulkRetryItem:
+    """Retry (or plan) one selected execution; an already-retried one without
+    ``include_retried`` is skipped, on a dry run as on a real one.
+
+    Raises:
+        BrokerUnavailable: the broker did not answer.
+
+    """
+    try:
+        result = retry_task(ctx, row.task_id, actor=actor, dry_run=selection.dry_run,
+                            include_revoked=selection.include_revoked,
+                            force=selection.include_retried)
+    except (NotEligible, TaskNotFound, BrokerRefused) as exc:
+        return BulkRetryItem(task_id=row.task_id, outcome="skipped", reason=exc.detail,
+                             reason_code=exc.extra.get("reason") or exc.slug,
+                             existing_retries=exc.extra.get("existing_retries") or [])
+    if result.force_needed and not selection.include_retried:
+        return BulkRetryItem(task_id=row.task_id, outcome="skipped",
+                             reason=f"{result.warnings[0]} (include_retried: true sends it)",
+                             reason_code="already-retried",
+                             existing_retries=result.existing_retries)
+    return BulkRetryItem(
+        task_id=row.task_id, outcome="would_retry" if selection.dry_run else "retried",
+        new_task_id=result.new_task_id, argument_source=result.sent.argument_source,
+        existing_retries=result.existing_retries)
+
+
 def bulk_retry(ctx: ActionContext, selection: BulkRetryFilter, *, actor: str
                ) -> BulkRetryResult:
     """Retry (or, by default, list) every execution the filter selects.
 
     Each one is checked like a single retry; an ineligible one, or one the broker refuses (its
-    queue is missing), is ``skipped`` with the reason. When the broker stops answering, the
-    rest are skipped without being tried.
+    queue is missing), is ``skipped`` with the reason and its ``reason_code``. One retried
+    already is skipped (``already-retried``, naming its retry and that retry's state) unless
+    ``include_retried``; with it, an execution whose retry chain goes on with another selected
+    one is still skipped (:func:`superseded_in`): one job, at most one new task per call. When
+    the broker stops answering, the rest are skipped without being tried.
 
     Raises:
         InvalidParameter, HistoryDisabled, HistoryUnavailable: see :func:`select_for_bulk`.
 
     """
     rows, more = select_for_bulk(ctx, selection)
+    superseded = superseded_in(ctx, rows) if selection.include_retried else {}
     items: list[BulkRetryItem] = []
     broker_down: str | None = None
     for row in rows:
         if broker_down is not None:
             items.append(BulkRetryItem(task_id=row.task_id, outcome="skipped",
-                                       reason=f"not tried: {broker_down}"))
-            continue
-        try:
-            result = retry_task(ctx, row.task_id, actor=actor, dry_run=selection.dry_run,
-                                include_revoked=selection.include_revoked)
-        except (NotEligible, TaskNotFound, BrokerRefused) as exc:
-            items.append(BulkRetryItem(task_id=row.task_id, outcome="skipped", reason=exc.detail))
-        except BrokerUnavailable as exc:
-            broker_down = exc.detail
-            items.append(BulkRetryItem(task_id=row.task_id, outcome="skipped", reason=exc.detail))
-        else:
+                                       reason=f"not tried: {broker_down}",
+                                       reason_code=BrokerUnavailable.slug))
+        elif row.task_id in superseded:
             items.append(BulkRetryItem(
-                task_id=row.task_id, outcome="would_retry" if selection.dry_run else "retried",
-                new_task_id=result.new_task_id, argument_source=result.sent.argument_source))
+                task_id=row.task_id, outcome="skipped", reason_code="already-retried",
+                reason=f"already retried: its retry chain goes on with "
+                       f"{superseded[row.task_id]}, selected in this call"))
+        else:
+            try:
+                items.append(_bulk_item(ctx, row, selection, actor))
+            except BrokerUnavailable as exc:
+                broker_down = exc.detail
+                items.append(BulkRetryItem(task_id=row.task_id, outcome="skipped",
+                                           reason=exc.detail, reason_code=exc.slug))
     retried = sum(1 for item in items if item.outcome == "retried")
     if not selection.dry_run and ctx.history is not None:
         try:

@@ -365,6 +365,14 @@ class RetryResult(_Model):
     """A retry done (202) or planned (dry run, 200)."""
 
     task_id: str = Field(description="The failed execution.")
+class RetryLinkInfo(_Model):
+    """A manual retry already made: the new task's id and its state now."""
+
+    task_id: str
+    state: str | None = Field(description="Its Celery state now; null: its row is no longer "
+                                          "in the history (pruned).")
+
+
     dry_run: bool
     new_task_id: str | None = Field(description="Id of the new execution; null on a dry run.")
     sent: OutgoingTask
@@ -375,8 +383,17 @@ class RetryResult(_Model):
     manual_retry_count: int = Field(
         description="Manual retries of the original after this call.")
     warnings: list[str] = Field(default_factory=list,
-                                description="No consumer on the queue; sent but something "
-                                            "could not be recorded.")
+                                description="No consumer on the queue; already retried ("
+                                            "naming the retry and its state); sent but "
+                                            "something could not be recorded.")
+    existing_retries: list[RetryLinkInfo] = Field(
+        default_factory=list,
+        description="Retries already made before this call: the task's newest manual retry, "
+                    "that retry's newest retry, and so on (empty: never retried).")
+    force_needed: bool = Field(
+        default=False,
+        description="The task was retried already: a real retry without force=true is refused "
+                    "(409, reason already-retried), so that one job is not run twice.")
 
 
 class BulkRetryFilter(_Model):
@@ -399,6 +416,12 @@ class BulkRetryFilter(_Model):
     limit: int = Field(default=100, ge=1, le=1000,
                        description="At most this many executions, newest first.")
 
+    include_retried: bool = Field(
+        default=False,
+        description="Also executions retried already (skipped by default with reason "
+                    "already-retried: their retry carries the job on). Even so, one job gets "
+                    "at most one new task per call: of a retry chain, only the newest selected "
+                    "execution is sent.")
 
 class BulkRetryItem(_Model):
     """What happened to one selected execution."""
@@ -411,6 +434,12 @@ class BulkRetryItem(_Model):
 
 
 class BulkRetryResult(_Model):
+    reason_code: str | None = Field(
+        default=None, description="Why it was skipped, as a stable code: already-retried, "
+                                  "state, max-manual-retries, arguments-unavailable, "
+                                  "queue-missing, … (a problem's reason or slug).")
+    existing_retries: list[RetryLinkInfo] = Field(
+        default_factory=list, description="Retries already made of it (see RetryResult).")
     """The selected executions (newest first) and the outcome of each."""
 
     dry_run: bool

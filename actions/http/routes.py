@@ -147,9 +147,12 @@ def _routes(api: FastAPI, ctx: ActionContext) -> None:
                                    ] = False,
         dry_run: Annotated[bool, Query(description="Show what would be sent; send nothing.")
                            ] = False,
+        force: Annotated[bool, Query(description="Send even if the task was retried already "
+                                                 "(else 409, reason already-retried).")
+                         ] = False,
     ) -> RetryResult:
         result = retry.retry_task(ctx, task_id, actor=API_ACTOR, dry_run=dry_run,
-                                  include_revoked=include_revoked)
+                                  include_revoked=include_revoked, force=force)
         if result.dry_run:
             response.status_code = 200
         return result

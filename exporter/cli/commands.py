@@ -233,8 +233,10 @@ def _run_action(settings: Any, history_url: str | None, work: Any, render: Any,
         help="Show exactly what would be sent (name, arguments, queue); send nothing.")
 @_arg("--include-revoked/--no-include-revoked", default=False,
         help="Also retry a REVOKED task (default: FAILURE only).")
+@_arg("--force/--no-force", default=False,
+        help="Send even if the task was retried already (default: refuse, naming its retry).")
 @_JSON
-def retry(task_id: str, dry_run: bool, include_revoked: bool, as_json: bool,
+def retry(task_id: str, dry_run: bool, include_revoked: bool, force: bool, as_json: bool,
           **options: Any) -> None:
     """Re-send a failed task with its original arguments as a new task (as the API's
     POST /api/v1/tasks/TASK_ID/retry). Exits 1 when the task is unknown or not eligible.
@@ -244,7 +246,8 @@ def retry(task_id: str, dry_run: bool, include_revoked: bool, as_json: bool,
 
     settings = _configured(options)
     _run_action(settings, settings.history_url, lambda ctx: retry_task(
-        ctx, task_id, actor=_actor(), dry_run=dry_run, include_revoked=include_revoked),
+        ctx, task_id, actor=_actor(), dry_run=dry_run, include_revoked=include_revoked,
+        force=force),
         retry_text, as_json)
 
 

@@ -91,7 +91,7 @@ def test_retry_resends_the_exact_arguments_as_a_linked_new_task(stack):
                  "routing_key": "a", "exchange": "", "priority": None,
                  "argument_source": "result_backend"},
         "queue_check": None,  # Redis cannot tell an empty queue from a missing one
-        "manual_retry_count": 0, "warnings": []}
+        "manual_retry_count": 0, "warnings": [], "existing_retries": [], "force_needed": False}
     assert get_execution(engine, failed.id).manual_retry_count == 0  # nothing sent
 
     done = api.post(f"/tasks/{failed.id}/retry")

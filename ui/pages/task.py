@@ -6,7 +6,10 @@
   workflow it belongs to as a nested list (:func:`actions.workflow.get_workflow`), the audit
   trail, where its state came from, and what the live events say now.
 - ``GET /tasks/{id}/retry`` (operator): the dry run of the retry — exactly what would be sent —
-  with a confirmation form; an ineligible task gets the 409 page saying why.
+  with a confirmation form; an ineligible task gets the 409 page saying why. A task retried
+  already shows its retries and their states, and its form must tick "send it again" (``force``):
+  a retry confirmed from a page opened before the task was retried elsewhere is refused (409,
+  ``already-retried``), so one job is not run twice.
   ``POST``: :func:`actions.retry.retry_task`, then its answer: the new task id, warnings. Each
   confirmation sends once (:mod:`ui.once`).
 - ``GET /tasks/{id}/cancel`` (operator): the task's state and a confirmation form (terminate
@@ -76,21 +79,22 @@ def retry_preview(request: Request, task_id: str, user: Annotated[User, Depends(
 
 @router.post("/tasks/{task_id:path}/retry", include_in_schema=False)
 def retry(request: Request, task_id: str, user: Annotated[User, Depends(operator)],
-          include_revoked: Annotated[bool, Form()] = False,
+          include_revoked: Annotated[bool, Form()] = False, force: Annotated[bool, Form()] = False,
           token: Annotated[str | None, Form(alias="once", max_length=64)] = None) -> Response:
     """Retry the task and show the service's answer; a confirmation already used (the answer
-    page reloaded, a double click) sends nothing and says so (409).
+    page reloaded, a double click) sends nothing and says so (409), and so does one of a task
+    retried already without ``force`` (the 409 page names its retry).
     """
     wanted = _task_id(task_id)
     if not once.consume(request, "retry:" + wanted, token):
+        load_execution(ui_context(request).actions, wanted)  # an unknown task: 404, not 409
         return render(request, "error.html", {
             "title": "Already sent", "status": 409,
             "detail": "This confirmation was used already (or is older than the last one "
                       "opened): nothing was sent again. The task's page lists its retries."},
-        load_execution(ui_context(request).actions, wanted)  # an unknown task: 404, not 409
             status_code=409)
     result = retry_task(ui_context(request).actions, wanted, actor=actor(user),
-                        include_revoked=include_revoked)
+                        include_revoked=include_revoked, force=force)
     return render(request, "retry.html", {"result": result, "include_revoked": include_revoked},
                   status_code=202)
 
