@@ -156,6 +156,7 @@ def task_statistics(ctx: ActionContext, *, window: str = "1h", name: str | None 
         slow_threshold_seconds=ctx.slow_threshold,
         tasks=[TaskStatistics(
             name=s.name, count=s.count, succeeded=s.succeeded, failed=s.failed,
+            revoked=s.revoked, rejected=s.rejected, lost=s.lost,
             success_ratio=s.success_ratio, failure_ratio=s.failure_ratio,
             avg_runtime_seconds=s.avg_runtime, min_runtime_seconds=s.min_runtime,
             max_runtime_seconds=s.max_runtime, p95_runtime_seconds=s.p95_runtime,

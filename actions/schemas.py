@@ -182,6 +182,10 @@ class TaskStatistics(_Model):
     count: int = Field(description="Finished executions (any final state).")
     succeeded: int = Field(description="Of which SUCCESS.")
     failed: int = Field(description="Of which FAILURE.")
+    revoked: int = Field(description="Of which REVOKED.")
+    rejected: int = Field(description="Of which REJECTED.")
+    lost: int = Field(description="Of which LOST (the worker died or the events were lost and "
+                                  "the repair found no outcome).")
     success_ratio: float = Field(description="succeeded / count, 0..1.")
     failure_ratio: float = Field(description="failed / count, 0..1.")
     avg_runtime_seconds: float | None

@@ -119,8 +119,9 @@ class Page:
 class TaskStats:
     """Statistics of one task name over the finished executions of a window.
 
-    ``count``: finished executions (any terminal state); ``succeeded``/``failed``: SUCCESS /
-    FAILURE among them; ``success_ratio``/``failure_ratio``: those over ``count`` (0..1).
+    ``count``: finished executions (any terminal state); ``succeeded``/``failed``/``revoked``/
+    ``rejected``/``lost``: SUCCESS / FAILURE / REVOKED / REJECTED / LOST among them (they add
+    up to ``count``); ``success_ratio``/``failure_ratio``: the first two over ``count`` (0..1).
     Runtimes (seconds) are over the executions with a known runtime (succeeded: the event's
     ``runtime``; failed: finished − started); ``p95_runtime`` is the nearest-rank 95th
     percentile: the ``ceil(0.95 × n)``-th smallest of the ``n`` runtimes — exact when
@@ -134,6 +135,9 @@ class TaskStats:
     count: int
     succeeded: int
     failed: int
+    revoked: int
+    rejected: int
+    lost: int
     success_ratio: float
     failure_ratio: float
     avg_runtime: float | None
@@ -284,6 +288,25 @@ def _finished_in(since: float | None, until: float | None, name: str | None,
     return conditions
 
 
+#: The terminal states besides SUCCESS and FAILURE, counted from the rows (rare, read off the
+#: ``(state, finished_at)`` index) rather than kept in the hourly figures.
+OTHER_TERMINAL_STATES = ("REVOKED", "REJECTED", "LOST")
+
+
+def _other_terminal(connection: Connection, since: float | None, until: float | None,
+                    name: str | None) -> dict[str | None, dict[str, int]]:
+    """``{name: {state: n}}`` of the :data:`OTHER_TERMINAL_STATES` executions finished in the
+    window (only the states with executions).
+    """
+    query = (select(_C.name, _C.state, func.count())
+             .where(_C.state.in_(OTHER_TERMINAL_STATES), *_finished_in(since, until, name))
+             .group_by(_C.name, _C.state))
+    counts: dict[str | None, dict[str, int]] = {}
+    for task_name, state, n in connection.execute(query):
+        counts.setdefault(task_name, {})[state] = int(n)
+    return counts
+
+
 def task_stats(
     bind: Bind,
     *,
@@ -311,18 +334,22 @@ def task_stats(
                 connection = connection.execution_options(isolation_level="REPEATABLE READ")
             with connection.begin():
                 by_name = window_figures(connection, since, until, name)
-    elif isinstance(bind, Session):
-        by_name = window_figures(bind.connection(), since, until, name)
+                others = _other_terminal(connection, since, until, name)
     else:
-        by_name = window_figures(bind, since, until, name)
+        connection = bind.connection() if isinstance(bind, Session) else bind
+        by_name = window_figures(connection, since, until, name)
+        others = _other_terminal(connection, since, until, name)
     result = []
     for task_name, figures in by_name.items():
         count = figures.count
         avg = figures.average()
         p95, exact = figures.p95()
+        other = others.get(task_name, {})
         result.append(TaskStats(
             name=task_name, count=count, succeeded=figures.succeeded, failed=figures.failed,
-            success_ratio=figures.succeeded / count, failure_ratio=figures.failed / count,
+            revoked=other.get("REVOKED", 0), rejected=other.get("REJECTED", 0),
+            lost=other.get("LOST", 0), success_ratio=figures.succeeded / count,
+            failure_ratio=figures.failed / count,
             avg_runtime=avg, min_runtime=figures.minimum, max_runtime=figures.maximum,
             p95_runtime=p95, p95_relative_error=0.0 if exact else P95_RELATIVE_ERROR,
             slow=avg is not None and avg > slow_threshold,

@@ -109,8 +109,8 @@ def test_failure_groups_equal_a_grouping_of_the_rows(filled, window, name):
 
 def expected_stats(rows: list[dict[str, Any]], since: float, until: float,
                    name: str | None = None) -> dict[str | None, tuple[Any, ...]]:
-    """Per name: (count, succeeded, failed, min, max, exact mean, nearest-rank p95), from the
-    rows themselves.
+    """Per name: (count, succeeded, failed, revoked, rejected, lost, min, max, exact mean,
+    nearest-rank p95), from the rows themselves.
     """
     by_name: dict[str | None, list[dict[str, Any]]] = {}
     for row in rows:
@@ -124,6 +124,9 @@ def expected_stats(rows: list[dict[str, Any]], since: float, until: float,
         result[task_name] = (
             len(members), sum(r["state"] == "SUCCESS" for r in members),
             sum(r["state"] == "FAILURE" for r in members),
+            sum(r["state"] == "REVOKED" for r in members),
+            sum(r["state"] == "REJECTED" for r in members),
+            sum(r["state"] == "LOST" for r in members),
             runtimes[0] if n else None, runtimes[-1] if n else None,
             math.fsum(runtimes) / n if n else None,
             runtimes[math.ceil(0.95 * n) - 1] if n else None)
@@ -138,9 +141,13 @@ def assert_stats_match(got: list[TaskStats], expected: dict[str | None, tuple[An
     """
     assert {s.name for s in got} == set(expected)
     for stats in got:
-        count, succeeded, failed, low, high, mean, p95 = expected[stats.name]
-        assert (stats.count, stats.succeeded, stats.failed, stats.min_runtime,
-                stats.max_runtime) == (count, succeeded, failed, low, high), stats.name
+        count, succeeded, failed, revoked, rejected, lost, low, high, mean, p95 = \
+            expected[stats.name]
+        assert (stats.count, stats.succeeded, stats.failed, stats.revoked, stats.rejected,
+                stats.lost, stats.min_runtime, stats.max_runtime) == (
+            count, succeeded, failed, revoked, rejected, lost, low, high), stats.name
+        # Every finished row here is in one of the five terminal states: nothing unshown.
+        assert succeeded + failed + revoked + rejected + lost == count, stats.name
         assert stats.success_ratio == succeeded / count
         assert stats.failure_ratio == failed / count
         assert stats.avg_runtime == pytest.approx(mean, rel=1e-12, abs=0)

@@ -517,10 +517,12 @@ def test_task_stats_are_exact(db, make_writer):
     write(writer, events)
     stats = task_stats(db.engine, since=T0 - 10, until=T0 + 10_000)
     assert stats == [
-        TaskStats(name="app.a", count=20, succeeded=16, failed=4, success_ratio=0.8,
+        TaskStats(name="app.a", count=20, succeeded=16, failed=4, revoked=0, rejected=0,
+                  lost=0, success_ratio=0.8,
                   failure_ratio=0.2, avg_runtime=10.5, min_runtime=1.0, max_runtime=20.0,
                   p95_runtime=19.0, slow=False),
-        TaskStats(name="app.b", count=2, succeeded=1, failed=0, success_ratio=0.5,
+        TaskStats(name="app.b", count=2, succeeded=1, failed=0, revoked=1, rejected=0,
+                  lost=0, success_ratio=0.5,
                   failure_ratio=0.0, avg_runtime=0.5, min_runtime=0.5, max_runtime=0.5,
                   p95_runtime=0.5, slow=False),
     ]

@@ -141,9 +141,10 @@ def test_statistics_per_name_with_the_slow_flag_sorted_by_the_url(make_client, e
     cells = [re.sub(r"<[^>]+>", "", cell).strip()
              for cell in re.findall(r"<td[^>]*>(.*?)</td>", body, re.S)]
     assert cells == [
-        "app.add", "3", "3", "0", "1.000", "2.000 s", "1.000 s", "3.000 s", "3.000 s", "—",
-        "app.slow", "2", "1", "1", "0.500", "2 min 0 s", "2 min 0 s", "2 min 0 s",
-        "2 min 0 s", "slow",
+        "app.add", "3", "3", "0", "0", "0", "0", "1.000", "2.000 s", "1.000 s", "3.000 s",
+        "3.000 s", "—",
+        "app.slow", "2", "1", "1", "0", "0", "0", "0.500", "2 min 0 s", "2 min 0 s",
+        "2 min 0 s", "2 min 0 s", "slow",
     ]
     assert "app.old" not in page
     by_name = client.get("/ui/statistics?sort=name&order=desc").text
@@ -158,7 +159,8 @@ def test_statistics_per_name_with_the_slow_flag_sorted_by_the_url(make_client, e
 
 def test_sort_stats_puts_missing_values_last_in_both_orders():
     def stat(name, p95):
-        return TaskStats(name=name, count=1, succeeded=1, failed=0, success_ratio=1.0,
+        return TaskStats(name=name, count=1, succeeded=1, failed=0, revoked=0, rejected=0,
+                         lost=0, success_ratio=1.0,
                          failure_ratio=0.0, avg_runtime=p95, min_runtime=p95, max_runtime=p95,
                          p95_runtime=p95, slow=False)
 

@@ -13,10 +13,10 @@ NOW = T0 + 100
 
 
 def p95_cells(page: str) -> list[str]:
-    """The text of the p95 column, row by row (the 9th cell of each row)."""
+    """The text of the p95 column, row by row (the 12th cell of each row)."""
     body = page.split("<tbody>")[1]
     rows = re.findall(r"<tr>(.*?)</tr>", body, re.S)
-    return [re.sub(r"<[^>]+>", "", re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)[8]).strip()
+    return [re.sub(r"<[^>]+>", "", re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)[11]).strip()
             for row in rows]
 
 

@@ -5,12 +5,13 @@ real Redis broker (database 15), the real app through Starlette's TestClient.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
 import redis
 
-from tests.ui.conftest import add_row, csrf_of, login
+from tests.ui.conftest import T0, add_row, csrf_of, login
 
 
 @pytest.fixture
@@ -30,3 +31,20 @@ def test_a_retry_post_for_an_unknown_task_is_a_404_not_already_sent(client, engi
     assert response.status_code == 404, response.text
     assert "Already sent" not in response.text
     assert "no task &#39;nosuch&#39; in the history" in response.text
+
+
+def test_the_statistics_page_shows_revoked_rejected_and_lost(client, engine):
+    for i in range(9):
+        add_row(engine, f"s{i}", "SUCCESS", ts=T0 + i, runtime=1.0)
+    add_row(engine, "r1", "REVOKED", ts=T0 + 20)
+    add_row(engine, "r2", "REVOKED", ts=T0 + 21)
+    add_row(engine, "l1", "LOST", ts=T0 + 23, finished_at=T0 + 23)
+    login(client, "bob")
+    page = client.get("/ui/statistics?window=1h").text
+    headings = re.findall(r'<th scope="col"[^>]*>\s*(?:<a [^>]*>)?([A-Za-z0-9 ]+)', page)
+    assert [h.strip() for h in headings] == [
+        "Task", "Count", "Succeeded", "Failed", "Revoked", "Rejected", "Lost", "Success ratio",
+        "Avg", "Min", "Max", "p95", "Slow"]
+    (row,) = re.findall(r"<tr><td>.*?</tr>", page, re.S)
+    cells = re.findall(r'<td class="num">(?:<a [^>]*>)?([^<]*)', row)
+    assert cells[:7] == ["12", "9", "0", "2", "0", "1", "0.750"]

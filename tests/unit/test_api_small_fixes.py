@@ -1,0 +1,33 @@
+"""Small API fixes found by a newcomer: statistics show every terminal state they count, and a
+400 lists every bad parameter. A real SQLite history, the fake broker of
+:mod:`.test_actions_api`.
+"""
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+from .test_actions_api import (  # noqa: F401
+    T0,
+    add_row,
+    broker,
+    engine,
+    make_client,
+    problem,
+)
+
+
+def test_task_statistics_count_revoked_rejected_and_lost_in_their_own_fields(make_client,
+                                                                             engine):
+    for i in range(9):
+        add_row(engine, f"s{i}", "SUCCESS", ts=T0 + i, name="app.a", runtime=1.0)
+    add_row(engine, "r1", "REVOKED", ts=T0 + 20, name="app.a")
+    add_row(engine, "r2", "REVOKED", ts=T0 + 21, name="app.a")
+    add_row(engine, "j1", "REJECTED", ts=T0 + 22, name="app.b", finished_at=T0 + 22)
+    add_row(engine, "l1", "LOST", ts=T0 + 23, name="app.b", finished_at=T0 + 23)
+    body = make_client().get("/api/v1/stats/tasks?window=1h").json()
+    assert [{k: t[k] for k in ("name", "count", "succeeded", "failed", "revoked", "rejected",
+                               "lost", "success_ratio")} for t in body["tasks"]] == [
+        {"name": "app.a", "count": 11, "succeeded": 9, "failed": 0, "revoked": 2,
+         "rejected": 0, "lost": 0, "success_ratio": 9 / 11},
+        {"name": "app.b", "count": 2, "succeeded": 0, "failed": 0, "revoked": 0,
+         "rejected": 1, "lost": 1, "success_ratio": 0.0}]
