@@ -365,10 +365,6 @@ class QueueCheckInfo(_Model):
     consumers: int | None = Field(description="Consumers of it (0: the retry waits there).")
 
 
-class RetryResult(_Model):
-    """A retry done (202) or planned (dry run, 200)."""
-
-    task_id: str = Field(description="The failed execution.")
 class RetryLinkInfo(_Model):
     """A manual retry already made: the new task's id and its state now."""
 
@@ -377,6 +373,10 @@ class RetryLinkInfo(_Model):
                                           "in the history (pruned).")
 
 
+class RetryResult(_Model):
+    """A retry done (202) or planned (dry run, 200)."""
+
+    task_id: str = Field(description="The failed execution.")
     dry_run: bool
     new_task_id: str | None = Field(description="Id of the new execution; null on a dry run.")
     sent: OutgoingTask
@@ -416,16 +416,16 @@ class BulkRetryFilter(_Model):
     until: float | Annotated[str, StringConstraints(max_length=64)] | None = Field(
         default=None, description="State changed before: ISO 8601 or epoch seconds.")
     include_revoked: bool = Field(default=False, description="Also REVOKED executions.")
-    dry_run: bool = Field(default=True, description="Only list what would be retried.")
-    limit: int = Field(default=100, ge=1, le=1000,
-                       description="At most this many executions, newest first.")
-
     include_retried: bool = Field(
         default=False,
         description="Also executions retried already (skipped by default with reason "
                     "already-retried: their retry carries the job on). Even so, one job gets "
                     "at most one new task per call: of a retry chain, only the newest selected "
                     "execution is sent.")
+    dry_run: bool = Field(default=True, description="Only list what would be retried.")
+    limit: int = Field(default=100, ge=1, le=1000,
+                       description="At most this many executions, newest first.")
+
 
 class BulkRetryItem(_Model):
     """What happened to one selected execution."""
@@ -434,16 +434,16 @@ class BulkRetryItem(_Model):
     outcome: Literal["retried", "would_retry", "skipped"]
     new_task_id: str | None = None
     reason: str | None = Field(default=None, description="Why it was skipped.")
-    argument_source: ArgumentSource | None = None
-
-
-class BulkRetryResult(_Model):
     reason_code: str | None = Field(
         default=None, description="Why it was skipped, as a stable code: already-retried, "
                                   "state, max-manual-retries, arguments-unavailable, "
                                   "queue-missing, … (a problem's reason or slug).")
     existing_retries: list[RetryLinkInfo] = Field(
         default_factory=list, description="Retries already made of it (see RetryResult).")
+    argument_source: ArgumentSource | None = None
+
+
+class BulkRetryResult(_Model):
     """The selected executions (newest first) and the outcome of each."""
 
     dry_run: bool
