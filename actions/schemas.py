@@ -495,6 +495,17 @@ class CancelResult(_Model):
                                           "cannot interrupt the task, …")
 
 
+class WorkflowRetry(_Model):
+    """A manual retry of a workflow's execution, or of one of its retries (a retry is a new
+    task with a root of its own: it is not in the tree itself).
+    """
+
+    task_id: str = Field(description="The retry's task id.")
+    retry_of: str = Field(description="The task it retried: the node, or an earlier retry.")
+    state: str | None = Field(description="Its Celery state now; null: its row was pruned.")
+    sent_at: datetime | None = Field(description="When the retry was sent (audit trail), UTC.")
+
+
 class WorkflowTask(_Model):
     """One execution in a workflow's tree, with the executions it sent."""
 
@@ -518,6 +529,10 @@ class WorkflowTask(_Model):
         description="Executions it sent (parent_id), first sent first: a chain's next step, "
                     "a group's members (siblings), a chord's callback under the header task "
                     "that finished last or under celery.chord_unlock.")
+    manual_retries: list[WorkflowRetry] = Field(
+        default_factory=list,
+        description="Its manual retries and theirs, first sent first: a step that failed and "
+                    "was fixed by a retry shows that retry SUCCESS.")
 
 
 class WorkflowTree(_Model):

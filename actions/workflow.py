@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from actions.context import ActionContext
 from actions.errors import TaskNotFound, history_errors
-from actions.schemas import WorkflowTask, WorkflowTree, utc
+from actions.schemas import WorkflowRetry, WorkflowTask, WorkflowTree, utc
 from exporter.history.workflow import DEFAULT_MAX_NODES, WorkflowNode, workflow_of
 
 
@@ -16,7 +16,9 @@ def _task(node: WorkflowNode) -> WorkflowTask:
         runtime_seconds=node.runtime,
         sent_at=utc(node.sent_at), started_at=utc(node.started_at),
         finished_at=utc(node.finished_at), retries=node.retries, group_id=node.group_id,
-        children=[_task(child) for child in node.children])
+        children=[_task(child) for child in node.children],
+        manual_retries=[WorkflowRetry(task_id=r.task_id, retry_of=r.retry_of, state=r.state,
+                                      sent_at=utc(r.at)) for r in node.manual_retries])
 
 
 def get_workflow(ctx: ActionContext, task_id: str,

@@ -7,6 +7,11 @@ a group or chord applied at the top level has one root per header task, so its t
 header task asked about and, under the header task that finished last, the callback.
 :func:`waiting_steps` reads what the workflow tracker needs at start (tasks a finished task
 sent that have not started).
+
+A manual retry (the action API's) is a new task with a root of its own, so it is not in the
+tree; each node lists instead its :class:`ManualRetry` rows (:func:`manual_retries`: its retries
+and theirs, from the audit trail, indexed by task id; states from their rows): a chord callback
+that failed and was fixed by a retry shows that retry SUCCESS.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Table, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from exporter.history.orm import TASK_EXECUTION
+from exporter.history.orm import ACTION_AUDIT, TASK_EXECUTION
 from exporter.history.queries import Bind, _rows
 from exporter.logs import describe
 
@@ -31,6 +36,11 @@ log = logging.getLogger(__name__)
 
 _T: Table = TASK_EXECUTION  # type: ignore[assignment]
 _C = _T.c
+_AUDIT: Table = ACTION_AUDIT  # type: ignore[assignment]
+#: Retries of retries followed from a node (far above any --max-manual-retries in use).
+MAX_RETRY_DEPTH = 20
+#: Task ids per ``IN (…)`` list.
+_CHUNK = 500
 #: Most executions one tree holds by default; more are left out and the answer says so.
 DEFAULT_MAX_NODES = 1000
 #: Deepest nesting: the children of a node this deep (a chain of more links) continue at the
@@ -38,12 +48,26 @@ DEFAULT_MAX_NODES = 1000
 MAX_DEPTH = 50
 
 
+@dataclass(frozen=True)
+class ManualRetry:
+    """A manual retry of a workflow's execution (or of one of its retries): the new task id,
+    the task it retried (``retry_of``), its Celery ``state`` now (``None``: its row was
+    pruned) and ``at``, when it was sent (the audit row's time, epoch seconds).
+    """
+
+    task_id: str
+    retry_of: str
+    state: str | None
+    at: float
+
+
 @dataclass
 class WorkflowNode:
     """One execution in a workflow's tree. Times are float seconds since the epoch (event
     timestamps: ``sent_at`` task-sent, ``started_at`` task-started of the latest attempt,
     ``finished_at`` the final state's); ``runtime`` seconds; ``group_id`` only on
-    ``celery.chord_unlock`` (the group it waits for); ``children`` in order of sending.
+    ``celery.chord_unlock`` (the group it waits for); ``children`` in order of sending;
+    ``manual_retries``: its manual retries and theirs, first sent first.
     """
 
     task_id: str
@@ -58,6 +82,7 @@ class WorkflowNode:
     runtime: float | None
     state_ts: float
     children: list[WorkflowNode] = field(default_factory=list)
+    manual_retries: list[ManualRetry] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -104,9 +129,47 @@ def build_tree(root_id: str, nodes: Iterable[WorkflowNode],
     return top
 
 
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[i:i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
+
+
+def manual_retries(bind: Bind, task_ids: Iterable[str], max_depth: int = MAX_RETRY_DEPTH
+                   ) -> dict[str, list[ManualRetry]]:
+    """The manual retries of each of ``task_ids`` and the retries of those (``max_depth``
+    levels), first sent first; tasks never retried are absent. One audit query per level
+    (``action_audit.task_id`` is indexed; ``task_execution.retry_of`` is not), one for the
+    states.
+    """
+    origin = {task_id: task_id for task_id in task_ids}
+    found: dict[str, list[tuple[float, str, str]]] = {}
+    for _ in range(max_depth):
+        if not origin:
+            break
+        below: dict[str, str] = {}
+        for chunk in _chunks(sorted(origin)):
+            for retried, detail, at in _rows(bind, select(
+                    _AUDIT.c.task_id, _AUDIT.c.detail, _AUDIT.c.at)
+                    .where(_AUDIT.c.task_id.in_(chunk), _AUDIT.c.action == "retry")
+                    .order_by(_AUDIT.c.at, _AUDIT.c.id)):
+                new_id = detail.get("new_task_id") if isinstance(detail, dict) else None
+                if isinstance(new_id, str) and new_id not in below:
+                    below[new_id] = origin[retried]
+                    found.setdefault(origin[retried], []).append((at, new_id, retried))
+        origin = below
+    new_ids = sorted({new_id for items in found.values() for _, new_id, _ in items})
+    states: dict[str, str] = {}
+    for chunk in _chunks(new_ids):
+        states.update((row.task_id, row.state) for row in _rows(
+            bind, select(_C.task_id, _C.state).where(_C.task_id.in_(chunk))))
+    return {task_id: [ManualRetry(new_id, retried, states.get(new_id), at)
+                      for at, new_id, retried in sorted(items)]
+            for task_id, items in found.items()}
+
+
 def workflow_of(bind: Bind, task_id: str, limit: int = DEFAULT_MAX_NODES) -> Workflow | None:
     """The workflow ``task_id`` belongs to (its ``root_id``, or itself when it has none), at
-    most ``limit`` executions, first sent first; ``None`` when the history has no such task.
+    most ``limit`` executions, first sent first, each with its :func:`manual_retries`;
+    ``None`` when the history has no such task.
     """
     found = _rows(bind, select(_C.root_id).where(_C.task_id == task_id))
     if not found:
@@ -122,6 +185,9 @@ def workflow_of(bind: Bind, task_id: str, limit: int = DEFAULT_MAX_NODES) -> Wor
     if task_id not in {node.task_id for node in nodes}:  # asked for one sent late: keep it
         asked = _rows(bind, select(*columns).where(_C.task_id == task_id))
         nodes[-1:] = [WorkflowNode(**asked[0]._mapping)]
+    retries = manual_retries(bind, [node.task_id for node in nodes])
+    for node in nodes:
+        node.manual_retries = retries.get(node.task_id, [])
     return Workflow(root_id, build_tree(root_id, nodes), len(nodes), len(rows) > limit)
 
 
