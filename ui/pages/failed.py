@@ -6,7 +6,9 @@
   exception class, each group a link to the list filtered by it.
 - ``GET /failed/retry`` (operator): what a bulk retry of the filtered executions would do —
   :func:`actions.retry.bulk_retry` as a dry run: each execution would be retried or is
-  skipped, and why — with a confirmation form.
+  skipped, and why — with a confirmation form. Executions retried already are skipped
+  (``already-retried``) unless ``include_retried=true``, which the preview links to when it
+  skipped some.
 - ``POST /failed/retry`` (operator): the bulk retry itself, then what happened to each
   execution. The selection is made again at that moment, so it can differ from the preview;
   the answer lists what was actually done.
@@ -73,19 +75,22 @@ def failed(request: Request, user: Annotated[User, Depends(viewer)],
     })
 
 
-def _selection(selected: ListFilter, dry_run: bool) -> BulkRetryFilter:
+def _selection(selected: ListFilter, dry_run: bool, include_retried: bool) -> BulkRetryFilter:
     return BulkRetryFilter(name=selected.name, queue=selected.queue,
                            exception_type=selected.exception, since=selected.since,
-                           until=selected.until, dry_run=dry_run, limit=BULK_LIMIT)
+                           until=selected.until, dry_run=dry_run, limit=BULK_LIMIT,
+                           include_retried=include_retried)
 
 
 @router.get("/failed/retry", include_in_schema=False)
 def bulk_preview(request: Request, user: Annotated[User, Depends(operator)],
-                 selected: Annotated[ListFilter, Depends(list_filter)]) -> Response:
+                 selected: Annotated[ListFilter, Depends(list_filter)],
+                 include_retried: Annotated[bool, Query()] = False) -> Response:
     """The dry run of a bulk retry of the filtered failures, with the confirmation form."""
-    result = bulk_retry(ui_context(request).actions, _selection(selected, True),
-                        actor=actor(user))
+    result = bulk_retry(ui_context(request).actions,
+                        _selection(selected, True, include_retried), actor=actor(user))
     return render(request, "bulk_retry.html", {"filter": selected, "result": result,
+                                               "include_retried": include_retried,
                                                "once": once.issue(request, "bulk-retry")})
 
 
@@ -96,6 +101,7 @@ def bulk_confirm(request: Request, user: Annotated[User, Depends(operator)],
                  exception: Annotated[str | None, Form(max_length=255)] = None,
                  since: Annotated[str | None, Form(max_length=64)] = None,
                  until: Annotated[str | None, Form(max_length=64)] = None,
+                 include_retried: Annotated[bool, Form()] = False,
                  token: Annotated[str | None, Form(alias="once", max_length=64)] = None
                  ) -> Response:
     """Retry the filtered failures (the filter posted by the preview's form) and show the
@@ -108,6 +114,7 @@ def bulk_confirm(request: Request, user: Annotated[User, Depends(operator)],
             "detail": "This confirmation was used already (or is older than the last preview "
                       "opened): nothing was sent again. Open the preview again to retry what "
                       "still fails."}, status_code=409)
-    result = bulk_retry(ui_context(request).actions, _selection(selected, False),
-                        actor=actor(user))
-    return render(request, "bulk_retry.html", {"filter": selected, "result": result})
+    result = bulk_retry(ui_context(request).actions,
+                        _selection(selected, False, include_retried), actor=actor(user))
+    return render(request, "bulk_retry.html", {"filter": selected, "result": result,
+                                               "include_retried": include_retried})
