@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
+from typing import Any, TypeVar
 
 from actions.errors import InvalidParameter
 from exporter.config import parse_duration
 from exporter.history import STATES
+
+T = TypeVar("T")
 
 #: Latest instant accepted (9999-12-31T23:59:59Z), seconds since the epoch.
 MAX_EPOCH = 253_402_300_799.0
@@ -135,3 +138,51 @@ def check_range(since: float | None, until: float | None) -> None:
     """Raises :class:`InvalidParameter` when ``until`` is not after ``since``."""
     if since is not None and until is not None and until <= since:
         raise InvalidParameter("until: must be later than since", parameter="until")
+
+
+def given(value: str | None) -> str | None:
+    """``value``, or ``None`` when empty: an empty filter (``name=``) is one not given."""
+    return value or None
+
+
+class ParameterCheck:
+    """Runs parsers and collects their :class:`InvalidParameter` errors.
+
+    One 400 then names every bad parameter (``state=BOGUS&since=notadate``: both)::
+
+        check = ParameterCheck()
+        states = check(parse_states, values)
+        since = check(parse_time, text, "since")
+        check.done()  # raises when any failed
+    """
+
+    def __init__(self) -> None:
+        self.problems: list[InvalidParameter] = []
+
+    def __call__(self, parse: Callable[..., T], *args: Any) -> T | None:
+        """``parse(*args)``, or ``None`` (its error kept) when it raises InvalidParameter."""
+        try:
+            return parse(*args)
+        except InvalidParameter as exc:
+            self.problems.append(exc)
+            return None
+
+    def done(self, location: str = "query") -> None:
+        """Raise one :class:`InvalidParameter` for every error kept: ``detail`` joins theirs
+        (``state: unknown state 'BOGUS'…; since: an ISO 8601 time…``), ``parameter`` is the
+        first one's, and ``errors`` lists ``{"loc": [location, parameter], "msg": ...}`` per
+        parameter, as FastAPI's validation errors are listed.
+
+        Raises:
+            InvalidParameter: at least one parser failed.
+
+        """
+        if not self.problems:
+            return
+        errors = []
+        for problem in self.problems:
+            name = str(problem.extra.get("parameter", ""))
+            errors.append({"loc": [location, name],
+                           "msg": problem.detail.removeprefix(f"{name}: ")})
+        raise InvalidParameter("; ".join(p.detail for p in self.problems),
+                               parameter=errors[0]["loc"][1], errors=errors)

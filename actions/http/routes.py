@@ -38,7 +38,15 @@ from actions.context import ActionContext
 from actions.http.auth import API_ACTOR, BearerAuth
 from actions.http.body_limit import BodyLimit
 from actions.http.problems import MEDIA_TYPE, install
-from actions.params import IDENTIFIER_PATTERN, check_identifier, parse_states, parse_time
+from actions.params import (
+    IDENTIFIER_PATTERN,
+    ParameterCheck,
+    check_identifier,
+    given,
+    parse_states,
+    parse_time,
+    parse_window,
+)
 from actions.schemas import (
     BulkRetryFilter,
     BulkRetryResult,
@@ -91,7 +99,7 @@ def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def _optional_time(text: str | None, parameter: str) -> float | None:
-    return None if text is None else parse_time(text, parameter)
+    return None if not text else parse_time(text, parameter)
 
 
 def _routes(api: FastAPI, ctx: ActionContext) -> None:
@@ -107,12 +115,16 @@ def _routes(api: FastAPI, ctx: ActionContext) -> None:
                                             description="next_cursor of the previous page.")
                           ] = None,
     ) -> TaskPage:
+        check = ParameterCheck()  # a 400 names every bad parameter; empty ones are not given
+        states = check(parse_states, state or ())
+        names = [check(check_identifier, given(value), parameter) for value, parameter in (
+            (name, "name"), (queue, "queue"), (exception_type, "exception_type"))]
+        times = [check(_optional_time, value, parameter)
+                 for value, parameter in ((since, "since"), (until, "until"))]
+        check.done()
         return reads.list_tasks(
-            ctx, states=parse_states(state or ()), name=check_identifier(name, "name"),
-            queue=check_identifier(queue, "queue"),
-            exception_type=check_identifier(exception_type, "exception_type"),
-            since=_optional_time(since, "since"), until=_optional_time(until, "until"),
-            limit=limit, cursor=cursor)
+            ctx, states=states, name=names[0], queue=names[1], exception_type=names[2],
+            since=times[0], until=times[1], limit=limit, cursor=given(cursor))
 
     @api.get("/tasks/{task_id}", response_model=TaskDetail, responses=_responses(404, 503),
              summary="One execution: timing, worker, error, traceback, retry links")
@@ -177,7 +189,11 @@ def _routes(api: FastAPI, ctx: ActionContext) -> None:
                                                                 "seconds.")] = "1h",
         name: Name = None,
     ) -> TaskStatsReport:
-        return reads.task_statistics(ctx, window=window, name=check_identifier(name, "name"))
+        check = ParameterCheck()
+        check(parse_window, window)
+        wanted = check(check_identifier, given(name), "name")
+        check.done()
+        return reads.task_statistics(ctx, window=window, name=wanted)
 
     @api.get("/queues", response_model=QueuesReport, responses=_responses(503),
              summary="Queue lengths by priority, consumers, oldest message age, held tasks")
