@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from exporter.history import get_execution
 from tests.ui.conftest import T0, add_row, csrf_of, login
 
 
@@ -48,3 +49,31 @@ def test_the_statistics_page_shows_revoked_rejected_and_lost(client, engine):
     (row,) = re.findall(r"<tr><td>.*?</tr>", page, re.S)
     cells = re.findall(r'<td class="num">(?:<a [^>]*>)?([^<]*)', row)
     assert cells[:7] == ["12", "9", "0", "2", "0", "1", "0.750"]
+
+
+@pytest.mark.parametrize(("query", "error"), [
+    ("limit=abc", "limit: Input should be a valid integer"),
+    ("limit=0", "limit: Input should be greater than or equal to 1"),
+    ("limit=101", "limit: Input should be less than or equal to 100"),
+])
+def test_a_bad_bulk_retry_limit_is_a_400_page_naming_it(client, engine, query, error):
+    add_row(engine, "t1")
+    login(client, "alice")
+    response = client.get(f"/ui/failed/retry?{query}")
+    assert response.status_code == 400, response.text
+    assert "400 — Invalid parameter" in response.text and error in response.text
+
+
+def test_a_bulk_retry_limit_holds_from_the_preview_to_the_confirmation(client, engine):
+    for i in range(3):
+        add_row(engine, f"t{i}", ts=T0 + i)
+    login(client, "alice")
+    preview = client.get("/ui/failed/retry?limit=2")
+    assert preview.status_code == 200, preview.text
+    assert '<input type="hidden" name="limit" value="2">' in preview.text
+    once = re.search(r'name="once" value="([^"]+)"', preview.text).group(1)
+    sent = client.post("/ui/failed/retry", data={"csrftoken": csrf_of(preview.text),
+                                                 "once": once, "limit": "2"})
+    assert sent.status_code == 200, sent.text
+    assert "2 sent as new tasks, 0 skipped, of 2 selected" in sent.text
+    assert [get_execution(engine, f"t{i}").manual_retry_count for i in range(3)] == [0, 1, 1]

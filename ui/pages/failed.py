@@ -75,22 +75,31 @@ def failed(request: Request, user: Annotated[User, Depends(viewer)],
     })
 
 
-def _selection(selected: ListFilter, dry_run: bool, include_retried: bool) -> BulkRetryFilter:
+def _selection(selected: ListFilter, dry_run: bool, include_retried: bool,
+               limit: int) -> BulkRetryFilter:
     return BulkRetryFilter(name=selected.name, queue=selected.queue,
                            exception_type=selected.exception, since=selected.since,
-                           until=selected.until, dry_run=dry_run, limit=BULK_LIMIT,
+                           until=selected.until, dry_run=dry_run, limit=limit,
                            include_retried=include_retried)
+
+
+#: ``limit`` of a bulk retry: how many failures at most, newest first (a bad one is a 400 page).
+BulkLimit = Annotated[int, Query(ge=1, le=BULK_LIMIT)]
 
 
 @router.get("/failed/retry", include_in_schema=False)
 def bulk_preview(request: Request, user: Annotated[User, Depends(operator)],
                  selected: Annotated[ListFilter, Depends(list_filter)],
-                 include_retried: Annotated[bool, Query()] = False) -> Response:
-    """The dry run of a bulk retry of the filtered failures, with the confirmation form."""
+                 include_retried: Annotated[bool, Query()] = False,
+                 limit: BulkLimit = BULK_LIMIT) -> Response:
+    """The dry run of a bulk retry of the filtered failures (at most ``limit``, newest first),
+    with the confirmation form.
+    """
     result = bulk_retry(ui_context(request).actions,
-                        _selection(selected, True, include_retried), actor=actor(user))
+                        _selection(selected, True, include_retried, limit), actor=actor(user))
     return render(request, "bulk_retry.html", {"filter": selected, "result": result,
                                                "include_retried": include_retried,
+                                               "limit": limit,
                                                "once": once.issue(request, "bulk-retry")})
 
 
@@ -102,6 +111,7 @@ def bulk_confirm(request: Request, user: Annotated[User, Depends(operator)],
                  since: Annotated[str | None, Form(max_length=64)] = None,
                  until: Annotated[str | None, Form(max_length=64)] = None,
                  include_retried: Annotated[bool, Form()] = False,
+                 limit: Annotated[int, Form(ge=1, le=BULK_LIMIT)] = BULK_LIMIT,
                  token: Annotated[str | None, Form(alias="once", max_length=64)] = None
                  ) -> Response:
     """Retry the filtered failures (the filter posted by the preview's form) and show the
@@ -115,6 +125,8 @@ def bulk_confirm(request: Request, user: Annotated[User, Depends(operator)],
                       "opened): nothing was sent again. Open the preview again to retry what "
                       "still fails."}, status_code=409)
     result = bulk_retry(ui_context(request).actions,
-                        _selection(selected, False, include_retried), actor=actor(user))
+                        _selection(selected, False, include_retried, limit),
+                        actor=actor(user))
     return render(request, "bulk_retry.html", {"filter": selected, "result": result,
-                                               "include_retried": include_retried})
+                                               "include_retried": include_retried,
+                                               "limit": limit})
