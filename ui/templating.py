@@ -6,7 +6,8 @@ shown as text whatever they contain. Every template gets, besides its own contex
 - ``user`` (:class:`~ui.users.User` or ``None``), ``csrf_token`` (the value every form
   posts as ``csrftoken``), ``nav`` (the main navigation) and ``current`` (the path asked);
 - ``href(path)``: ``path`` under the UI's mount (``href("/failed")`` → ``/ui/failed``);
-- ``grafana_url``; filters ``when`` (UTC time), ``seconds`` (a duration) and ``urlpart`` (a
+- ``grafana_url``; filters ``when`` (UTC time), ``seconds`` (a duration), ``schedule`` (a
+  periodic entry's schedule, its interval as a duration) and ``urlpart`` (a
   value quoted for a URL path segment, e.g. a task id); ``urlencode(pairs)`` for query strings.
 
 A name a template uses but its context lacks is an error (``StrictUndefined``), not an empty
@@ -16,6 +17,7 @@ string: write ``value|default(none)`` for optional ones.
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -61,12 +63,26 @@ def seconds(value: float | None) -> str:
     return f"{hours} h {minutes} min"
 
 
+#: The interval of a schedule's text (:func:`exporter.periodic.schedules.describe`):
+#: ``every 86400s``.
+_EVERY = re.compile(r"every (\d+(?:\.\d+)?(?:e[+-]\d+)?)s")
+
+
+def schedule(text: str) -> str:
+    """A schedule's text with its interval as :func:`seconds` writes durations elsewhere:
+    ``every 86400s`` → ``every 24 h 0 min``; crontab and solar texts unchanged.
+    """
+    match = _EVERY.fullmatch(text)
+    return f"every {seconds(float(match.group(1)))}" if match else text
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True)
     env.filters["when"] = when
     env.filters["seconds"] = seconds
+    env.filters["schedule"] = schedule
     env.filters["urlpart"] = lambda text: quote(str(text), safe="")
     env.globals["urlencode"] = lambda pairs: urlencode(
         [(k, v) for k, v in dict(pairs).items() if v not in (None, "")])

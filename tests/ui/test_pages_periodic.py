@@ -49,10 +49,10 @@ def test_periodic_lists_each_entry_with_its_last_runs_and_missed_count(make_clie
 
     assert page.status_code == 200, page.text
     assert cells(page.text) == [
-        ["app.nightly (expect)", "app.nightly", "every 60s",
+        ["app.nightly (expect)", "app.nightly", "every 1 min 0 s",
          "2023-11-14 22:15:20.000 UTC (due 3 min 0 s ago)", "2023-11-14 22:14:20.000 UTC",
          "2023-11-14 22:14:21.000 UTC", "2023-11-14 22:13:22.000 UTC", "FAILURE", "3"],
-        ["app.never (expect)", "app.never", "every 60s",
+        ["app.never (expect)", "app.never", "every 1 min 0 s",
          "2023-11-14 22:16:00.000 UTC (due 2 min 20 s ago)", "—", "—", "—", "—", "3"],
     ]
     assert 'href="/ui/failed?name=app.nightly"' in page.text

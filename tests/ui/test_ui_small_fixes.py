@@ -10,9 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from celery import Celery
 
 from exporter.history import get_execution
+from exporter.periodic.schedules import expected_entry
+from exporter.periodic.sources import ExpectSource
+from exporter.periodic.tracker import PeriodicTracker
 from tests.ui.conftest import T0, add_row, csrf_of, login
+from ui.templating import schedule
 
 
 @pytest.fixture
@@ -77,3 +82,19 @@ def test_a_bulk_retry_limit_holds_from_the_preview_to_the_confirmation(client, e
     assert sent.status_code == 200, sent.text
     assert "2 sent as new tasks, 0 skipped, of 2 selected" in sent.text
     assert [get_execution(engine, f"t{i}").manual_retry_count for i in range(3)] == [0, 1, 1]
+
+
+def test_the_periodic_page_writes_intervals_as_durations(make_client, engine):
+    app = Celery("periodic-durations", set_as_current=False)
+    source = ExpectSource([expected_entry("app.daily", 86400, app),
+                           expected_entry("app.often", 2.5, app)])
+    periodic = PeriodicTracker([source], engine, interval=60, grace=10, clock=lambda: T0)
+    periodic.check()
+    client = make_client(clock=lambda: T0, periodic_latest=periodic.latest)
+    login(client, "bob")
+    page = client.get("/ui/periodic").text
+    assert '<td title="every 86400s">every 24 h 0 min</td>' in page
+    assert '<td title="every 2.5s">every 2.500 s</td>' in page
+    assert schedule("crontab 0 2 * * *") == "crontab 0 2 * * *"
+    assert schedule("every 3600s") == "every 1 h 0 min"
+    assert schedule("every 1e+06s") == "every 277 h 46 min"
