@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from sqlalchemy import func, select
@@ -19,6 +20,7 @@ from sqlalchemy import func, select
 from exporter.history import create_history_engine, get_execution
 from exporter.history.orm import TASK_EXECUTION
 from tests.support.exporter import QUIET_POLLER, log_lines
+from tests.support.gate_app import GATED_SLEEP
 from tests.support.paths import ROOT
 from tests.support.waiting import wait_for
 
@@ -27,6 +29,7 @@ from eventload import pattern_subscribers, render, with_new_ids  # noqa: E402
 
 pytestmark = pytest.mark.integration
 ADD, SLEEP = "examples.tasks.add", "examples.tasks.sleep"
+GATED = {"name": GATED_SLEEP, "queue_name": "a"}
 
 
 def _states(engine) -> dict[str, str]:
@@ -40,7 +43,7 @@ def test_sigkill_keeps_committed_rows_and_restart_joins_late_events(own_redis_ur
                                                                     start_worker):
     history_url = f"sqlite:///{tmp_path / 'history.sqlite3'}"
     first = start_exporter(own_redis_url, *QUIET_POLLER, history_url=history_url)
-    worker = start_worker(own_redis_url, "a")
+    worker = start_worker(own_redis_url, "a", app="tests.support.gate_app")
     wait_for(lambda: first.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
              60, message="worker up")
     app = producer(own_redis_url)
@@ -48,11 +51,14 @@ def test_sigkill_keeps_committed_rows_and_restart_joins_late_events(own_redis_ur
     engine = create_history_engine(history_url)
     wait_for(lambda: all(_states(engine).get(t) == "SUCCESS" for t in done), 30,
              message="finished rows")
-    # Long enough for a SIGKILL and a start on a loaded machine (6 s was not, once: the tasks
-    # ended while no exporter listened, and nothing could repair them without a backend).
-    running = [app.send_task(SLEEP, (12,), queue="a").id for _ in range(2)]
+    # They run until the gate opens, after the restart: a fixed sleep (6 s, then 12 s) ended
+    # while no exporter listened on a loaded machine, and nothing could repair it.
+    gate = tmp_path / "gate"
+    sent_at = time.monotonic()
+    running = [app.send_task(GATED_SLEEP, (str(gate),), queue="a").id for _ in range(2)]
     wait_for(lambda: all(_states(engine).get(t) == "STARTED" for t in running), 30,
              message="started rows committed")
+    started_by = time.monotonic()
     before = {t: get_execution(engine, t) for t in done}
 
     first.proc.kill()  # SIGKILL: no drain, no goodbye
@@ -61,26 +67,29 @@ def test_sigkill_keeps_committed_rows_and_restart_joins_late_events(own_redis_ur
     metrics = second.metrics()
     assert metrics.value("celery_jobmon_tasks_in_memory") == 2  # the two running, warmed
     # Counters start from 0, born by the warm-up so that the ends are increase()s of 2.
-    assert metrics.value("celery_task_succeeded_total", name=SLEEP, queue_name="a") == 0
+    assert metrics.value("celery_task_succeeded_total", **GATED) == 0
     # Warmed as running: "Running now" does not read 0 while they run (it did before).
-    assert metrics.value("celery_task_running", name=SLEEP, queue_name="a") == 2
+    assert metrics.value("celery_task_running", **GATED) == 2
 
-    wait_for(lambda: second.metrics().value("celery_task_succeeded_total", name=SLEEP,
-                                            queue_name="a") == 2, 30,
+    opened_at = time.monotonic()
+    gate.touch()  # both succeed now
+    wait_for(lambda: second.metrics().value("celery_task_succeeded_total", **GATED) == 2, 30,
              message=lambda: f"late successes joined\n{second.output()[-3000:]}")
     wait_for(lambda: all(_states(engine).get(t) == "SUCCESS" for t in running), 10,
              message="rows finished after the restart")
+    finished_by = time.monotonic()
     metrics = second.metrics()
     # Joined by the warmed index: no "unknown" labels anywhere.
-    assert metrics.series("celery_task_succeeded_total") == [{"name": SLEEP, "queue_name": "a"}]
-    assert metrics.value("celery_task_runtime_seconds_count", name=SLEEP, queue_name="a",
-                         state="SUCCESS") == 2
-    assert metrics.value("celery_task_running", name=SLEEP, queue_name="a") == 0
+    assert metrics.series("celery_task_succeeded_total") == [GATED]
+    assert metrics.value("celery_task_runtime_seconds_count", **GATED, state="SUCCESS") == 2
+    assert metrics.value("celery_task_running", **GATED) == 0
     for task_id in running:
         row = get_execution(engine, task_id)
-        assert (row.name, row.queue, row.state, row.hostname) == (SLEEP, "a", "SUCCESS",
+        assert (row.name, row.queue, row.state, row.hostname) == (GATED_SLEEP, "a", "SUCCESS",
                                                                   worker.hostname)
-        assert 12 <= row.runtime < 13
+        # The worker's runtime, across the kill and the restart: it started before the rows
+        # were seen STARTED and ended after the gate opened, within what this test watched.
+        assert opened_at - started_by <= row.runtime <= finished_by - sent_at
     # Rows committed before the kill are kept as they were; one row per task id.
     assert {t: get_execution(engine, t) for t in done} == before
     with engine.connect() as connection:
