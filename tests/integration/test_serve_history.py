@@ -3,13 +3,18 @@ survive an exporter restart, and no loss across a database outage."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from exporter.history import create_history_engine, get_execution, list_executions
 from exporter.history.orm import TASK_EXECUTION
+from tests.support.gate_app import GATED_FAIL
 from tests.support.network import TcpProxy
+from tests.support.redis_server import PrivateRedis
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -74,40 +79,57 @@ def test_scenario_rows_are_exact(redis_url, history_url, producer, start_exporte
     engine.dispose()
 
 
-def test_failure_after_an_exporter_restart_keeps_name_and_queue(redis_url, tmp_path, producer,
-                                                                start_exporter, start_worker):
+@pytest.fixture
+def own_redis_url() -> Iterator[str]:
+    """A broker URL on a private ``redis-server`` of this test (removed afterwards)."""
+    server = PrivateRedis()
+    server.start()
+    yield server.url(0)
+    server.remove()
+
+
+def test_failure_after_an_exporter_restart_keeps_name_and_queue(own_redis_url, tmp_path,
+                                                                producer, start_exporter,
+                                                                start_worker):
     history_url = f"sqlite:///{tmp_path / 'history.sqlite3'}"
-    first = start_exporter(redis_url, history_url=history_url)
-    worker = start_worker(redis_url)
+    first = start_exporter(own_redis_url, history_url=history_url)
+    worker = start_worker(own_redis_url, app="tests.support.gate_app")
     wait_for(lambda: first.metrics().value("celery_worker_up", hostname=worker.hostname) == 1,
              60, message="worker up")
-    app = producer(redis_url)
-    # Long enough for a stop and a start on a loaded machine (8 s was not, once in a while:
-    # the failure then arrived while no exporter listened).
-    doomed = app.send_task("examples.tasks.slow_fail", (15, "upstream gone"), queue="b")
+    app = producer(own_redis_url)
+    # It fails when the gate opens, after the restart: slow_fail(8), then slow_fail(15), ended
+    # while no exporter listened on a loaded machine (load 11).
+    gate = tmp_path / "gate"
+    sent_at = time.monotonic()
+    doomed = app.send_task(GATED_FAIL, (str(gate), "upstream gone"), queue="b")
     engine = create_history_engine(history_url)
     wait_for(lambda: (row := get_execution(engine, doomed.id)) and row.state == "STARTED", 30,
              message="started row written")
+    started_by = time.monotonic()
     first.stop()  # SIGTERM: the writer flushes before exit
     assert first.proc.returncode == 0, first.output()[-2000:]
     assert "logger=exporter.app stopped" in first.output()
 
-    second = start_exporter(redis_url, history_url=history_url)
+    second = start_exporter(own_redis_url, history_url=history_url)
     assert second.metrics().value("celery_jobmon_tasks_in_memory") == 1  # warmed
-    wait_for(lambda: second.metrics().value("celery_task_failed_total",
-                                            name="examples.tasks.slow_fail",
+    opened_at = time.monotonic()
+    gate.touch()  # the task fails now
+    wait_for(lambda: second.metrics().value("celery_task_failed_total", name=GATED_FAIL,
                                             queue_name="b") == 1, 30,
              message=lambda: f"failure counted after restart\n{second.output()}")
     metrics = second.metrics()
-    assert metrics.value("celery_task_exceptions_total", name="examples.tasks.slow_fail",
+    assert metrics.value("celery_task_exceptions_total", name=GATED_FAIL,
                          exception="RuntimeError") == 1
     assert metrics.series("celery_task_failed_total") == [
-        {"name": "examples.tasks.slow_fail", "queue_name": "b"}]
+        {"name": GATED_FAIL, "queue_name": "b"}]
     row = wait_for(lambda: (r := get_execution(engine, doomed.id)) and r.state == "FAILURE"
                    and r, 10, message="failure row")
+    finished_by = time.monotonic()
     assert (row.name, row.queue, row.exception_type, row.exception_message) == (
-        "examples.tasks.slow_fail", "b", "RuntimeError", "upstream gone")
-    assert 15 <= row.runtime < 17
+        GATED_FAIL, "b", "RuntimeError", "upstream gone")
+    # The worker's runtime across the restart: started before the STARTED row was seen, ended
+    # after the gate opened, within what this test watched.
+    assert opened_at - started_by <= row.runtime <= finished_by - sent_at
     engine.dispose()
 
 
