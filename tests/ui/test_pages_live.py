@@ -78,8 +78,8 @@ def test_the_pages_show_exactly_what_a_real_worker_does(
 
         stats = cells(client.get("/ui/statistics?window=1h").text)
         [add_row] = [row for row in stats if row[0] == "examples.tasks.add"]
-        assert add_row[1:5] == ["3", "3", "0", "1.000"]
-        assert add_row[6:8] == [seconds(min(r.runtime for r in rows)),
+        assert add_row[1:8] == ["3", "3", "0", "0", "0", "0", "1.000"]
+        assert add_row[9:11] == [seconds(min(r.runtime for r in rows)),
                                 seconds(max(r.runtime for r in rows))]
 
         def running_row() -> list[str] | None:

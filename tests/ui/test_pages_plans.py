@@ -53,7 +53,10 @@ def test_statistics_read_the_window_from_a_covering_index(engine):
         "SEARCH task_stats_built USING COVERING INDEX sqlite_autoindex_task_stats_built_1 "
         "(hour>?)",
         "SEARCH task_execution USING COVERING INDEX "
-        "ix_task_execution_finished_at_name_state_runtime (finished_at>? AND finished_at<?)"]
+        "ix_task_execution_finished_at_name_state_runtime (finished_at>? AND finished_at<?)",
+        # REVOKED, REJECTED and LOST of the window, off the (state, finished_at) index
+        "SEARCH task_execution USING INDEX ix_task_execution_state_finished_at "
+        "(state=? AND finished_at>? AND finished_at<?) | USE TEMP B-TREE FOR GROUP BY"]
 
 
 def test_statistics_of_built_periods_read_them_by_index_and_the_rest_of_the_window(engine):
@@ -76,4 +79,7 @@ def test_statistics_of_built_periods_read_them_by_index_and_the_rest_of_the_wind
         "MULTI-INDEX OR | INDEX 1 | SEARCH task_execution USING COVERING INDEX "
         "ix_task_execution_finished_at_name_state_runtime (finished_at>? AND finished_at<?) | "
         "INDEX 2 | SEARCH task_execution USING COVERING INDEX "
-        "ix_task_execution_finished_at_name_state_runtime (finished_at>? AND finished_at<?)"]
+        "ix_task_execution_finished_at_name_state_runtime (finished_at>? AND finished_at<?)",
+        # REVOKED, REJECTED and LOST of the window, off the (state, finished_at) index
+        "SEARCH task_execution USING INDEX ix_task_execution_state_finished_at "
+        "(state=? AND finished_at>? AND finished_at<?) | USE TEMP B-TREE FOR GROUP BY"]
