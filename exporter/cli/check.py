@@ -27,7 +27,7 @@ from typing import Any
 from celery import Celery
 from celery.app.utils import find_app
 from kombu import Consumer
-from sqlalchemy import text
+from sqlalchemy import Table, insert, text
 
 from exporter.cli.check_rows import (
     CheckResult,
@@ -49,6 +49,7 @@ from exporter.events.redis_stream import (
     fanout_pattern,
     redis_params,
 )
+from exporter.history.orm import TASK_EXECUTION
 from exporter.secrets import mask_urls_in
 
 log = logging.getLogger(__name__)
@@ -184,9 +185,12 @@ def history_probe(settings: Settings) -> Callable[[], str]:
     """The writability probe of the history database ``serve`` would use (``--history-url``,
     else the default SQLite file, whose directory is created as ``serve`` does).
 
-    The probe, when called, creates and drops :data:`PROBE_TABLE` in a transaction it rolls
-    back (nothing is left behind), then returns the schema's state: ``"schema at revision R"``,
-    ``"schema behind: at R, this version needs H"`` or ``"empty: serve creates the schema"``.
+    The probe, when called, writes what ``serve`` would write, in a transaction it rolls back
+    (nothing is left behind): a ``task_execution`` row when the schema exists (the rights
+    ``serve --no-history-upgrade`` needs), else :data:`PROBE_TABLE`, created and dropped (an
+    empty database: ``serve`` creates the schema). It returns the schema's state: ``"schema at
+    revision R"``, ``"schema behind: at R, this version needs H"`` or ``"empty: serve creates
+    the schema"``.
 
     Raises (from the probe):
         sqlalchemy.exc.OperationalError and other ``sqlalchemy.exc.DBAPIError``: unreachable,
@@ -200,12 +204,18 @@ def history_probe(settings: Settings) -> Callable[[], str]:
 
         engine = create_history_engine(history_url(settings))
         try:
+            revision, head = current_revision(engine), head_revision()
             with engine.connect() as connection:
                 transaction = connection.begin()
-                connection.execute(text(f"CREATE TABLE {PROBE_TABLE} (probe INTEGER)"))
-                connection.execute(text(f"DROP TABLE {PROBE_TABLE}"))
+                if revision is None:
+                    connection.execute(text(f"CREATE TABLE {PROBE_TABLE} (probe INTEGER)"))
+                    connection.execute(text(f"DROP TABLE {PROBE_TABLE}"))
+                else:
+                    now = time.time()
+                    table: Table = TASK_EXECUTION  # type: ignore[assignment]
+                    connection.execute(insert(table).values(
+                        task_id=PROBE_TABLE, state="PENDING", state_ts=now, updated_at=now))
                 transaction.rollback()
-            revision, head = current_revision(engine), head_revision()
         finally:
             engine.dispose()
         if revision is None:

@@ -3,7 +3,10 @@ JOBMON_HISTORY_URL, --no-history), and prints nothing of alembic's on stderr."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+
+import psycopg
 
 from exporter.history import head_revision, upgrade
 from tests.support.exporter import run_cli
@@ -55,3 +58,31 @@ def test_check_skips_the_history_with_no_history(tmp_path):
                    env={"JOBMON_HISTORY_URL": f"sqlite:///{tmp_path / 'h.db'}"})
     assert row == "[ ?? ] history database: skipped (--no-history)"
     assert not (tmp_path / "h.db").exists()
+
+
+def test_check_passes_a_postgresql_role_that_may_write_rows_but_not_create_tables(tmp_path):
+    """`serve --no-history-upgrade` needs only row rights on a schema an admin created: the
+    probe writes a row (rolled back), it does not need CREATE.
+    """
+    suffix = uuid.uuid4().hex[:8]
+    database, role = f"smallfix_check_{suffix}", f"smallfix_dml_{suffix}"
+    admin = psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True)
+    admin.execute(f"CREATE DATABASE {database}")
+    try:
+        upgrade(f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}")
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{database}",
+                             autocommit=True) as owner:
+            owner.execute(f"CREATE ROLE {role} LOGIN")
+            owner.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+            owner.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public "
+                          f"TO {role}")
+            row, _ = check(tmp_path, "--history-url",
+                           f"postgresql+psycopg://{role}@127.0.0.1:5432/{database}")
+            assert row == ("[ ok ] history database: writable; schema at revision "
+                           f"{head_revision()}")
+            count = owner.execute("SELECT count(*) FROM task_execution").fetchone()
+            assert count == (0,)  # rolled back
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.close()
