@@ -42,7 +42,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
 from celery import Celery
@@ -123,27 +124,49 @@ class CeleryBroadcaster:
 
     With a ``destination`` the call goes to those workers only and returns as soon as all of
     them answered (``limit=len(destination)``); without, it waits the whole timeout.
+
+    Each call first connects once without retrying (kombu's ``ensure_connection(max_retries=
+    0)``) and broadcasts over that connection: a pidbox publish retries its connection without
+    end (``retry=True`` with no limit), so with the broker down the poller's round stalled in
+    the first broadcast until the broker came back, and no round ended during an outage. Now
+    an unreachable broker raises at once (a poll error of that call) and the round goes on.
     """
 
     def __init__(self, app: Celery, timeout: float) -> None:
         self.app = app
         self.timeout = timeout
 
+    @contextmanager
+    def _connected(self) -> Iterator[Any]:
+        with self.app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=0)
+            yield connection
+
     def enable_events(self) -> None:
-        """Broadcast ``enable_events``."""
-        self.app.control.enable_events()
+        """Broadcast ``enable_events``.
+
+        Raises:
+            kombu.exceptions.OperationalError: the broker is unreachable.
+
+        """
+        with self._connected() as connection:
+            self.app.control.enable_events(connection=connection)
 
     def inspect(self, call: str, destination: Sequence[str] | None) -> Mapping[str, Any] | None:
-        """Run one inspect broadcast; raises what kombu raises when the broker is unreachable."""
-        inspector = self.app.control.inspect(
-            timeout=self.timeout,
-            destination=list(destination) if destination else None,
-            limit=len(destination) if destination else None,
-        )
-        if call == "active":
-            return inspector.active(safe=True)  # argument reprs: nothing to deserialize
-        result: Mapping[str, Any] | None = getattr(inspector, call)()
-        return result
+        """Run one inspect broadcast; raises what kombu raises when the broker is unreachable
+        (``OperationalError`` at once when it cannot connect).
+        """
+        with self._connected() as connection:
+            inspector = self.app.control.inspect(
+                timeout=self.timeout,
+                destination=list(destination) if destination else None,
+                limit=len(destination) if destination else None,
+                connection=connection,
+            )
+            if call == "active":
+                return inspector.active(safe=True)  # argument reprs: nothing to deserialize
+            result: Mapping[str, Any] | None = getattr(inspector, call)()
+            return result
 
 
 def queue_reader_for(app: Celery, management_url: str | None = None) -> QueueReader | None:
