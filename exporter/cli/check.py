@@ -27,7 +27,6 @@ from typing import Any
 from celery import Celery
 from celery.app.utils import find_app
 from kombu import Consumer
-from sqlalchemy import Table, insert, text
 
 from exporter.cli.check_rows import (
     CheckResult,
@@ -49,7 +48,6 @@ from exporter.events.redis_stream import (
     fanout_pattern,
     redis_params,
 )
-from exporter.history.orm import TASK_EXECUTION
 from exporter.secrets import mask_urls_in
 
 log = logging.getLogger(__name__)
@@ -177,52 +175,16 @@ def _task_events_on(app: Celery, settings: Settings, hosts: Sequence[str]
             and confs[h].get("worker_send_task_events") else None for h in hosts}
 
 
-#: The table the history probe creates and drops inside a transaction it rolls back.
-PROBE_TABLE = "jobmon_check_probe"
-
-
 def history_probe(settings: Settings) -> Callable[[], str]:
-    """The writability probe of the history database ``serve`` would use (``--history-url``,
-    else the default SQLite file, whose directory is created as ``serve`` does).
-
-    The probe, when called, writes what ``serve`` would write, in a transaction it rolls back
-    (nothing is left behind): a ``task_execution`` row when the schema exists (the rights
-    ``serve --no-history-upgrade`` needs), else :data:`PROBE_TABLE`, created and dropped (an
-    empty database: ``serve`` creates the schema). It returns the schema's state: ``"schema at
-    revision R"``, ``"schema behind: at R, this version needs H"`` or ``"empty: serve creates
-    the schema"``.
-
-    Raises (from the probe):
-        sqlalchemy.exc.OperationalError and other ``sqlalchemy.exc.DBAPIError``: unreachable,
-        read-only, or refuses DDL.
-        OSError: the default SQLite directory cannot be created.
-
+    """The writability probe (:func:`exporter.history.db.probe_writable`) of the history
+    database ``serve`` would use (``--history-url``, else the default SQLite file, whose
+    directory is created as ``serve`` does), to call later.
     """
     def probe() -> str:
-        from exporter.history import create_history_engine, current_revision, head_revision
+        from exporter.history.db import probe_writable
         from exporter.history.setup import history_url
 
-        engine = create_history_engine(history_url(settings))
-        try:
-            revision, head = current_revision(engine), head_revision()
-            with engine.connect() as connection:
-                transaction = connection.begin()
-                if revision is None:
-                    connection.execute(text(f"CREATE TABLE {PROBE_TABLE} (probe INTEGER)"))
-                    connection.execute(text(f"DROP TABLE {PROBE_TABLE}"))
-                else:
-                    now = time.time()
-                    table: Table = TASK_EXECUTION  # type: ignore[assignment]
-                    connection.execute(insert(table).values(
-                        task_id=PROBE_TABLE, state="PENDING", state_ts=now, updated_at=now))
-                transaction.rollback()
-        finally:
-            engine.dispose()
-        if revision is None:
-            return "empty: serve creates the schema"
-        if revision != head:
-            return f"schema behind: at {revision}, this version needs {head} (serve upgrades it)"
-        return f"schema at revision {revision}"
+        return probe_writable(history_url(settings))
     return probe
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, Table, create_engine, event, func, insert, select, text
 from sqlalchemy.engine import URL, make_url
+
+from exporter.history.orm import TASK_EXECUTION
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +179,44 @@ def needs_upgrade(engine: Engine) -> bool:
 
     """
     return current_revision(engine) != head_revision()
+
+
+#: The table :func:`probe_writable` creates and drops inside a transaction it rolls back.
+PROBE_TABLE = "jobmon_check_probe"
+
+
+def probe_writable(url: str) -> str:
+    """Write what ``serve`` would write to the history at ``url``, in a transaction rolled back
+    (nothing is left behind): a ``task_execution`` row when the schema exists (the rights
+    ``serve --no-history-upgrade`` needs), else :data:`PROBE_TABLE`, created and dropped (an
+    empty database: ``serve`` creates the schema). Returns the schema's state: ``"schema at
+    revision R"``, ``"schema behind: at R, this version needs H"`` or ``"empty: serve creates
+    the schema"``.
+
+    Raises:
+        sqlalchemy.exc.OperationalError and other ``sqlalchemy.exc.DBAPIError``: unreachable,
+        read-only, or refuses DDL.
+        OSError: the default SQLite directory cannot be created.
+
+    """
+    engine = create_history_engine(url)
+    try:
+        revision, head = current_revision(engine), head_revision()
+        with engine.connect() as connection:
+            transaction = connection.begin()
+            if revision is None:
+                connection.execute(text(f"CREATE TABLE {PROBE_TABLE} (probe INTEGER)"))
+                connection.execute(text(f"DROP TABLE {PROBE_TABLE}"))
+            else:
+                now = time.time()
+                table: Table = TASK_EXECUTION  # type: ignore[assignment]
+                connection.execute(insert(table).values(
+                    task_id=PROBE_TABLE, state="PENDING", state_ts=now, updated_at=now))
+            transaction.rollback()
+    finally:
+        engine.dispose()
+    if revision is None:
+        return "empty: serve creates the schema"
+    if revision != head:
+        return f"schema behind: at {revision}, this version needs {head} (serve upgrades it)"
+    return f"schema at revision {revision}"
