@@ -180,7 +180,9 @@ def make_action_app(settings: Settings) -> Celery:
     app = exporter_app(settings, "celery-jobmon-actions", task_send_sent_event=True,
                        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
                        broker_connection_timeout=4)
-    if app.connection_for_write().transport.driver_type == "amqp":
+    with app.connection_for_write() as connection:  # not connected: the URL's transport
+        amqp = connection.transport.driver_type == "amqp"
+    if amqp:
         app.conf.broker_transport_options = {**app.conf.broker_transport_options,
                                              "confirm_publish": True}
     return app
