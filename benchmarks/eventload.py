@@ -121,13 +121,16 @@ def render(server: RedisServer, tasks: int = 2000, names: int = 20, queues: int 
             failed = rng.random() < failure_ratio
             for event_type in LIFECYCLE_FAIL if failed else LIFECYCLE_OK:
                 fields: dict = {"uuid": task_id}
+                # The fields Celery 5 sends: a top-level task is its own root.
                 if event_type == "task-sent":
-                    fields.update(name=name, queue=queue, routing_key=queue, args="(1, 2)",
-                                  kwargs="{}", retries=0, eta=None, expires=None)
+                    fields.update(root_id=task_id, parent_id=None, name=name, args="(1, 2)",
+                                  kwargs="{}", retries=0, eta=None, expires=None, queue=queue,
+                                  exchange=queue, routing_key=queue)
                     producer.send(event_type, **fields)
                 else:
                     if event_type == "task-received":
-                        fields.update(name=name, args="(1, 2)", kwargs="{}", retries=0)
+                        fields.update(name=name, args="(1, 2)", kwargs="{}", root_id=task_id,
+                                      parent_id=None, retries=0, eta=None, expires=None)
                     elif event_type == "task-succeeded":
                         fields.update(result="3", runtime=0.01)
                     elif event_type == "task-failed":
@@ -172,8 +175,9 @@ def with_new_ids(template: Template, copy: int) -> list[tuple[str, bytes]]:
         body = base64.b64decode(envelope["body"])
         event = json.loads(body)
         for item in event if isinstance(event, list) else [event]:
-            if "uuid" in item:
-                item["uuid"] = f"{item['uuid'][:-6]}{copy:06d}"
+            for key in ("uuid", "root_id"):
+                if key in item:
+                    item[key] = f"{item[key][:-6]}{copy:06d}"
         envelope["body"] = base64.b64encode(json.dumps(event).encode()).decode()
         out.append((channel, json.dumps(envelope).encode()))
     return out
