@@ -193,7 +193,7 @@ def judge_result_backend(producer_conf: Mapping[str, Any] | None) -> CheckResult
 
 def judge_history(error: BaseException | None, checked: bool, note: str = "") -> CheckResult:
     """The history row from the writability probe's error (``None``: writable) and its note on
-    the schema (``"schema at revision 0005"``); ``checked`` False: ``--no-history``.
+    the schema (``"schema at revision 0006"``); ``checked`` False: ``--no-history``.
     """
     if not checked:
         return CheckResult("history database", None, "skipped (--no-history)")

@@ -276,20 +276,25 @@ def list_executions(
     return Page(items, encode_cursor(items[-1].state_ts, items[-1].task_id))
 
 
-def _finished_in(since: float | None, until: float | None, name: str | None,
-                 columns: Any = _C) -> list[Any]:
-    conditions: list[Any] = [columns.finished_at.is_not(None)]
+def _ended_in(states: Sequence[str], since: float | None, until: float | None,
+              name: str | None, columns: Any = _C) -> list[Any]:
+    """Conditions of the executions in one of the terminal ``states`` that finished in the
+    window (and of task ``name``): a finished execution's ``finished_at`` is its ``state_ts``
+    (:func:`~exporter.history.merge.finalize`), so they are ranges of the ``(state, state_ts,
+    task_id)`` or ``(name, state, state_ts, task_id)`` index.
+    """
+    conditions: list[Any] = [columns.state.in_(states)]
     if since is not None:
-        conditions.append(columns.finished_at >= since)
+        conditions.append(columns.state_ts >= since)
     if until is not None:
-        conditions.append(columns.finished_at < until)
+        conditions.append(columns.state_ts < until)
     if name is not None:
         conditions.append(columns.name == name)
     return conditions
 
 
 #: The terminal states besides SUCCESS and FAILURE, counted from the rows (rare, read off the
-#: ``(state, finished_at)`` index) rather than kept in the hourly figures.
+#: ``(state, state_ts, task_id)`` index) rather than kept in the hourly figures.
 OTHER_TERMINAL_STATES = ("REVOKED", "REJECTED", "LOST")
 
 
@@ -299,7 +304,7 @@ def _other_terminal(connection: Connection, since: float | None, until: float | 
     window (only the states with executions).
     """
     query = (select(_C.name, _C.state, func.count())
-             .where(_C.state.in_(OTHER_TERMINAL_STATES), *_finished_in(since, until, name))
+             .where(*_ended_in(OTHER_TERMINAL_STATES, since, until, name))
              .group_by(_C.name, _C.state))
     counts: dict[str | None, dict[str, int]] = {}
     for task_name, state, n in connection.execute(query):
@@ -370,29 +375,30 @@ def failure_groups(
     ``queue``, when given) grouped by exception class.
 
     Returns at most ``limit`` groups, the most frequent first (then the most recent). Two
-    reads of the ``(state, finished_at)`` range: the groups (count and newest ``finished_at``
-    per class), then for each group shown its newest failure (the greatest task id among those
-    that finished at that time) joined for its message and name — the long columns are read
-    for those rows only.
+    reads of the FAILURE range of the ``(state, state_ts, task_id)`` index (a failure's
+    ``state_ts`` is its ``finished_at``): the groups (count and newest finish per class), then
+    for each group shown its newest failure (the greatest task id among those that finished at
+    that time) joined for its message and name — the long columns are read for those rows
+    only.
     """
     exception = func.coalesce(_C.exception_type, "unknown")
     on_queue = [] if queue is None else [_C.queue == queue]
-    where = [*_finished_in(since, until, name), _C.state == FAILED, *on_queue]
+    where = [*_ended_in((FAILED,), since, until, name), *on_queue]
     groups = (
         select(exception.label("exception_type"), func.count().label("total"),
-               func.max(_C.finished_at).label("last_seen"))
+               func.max(_C.state_ts).label("last_seen"))
         .where(*where)
         .group_by(exception)
-        .order_by(func.count().desc(), func.max(_C.finished_at).desc())
+        .order_by(func.count().desc(), func.max(_C.state_ts).desc())
         .limit(limit)
         .subquery()
     )
     sample = _TABLE.alias("sample")
     newest = (
         select(sample.c.task_id)
-        .where(*_finished_in(since, until, name, sample.c), sample.c.state == FAILED,
+        .where(*_ended_in((FAILED,), since, until, name, sample.c),
                *([] if queue is None else [sample.c.queue == queue]),
-               sample.c.finished_at == groups.c.last_seen,
+               sample.c.state_ts == groups.c.last_seen,
                func.coalesce(sample.c.exception_type, "unknown") == groups.c.exception_type)
         .order_by(sample.c.task_id.desc())
         .limit(1)

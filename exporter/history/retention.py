@@ -28,10 +28,11 @@ DEFAULT_CHUNK_SIZE = 5000
 
 
 def _older_than(cutoff: float) -> ColumnElement[bool]:
-    # Written as two range conditions behind a state IN list, so both use the
-    # (state, finished_at) index prefix instead of scanning the table.
+    # Written as range conditions behind a state IN list, so the finished rows are ranges of
+    # the (state, state_ts, task_id) index (a finished row's finished_at is its state_ts)
+    # instead of a scan of the table.
     return or_(
-        and_(_C.state.in_(sorted(TERMINAL_STATES)), _C.finished_at < cutoff),
+        and_(_C.state.in_(sorted(TERMINAL_STATES)), _C.state_ts < cutoff),
         and_(_C.state.in_(UNFINISHED_STATES), _C.updated_at < cutoff),
     )
 

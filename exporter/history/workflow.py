@@ -1,9 +1,10 @@
 """A workflow's tree from the history: every execution of one root, nested by ``parent_id``.
 
-:func:`workflow_of` reads the rows (one indexed range on ``root_id``, at most ``limit`` + 1);
-:func:`build_tree` nests them (pure). What the tree can show is what the events say (see
-:mod:`exporter.events.canvas`): a group's members are siblings under the task that sent them;
-a group or chord applied at the top level has one root per header task, so its tree holds the
+:func:`workflow_of` reads the rows (the root by primary key, the rest one range of the partial
+``root_id`` index, at most ``limit`` + 1); :func:`build_tree` nests them (pure). What the tree
+can show is what the events say (see :mod:`exporter.events.canvas`): a group's members are
+siblings under the task that sent them; a group or chord applied at the top level has one root
+per header task, so its tree holds the
 header task asked about and, under the header task that finished last, the callback.
 :func:`waiting_steps` reads what the workflow tracker needs at start (tasks a finished task
 sent that have not started).
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Table, or_, select
+from sqlalchemy import Table, select, union_all
 from sqlalchemy.exc import SQLAlchemyError
 
 from exporter.history.orm import ACTION_AUDIT, TASK_EXECUTION
@@ -177,9 +178,15 @@ def workflow_of(bind: Bind, task_id: str, limit: int = DEFAULT_MAX_NODES) -> Wor
     root_id = found[0].root_id or task_id
     columns = (_C.task_id, _C.name, _C.state, _C.parent_id, _C.group_id, _C.retries,
                _C.sent_at, _C.started_at, _C.finished_at, _C.runtime, _C.state_ts)
-    rows = _rows(bind, select(*columns)
-                 .where(or_(_C.root_id == root_id, _C.task_id == root_id))
-                 .order_by(_C.sent_at.is_(None), _C.sent_at, _C.state_ts, _C.task_id)
+    # The root by its primary key, the others off the partial root_id index (it holds the
+    # rows whose root is not themselves; the condition must be written out to be used).
+    tree = union_all(
+        select(*columns).where(_C.task_id == root_id),
+        select(*columns).where(_C.root_id == root_id, _C.root_id != _C.task_id),
+    ).subquery()
+    rows = _rows(bind, select(tree)
+                 .order_by(tree.c.sent_at.is_(None), tree.c.sent_at, tree.c.state_ts,
+                           tree.c.task_id)
                  .limit(limit + 1))
     nodes = [WorkflowNode(**row._mapping) for row in rows[:limit]]
     if task_id not in {node.task_id for node in nodes}:  # asked for one sent late: keep it

@@ -6,11 +6,12 @@ entries send the same task (:func:`runs`). A run was *sent* at its ``task-sent``
 when the producer sends no ``task-sent`` (``task_send_sent_event`` off in beat's app), when a
 worker received it. Reads only; times are float seconds since the epoch.
 
-A first read scans the task's rows (the ``name`` index); later reads look only at the rows not
-finished yet or finished after a given time (``finished_after``: the ``(name, finished_at)``
-index) and :meth:`Runs.merged` folds them into what was read before — a check stays cheap with
-months of runs in the history (measured: 50,000 runs of one task among 500,000 rows in SQLite,
-200-300 ms for the full read, 1-10 ms for the next ones).
+A first read scans the task's rows (the ``(name, state, state_ts, task_id)`` index); later reads
+look only at the rows not finished yet or finished after a given time (``finished_after``:
+ranges of that index, a finished row's ``finished_at`` being its ``state_ts``) and
+:meth:`Runs.merged` folds them into what was read before — a check stays cheap with months of
+runs in the history (measured: 50,000 runs of one task among 500,000 rows in SQLite, 200-300 ms
+for the full read, 1-10 ms for the next ones).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, Table, case, func, select, union_all
 
+from exporter.events.table import TERMINAL_STATES, UNFINISHED_STATES
 from exporter.history.orm import TASK_EXECUTION
 
 _TABLE: Table = TASK_EXECUTION  # type: ignore[assignment]
 _C = _TABLE.c
+_TERMINAL = sorted(TERMINAL_STATES)
 #: When a run was sent: ``task-sent``, else ``task-received`` (no sent event).
 SENT_AT = func.coalesce(_C.sent_at, _C.received_at)
 
@@ -94,9 +97,11 @@ def runs(engine: Engine, task: str, since: float,
     columns = (SENT_AT.label("sent"), _C.started_at, _C.state, _C.finished_at)
     if finished_after is None:
         rows = select(*columns).where(*where).subquery()
-    else:  # two index ranges: an OR would scan every row of the task
-        rows = union_all(select(*columns).where(*where, _C.finished_at > finished_after),
-                         select(*columns).where(*where, _C.finished_at.is_(None))).subquery()
+    else:  # index ranges per state: an OR would scan every row of the task
+        rows = union_all(select(*columns).where(*where, _C.state.in_(_TERMINAL),
+                                                _C.state_ts > finished_after),
+                         select(*columns).where(*where, _C.state.in_(UNFINISHED_STATES))
+                         ).subquery()
     r = rows.c
     latest = select(func.max(r.sent), func.max(r.started_at),
                     func.max(case((r.state == "SUCCESS", r.finished_at))))

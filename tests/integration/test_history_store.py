@@ -608,7 +608,7 @@ def test_the_writer_prunes_periodically(db, make_writer):
 
 def test_migrations_match_the_models_and_upgrade_is_idempotent(db):
     upgrade(db.engine)
-    assert current_revision(db.engine) == head_revision() == "0005"
+    assert current_revision(db.engine) == head_revision() == "0006"
     assert needs_upgrade(db.engine) is False
     with db.engine.connect() as connection:
         context = MigrationContext.configure(
