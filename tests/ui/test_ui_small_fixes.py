@@ -6,10 +6,8 @@ real Redis broker (database 15), the real app through Starlette's TestClient.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
-import redis
 from celery import Celery
 
 from exporter.history import get_execution
@@ -18,15 +16,6 @@ from exporter.periodic.sources import ExpectSource
 from exporter.periodic.tracker import PeriodicTracker
 from tests.ui.conftest import T0, add_row, csrf_of, login
 from ui.templating import schedule
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """Redis database 15, emptied before and after (this file's own)."""
-    client = redis.Redis("127.0.0.1", 6379, db=15)
-    client.flushdb()
-    yield "redis://127.0.0.1:6379/15"
-    client.flushdb()
 
 
 def test_a_retry_post_for_an_unknown_task_is_a_404_not_already_sent(client, engine):
