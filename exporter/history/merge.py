@@ -81,6 +81,8 @@ import ast
 import re
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
+from math import isfinite
+from operator import itemgetter
 from typing import Any, TypeGuard
 
 from exporter.config import DEFAULT_HISTORY_MAX_FIELD_BYTES
@@ -144,15 +146,16 @@ MERGE_RULES: tuple[MergeRule, ...] = (
     MergeRule(_MAX, ("retries",)),
     MergeRule(_NEWEST, ("state", "state_ts", "revoke_reason", "revoke_signal", "state_source"),
               _state_order),
-    MergeRule(_NEWEST, ("worker_seen_at", "hostname"), lambda row: row["worker_seen_at"]),
+    MergeRule(_NEWEST, ("worker_seen_at", "hostname"), itemgetter("worker_seen_at")),
     MergeRule(_FIRST, ("result", "result_truncated")),
     MergeRule(_FIRST, ("runtime",)),
     MergeRule(_NEWEST, ("exception_at", "exception_type", "exception_message",
                         "exception_message_truncated", "traceback", "traceback_truncated"),
-              lambda row: row["exception_at"]),
+              itemgetter("exception_at")),
 )
-#: Lead field → ``(kind, fields, order)`` of its rule (tuples: :func:`merge_into` is per event).
-_RULE_BY_LEAD = {rule.fields[0]: (rule.kind, rule.fields, rule.order) for rule in MERGE_RULES}
+#: Lead field → ``(kind, the other fields, order)`` of its rule (tuples: :func:`merge_into` runs
+#: per event).
+_RULE_BY_LEAD = {rule.fields[0]: (rule.kind, rule.fields[1:], rule.order) for rule in MERGE_RULES}
 #: Every column an event can set (the writer owns these; action columns are left alone).
 EVENT_FIELDS: tuple[str, ...] = tuple(f for rule in MERGE_RULES for f in rule.fields)
 #: Columns :func:`finalize` derives.
@@ -185,6 +188,9 @@ def cap_text(value: Any, max_bytes: int) -> tuple[str | None, bool]:
     A non-string value is stored as its ``repr``; NUL and lone surrogates are replaced (see
     :func:`_clean`). Returns ``(text, truncated)``; ``None`` gives ``(None, False)``.
     """
+    if (type(value) is str and len(value) <= max_bytes and value.isascii()
+            and "\x00" not in value):  # the usual case: storable as it is
+        return value, False
     if value is None:
         return None, False
     text = _clean(value if isinstance(value, str) else repr(value))
@@ -264,7 +270,9 @@ def precap_event(event: MutableMapping[str, Any], max_field_bytes: int) -> None:
     """
     limit = max_field_bytes + 1
     for name in _PRECAPPED:
-        value = event.get(name)
+        if name not in event:
+            continue
+        value = event[name]
         if isinstance(value, str) and len(value) > limit:  # all three cuts need this
             if name == "traceback":
                 keep = max(limit, TRACEBACK_TAIL_CHARS)
@@ -288,8 +296,13 @@ def _identifier(value: Any) -> str | None:
     return _clean(text[:MAX_IDENTIFIER_CHARS])
 
 
+_INT32_LIMIT = 2 ** 31
+
+
 def _int32(value: Any) -> int | None:
     """``value`` when it is an int that fits the INTEGER columns (32 bits), else ``None``."""
+    if type(value) is int:  # the usual case, without the general check's call
+        return value if -_INT32_LIMIT <= value < _INT32_LIMIT else None
     return as_int(value, 32)
 
 
@@ -298,6 +311,9 @@ _CALL_RE = re.compile(r"^\s*[A-Za-z_][\w.]*\((.*)\)\s*$", re.DOTALL)
 _OPEN_CALL_RE = re.compile(r"^\s*[A-Za-z_][\w.]*\((['\"])(.*)$", re.DOTALL)
 _COLON_RE = re.compile(r"^\s*[A-Za-z_][\w.]*\s*:\s?(.*)$", re.DOTALL)
 _QUOTED_MAX = 100_000
+#: A quoted string whose characters are printable ASCII but quotes and backslashes: its
+#: ``ast.literal_eval`` is what is between the quotes (no escape, no line break, no NUL).
+_PLAIN_QUOTED_RE = re.compile(r"'[ !#-&(-\[\]-~]*'|\"[ !#-&(-\[\]-~]*\"")
 
 
 def exception_message(text: Any) -> str | None:
@@ -309,32 +325,34 @@ def exception_message(text: Any) -> str | None:
     (``"ValueError('xxx"``) → ``xxx``; anything else is returned whole. ``None`` or a
     non-string gives ``None``.
     """
+    return _parse_exception(text)[0]
+
+
+def _parse_exception(text: Any) -> tuple[str | None, bool]:
+    """``(exception_message(text), cut)``: ``cut`` when ``text`` is a repr cut inside its quoted
+    message (by :func:`precap_event`): ``ValueError('xxx…`` with no closing quote and
+    parenthesis.
+    """
     if not isinstance(text, str):
-        return None
+        return None, False
     match = _CALL_RE.match(text)
     if match:
         inner = match.group(1).strip()
         if (len(inner) >= 2 and len(inner) <= _QUOTED_MAX and inner[0] == inner[-1]
                 and inner[0] in "'\""):
+            if _PLAIN_QUOTED_RE.fullmatch(inner):  # "ValueError('boom')": no parser needed
+                return inner[1:-1], False
             try:
                 value = ast.literal_eval(inner)
             except (ValueError, SyntaxError, MemoryError, RecursionError):
-                return inner
-            return value if isinstance(value, str) else inner
-        return inner
+                return inner, False
+            return (value if isinstance(value, str) else inner), False
+        return inner, False
     match = _OPEN_CALL_RE.match(text)
-    if match:  # cut inside its message (see _is_cut_repr): the message without its quote
-        return match.group(2)
+    if match:  # cut inside its message: the message without its quote
+        return match.group(2), True
     match = _COLON_RE.match(text)
-    return match.group(1) if match else text
-
-
-def _is_cut_repr(text: Any) -> bool:
-    """Whether an ``exception`` repr was cut inside its quoted message (by
-    :func:`precap_event`): ``ValueError('xxx…`` with no closing quote and parenthesis.
-    """
-    return isinstance(text, str) and not _CALL_RE.match(text) and bool(
-        _OPEN_CALL_RE.match(text))
+    return (match.group(1) if match else text), False
 
 
 def _storable_id(value: Any) -> TypeGuard[str]:
@@ -354,6 +372,9 @@ def _revoke_reason(event: Mapping[str, Any]) -> str:
 
 
 _NOTHING: Mapping[str, Any] = {}
+#: Event fields :func:`record_from_event` reads whatever the event's type.
+_ANY_EVENT_FIELDS = frozenset({"state_source", "name", "parent_id", "root_id", "args", "kwargs",
+                               "eta", "expires", "retries", "priority"})
 
 
 def record_from_event(event: Mapping[str, Any],
@@ -374,45 +395,48 @@ def record_from_event(event: Mapping[str, Any],
     same row either way.
     """
     get = event.get
-    have = _NOTHING.get if known is None else known.get
     event_type = get("type")
     state = EVENT_STATE.get(event_type) if isinstance(event_type, str) else None
     task_id = get("uuid")
-    timestamp = as_number(get("timestamp"))
+    timestamp = get("timestamp")
+    if type(timestamp) is not float or not isfinite(timestamp):  # a finite float needs no call
+        timestamp = as_number(timestamp)
     if state is None or timestamp is None or not _storable_id(task_id):
         return None
     row: Row = {"state": state, "state_ts": timestamp}
-    source = get("state_source")
-    if source is not None:  # a repair record (exporter.repair), not a Celery event
-        row["state_source"] = _identifier(source)
-        queue = _identifier(get("queue"))
-        if queue is not None:
-            row["queue"] = queue
-    if state == "REVOKED":
-        row["revoke_reason"] = _revoke_reason(event)
-        row["revoke_signal"] = _int32(get("signum"))
-    # Absent fields (most of them, on most events) are skipped before any conversion.
-    for field in ("name", "parent_id", "root_id"):
-        value = get(field)
-        if (value is not None and have(field) is None
-                and (value := _identifier(value)) is not None):
-            row[field] = value
-    if get("name") == CHORD_UNLOCK and have("group_id") is None:
-        group_id = _identifier(chord_group_id(CHORD_UNLOCK, get("args")))
-        if group_id is not None:
-            row["group_id"] = group_id
-    for field, flag in (("args", "args_truncated"), ("kwargs", "kwargs_truncated")):
-        value = get(field)
-        if value is not None and have(field) is None:
-            row[field], row[flag] = cap_text(value, max_field_bytes)
-    for field in ("eta", "expires"):
-        value = get(field)
-        if value is not None and (value := parse_eta(value)) is not None:
-            row[field] = value
-    for field in ("retries", "priority"):
-        value = get(field)
-        if value is not None and (value := _int32(value)) is not None:
-            row[field] = value
+    source = None
+    # Fields any event may carry; task-started, -succeeded and -failed carry none of them, and
+    # one check (in C) skips them all.
+    if not _ANY_EVENT_FIELDS.isdisjoint(event):
+        have = _NOTHING.get if known is None else known.get
+        source = get("state_source")
+        if source is not None:  # a repair record (exporter.repair), not a Celery event
+            row["state_source"] = _identifier(source)
+            queue = _identifier(get("queue"))
+            if queue is not None:
+                row["queue"] = queue
+        # Absent fields are skipped before any conversion.
+        for field in ("name", "parent_id", "root_id"):
+            value = get(field)
+            if (value is not None and have(field) is None
+                    and (value := _identifier(value)) is not None):
+                row[field] = value
+        if get("name") == CHORD_UNLOCK and have("group_id") is None:
+            group_id = _identifier(chord_group_id(CHORD_UNLOCK, get("args")))
+            if group_id is not None:
+                row["group_id"] = group_id
+        for field, flag in (("args", "args_truncated"), ("kwargs", "kwargs_truncated")):
+            value = get(field)
+            if value is not None and have(field) is None:
+                row[field], row[flag] = cap_text(value, max_field_bytes)
+        for field in ("eta", "expires"):
+            value = get(field)
+            if value is not None and (value := parse_eta(value)) is not None:
+                row[field] = value
+        for field in ("retries", "priority"):
+            value = get(field)
+            if value is not None and (value := _int32(value)) is not None:
+                row[field] = value
     if event_type == "task-sent":
         row["sent_at"] = timestamp
         for field in ("routing_key", "exchange"):
@@ -428,24 +452,29 @@ def record_from_event(event: Mapping[str, Any],
     elif event_type == "task-started":
         row["started_at"] = timestamp
     elif event_type == "task-succeeded":
-        row["result"], row["result_truncated"] = cap_text(event.get("result"), max_field_bytes)
-        runtime = as_number(event.get("runtime"))
+        row["result"], row["result_truncated"] = cap_text(get("result"), max_field_bytes)
+        runtime = get("runtime")
+        if type(runtime) is not float or not isfinite(runtime):
+            runtime = as_number(runtime)
         if runtime is not None:
             row["runtime"] = max(0.0, runtime)
     elif event_type in ("task-failed", "task-retried"):
-        exception = event.get("exception")
-        exception_type = exception_class(exception, event.get("traceback"))
-        text = exception_message(exception)
-        if exception_class(exception) in WRAPPER_EXCEPTIONS:
-            real = traceback_exception(event.get("traceback"))
-            text = real[1] if real is not None else text
+        exception, traceback = get("exception"), get("traceback")
+        text, cut = _parse_exception(exception)
+        exception_type = exception_class(exception)
+        if exception_type in WRAPPER_EXCEPTIONS:  # the real exception ends the traceback
+            real = traceback_exception(traceback)
+            if real is not None:
+                exception_type, text = real
         message, message_cut = cap_text(text, max_field_bytes)
-        message_cut = message_cut or _is_cut_repr(exception)
-        traceback, traceback_cut = cap_traceback(event.get("traceback"), max_field_bytes,
-                                                 event.get(TRACEBACK_CHARS))
+        traceback, traceback_cut = cap_traceback(traceback, max_field_bytes,
+                                                 get(TRACEBACK_CHARS))
         row.update(exception_at=timestamp, exception_type=_identifier(exception_type),
-                   exception_message=message, exception_message_truncated=message_cut,
+                   exception_message=message, exception_message_truncated=message_cut or cut,
                    traceback=traceback, traceback_truncated=traceback_cut)
+    elif state == "REVOKED":
+        row["revoke_reason"] = _revoke_reason(event)
+        row["revoke_signal"] = _int32(get("signum"))
     if event_type in WORKER_EVENTS and (hostname := _identifier(get("hostname"))) is not None:
         row["worker_seen_at"] = timestamp
         row["hostname"] = hostname
@@ -465,24 +494,22 @@ def merge_into(target: MutableMapping[str, Any], incoming: Mapping[str, Any]) ->
         rule = rules.get(lead)
         if rule is None or value is None:
             continue
-        kind, fields, order = rule
+        kind, others, order = rule
         current = target.get(lead)
-        if current is None:
-            for field in fields:
-                target[field] = incoming.get(field)
-        elif kind == _FIRST:
-            continue
-        elif kind == _MAX:
-            if value > current:
-                target[lead] = value
-        elif kind == _MIN:
-            if value < current:
-                target[lead] = value
-        else:  # _NEWEST
+        if current is not None:
+            if kind is _FIRST:
+                continue
+            if kind is not _NEWEST:  # min, max: one field
+                if value < current if kind is _MIN else value > current:
+                    target[lead] = value
+                continue
             assert order is not None
-            if order(incoming) > order(target):
-                for field in fields:
-                    target[field] = incoming.get(field)
+            if not order(incoming) > order(target):
+                continue
+        # The incoming group fills an empty one or is newer: it moves as a whole.
+        target[lead] = value
+        for field in others:
+            target[field] = incoming.get(field)
 
 
 def merge(*rows: Mapping[str, Any]) -> Row:
