@@ -233,7 +233,9 @@ class HistoryWriter(threading.Thread):
         never raises; worker events are ignored, unusable or surplus events are counted in
         ``dropped``. The dict is copied (shallow), so the caller may change it afterwards;
         oversized text fields are cut in the copy (:func:`~.merge.precap_event`), so the queue's
-        memory is bounded by ``capacity`` whatever the events carry.
+        memory is bounded by ``capacity`` whatever the events carry. The writer frees the
+        events it takes as soon as they are merged into pending rows, before it writes them: at
+        most ``capacity`` queued events and one take being merged are alive at once.
         """
         try:
             event_type = event.get("type")
@@ -407,6 +409,9 @@ class HistoryWriter(threading.Thread):
                     pending[task_id] = row
                 else:
                     merge_into(current, row)
+            # Merged: free the events now. The caller holds the taken queues while it writes,
+            # and a new queue fills up to capacity meanwhile (benchmarks/README.md, target 4).
+            queue.clear()
         if not pending:
             self._pending_oldest = None
         if invalid:
