@@ -5,13 +5,18 @@ renders for the same families."""
 from __future__ import annotations
 
 import platform
+from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
 
 from exporter.metrics import catalogue as m
 from exporter.metrics.exposition import CachedExposition
 from exporter.state.health import Health
+from exporter.state.histogram import HistogramValue
 from exporter.state.model import Model
 
 T0 = 1_700_000_000.0
@@ -365,3 +370,80 @@ def test_hostname_label_splits_task_series_by_worker(clock, ev) -> None:
     assert samples[k("celery_task_lost_total", **w2)] == 0.0
     # Exceptions stay per task name, as without the option.
     assert samples[k("celery_task_exceptions_total", name="app.add", exception="E")] == 1.0
+
+
+# -- every shape of labels and value, byte for byte against prometheus-client ---------------
+
+#: Label values needing every escape, with UTF-8 and format characters.
+ODD = ('a "b" \\ c\n ü %s %', "\x00\x01\x02")
+BOUNDS = (1e-05, 0.5, 5.0, 1e7)
+
+
+def _reference(name: str, kind: str, labels: tuple[str, ...],
+               values: dict[tuple[str, ...], Any]) -> Any:
+    """``values`` as prometheus-client's own family renders them."""
+    if kind == "histogram":
+        family = HistogramMetricFamily(name, "h", labels=labels)
+        for key, hist in values.items():
+            buckets = [(floatToGoString(bound), count) for bound, count in zip(
+                hist.bounds, hist.cumulative, strict=False)]
+            family.add_metric(list(key), [*buckets, ("+Inf", hist.count)], hist.total)
+        return family
+    family_class = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+    family = family_class(name, "h", labels=labels)
+    for key, value in values.items():
+        family.add_metric(list(key), value)
+    return family
+
+
+class _Families:
+    def __init__(self, families: list[Any]) -> None:
+        self.families = families
+
+    def collect(self) -> Any:
+        return iter(self.families)
+
+
+@pytest.mark.parametrize("names", [(), ("hostname",), ("name",), ("hostname", "name")])
+@pytest.mark.parametrize("const", [(), (("cluster", "c"),), (("zone", ODD[0]),),
+                                   (("a_cluster", ODD[1]), ("zone", "z"))])
+def test_histograms_with_labels_on_either_side_of_le_render_as_prometheus_client(
+        names: tuple[str, ...], const: tuple[tuple[str, str], ...]) -> None:
+    counts = [((0, 0, 0, 0, 0), 0.0), ((1, 1, 2, 3, 3), 0.30000000000000004),
+              ((0, 999_999, 999_999, 999_999, 999_999), 2.5),
+              ((1, 2, 3, 4, 1_500_000), 12.0), ((1, 1, 1, 1, 1), 1e6),
+              ((0, 1, 1, 1, 2), 2.5e9), ((0, 0, 1, 1, 1), -0.5), ((1, 1, 1, 1, 1), 1e-07)]
+    key_values = [*ODD, "x", "y", "w@h"]
+    values = {tuple(key_values[(i + j) % len(key_values)] for j in range(len(names))):
+              HistogramValue(BOUNDS, cumulative, total)
+              for i, (cumulative, total) in enumerate(counts)}
+    spec = m.MetricSpec("h_seconds", "histogram", "h", names, "seconds", "test",
+                        read=lambda snapshot, now: snapshot)
+    exposition = CachedExposition("x_", [spec], const_labels=const)
+    const_names, const_values = tuple(n for n, _ in const), [v for _, v in const]
+    for scraped in (values, dict(list(values.items())[::2])):
+        expected = generate_latest(_Families([_reference(
+            "x_h_seconds", "histogram", (*names, *const_names),
+            {(*key, *const_values): hist for key, hist in scraped.items()})]))
+        assert b"".join(exposition.chunks(scraped, T0)) == expected
+
+
+@pytest.mark.parametrize("names", [(), ("hostname",), ("name", "exception")])
+@pytest.mark.parametrize("kind", ["counter", "gauge"])
+def test_counter_and_gauge_values_render_as_prometheus_client(names: tuple[str, ...],
+                                                              kind: str) -> None:
+    numbers = [0, 7, 999_999, 1_000_000, 123_456_789, True, False, 0.5, -0.25, -0.0, 1e-07,
+               1.7e9, 999_999.5, float("nan"), float("inf"), float("-inf")]
+    key_values = [*ODD, "x"]
+    if names:
+        values = {(f"v{i}", *(key_values[(i + j) % 3] for j in range(len(names) - 1))): number
+                  for i, number in enumerate(numbers)}
+    else:
+        values = {(): 3}
+    spec = m.MetricSpec("c_total" if kind == "counter" else "g", kind, "h", names, "", "test",
+                        read=lambda snapshot, now: snapshot)
+    const = (("cluster", ODD[0]),)
+    exposition = CachedExposition("x_", [spec], const_labels=const)
+    family = _reference(f"x_{spec.name.removesuffix('_total')}", kind, (*names, "cluster"),
+                        {(*key, ODD[0]): value for key, value in values.items()})
+    assert b"".join(exposition.chunks(values, T0)) == generate_latest(_Families([family]))
