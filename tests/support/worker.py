@@ -51,10 +51,16 @@ class Worker:
         return Path(self.log.name).read_text()
 
     def kill(self) -> None:
-        """SIGKILL the worker and its pool: no worker-offline, no terminal task events."""
-        if self.proc.poll() is None:
+        """SIGKILL the worker and its pool: no worker-offline, no terminal task events.
+
+        The whole process group, even when its leader has exited: ``faketime`` runs the
+        worker as its child and exits alone on a signal, leaving the worker running.
+        """
+        try:
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        except ProcessLookupError:  # the group is gone
+            pass
+        self.proc.wait()
 
     def quit(self) -> None:
         """Cold shutdown (SIGCONT, then SIGQUIT to the process group: running tasks are not
@@ -65,7 +71,8 @@ class Worker:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.kill()
+                pass
+        self.kill()  # what is left of the group
 
     def stop(self) -> None:
         """Warm shutdown (SIGTERM: running tasks finish); SIGKILL if it has not exited 15 s
@@ -75,4 +82,5 @@ class Worker:
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
-                self.kill()
+                pass
+        self.kill()  # what is left of the group (a faketime worker outlives its wrapper)
