@@ -44,14 +44,23 @@ def _send_held(app: Celery, adds: int, failures: int) -> dict[str, str]:
     return sent
 
 
+def _worker_idle(app: Celery, worker: Worker) -> bool:
+    """The worker answers and runs nothing: every task it took has sent its last event (a
+    request leaves ``active`` in the handler that publishes its task-succeeded/-failed)."""
+    active = app.control.inspect(timeout=1.0, destination=[worker.hostname]).active() or {}
+    return active.get(worker.hostname) == []
+
+
 def _release(app: Celery, worker: Worker, total: int) -> None:
-    """Let the worker take the held queue and wait until it ran ``total`` tasks in all (the
-    broadcast is repeated until the worker answers: a cut pub/sub connection makes it miss
-    broadcasts until it has reconnected).
+    """Let the worker take the held queue and wait until it ran ``total`` tasks in all and
+    finished them (the broadcast is repeated until the worker answers: a cut pub/sub
+    connection makes it miss broadcasts until it has reconnected). ``stats()["total"]``
+    counts a task once a pool process took it, so it alone let the last outcome be published
+    after the exporter was let go again.
     """
     wait_for(lambda: app.control.add_consumer(HELD, destination=[worker.hostname], reply=True,
                                               timeout=1), 30, message="add_consumer answered")
-    wait_for(lambda: _worker_total(app, worker) == total, 60,
+    wait_for(lambda: _worker_total(app, worker) == total and _worker_idle(app, worker), 60,
              message=lambda: f"the worker ran {total} tasks\n{worker.output()[-2000:]}")
 
 

@@ -186,10 +186,7 @@ def test_chord_unlock_retries_are_counted_and_the_callback_hangs_under_it(
     assert result.get(timeout=60) == 4.5
     group_id = result.parent.id
 
-    def unlock_tree() -> dict[str, Any] | None:
-        body = _tree(api, result.id, 2)
-        return body if all(t["state"] == "SUCCESS" for t in body["tasks"]) else None
-    body = wait_for(unlock_tree, 60, message="chord_unlock and callback")
+    body = _settled(api, result.id, 2, {"SUCCESS"})  # the callback's own event too
     (unlock,) = body["tasks"]
     assert (unlock["name"], unlock["group_id"], body["root_id"]) == (
         UNLOCK, group_id, unlock["task_id"])
