@@ -53,9 +53,9 @@ def test_a_build_on_a_locked_sqlite_history_gives_up_at_once(tmp_path):
         engine.dispose()
 
 
-def test_a_build_behind_a_postgresql_lock_gives_up_at_once(pg_url):
-    engine = create_history_engine(pg_url)
-    holder = create_history_engine(pg_url)
+def test_a_build_behind_a_postgresql_lock_gives_up_at_once(empty_pg_url):
+    engine = create_history_engine(empty_pg_url)
+    holder = create_history_engine(empty_pg_url)
     try:
         with holder.connect() as connection, connection.begin():
             connection.execute(text("LOCK TABLE task_stats_period IN ACCESS EXCLUSIVE MODE"))

@@ -133,14 +133,13 @@ def test_failure_after_an_exporter_restart_keeps_name_and_queue(own_redis_url, t
     engine.dispose()
 
 
-def test_database_outage_loses_no_row(redis_url, pg_url, producer, start_exporter,
+def test_database_outage_loses_no_row(redis_url, empty_pg_url, producer, start_exporter,
                                       start_worker):
     proxy = TcpProxy()
     proxy.start()
-    via_proxy = make_url(pg_url).set(port=proxy.port).render_as_string(hide_password=False)
-    engine = create_history_engine(pg_url)
-    with engine.begin() as connection:
-        connection.execute(TASK_EXECUTION.delete())
+    via_proxy = make_url(empty_pg_url).set(port=proxy.port).render_as_string(
+        hide_password=False)
+    engine = create_history_engine(empty_pg_url)
     try:
         exporter = start_exporter(redis_url, history_url=via_proxy)
         worker = start_worker(redis_url, "a")

@@ -12,7 +12,8 @@ vhost, so tests cannot see each other's queues and events.
 - ``producer``: builds a Celery app sending ``task-sent`` events for a broker URL.
 - ``start_exporter``, ``start_worker``: start :class:`~tests.support.exporter.Exporter` and
   :class:`~tests.support.worker.Worker` processes, stopped (workers SIGKILLed) at teardown.
-- ``pg_url`` (session), ``history_url`` (SQLite, then PostgreSQL): history databases.
+- ``pg_url`` (session), ``empty_pg_url`` (it, emptied), ``history_url`` (SQLite, then
+  PostgreSQL): history databases.
 """
 
 from __future__ import annotations
@@ -162,15 +163,21 @@ def pg_url() -> Iterator[str]:
                 sql.Identifier(name)))
 
 
+@pytest.fixture
+def empty_pg_url(pg_url: str) -> str:
+    """The session's PostgreSQL history database with its tables emptied: the tests of one
+    xdist worker share it, and what an earlier test wrote would change this one's figures."""
+    engine = create_history_engine(pg_url)
+    with engine.begin() as connection:
+        for table in (TASK_EXECUTION, ACTION_AUDIT, TASK_STATS_PERIOD, TASK_STATS_BUILT):
+            connection.execute(table.delete())
+    engine.dispose()
+    return pg_url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def history_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty history database: a SQLite file, then the session's PostgreSQL database."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'history.sqlite3'}"
-    url = str(request.getfixturevalue("pg_url"))
-    engine = create_history_engine(url)
-    with engine.begin() as connection:
-        for table in (TASK_EXECUTION, ACTION_AUDIT, TASK_STATS_PERIOD, TASK_STATS_BUILT):
-            connection.execute(table.delete())
-    engine.dispose()
-    return url
+    return str(request.getfixturevalue("empty_pg_url"))
