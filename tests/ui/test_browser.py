@@ -66,7 +66,12 @@ class Pages:
     def click(self, text: str) -> None:
         """Click the link or button labelled ``text`` and wait for the next page (a form's
         answer can take a second: a revoke waits for the workers' replies).
+
+        Asked while the old document is being replaced, Chrome can answer "Node with given
+        id does not belong to the document" (a plain WebDriverException, not the stale
+        element the wait expects): that is asked again, and the next answer is "stale".
         """
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.support import expected_conditions
         from selenium.webdriver.support.wait import WebDriverWait
 
@@ -75,7 +80,8 @@ class Pages:
             if found:
                 page = self.driver.find_element("tag name", "html")
                 found[0].click()
-                WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(page))
+                WebDriverWait(self.driver, 30, ignored_exceptions=(WebDriverException,)
+                              ).until(expected_conditions.staleness_of(page))
                 return
         raise AssertionError(f"no link or button {text!r} on {self.driver.current_url}:\n"
                              f"{self.text()}")
