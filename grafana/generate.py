@@ -597,11 +597,15 @@ def overview() -> db.Dashboard:
 
         .with_row(db.Row("Workers"))
         .with_panel(stat_panel(
-            "Workers up / down", "Each worker: up while heartbeats arrive, down after "
-            "worker-offline or the worker timeout.",
-            prom(f"max by (hostname) (celery_worker_up{sel()})", "{{hostname}}"),
-            steps=((None, RED), (1, GREEN)),
-            mappings={"1": ("up", GREEN), "0": ("down", RED)}, width=12, height=8))
+            "Workers up / silent / down", "Each worker: up while heartbeats arrive, down "
+            "after worker-offline or the worker timeout; silent: a solo-pool worker quiet past "
+            "the worker timeout but not past --solo-busy-timeout (busy with one task or dead: "
+            "a solo worker sends nothing while it runs a task).",
+            prom(f"max by (hostname) (celery_worker_up{sel()}) + max by (hostname) "
+                 f"(celery_worker_silent{sel()})", "{{hostname}}"),
+            steps=((None, RED), (1, GREEN), (2, ORANGE)),
+            mappings={"2": ("silent", ORANGE), "1": ("up", GREEN), "0": ("down", RED)},
+            width=12, height=8))
         .with_panel(ts_panel(
             "Worker busy ratio",
             "Tasks running / pool size per worker (heartbeat active / inspect stats).", [

@@ -357,7 +357,7 @@ def test_dashboards_show_one_exporters_numbers_with_the_default_selection(replic
         return list(replicas.values(_substitute(expr, ".*", task)).values())
 
     assert panel("Pending") == [WAITING_ON_C]
-    assert panel("Workers up / down") == [1]
+    assert panel("Workers up / silent / down") == [1]
 
 
 def test_the_task_variables_all_leaves_chord_unlock_out_of_the_dashboards(replicas):

@@ -232,8 +232,8 @@ def test_overview_has_the_required_panels():
         "Consumers per queue", "Running, reserved and scheduled by task",
         "Runtime p50 / p95 / p99 by task", "Tasks (last 5 minutes)", "Slow jobs",
         "Stuck jobs (oldest running)",
-        "Workers up / down", "Worker busy ratio", "Tasks processed per worker", "Worker CPU",
-        "Worker peak memory",
+        "Workers up / silent / down", "Worker busy ratio", "Tasks processed per worker",
+        "Worker CPU", "Worker peak memory",
         "Missed periodic runs", "Last run failed", "Schedule sources down", "Periodic check age",
         "Last outcome by entry", "Periodic entries", "Missed periodic runs by entry",
         "Workflows in progress", "Stuck workflow steps", "Stuck steps by task",
@@ -333,6 +333,22 @@ def test_busy_ratio_is_active_tasks_over_pool_size():
     expr = _target("celery-overview.json", "Worker busy ratio")["expr"]
     assert re.fullmatch(r"max by \(hostname\) \(celery_worker_tasks_active\{[^}]*\}\) / "
                         r"max by \(hostname\) \(celery_worker_pool_size\{[^}]*\}\)", expr)
+
+
+def test_a_silent_solo_worker_has_its_own_tile_colour():
+    # celery_worker_silent is 1 only while celery_worker_up is 1: the sum is 0, 1 or 2.
+    panel = next(p for p in _panels(COMMITTED["celery-overview.json"])
+                 if p["title"] == "Workers up / silent / down")
+    (target,) = panel["targets"]
+    assert re.fullmatch(r"max by \(hostname\) \(celery_worker_up\{[^}]*\}\) \+ "
+                        r"max by \(hostname\) \(celery_worker_silent\{[^}]*\}\)",
+                        target["expr"])
+    (mapping,) = panel["fieldConfig"]["defaults"]["mappings"]
+    assert {value: (text["text"], text["color"]) for value, text in mapping["options"].items()
+            } == {"0": ("down", "red"), "1": ("up", "green"), "2": ("silent", "orange")}
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [(s["value"], s["color"]) for s in steps] == [
+        (None, "red"), (1, "green"), (2, "orange")]
 
 
 def test_slow_jobs_compare_average_runtime_with_the_threshold_variable():
