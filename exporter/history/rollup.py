@@ -56,6 +56,7 @@ from sqlalchemy import (
     Engine,
     Table,
     and_,
+    bindparam,
     delete,
     func,
     insert,
@@ -155,6 +156,13 @@ def supported(dialect: str) -> bool:
     return dialect in TRIGGERS
 
 
+#: The statement of :func:`forget`, built once: building it per batch (the IN lists as literal
+#: parameters) cost the writer about 0.5 µs a row, more than running it.
+_FORGET = delete(TASK_STATS_BUILT).where(or_(
+    and_(_BUILT.hours == 1, _BUILT.hour.in_(bindparam("hours", expanding=True))),
+    and_(_BUILT.hours == DAY_HOURS, _BUILT.hour.in_(bindparam("days", expanding=True)))))
+
+
 def forget(connection: Connection, finished: Iterable[float]) -> None:
     """Forget the built hours and days holding any of the ``finished`` times (epoch seconds:
     the finish times, before and after, of the executions a transaction changes), inside the
@@ -168,9 +176,7 @@ def forget(connection: Connection, finished: Iterable[float]) -> None:
     if not hours or not supported(connection.dialect.name):
         return
     days = {hour - hour % DAY_HOURS for hour in hours}
-    connection.execute(delete(TASK_STATS_BUILT).where(or_(
-        and_(_BUILT.hours == 1, _BUILT.hour.in_(sorted(hours))),
-        and_(_BUILT.hours == DAY_HOURS, _BUILT.hour.in_(sorted(days))))))
+    connection.execute(_FORGET, {"hours": sorted(hours), "days": sorted(days)})
 
 
 def bucket_of(runtime: float) -> int:
