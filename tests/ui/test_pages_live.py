@@ -123,3 +123,43 @@ def test_the_pages_show_exactly_what_a_real_worker_does(
             "csrftoken": csrf_of(confirm.text), "task_id": waiting[9].id})
         assert cancelled.status_code == 202, cancelled.text
         assert f'<dd id="acknowledged">{worker.hostname}</dd>' in cancelled.text
+
+
+def test_a_task_two_workers_hold_for_its_eta_is_one_row_naming_both(
+        redis_server, start_exporter, start_worker, producer, history_url, tmp_path):
+    # Before: one row per worker holding it, while celery_task_scheduled counted it once.
+    redis_url = redis_server.url()
+    users = tmp_path / "users"
+    add_user(str(users), "alice", "operator", PASSWORDS["alice"])
+    first, second = (start_worker(redis_url, queue, app="tests.support.redelivery_app")
+                     for queue in ("a", "b"))
+    exporter = start_exporter(redis_url, "--ui-users-file", str(users), history_url=history_url)
+    app = producer(redis_url)
+    later = app.send_task("examples.tasks.add", args=(1, 1), queue="a", countdown=600)
+    hostnames = sorted((first.hostname, second.hostname))
+
+    with httpx.Client(base_url=exporter.url, follow_redirects=False, timeout=10) as client:
+        login(client, "alice")  # type: ignore[arg-type]
+        wait_for(lambda: later.id in client.get("/ui/scheduled").text, 30,
+                 message="the first worker holds the task")
+        # Only the second worker takes from queue a now: the redelivery goes to it, while
+        # the first keeps holding the task (a cancelled consumer keeps what it took).
+        for command, worker in (("add_consumer", second), ("cancel_consumer", first)):
+            assert getattr(app.control, command)("a", destination=[worker.hostname],
+                                                 reply=True, timeout=5), command
+
+        def held_by_both() -> tuple[str, list[list[str]]] | None:
+            page = client.get("/ui/scheduled").text
+            rows = cells(page) if "<tbody>" in page else []
+            return (page, rows) if rows and ", ".join(hostnames) in rows[0][4] else None
+
+        page, rows = wait_for(held_by_both, 60, message=lambda: "the task held by both workers"
+                              f"\n{client.get('/ui/scheduled').text}")
+    assert len(rows) == 1 and rows[0][2:4] == [later.id, "examples.tasks.add"]
+    assert re.sub(r"\s+", " ", rows[0][4]) == (
+        f"{', '.join(hostnames)} held by 2 workers: each runs it at its ETA (delivered again "
+        "while held: on Redis, after the broker's visibility_timeout)")
+    assert page.count(f"<code>{later.id}</code>") == 1
+    wait_for(lambda: exporter.metrics().value("celery_task_scheduled", name="examples.tasks.add",
+                                              queue_name="a") == 1, 30,
+             message="celery_task_scheduled counts it once")

@@ -2,6 +2,11 @@
 scheduled`` asked when the page is rendered (:mod:`actions.held`) — ETA, time left, name, id,
 worker, message priority — soonest first, each with a link to cancel it (a revoke: the worker
 drops it at its ETA).
+
+One row per task: on Redis a message still unacknowledged after the broker's
+``visibility_timeout`` (one hour by default) is delivered again, so an ETA further away than
+that ends up held by several workers, and each runs it at its ETA. Such a row names every
+worker holding it and says so, as ``celery_task_scheduled`` counts it once.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from starlette.responses import Response
 from actions import held
 from actions.context import ActionContext
 from actions.errors import ActionError
+from exporter.poll.inspect_replies import ScheduledTask
 from ui.access import viewer
 from ui.live import live_page
 from ui.users import User
@@ -25,27 +31,37 @@ router = APIRouter()
 
 @dataclass(frozen=True)
 class ScheduledRow:
-    """One held task: ``eta`` epoch seconds (``None``: the worker sent none parseable)."""
+    """One held task: ``hostnames`` every worker holding it, sorted (more than one: each
+    will run it); ``eta`` epoch seconds, the earliest any of them holds it for (``None``:
+    none sent one parseable); name and priority as the first worker (by hostname) has them.
+    """
 
     task_id: str
     name: str
-    hostname: str
+    hostnames: tuple[str, ...]
     eta: float | None
     priority: int | None
 
 
 def scheduled_rows(ctx: ActionContext) -> tuple[list[ScheduledRow], list[str]]:
-    """The held tasks, soonest ETA first (unknown ETAs last), and why the workers could not
-    be asked, if so.
+    """The held tasks, one row each, soonest ETA first (unknown ETAs last), and why the
+    workers could not be asked, if so.
     """
     try:
         scheduled = held.scheduled_tasks(ctx)
     except ActionError as exc:
         return [], [exc.detail]
     problems = [] if scheduled.asked else [held.NOBODY_ASKED]
-    rows = [ScheduledRow(entry.request.task_id, entry.request.name, hostname, entry.eta,
-                         entry.request.priority)
-            for hostname, entries in scheduled.by_worker.items() for entry in entries]
+    holders: dict[str, list[tuple[str, ScheduledTask]]] = {}
+    for hostname, entries in sorted(scheduled.by_worker.items()):
+        for entry in entries:
+            holders.setdefault(entry.request.task_id, []).append((hostname, entry))
+    rows = []
+    for task_id, held_by in holders.items():
+        first = held_by[0][1].request
+        etas = [entry.eta for _, entry in held_by if entry.eta is not None]
+        rows.append(ScheduledRow(task_id, first.name, tuple(h for h, _ in held_by),
+                                 min(etas) if etas else None, first.priority))
     rows.sort(key=lambda r: (r.eta is None, r.eta or 0.0, r.task_id))
     return rows, problems
 
