@@ -49,7 +49,13 @@ from exporter.history import (
     unfinished,
     upgrade,
 )
-from exporter.history.db import MIGRATIONS_DIR, VERSION_TABLE
+from exporter.history.db import (
+    MIGRATIONS_DIR,
+    SQLITE_WAL_AUTOCHECKPOINT,
+    SQLITE_WRITE_CACHE_KIB,
+    VERSION_TABLE,
+    WRITE_INTENT,
+)
 from exporter.history.orm import ACTION_AUDIT, TASK_EXECUTION, HistoryBase
 from exporter.history.store import upsert_rows
 from tests.support.events import PRODUCER, WORKER, task_event
@@ -658,6 +664,20 @@ def test_a_fresh_database_needs_an_upgrade(tmp_path):
     with engine.connect() as connection:
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+        assert connection.execute(text("PRAGMA wal_autocheckpoint")).scalar() == \
+            SQLITE_WAL_AUTOCHECKPOINT
+        assert connection.execute(text("PRAGMA cache_size")).scalar() == -2000  # a reader's
+    engine.dispose()
+
+
+def test_a_transaction_that_writes_gets_the_larger_page_cache(tmp_path):
+    engine = create_history_engine(f"sqlite:///{tmp_path / 'cache.sqlite3'}")
+    upgrade(engine)
+    with engine.connect() as connection:
+        connection = connection.execution_options(**{WRITE_INTENT: True})
+        with connection.begin():
+            assert connection.execute(text("PRAGMA cache_size")).scalar() == \
+                -SQLITE_WRITE_CACHE_KIB
     engine.dispose()
 
 
