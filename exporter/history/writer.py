@@ -105,7 +105,8 @@ class HistoryStats:
 
     ``events_accepted``: events queued by :meth:`HistoryWriter.submit`; ``rows_written``: rows
     inserted or changed; ``write_errors``: failed batch attempts (each retry counts);
-    ``queue_depth``: events waiting in the queue; ``pending_rows``: merged rows not yet written;
+    ``queue_depth``: events waiting in the queue or taken by the writer and not merged yet;
+    ``pending_rows``: merged rows not yet written (both 0: everything accepted is written);
     ``dropped``: ``{reason: count}`` over :data:`DROP_REASONS` (events, or rows for
     ``rejected``/``stop_timeout``); ``last_write_ts``: exporter time of the last committed
     batch, seconds since the epoch, or ``None``; ``consecutive_failures``: failed attempts since
@@ -215,6 +216,7 @@ class HistoryWriter(threading.Thread):
         self._last_write_ts: float | None = None
         self._failures = 0
         self._pending_count = 0
+        self._taken = 0  # events the writer took and has not merged into pending rows yet
         self._rows_pruned = 0
         self._prune_errors = 0
         # Writer thread only.
@@ -318,7 +320,7 @@ class HistoryWriter(threading.Thread):
         with self._cond:
             return HistoryStats(
                 events_accepted=self._accepted, rows_written=self._rows_written,
-                write_errors=self._write_errors, queue_depth=self._queued,
+                write_errors=self._write_errors, queue_depth=self._queued + self._taken,
                 pending_rows=self._pending_count, dropped=dict(self._dropped),
                 last_write_ts=self._last_write_ts, consecutive_failures=self._failures,
                 rows_pruned=self._rows_pruned, prune_errors=self._prune_errors,
@@ -389,6 +391,7 @@ class HistoryWriter(threading.Thread):
         if len(self._pending) >= self.max_pending:
             return None, None, self._flush_requested
         taken, oldest = self._queues, self._oldest
+        self._taken = self._queued
         self._queues, self._queued, self._oldest = (deque(), deque(), deque()), 0, None
         return taken, oldest, self._flush_requested
 
@@ -414,9 +417,11 @@ class HistoryWriter(threading.Thread):
             queue.clear()
         if not pending:
             self._pending_oldest = None
-        if invalid:
-            with self._cond:
-                self._dropped["invalid"] += invalid
+        # The taken events are pending rows now: the counters never show work in hand as done.
+        with self._cond:
+            self._taken = 0
+            self._pending_count = len(pending)
+            self._dropped["invalid"] += invalid
 
     def _write_due(self, now: float, urgent: bool) -> bool:
         if now < self._backoff_until:
