@@ -27,6 +27,7 @@ from actions.http.routes import PREFIX as API_PREFIX
 from exporter import __version__
 from exporter.config import Settings
 from exporter.state.health import Health
+from ui.app import HOW_TO_ENABLE, DisabledUi
 from ui.app import PREFIX as UI_PREFIX
 
 #: gzip level of ``/metrics``. Measured on 36 MB of exposition (500 names × 10 queues): level
@@ -78,7 +79,9 @@ def create_http_app(metrics: MetricsEndpoint | None, health: Health,
     ``/metrics``, ``/healthz`` and ``/readyz`` need no token. With ``--api-listen`` the
     process serves two of these apps: metrics without the API, and the API without metrics.
     ``ui`` (the job browser, :func:`ui.app.ui_from_settings`) is mounted at ``/ui``, next to
-    the API. ``/`` redirects to the job browser (307), or without one lists these endpoints.
+    the API. ``/`` redirects to the job browser (307), or without one — none mounted, or the
+    :class:`~ui.app.DisabledUi` of ``serve`` without ``--ui-users-file`` — lists these endpoints
+    (and says how to turn the job browser on when it is off).
     """
     http = FastAPI(title="celery-jobmon", version=__version__, docs_url=None, redoc_url=None,
                    openapi_url=None)
@@ -105,9 +108,10 @@ def create_http_app(metrics: MetricsEndpoint | None, health: Health,
 
     @http.get("/", include_in_schema=False)
     def landing() -> Response:
-        if ui is not None:
+        if ui is not None and not isinstance(ui, DisabledUi):
             return RedirectResponse(f"{UI_PREFIX}/", status_code=307)
-        return HTMLResponse(_landing_page(metrics is not None, api is not None))
+        return HTMLResponse(_landing_page(metrics is not None, api is not None,
+                                          ui_off=ui is not None))
 
     if api is not None:
         mount = Mount(API_PREFIX, app=api)
@@ -121,9 +125,10 @@ def create_http_app(metrics: MetricsEndpoint | None, health: Health,
     return http
 
 
-def _landing_page(metrics: bool, api: bool) -> str:
+def _landing_page(metrics: bool, api: bool, ui_off: bool) -> str:
     """The page ``GET /`` shows when there is no job browser to go to (as node_exporter's):
-    links to what this listener serves.
+    links to what this listener serves; ``ui_off``: this listener would serve the job browser
+    but it is off, and the page says how to turn it on.
     """
     links = [("/metrics", "Metrics")] if metrics else []
     links += [("/healthz", "Health"), ("/readyz", "Readiness")]
@@ -132,7 +137,7 @@ def _landing_page(metrics: bool, api: bool) -> str:
     items = "".join(f'<li><a href="{href}">{label}</a></li>' for href, label in links)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f"<title>celery-jobmon</title></head><body><h1>celery-jobmon {__version__}</h1>"
-            f"<ul>{items}</ul></body></html>")
+            f"<ul>{items}</ul>{f'<p>{HOW_TO_ENABLE}</p>' if ui_off else ''}</body></html>")
 
 
 def _api_problems_outside_the_mount(http: FastAPI) -> None:

@@ -168,16 +168,25 @@ def create_ui(context: UiContext, *, session_secret: str, secure_cookies: bool,
                              path=PREFIX, same_site="lax", https_only=secure_cookies)
 
 
-def disabled_ui() -> ASGIApp:
-    """The app at :data:`PREFIX` while no users file is configured: a 403 page everywhere."""
+class DisabledUi:
+    """The app at :data:`PREFIX` while no users file is configured: a 403 page everywhere,
+    saying how to turn the job browser on. ``/`` lists the endpoints instead of sending the
+    user here (:func:`exporter.http.create_http_app` tells it apart by its type).
+    """
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI: answer any request with the 403 page."""
         body = ("<!doctype html><html lang=en><meta charset=utf-8>"
                 "<title>Job browser off</title><h1>403 — job browser off</h1>"
                 f"<p>{HOW_TO_ENABLE}</p></html>")
         await HTMLResponse(body, status_code=403)(scope, receive, send)
 
-    return app
+
+def disabled_ui() -> DisabledUi:
+    """The app ``serve`` mounts at :data:`PREFIX` without ``--ui-users-file``
+    (:class:`DisabledUi`).
+    """
+    return DisabledUi()
 
 
 def ui_from_settings(settings: Settings, actions: ActionContext,

@@ -90,3 +90,16 @@ def test_the_root_lists_the_endpoints_or_opens_the_job_browser() -> None:
 
     root = TestClient(create_http_app(None, Health(), ui=ui)).get("/", follow_redirects=False)
     assert (root.status_code, root.headers["location"]) == (307, "/ui/")
+
+
+def test_the_root_lists_the_endpoints_when_the_job_browser_is_off() -> None:
+    # What `serve` mounts without --ui-users-file: the 403 app. Going there helps nobody.
+    from exporter.config import Settings
+    from ui.app import ui_from_settings
+
+    off = ui_from_settings(Settings(), None)  # type: ignore[arg-type]
+    root = TestClient(create_http_app(lambda: b"", Health(), ui=off)).get(
+        "/", follow_redirects=False)
+    assert root.status_code == 200 and root.headers["content-type"].startswith("text/html")
+    assert re.findall(r'href="([^"]+)"', root.text) == ["/metrics", "/healthz", "/readyz"]
+    assert "job browser is off" in root.text and "--ui-users-file" in root.text
