@@ -119,15 +119,30 @@ def hash_password(password: str) -> str:
     return _HASHER.hash(password)
 
 
+def missing_directories(path: str) -> list[str]:
+    """The directories above the file ``path`` that do not exist yet, outermost first (what
+    :func:`add_user` creates): ``["/etc/celery-jobmon"]`` for ``/etc/celery-jobmon/ui-users``
+    on a new host, ``[]`` when its directory exists.
+    """
+    missing: list[str] = []
+    directory = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(directory):
+        missing.insert(0, directory)
+        directory = os.path.dirname(directory)
+    return missing
+
+
 def add_user(path: str, name: str, role: str, password: str) -> bool:
     """Add ``name`` with ``role`` and the hash of ``password`` to the users file at ``path``
-    (created with mode 0600 when missing), or replace that user's line.
+    (created with mode 0600 when missing, in directories created with mode 0700 when missing:
+    :func:`missing_directories`), or replace that user's line.
 
     Returns:
         ``True`` when the user was new, ``False`` when replaced.
 
     Raises:
-        UsersFileError: a bad name or role, an unreadable or invalid file.
+        UsersFileError: a bad name or role, an unreadable or invalid file, a directory that
+            cannot be created, a file that cannot be written (the message names which).
 
     """
     check_name(name)
@@ -145,8 +160,18 @@ def add_user(path: str, name: str, role: str, password: str) -> bool:
             lines[index], new = entry, False
     if new:
         lines.append(entry)
+    for directory in missing_directories(path):
+        try:  # 0700: the file holds password hashes; chmod, as mkdir's mode passes the umask
+            os.mkdir(directory, 0o700)
+            os.chmod(directory, 0o700)
+        except OSError as exc:
+            raise UsersFileError(f"cannot create the directory {directory}: "
+                                 f"{exc.strerror or exc}") from None
     directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".ui-users-")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".ui-users-")
+    except OSError as exc:
+        raise UsersFileError(f"cannot write in {directory}: {exc.strerror or exc}") from None
     with os.fdopen(handle, "w", encoding="utf-8") as file:  # mkstemp: mode 0600
         file.write("\n".join(lines) + "\n")
     os.replace(temporary, path)

@@ -343,14 +343,15 @@ def ui_user() -> None:
 @_arg("--role", type=click.Choice(["viewer", "operator"]), default="viewer",
       help="viewer: read the pages; operator: also retry and cancel.")
 @option("--users-file", envvar="JOBMON_UI_USERS_FILE", required=True, metavar="PATH",
-        help="The users file (created with mode 0600 when missing).")
+        help="The users file (created with mode 0600 when missing, its directory with mode "
+             "0700).")
 @_arg("--password-stdin", is_flag=True, default=False,
       help="Read the password from the first line of standard input instead of a prompt.")
 def ui_user_add(name: str, role: str, users_file: str, password_stdin: bool) -> None:
     """Add user NAME (or replace its role and password) with an argon2 hash of the password,
     asked twice at the prompt or read from standard input.
     """
-    from ui.users import UsersFileError, add_user
+    from ui.users import UsersFileError, add_user, missing_directories
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -358,8 +359,11 @@ def ui_user_add(name: str, role: str, users_file: str, password_stdin: bool) -> 
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     if len(password) < 8:
         raise click.UsageError("the password needs at least 8 characters")
+    created = missing_directories(users_file)
     try:
         new = add_user(users_file, name, role, password)
     except UsersFileError as exc:
         raise click.ClickException(f"{users_file}: {exc}") from None
+    if created:
+        click.echo(f"created {', '.join(created)} (mode 0700)")
     click.echo(f"{'added' if new else 'replaced'} {name} ({role}) in {users_file}")

@@ -293,6 +293,28 @@ def test_ui_user_add_writes_argon2_hashes_and_replaces_a_user(tmp_path):
     assert short.exit_code == 2 and "at least 8 characters" in short.output
 
 
+def test_ui_user_add_creates_a_missing_directory_0700_or_says_which_it_cannot(tmp_path):
+    # The README's `ui-user add … --users-file /etc/celery-jobmon/ui-users` on a new host.
+    directory = tmp_path / "etc" / "celery-jobmon"
+    path = str(directory / "ui-users")
+    runner = CliRunner()
+    result = runner.invoke(main, ["ui-user", "add", "carol", "--users-file", path,
+                                  "--password-stdin"], input="carol-password\n")
+    assert (result.exit_code, result.exception) == (0, None), result.output
+    assert result.output == (f"created {tmp_path / 'etc'}, {directory} (mode 0700)\n"
+                             f"added carol (viewer) in {path}\n")
+    assert [os.stat(d).st_mode & 0o777 for d in (directory, directory.parent)] == [0o700] * 2
+    assert os.stat(path).st_mode & 0o777 == 0o600 and list(load_users(path)) == ["carol"]
+    # A parent that is a file: one line naming what could not be created, no traceback.
+    (tmp_path / "plain").write_text("")
+    blocked = str(tmp_path / "plain" / "dir" / "ui-users")
+    result = runner.invoke(main, ["ui-user", "add", "carol", "--users-file", blocked,
+                                  "--password-stdin"], input="carol-password\n")
+    assert result.exit_code == 1 and not isinstance(result.exception, OSError)
+    assert result.output == (f"Error: {blocked}: cannot create the directory "
+                             f"{tmp_path / 'plain' / 'dir'}: Not a directory\n")
+
+
 def test_a_bad_users_file_lists_every_bad_line():
     with pytest.raises(UsersFileError) as caught:
         parse_users("# users\nalice:admin:$argon2id$x\nbad name:viewer:$argon2id$x\n"
