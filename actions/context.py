@@ -95,6 +95,15 @@ class ActionContext:
         """Workers up by their heartbeats, ``None`` when unknown (no events or none up)."""
         return self.workers_up_known() or None
 
+    def hostnames_up(self) -> tuple[str, ...] | None:
+        """The hostnames of the workers up by their heartbeats, sorted (empty: none), ``None``
+        without task events (the command line): who a broadcast should hear from.
+        """
+        if self.live is None:
+            return None
+        return tuple(sorted(worker.hostname for worker in self.live.worker_states()
+                            if worker.up))
+
     def workers_up_known(self) -> int | None:
         """Workers up by their heartbeats (0: none), ``None`` without task events (the
         command line). A worker busy in a solo pool sends no heartbeat and counts as down.

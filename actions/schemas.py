@@ -330,6 +330,11 @@ class HeldTasksReport(_Model):
                     "empty); true: every worker up was asked, waiting up to --inspect-timeout.")
     tasks: list[HeldTaskInfo] = Field(
         description="active: oldest start first; scheduled: soonest ETA first.")
+    unanswered: list[str] = Field(
+        description="Workers up by their heartbeats that sent no reply within "
+                    "--inspect-timeout (frozen, a busy solo pool, killed less than "
+                    "--worker-timeout ago), sorted: what they hold is unknown and not in "
+                    "tasks.")
 
 
 # -- actions ----------------------------------------------------------------------------------

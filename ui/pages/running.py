@@ -84,6 +84,8 @@ def running_tasks(ctx: ActionContext) -> tuple[list[RunningTask], list[str]]:
         active = held.active_tasks(ctx)
         if not active.asked:
             problems.append(f"Workers: {held.NOBODY_ASKED}")
+        if active.unanswered:
+            problems.append(f"Workers: {held.unanswered_problem(active.unanswered)}")
         for tasks in active.by_worker.values():
             for info in tasks:
                 task = found.setdefault(info.task_id, RunningTask(

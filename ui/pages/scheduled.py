@@ -45,13 +45,15 @@ class ScheduledRow:
 
 def scheduled_rows(ctx: ActionContext) -> tuple[list[ScheduledRow], list[str]]:
     """The held tasks, one row each, soonest ETA first (unknown ETAs last), and why the
-    workers could not be asked, if so.
+    workers could not be asked, or which did not answer, if so.
     """
     try:
         scheduled = held.scheduled_tasks(ctx)
     except ActionError as exc:
         return [], [exc.detail]
     problems = [] if scheduled.asked else [held.NOBODY_ASKED]
+    if scheduled.unanswered:
+        problems.append(held.unanswered_problem(scheduled.unanswered))
     holders: dict[str, list[tuple[str, ScheduledTask]]] = {}
     for hostname, entries in sorted(scheduled.by_worker.items()):
         for entry in entries:
