@@ -103,6 +103,14 @@ def check(app_ref: str | None, listen_seconds: float, **options: Any) -> None:
     sys.exit(exit_code(results))
 
 
+def _arg(*decls: str, **kwargs: Any) -> Any:
+    """An option of one invocation (what to act on, how): no environment variable, so a stray
+    ``JOBMON_QUEUE`` (a ``serve`` setting) or ``JOBMON_TERMINATE`` cannot change an action.
+    """
+    kwargs.setdefault("show_default", True)
+    return click.option(*decls, **kwargs)
+
+
 _HISTORY_URL = option("--history-url", default=None,
                       help="SQLAlchemy URL of the history database; default: the SQLite file "
                            "`serve` uses.")
@@ -153,21 +161,28 @@ def history() -> None:
 
 @history.command("prune")
 @_HISTORY_URL
-@option("--older-than", type=DURATION, default=None,
-        help="Delete executions that finished (or last changed) longer ago than this.")
-@option("--max-rows", type=click.IntRange(min=0), default=None,
-        help="Keep only this many executions, newest first.")
-@option("--dry-run/--no-dry-run", default=False, help="Count what would be deleted only.")
+@option("--older-than", type=DURATION, default=None, envvar="JOBMON_HISTORY_RETENTION",
+        help="Delete executions that finished (or last changed) longer ago than this; 0: no "
+             "age limit (as serve's --history-retention).")
+@option("--max-rows", type=click.IntRange(min=0), default=None, envvar="JOBMON_HISTORY_MAX_ROWS",
+        help="Keep only this many executions, newest first; 0: no row limit (as serve's "
+             "--history-max-rows).")
+@_arg("--dry-run/--no-dry-run", default=False, help="Count what would be deleted only.")
 def history_prune(history_url: str | None, older_than: float | None, max_rows: int | None,
                   dry_run: bool) -> None:
-    """Delete old executions by age and/or count (`serve` also does it every hour)."""
+    """Delete old executions by age and/or count, as `serve` does every hour with
+    --history-retention and --history-max-rows (whose environment variables these limits read).
+    """
     from exporter.history import prune
 
-    if older_than is None and max_rows is None:
-        raise click.UsageError("give --older-than, --max-rows or both")
+    if not older_than and not max_rows:
+        raise click.UsageError(
+            "nothing to prune: give --older-than or --max-rows above 0 (0 is no limit, as for "
+            "serve's --history-retention and --history-max-rows)")
     engine = _history_engine(history_url)
     try:
-        count = prune(engine, older_than_seconds=older_than, max_rows=max_rows, dry_run=dry_run)
+        count = prune(engine, older_than_seconds=older_than or None, max_rows=max_rows or None,
+                      dry_run=dry_run)
     except Exception as exc:
         raise click.ClickException(f"prune failed: {describe(exc)}") from None
     finally:
@@ -176,14 +191,6 @@ def history_prune(history_url: str | None, older_than: float | None, max_rows: i
 
 
 # -- actions: the same services as the HTTP API --------------------------------------------
-
-def _arg(*decls: str, **kwargs: Any) -> Any:
-    """An option of one invocation (what to act on, how): no environment variable, so a stray
-    ``JOBMON_QUEUE`` (a ``serve`` setting) or ``JOBMON_TERMINATE`` cannot change an action.
-    """
-    kwargs.setdefault("show_default", True)
-    return click.option(*decls, **kwargs)
-
 
 _JSON = _arg("--json", "as_json", is_flag=True, default=False,
                help="Print the API's JSON instead of text.")
