@@ -919,7 +919,7 @@ board: db.Dashboard) -> db.Dashboard:
 # -- task drill-down ---------------------------------------------------------------------------
 
 LIFECYCLE = ("sent", "received", "started", "succeeded", "failed", "retried", "revoked",
-             "rejected")
+             "rejected", "cancelled")
 
 
 def task_drilldown() -> db.Dashboard:

@@ -100,6 +100,14 @@ TASK_FAILED = _lifecycle("task-failed", "failed")
 TASK_RETRIED = _lifecycle("task-retried", "retried")
 TASK_REVOKED = _lifecycle("task-revoked", "revoked")
 TASK_REJECTED = _lifecycle("task-rejected", "rejected")
+TASK_CANCELLED = MetricSpec(
+    "task_cancelled_total", "counter",
+    "Executions their worker killed when it shut down cold or lost its broker connection, "
+    "counted from `task-cancelled` events (Celery 5.5 and later): they leave task_running "
+    "without an outcome and run again only if the task is acks_late (the broker delivers it "
+    "anew).",
+    TASK, "", "task-cancelled", read=lambda snapshot, now: snapshot.lifecycle["task-cancelled"],
+)
 #: Event type → lifecycle counter it increments.
 LIFECYCLE = {
     "task-sent": TASK_SENT,
@@ -110,6 +118,7 @@ LIFECYCLE = {
     "task-retried": TASK_RETRIED,
     "task-revoked": TASK_REVOKED,
     "task-rejected": TASK_REJECTED,
+    "task-cancelled": TASK_CANCELLED,
 }
 
 TASK_EXCEPTIONS = MetricSpec(

@@ -18,8 +18,9 @@ task-started            ``task_started_total`` +1, running +1, queue-wait observ
 task-succeeded          ``task_succeeded_total`` +1, runtime (``runtime`` field) observed
 task-failed             ``task_failed_total`` +1, exceptions +1, runtime (finished − started)
 task-retried/revoked/   their counter +1; the execution ends (running −1 if it was running)
-rejected
-task-cancelled          the execution ends (no counter of its own)
+rejected/cancelled      (``task-cancelled``, Celery ≥ 5.5: the worker killed the task when it
+                        shut down cold or lost its broker connection; it runs again only if
+                        acks_late, when the broker delivers it anew)
 worker-*                worker table (liveness, active, processed); a worker's task events
                         keep a worker already heard from alive too
 ======================  =====================================================================
@@ -869,8 +870,7 @@ class Model:
 
     def _on_ended(self, event_type: str, event: dict, now: float) -> None:
         record = self._record(event)
-        if self.series.has_counter(event_type):
-            self._count(event_type, record)
+        self._count(event_type, record)
         if event_type == "task-retried":
             record.repaired = frozenset()  # the next attempt's events are new
         self._finish(record, event_type, event)

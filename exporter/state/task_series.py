@@ -23,7 +23,7 @@ from exporter.state.labels import AnyRuntimeLabels, AnyTaskLabels, ExceptionLabe
 #: Task event types with a lifecycle counter (``task_<verb>_total``).
 LIFECYCLE_TYPES = (
     "task-sent", "task-received", "task-started", "task-succeeded", "task-failed",
-    "task-retried", "task-revoked", "task-rejected",
+    "task-retried", "task-revoked", "task-rejected", "task-cancelled",
 )
 
 
@@ -76,8 +76,8 @@ class TaskSeries:
 
     def sight(self, labels: AnyTaskLabels) -> None:
         """First sighting of ``labels`` (``(name, queue_name)``, or with the hostname): create
-        its ``succeeded``, ``failed``, ``retried`` and ``lost`` counters, both run-time
-        histograms and the queue-wait histogram at 0 (see the module docs); nothing when
+        its ``succeeded``, ``failed``, ``retried``, ``cancelled`` and ``lost`` counters, both
+        run-time histograms and the queue-wait histogram at 0 (see the module docs); nothing when
         ``labels`` were seen before. :meth:`count` calls it; so does the model for a task warmed
         from the history at start, which no event has counted yet.
         """
@@ -87,6 +87,7 @@ class TaskSeries:
         self._lifecycle["task-succeeded"].setdefault(labels, 0)
         self._lifecycle["task-failed"].setdefault(labels, 0)
         self._lifecycle["task-retried"].setdefault(labels, 0)
+        self._lifecycle["task-cancelled"].setdefault(labels, 0)
         self._lost.setdefault(labels, 0)
         for state in ("SUCCESS", "FAILURE"):
             self._runtime.setdefault(labels.with_state(state), Histogram(self._runtime_buckets))
@@ -113,10 +114,6 @@ class TaskSeries:
     def count_lost(self, labels: AnyTaskLabels) -> None:
         """Add 1 to ``task_lost_total`` for ``labels``."""
         self._lost[labels] = self._lost.get(labels, 0) + 1
-
-    def has_counter(self, event_type: str) -> bool:
-        """Whether ``event_type`` has a lifecycle counter (``task-cancelled`` has none)."""
-        return event_type in self._lifecycle
 
     def copy(self) -> SeriesCopy:
         """A copy of every table for a snapshot. A histogram unchanged since the previous copy

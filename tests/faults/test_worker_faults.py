@@ -1,5 +1,6 @@
-"""Worker faults: a worker SIGKILLed mid-task (its tasks become LOST), a hard time limit and a
-pool process killed during a task (both reported by Celery as failures)."""
+"""Worker faults: a worker SIGKILLed mid-task (its tasks become LOST), a worker shut down cold
+mid-task (its tasks are CANCELLED), a hard time limit and a pool process killed during a task
+(both reported by Celery as failures)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,44 @@ def test_sigkilled_worker_takes_its_running_tasks_to_lost(own_redis_url, produce
     assert_stays(lambda: exporter.metrics().value("celery_task_lost_total", name=SLEEP,
                                                   queue_name="a") == 2, 1.5,
                  message="2 lost tasks, counted once")
+    engine.dispose()
+
+
+def test_a_cold_shutdown_cancels_the_running_tasks_and_they_are_counted(
+        own_redis_url, producer, start_exporter, start_worker):
+    # Before: task-cancelled had no counter: the two executions left celery_task_running and
+    # were counted nowhere (started 2, ended 0), so nothing could alert on them.
+    exporter = start_exporter(own_redis_url, "--worker-timeout", f"{TIMEOUT:g}s", *QUIET_POLLER)
+    worker = start_worker(own_redis_url, "a")
+    wait_for(lambda: _worker_up(exporter, worker), 60,
+             message=lambda: f"worker up\n{worker.output()}")
+    app = producer(own_redis_url)
+    doomed = [app.send_task(SLEEP, (60,), queue="a").id for _ in range(2)]
+    engine = create_history_engine(exporter.history_url)
+    wait_for(lambda: exporter.metrics().value("celery_task_running", name=SLEEP,
+                                              queue_name="a") == 2, 30, message="both running")
+
+    worker.quit()  # SIGQUIT: Celery kills the running tasks and sends task-cancelled for each
+    labels = {"name": SLEEP, "queue_name": "a"}
+    metrics = wait_for(lambda: (m := exporter.metrics()).value(
+        "celery_task_cancelled_total", **labels) == 2 and m, 30,
+        message=lambda: f"2 cancelled\n{exporter.output()[-2000:]}\n{worker.output()[-2000:]}")
+    assert metrics.value("celery_task_running", **labels) == 0
+    assert metrics.value("celery_task_started_total", **labels) == 2
+    for ended in ("succeeded", "failed", "retried", "revoked", "rejected", "lost"):
+        assert (metrics.value(f"celery_task_{ended}_total", **labels) or 0) == 0, ended
+
+    def cancelled_rows():
+        rows = [get_execution(engine, t) for t in doomed]
+        return rows if all(r is not None and r.state == "CANCELLED" for r in rows) else None
+
+    for row in wait_for(cancelled_rows, 10, message="CANCELLED rows"):
+        assert (row.name, row.queue, row.hostname) == (SLEEP, "a", worker.hostname)
+    # Not running any more when the worker times out: not lost as well.
+    wait_for(lambda: exporter.metrics().value("celery_worker_up", hostname=worker.hostname)
+             == 0, 2 * TIMEOUT + 5, message="worker down")
+    assert_stays(lambda: exporter.metrics().value("celery_task_lost_total", **labels) == 0,
+                 TIMEOUT + 1, message="nothing lost")
     engine.dispose()
 
 

@@ -278,3 +278,20 @@ def test_running_says_when_the_history_holds_more_started_executions_than_it_sho
     assert rows_of(page) == ["r1", "r2"]
     assert "History: more than 2 executions are STARTED; the 2 that started last are shown." \
         in page
+
+
+def test_a_cancelled_task_says_what_happened_and_when_it_runs_again(client, engine):
+    # Before: a CANCELLED row (task-cancelled: killed by its worker's cold shutdown) showed
+    # the state alone, as if it waited, with a Cancel… button.
+    add_row(engine, "t1", state="CANCELLED", hostname="celery@w1")
+    login(client, "alice")
+    page = client.get("/ui/tasks/t1").text
+    note = re.search(r'<p class="warn" id="cancelled-note">(.*?)</p>', page, re.S)
+    assert note is not None, page
+    assert re.sub(r"<[^>]+>", "", note.group(1)) == (
+        "Its worker killed it while shutting down cold or after losing its broker connection "
+        "(task-cancelled): it ended with no outcome. It runs again only if the task is "
+        "acks_late (the broker then delivers it anew, under the same id); otherwise nothing "
+        "runs it again. Cancel… revokes it, so that such a new delivery is dropped.")
+    add_row(engine, "t2", state="STARTED", hostname="celery@w1")
+    assert 'id="cancelled-note"' not in client.get("/ui/tasks/t2").text

@@ -124,7 +124,8 @@ def test_timestamps_of_1970_and_2100_are_counted_and_clamped_to_receipt(model, c
     snap = model.snapshot()
     assert counts(model) == {"task-sent": {ADD: 1}, "task-received": {ADD: 1},
                              "task-started": {ADD: 1}, "task-succeeded": {ADD: 0},
-                             "task-failed": {ADD: 1}, "task-retried": {ADD: 0}}
+                             "task-failed": {ADD: 1}, "task-retried": {ADD: 0},
+                             "task-cancelled": {ADD: 0}}
     # started arrived 0.5 s after sent, failed 0.25 s after started: receipt times.
     assert snap.queue_wait[ADD].total == 0.5 and snap.queue_wait[ADD].count == 1
     assert snap.runtime[(*ADD, "FAILURE")].total == 0.25
@@ -157,7 +158,8 @@ def test_every_event_delivered_twice_counts_once(model, sink):
     snap = model.snapshot()
     assert counts(model) == {"task-sent": {ADD: 1}, "task-received": {ADD: 1},
                              "task-started": {ADD: 1}, "task-succeeded": {ADD: 1},
-                             "task-failed": {ADD: 0}, "task-retried": {ADD: 0}}
+                             "task-failed": {ADD: 0}, "task-retried": {ADD: 0},
+                             "task-cancelled": {ADD: 0}}
     assert snap.events_malformed == {"duplicate": 4}
     assert sum(snap.events_received.values()) == 4
     assert snap.runtime[(*ADD, "SUCCESS")].count == 1
@@ -170,7 +172,8 @@ def test_reordered_and_duplicated_lifecycle_counts_exactly(model, sink):
     snap = model.snapshot()
     assert counts(model) == {"task-sent": {ADD: 1}, "task-received": {ADD: 1},
                              "task-started": {ADD: 1}, "task-succeeded": {ADD: 1},
-                             "task-failed": {ADD: 0}, "task-retried": {ADD: 0}}
+                             "task-failed": {ADD: 0}, "task-retried": {ADD: 0},
+                             "task-cancelled": {ADD: 0}}
     assert snap.events_malformed == {"duplicate": 3}
     assert snap.running.get(ADD, 0) == 0
     assert model.index.peek("t").state == "SUCCESS"
@@ -185,7 +188,8 @@ def test_a_retried_task_sends_its_events_again_and_they_count(model):
     model.process_many(first + second)
     assert counts(model) == {"task-sent": {ADD: 2}, "task-received": {ADD: 2},
                              "task-started": {ADD: 2}, "task-succeeded": {ADD: 1},
-                             "task-failed": {ADD: 0}, "task-retried": {ADD: 1}}
+                             "task-failed": {ADD: 0}, "task-retried": {ADD: 1},
+                             "task-cancelled": {ADD: 0}}
     assert model.snapshot().events_malformed == {}
 
 

@@ -158,6 +158,8 @@ def test_scrape_renders_every_sample_of_a_small_workload(model, registry, ev, cl
         # Lost tasks: none, but the series exists from the pair's first sighting.
         k("celery_task_retried_total", **add): 0.0,
         k("celery_task_retried_total", **pay): 0.0,
+        k("celery_task_cancelled_total", **add): 0.0,
+        k("celery_task_cancelled_total", **pay): 0.0,
         k("celery_task_lost_total", **add): 0.0,
         k("celery_task_lost_total", **pay): 0.0,
         k("celery_worker_up", hostname=WORKER): 1.0,

@@ -125,6 +125,7 @@ def test_every_lifecycle_event_has_its_counter() -> None:
         "task-retried": "task_retried_total",
         "task-revoked": "task_revoked_total",
         "task-rejected": "task_rejected_total",
+        "task-cancelled": "task_cancelled_total",
     }
 
 

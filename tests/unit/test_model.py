@@ -23,10 +23,11 @@ WAIT = (0.1, 1.0, 10.0)
 
 def lifecycle(snap: ModelSnapshot, **nonempty: dict) -> dict[str, dict]:
     """The expected ``snap.lifecycle``: every type empty unless given (``task_sent=...``);
-    ``task_retried`` by default 0 wherever ``task_succeeded`` is given (both exist from a
-    pair's first sighting).
+    ``task_retried`` and ``task_cancelled`` by default 0 wherever ``task_succeeded`` is given
+    (they exist from a pair's first sighting).
     """
     nonempty.setdefault("task_retried", dict.fromkeys(nonempty.get("task_succeeded", {}), 0))
+    nonempty.setdefault("task_cancelled", dict.fromkeys(nonempty.get("task_succeeded", {}), 0))
     return {t: nonempty.get(t.replace("-", "_"), {}) for t in LIFECYCLE_TYPES}
 
 
@@ -107,7 +108,9 @@ def test_failures_count_by_exception_class(model, ev) -> None:
     assert snap.lifecycle["task-failed"] == {("app.pay", "default"): 4}
 
 
-def test_revoked_and_rejected_have_counters_and_cancelled_has_none(model, ev) -> None:
+def test_revoked_rejected_and_cancelled_have_counters(model, ev) -> None:
+    # Before: task-cancelled (a worker's cold shutdown killed the task) had no counter, so
+    # started = succeeded + failed + ... + lost did not add up.
     model.process_many([
         ev.sent("u1", T0, "app.add"), ev.revoked("u1", T0 + 1),
         ev.sent("u2", T0, "app.add"), ev.received("u2", T0 + 1, "app.add"),
@@ -119,7 +122,7 @@ def test_revoked_and_rejected_have_counters_and_cancelled_has_none(model, ev) ->
     assert snap.lifecycle == lifecycle(
         snap, task_sent={ADD: 3}, task_received={ADD: 2}, task_started={ADD: 1},
         task_succeeded={ADD: 0}, task_failed={ADD: 0}, task_revoked={ADD: 1},
-        task_rejected={ADD: 1},
+        task_rejected={ADD: 1}, task_cancelled={ADD: 1},
     )
     assert snap.running == {ADD: 0}
     assert [state(model, u) for u in ("u1", "u2", "u3")] == ["REVOKED", "REJECTED", "CANCELLED"]
@@ -413,6 +416,7 @@ def test_interleaved_lifecycles_give_the_ordered_counters(make_model, ev, seed) 
     assert _totals(expected.lifecycle) == {
         "task-sent": 343, "task-received": 343, "task-started": 343, "task-succeeded": 240,
         "task-failed": 60, "task-retried": 43, "task-revoked": 0, "task-rejected": 0,
+        "task-cancelled": 0,
     }
     assert set(expected.running.values()) == {0}
 

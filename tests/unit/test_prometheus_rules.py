@@ -64,7 +64,8 @@ def test_the_alert_list():
         "CeleryPeriodicTaskMissed",
         "CeleryQueueBacklogHigh", "CeleryQueueLatencyHigh", "CeleryQueueNoConsumers",
         "CeleryQueueNotDraining",
-        "CeleryTaskFailureRatioHigh", "CeleryTaskFirstFailure", "CeleryTaskLost",
+        "CeleryTaskCancelled", "CeleryTaskFailureRatioHigh", "CeleryTaskFirstFailure",
+        "CeleryTaskLost",
         "CeleryTaskRetryRatioHigh", "CeleryTaskSlow", "CeleryTaskStuck", "CeleryWorkerDown",
     ]
 
