@@ -4,9 +4,10 @@ a new task id linked to the old one.
 Eligibility (each refusal is :class:`~actions.errors.NotEligible` with a ``reason``):
 
 - ``state``: the execution is FAILURE (REVOKED too with ``include_revoked``);
-- ``max-manual-retries``: the manual retries already made from it, plus those before it in its
-  chain (``retry_of`` links), are under ``--max-manual-retries`` — so retrying the retry of a
-  retry counts too;
+- ``max-manual-retries``: the manual retries already made in its whole chain — those before it
+  (``retry_of`` links), those made of it and those made after it, forced ones included — are
+  under ``--max-manual-retries``: retrying the retry of a retry counts, and ``force`` on an
+  older execution of the chain cannot send one more;
 - ``name-unknown`` / ``queue-unknown``: no event said the task's name or queue (the result
   backend's stored ``queue`` is used when the history has none);
 - ``arguments-unavailable``: see :mod:`actions.arguments`;
@@ -53,7 +54,7 @@ from actions.errors import (
     history_errors,
 )
 from actions.params import check_identifier, check_range, parse_instant
-from actions.retry_links import MAX_LINE, RetryLink, describe_line, retry_line
+from actions.retry_links import MAX_LINE, RetryLink, describe_line, retries_of, retry_line
 from actions.schemas import (
     BulkRetryFilter,
     BulkRetryItem,
@@ -119,19 +120,41 @@ def load_execution(ctx: ActionContext, task_id: str) -> Execution:
 
 
 def _retries_in_chain(ctx: ActionContext, row: Execution) -> int:
-    """Manual retries made from ``row`` plus the manual retries before it in its chain."""
-    used, current, seen = row.manual_retry_count, row, {row.task_id}
-    while current.retry_of is not None and current.retry_of not in seen:
-        used += 1
-        if used >= ctx.max_manual_retries:
-            break
-        seen.add(current.retry_of)
+    """The manual retries made in ``row``'s whole chain, counted up to the limit
+    (``--max-manual-retries``).
+
+    The chain is the tree of retries around ``row``: its first execution is found by following
+    ``retry_of`` upwards (a pruned row ends the walk, its id still known), then every manual
+    retry made from it, from those retries and so on (forced ones too, so several retries of one
+    execution all count) is read from the audit trail (:func:`~actions.retry_links.retries_of`,
+    one query per generation, at most :data:`~actions.retry_links.MAX_LINE` generations). The
+    retries before ``row`` plus its own ``manual_retry_count`` bound the answer from below, for
+    retries the audit trail does not name.
+
+    Raises:
+        HistoryUnavailable: the history did not answer.
+
+    """
+    first, seen = row.task_id, {row.task_id}
+    current: Execution | None = row
+    while (current is not None and current.retry_of is not None
+           and current.retry_of not in seen and len(seen) <= MAX_LINE):
+        first = current.retry_of
+        seen.add(first)
         with history_errors():
-            parent = get_execution(ctx.engine(), current.retry_of)
-        if parent is None:
+            current = get_execution(ctx.engine(), first)
+    before = len(seen) - 1
+    used, generation, known = 0, [first], {first}
+    for _ in range(MAX_LINE):
+        if not generation or used >= ctx.max_manual_retries:
             break
-        current = parent
-    return used
+        with history_errors():
+            links = retries_of(ctx.engine(), generation)
+        generation = [link.task_id for task_id in generation for link in links.get(task_id, ())
+                      if link.task_id not in known]
+        known.update(generation)
+        used += len(generation)
+    return max(used, before + row.manual_retry_count)
 
 
 def plan_retry(ctx: ActionContext, task_id: str, *, include_revoked: bool = False) -> RetryPlan:
@@ -153,7 +176,7 @@ def plan_retry(ctx: ActionContext, task_id: str, *, include_revoked: bool = Fals
     used = _retries_in_chain(ctx, row)
     if used >= ctx.max_manual_retries:
         raise NotEligible(
-            f"{used} manual retries were already made of this task and its chain; the limit "
+            f"{used} manual retries were already made in this task's chain; the limit "
             f"is {ctx.max_manual_retries} (--max-manual-retries)", reason="max-manual-retries")
     if not row.name:
         raise NotEligible("the task's name is unknown (no task-sent or task-received event was "
