@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -133,6 +134,48 @@ def _history_engine(url: str | None) -> Any:
         raise click.ClickException(f"--history-url: {describe(exc)}") from None
 
 
+_CREATED_BY_SERVE = ("check --history-url (JOBMON_HISTORY_URL); `serve` creates it when it "
+                     "starts with that URL")
+
+
+def _existing_history(url: str | None) -> str:
+    """The history URL for a command that reads or deletes rows (``tasks``, ``history prune``):
+    ``url`` or the default SQLite file, checked to hold a history before use, so that a wrong
+    ``--history-url`` is named as such instead of failing on a missing table, and no SQLite
+    file is created by opening it (SQLite creates a missing file on connect).
+
+    Raises:
+        click.BadParameter: the URL cannot work (as :func:`_history_engine`).
+        click.ClickException: the SQLite file does not exist, the database has no history
+            schema (what to do is in the message), or it cannot be read (exit 1).
+
+    """
+    from sqlalchemy.engine import make_url
+
+    from exporter.history import current_revision, default_history_url
+
+    _history_engine(url).dispose()  # the usage errors of a URL that cannot work
+    resolved = url or default_history_url()
+    parsed = make_url(resolved)
+    where = "the database of --history-url"
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        where = str(parsed.database)
+        if not os.path.exists(where):
+            raise click.ClickException(f"no history database at {where}: {_CREATED_BY_SERVE}")
+    engine = _history_engine(resolved)
+    try:
+        revision = current_revision(engine)
+    except Exception as exc:
+        raise click.ClickException(f"cannot read the history database: {describe(exc)}"
+                                   ) from None
+    finally:
+        engine.dispose()
+    if revision is None:
+        raise click.ClickException(f"no history in {where} (no schema): {_CREATED_BY_SERVE}, "
+                                   "or `celery-jobmon db upgrade`")
+    return resolved
+
+
 @main.group()
 def db() -> None:
     """The history database's schema."""
@@ -179,7 +222,7 @@ def history_prune(history_url: str | None, older_than: float | None, max_rows: i
         raise click.UsageError(
             "nothing to prune: give --older-than or --max-rows above 0 (0 is no limit, as for "
             "serve's --history-retention and --history-max-rows)")
-    engine = _history_engine(history_url)
+    engine = _history_engine(_existing_history(history_url))
     try:
         count = prune(engine, older_than_seconds=older_than or None, max_rows=max_rows or None,
                       dry_run=dry_run)
@@ -207,9 +250,10 @@ def _actor() -> str:
 
 
 def _run_action(settings: Any, history_url: str | None, work: Any, render: Any,
-                as_json: bool, search_queues: bool = False) -> None:
+                as_json: bool, search_queues: bool = False, http_status: bool = True) -> None:
     """Build the action context, run ``work(ctx)``, print ``render(result)`` or its JSON; an
-    action error exits 1 with ``error: <title>: <detail>`` (secrets masked).
+    action error exits 1 with ``Error: <title> (<status>, <reason>): <detail>`` (secrets
+    masked; without the HTTP status when ``http_status`` is false).
     ``search_queues``: the context reads the waiting queues when asked (cancel).
     """
     from actions.errors import ActionError
@@ -222,10 +266,10 @@ def _run_action(settings: Any, history_url: str | None, work: Any, render: Any,
     try:
         result = work(ctx)
     except ActionError as exc:
-        reason = exc.extra.get("reason")
-        raise click.ClickException(redact(
-            f"{exc.title} ({exc.status}{', ' + reason if reason else ''}): {exc.detail}")
-        ) from None
+        said = [str(exc.status)] if http_status else []
+        said += [exc.extra["reason"]] if exc.extra.get("reason") else []
+        title = f"{exc.title} ({', '.join(said)})" if said else exc.title
+        raise click.ClickException(redact(f"{title}: {exc.detail}")) from None
     finally:
         engine.dispose()
         ctx.broker.app.close()  # type: ignore[attr-defined]
@@ -321,8 +365,9 @@ def tasks(history_url: str | None, states: tuple[str, ...], name: str | None,
             until=parse_time(until, "until") if until is not None else None,
             limit=limit, cursor=cursor)
 
+    history_url = _existing_history(history_url)
     settings = Settings(history_url=history_url)
-    _run_action(settings, history_url, work, tasks_text, as_json)
+    _run_action(settings, history_url, work, tasks_text, as_json, http_status=False)
 
 
 @main.command()

@@ -84,3 +84,32 @@ def test_prune_reads_serves_retention_variables_and_no_generic_ones(history):
     help_text = invoke(["history", "prune", "--help"]).output
     assert "JOBMON_HISTORY_RETENTION" in help_text and "JOBMON_HISTORY_MAX_ROWS" in help_text
     assert "JOBMON_DRY_RUN" not in help_text
+
+
+def test_tasks_and_prune_name_a_missing_sqlite_file_and_create_nothing(tmp_path):
+    path = tmp_path / "x" / "nonexist.sqlite3"
+    for args in (["tasks"], ["history", "prune", "--max-rows", "1"]):
+        result = invoke([*args, "--history-url", f"sqlite:///{path}"])
+        assert (result.exit_code, result.output) == (1, (
+            f"Error: no history database at {path}: check --history-url (JOBMON_HISTORY_URL); "
+            "`serve` creates it when it starts with that URL\n")), result.output
+    assert not path.exists() and not path.parent.exists()
+
+
+def test_tasks_on_a_database_without_the_history_says_how_to_create_it(tmp_path):
+    path = tmp_path / "empty.sqlite3"
+    path.write_bytes(b"")
+    result = invoke(["tasks", "--history-url", f"sqlite:///{path}"])
+    assert (result.exit_code, result.output) == (1, (
+        f"Error: no history in {path} (no schema): check --history-url (JOBMON_HISTORY_URL); "
+        "`serve` creates it when it starts with that URL, or `celery-jobmon db upgrade`\n"))
+
+
+def test_tasks_lists_an_existing_history_without_http_status_in_errors(history):
+    listed = invoke(["tasks", "--history-url", history, "--limit", "2"])
+    assert listed.exit_code == 0 and [line.split()[0] for line in
+                                      listed.output.splitlines()][:3] == ["STATE", "FAILURE",
+                                                                          "FAILURE"]
+    bad = invoke(["tasks", "--history-url", history, "--cursor", "nonsense"])
+    assert (bad.exit_code, bad.output) == (1, "Error: Invalid parameter: cursor: not a cursor "
+                                               "this API returned (pass next_cursor unchanged)\n")
