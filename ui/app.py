@@ -13,6 +13,8 @@ raised                                answer
 :class:`~actions.errors.ActionError`  its status (400 bad filter, 404, 409, 503) and detail
 bad query or form values (FastAPI)    400 page listing them
 unknown path or method                404 / 405 page
+anything else (a bug)                 500 page with an error id and the time; the traceback
+                                      goes to the log with that id (:class:`UnexpectedErrors`)
 ====================================  =======================================================
 
 Without a users file the UI is off: every path answers a 403 page saying how to turn it on.
@@ -25,8 +27,9 @@ import hmac
 import importlib
 import logging
 import pkgutil
+import time
 from collections.abc import Callable, Iterable
-from secrets import token_urlsafe
+from secrets import token_hex, token_urlsafe
 from typing import Any
 from urllib.parse import urlencode
 
@@ -38,7 +41,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actions.context import ActionContext
 from actions.errors import ActionError
@@ -47,7 +50,7 @@ from exporter.periodic.tracker import PeriodicSnapshot
 from exporter.secrets import Redactor
 from ui import pages
 from ui.access import Forbidden, LoginRequired, UiContext
-from ui.templating import href_for, render
+from ui.templating import href_for, render, when
 from ui.users import load_users
 
 log = logging.getLogger(__name__)
@@ -131,6 +134,58 @@ def _install_error_pages(app: FastAPI, redact: Redactor) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
 
 
+class UnexpectedErrors:
+    """ASGI middleware of the job browser (inside its error handlers' reach: what they answer
+    never gets here): an exception no handler takes — a bug — is logged at ERROR with its
+    traceback as ``ui page failed error_id=<12 hex> method=… path=…``, and answered with a 500
+    page (``error.html``, with the navigation) saying the error id and the time (UTC), never
+    the traceback or the exception's text. Starlette's own answer was a plain-text "Internal
+    Server Error" and a second traceback from the server.
+
+    When the page cannot be rendered either (the templates themselves fail), the answer is a
+    minimal page with the same id. When the response had already started, the exception is
+    raised again after logging: nothing can be sent any more.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI: pass the request on; answer the error page as described above."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            error_id = token_hex(6)
+            log.exception("ui page failed error_id=%s method=%s path=%s", error_id,
+                          scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            await self._page(Request(scope), error_id)(scope, receive, send)
+
+    @staticmethod
+    def _page(request: Request, error_id: str) -> Response:
+        detail = (f"This page failed: error {error_id} at {when(time.time())}. The exporter's "
+                  "log has the details under that id.")
+        try:
+            return render(request, "error.html", {
+                "title": "Internal error", "status": 500, "detail": detail}, status_code=500)
+        except Exception:
+            log.exception("ui error page failed error_id=%s", error_id)
+            return HTMLResponse("<!doctype html><html lang=en><meta charset=utf-8><title>"
+                                f"Internal error</title><h1>500 — internal error</h1><p>{detail}"
+                                "</p></html>", status_code=500)
+
+
 async def _csrf_failed(scope: Scope, send: Send, message_id: Any) -> None:
     """asgi-csrf's refusal as a readable 403 page."""
     body = ("<!doctype html><html lang=en><meta charset=utf-8><title>Form expired</title>"
@@ -156,6 +211,7 @@ def create_ui(context: UiContext, *, session_secret: str, secure_cookies: bool,
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ui = context
     _install_error_pages(app, Redactor(secrets))
+    app.add_middleware(UnexpectedErrors)
     app.mount("/static", StaticFiles(packages=[("ui", "static")]), name="static")
     for module in page_modules():
         app.include_router(module.router)

@@ -11,7 +11,8 @@ shown as text whatever they contain. Every template gets, besides its own contex
   value quoted for a URL path segment, e.g. a task id); ``urlencode(pairs)`` for query strings.
 
 A name a template uses but its context lacks is an error (``StrictUndefined``), not an empty
-string: write ``value|default(none)`` for optional ones.
+string: write ``value|default(none)`` for optional ones. Templates are read from disk once per
+process (no auto-reload): restart the exporter after changing them.
 """
 
 from __future__ import annotations
@@ -77,9 +78,12 @@ def schedule(text: str) -> str:
 
 
 def _environment() -> jinja2.Environment:
+    # auto_reload off: a template is read once, like the Python code that renders it. With it
+    # on, files replaced under a running exporter (an in-place `pip install`) were read at the
+    # next render and met the old code: pages answered 500 until a restart.
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True)
+                             lstrip_blocks=True, auto_reload=False)
     env.filters["when"] = when
     env.filters["seconds"] = seconds
     env.filters["schedule"] = schedule
