@@ -107,6 +107,11 @@ def test_the_demo_shows_every_outcome_within_a_minute_and_leaves_nothing_behind(
                 assert landed.status_code == 200, landed.text
                 page = browser.get("/ui/failed")
                 assert page.status_code == 200 and "PaymentDeclined" in page.text
+                # Before: "No queue known yet." for good, as if lengths were coming.
+                overview = browser.get("/ui/").text
+                assert ("No queue length read yet: they are read from a Redis or RabbitMQ "
+                        "broker only (none from other brokers, such as the demo's in-memory "
+                        "one), once it answers.") in overview, overview
             assert not _remote_ports(proc.pid) & SERVICE_PORTS
 
             proc.send_signal(signal.SIGINT)
