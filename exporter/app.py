@@ -163,13 +163,14 @@ def build_service(settings: Settings) -> Service:
                      max_body_bytes=settings.api_max_body_bytes, secrets=settings.secrets())
     ui = ui_from_settings(settings, context,
                           periodic_latest=periodic.latest if periodic is not None else None)
+    writes = history.writer.stats if history is not None else None
     if settings.api_listen is not None and api is not None:
         return Service(settings, model, health, metrics, consumer, poller,
-                       create_http_app(metrics, health), history, action_app,
-                       api_http=create_http_app(None, health, api, ui), repairer=repairer,
-                       follow_up=context.follow_up, periodic=periodic)
+                       create_http_app(metrics, health, history=writes), history, action_app,
+                       api_http=create_http_app(None, health, api, ui, writes),
+                       repairer=repairer, follow_up=context.follow_up, periodic=periodic)
     return Service(settings, model, health, metrics, consumer, poller,
-                   create_http_app(metrics, health, api, ui), history, action_app,
+                   create_http_app(metrics, health, api, ui, writes), history, action_app,
                    repairer=repairer, follow_up=context.follow_up, periodic=periodic)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -26,6 +27,7 @@ from starlette.routing import Mount, Route
 from actions.http.routes import PREFIX as API_PREFIX
 from exporter import __version__
 from exporter.config import Settings
+from exporter.history.writer import HistoryStats
 from exporter.state.health import Health
 from ui.app import HOW_TO_ENABLE, DisabledUi
 from ui.app import PREFIX as UI_PREFIX
@@ -66,15 +68,34 @@ class MetricsEndpoint:
         await Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)(scope, receive, send)
 
 
+def history_problem(stats: HistoryStats) -> str | None:
+    """What ``/readyz`` says while the history writer's batches fail
+    (``stats.consecutive_failures`` > 0, from :meth:`HistoryWriter.stats
+    <exporter.history.writer.HistoryWriter.stats>`), else ``None``: attempts in a row, the
+    last successful write (ISO 8601 UTC, or ``never``), rows waiting in memory.
+    """
+    if not stats.consecutive_failures:
+        return None
+    last = ("never" if stats.last_write_ts is None else
+            datetime.fromtimestamp(stats.last_write_ts, timezone.utc).isoformat())
+    return (f"history writes are failing ({stats.consecutive_failures} attempts in a row; last "
+            f"written {last}): {stats.pending_rows} rows wait in memory and are retried with "
+            "backoff, events beyond --history-queue-size are dropped. The log's `history write "
+            "failed` lines say why; metrics are unaffected")
+
+
 def create_http_app(metrics: MetricsEndpoint | None, health: Health,
                     api: Callable[..., Awaitable[None]] | None = None,
-                    ui: Callable[..., Awaitable[None]] | None = None) -> FastAPI:
+                    ui: Callable[..., Awaitable[None]] | None = None,
+                    history: Callable[[], HistoryStats] | None = None) -> FastAPI:
     """The ASGI app: ``/metrics`` (``metrics``, gzip-compressed when the client accepts it;
     left out when ``metrics`` is ``None``), ``/healthz`` (200 while the process serves) and
     ``/readyz`` (200 when ``health`` says the consumer is connected to the broker, else 503,
     with ``problems`` an operator must fix — e.g. events refused for their content type — in
     its body while they last); both answer JSON
-    ``{"status": ...}``.
+    ``{"status": ...}``. ``history`` (the history writer's ``stats``; ``None`` without a
+    history) adds the problem ``history_writes`` while its writes fail
+    (:func:`history_problem`, seen now): degraded, not unready — metrics still work.
     ``api`` (the action API, :func:`actions.http.routes.create_api`) is mounted at ``/api/v1``;
     ``/metrics``, ``/healthz`` and ``/readyz`` need no token. With ``--api-listen`` the
     process serves two of these apps: metrics without the API, and the API without metrics.
@@ -99,6 +120,9 @@ def create_http_app(metrics: MetricsEndpoint | None, health: Health,
         connected = health.broker_connected
         body: dict[str, Any] = {"status": "ready" if connected else "broker disconnected"}
         problems = health.problems()
+        failing = history_problem(history()) if history is not None else None
+        if failing is not None:
+            problems["history_writes"] = (failing, time.time())
         if problems:
             body["problems"] = [
                 {"condition": condition, "detail": detail,

@@ -69,6 +69,9 @@ def test_locked_sqlite_history_retries_and_loses_nothing(own_redis_url, tmp_path
         assert metrics.value("celery_jobmon_history_consecutive_write_failures") >= 1
         assert metrics.value("celery_jobmon_history_pending_rows") == 5
         assert len(_rows(engine)) == 2  # readers are not blocked (WAL), writers are
+        ready = exporter.get("/readyz")  # ready (metrics work), and says what is wrong
+        assert ready.status_code == 200 and [p["condition"] for p in ready.json()["problems"]
+                                             ] == ["history_writes"], ready.text
     finally:
         assert locker.wait(LOCK_SECONDS + 10) == 0
 
@@ -76,6 +79,7 @@ def test_locked_sqlite_history_retries_and_loses_nothing(own_redis_url, tmp_path
                                                        f"{exporter.output()[-3000:]}")
     wait_for(lambda: exporter.metrics().value(
         "celery_jobmon_history_consecutive_write_failures") == 0, 10, message="healthy again")
+    assert exporter.get("/readyz").json() == {"status": "ready"}
     assert sorted(_rows(engine)) == sorted((t, "SUCCESS") for t in first + during)
     metrics = exporter.metrics()
     failures = log_lines(exporter.output(), r"history write failed error=OperationalError "

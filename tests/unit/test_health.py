@@ -103,3 +103,26 @@ def test_the_root_lists_the_endpoints_when_the_job_browser_is_off() -> None:
     assert root.status_code == 200 and root.headers["content-type"].startswith("text/html")
     assert re.findall(r'href="([^"]+)"', root.text) == ["/metrics", "/healthz", "/readyz"]
     assert "job browser is off" in root.text and "--ui-users-file" in root.text
+
+
+def test_readyz_lists_failing_history_writes_as_a_problem_and_stays_ready() -> None:
+    # Metrics are unaffected by the history, as by the other problems: 200, with the problem.
+    from exporter.history.writer import HistoryStats
+
+    stats = {"failures": 4}
+    health = Health()
+    health.set_broker_connected(True)
+    client = TestClient(create_http_app(None, health, history=lambda: HistoryStats(
+        events_accepted=9, rows_written=2, write_errors=5, queue_depth=0, pending_rows=7,
+        dropped={}, last_write_ts=T0, consecutive_failures=stats["failures"], rows_pruned=0,
+        prune_errors=0)))
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    [problem] = ready.json()["problems"]
+    assert (problem["condition"], problem["detail"]) == ("history_writes", (
+        "history writes are failing (4 attempts in a row; last written 2023-11-14T22:13:20+00:00):"
+        " 7 rows wait in memory and are retried with backoff, events beyond "
+        "--history-queue-size are dropped. The log's `history write failed` lines say why; "
+        "metrics are unaffected"))
+    stats["failures"] = 0
+    assert client.get("/readyz").json() == {"status": "ready"}
