@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 from actions.errors import InvalidParameter
 from exporter.config import parse_duration
-from exporter.history import STATES
+from exporter.history import STATES, InvalidCursor
+from exporter.history.queries import decode_cursor
 
 T = TypeVar("T")
 
@@ -27,6 +28,8 @@ STATE_ALIASES = {"FAILED": "FAILURE", "SUCCEEDED": "SUCCESS", "RUNNING": "STARTE
                  "RETRIED": "RETRY", "RETRYING": "RETRY"}
 #: Identifiers (task ids, names, queues): 1..255 characters, no control characters.
 IDENTIFIER_PATTERN = r"^[^\x00-\x1f\x7f]{1,255}$"
+#: :data:`IDENTIFIER_PATTERN` in words, as an error says it.
+IDENTIFIER_RULE = "1 to 255 characters, no control characters"
 _IDENTIFIER = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 _EPOCH = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
@@ -129,9 +132,25 @@ def check_identifier(value: str | None, parameter: str) -> str | None:
     if value is None:
         return None
     if not _IDENTIFIER.fullmatch(value):
-        raise InvalidParameter(f"{parameter}: 1 to 255 characters, no control characters",
-                               parameter=parameter)
+        raise InvalidParameter(f"{parameter}: {IDENTIFIER_RULE}", parameter=parameter)
     return value
+
+
+def check_cursor(cursor: str | None, parameter: str = "cursor") -> str | None:
+    """``cursor`` when it is a ``next_cursor`` a list returned, ``None`` when ``None``.
+
+    Raises:
+        InvalidParameter: anything else.
+
+    """
+    if cursor is None:
+        return None
+    try:
+        decode_cursor(cursor)
+    except InvalidCursor:
+        raise InvalidParameter(f"{parameter}: not a cursor this API returned (pass "
+                               "next_cursor unchanged)", parameter=parameter) from None
+    return cursor
 
 
 def check_range(since: float | None, until: float | None) -> None:

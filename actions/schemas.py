@@ -13,17 +13,28 @@ description, which the OpenAPI document shows.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from actions.params import MAX_EPOCH
+from actions.errors import InvalidParameter
+from actions.params import MAX_EPOCH, check_identifier, check_range, parse_instant
 from exporter.history import Execution
 
 #: Signals a running task may be terminated with (``cancel?terminate=true&signal=…``).
 Signal = Literal["SIGTERM", "SIGINT", "SIGQUIT", "SIGKILL", "SIGUSR1"]
 ArgumentSource = Literal["result_backend", "history_repr"]
+T = TypeVar("T")
 
 
 def utc(seconds: float | None) -> datetime | None:
@@ -405,6 +416,18 @@ class RetryResult(_Model):
                     "(409, reason already-retried), so that one job is not run twice.")
 
 
+def _checked(check: Callable[[], T]) -> T:
+    """``check()``; its :class:`InvalidParameter` becomes a validation error whose message is
+    the parser's without the parameter's name (the error's ``loc`` names it).
+    """
+    try:
+        return check()
+    except InvalidParameter as exc:
+        name = str(exc.extra.get("parameter", ""))
+        raise PydanticCustomError("invalid_parameter",
+                                  exc.detail.removeprefix(f"{name}: ")) from None
+
+
 class BulkRetryFilter(_Model):
     """Which executions a bulk retry selects; all given criteria must match."""
 
@@ -430,6 +453,24 @@ class BulkRetryFilter(_Model):
     dry_run: bool = Field(default=True, description="Only list what would be retried.")
     limit: int = Field(default=100, ge=1, le=1000,
                        description="At most this many executions, newest first.")
+
+    @field_validator("name", "exception_type", "queue")
+    @classmethod
+    def _identifier(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _checked(lambda: check_identifier(value, str(info.field_name)))
+
+    @field_validator("since", "until")
+    @classmethod
+    def _instant(cls, value: float | str | None, info: ValidationInfo) -> float | str | None:
+        # Checked with the other fields, so that one 400 lists every bad one; the service
+        # parses them again. ``until`` also against a valid ``since`` (declared first).
+        if value is None:
+            return None
+        instant = _checked(lambda: parse_instant(value, str(info.field_name)))
+        since = info.data.get("since")
+        if info.field_name == "until" and since is not None:
+            _checked(lambda: check_range(parse_instant(since, "since"), instant))
+        return value
 
 
 class BulkRetryItem(_Model):

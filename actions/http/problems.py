@@ -11,8 +11,11 @@ Every error of the action API is ``application/problem+json``::
 
 - :class:`~actions.errors.ActionError` subclasses map by their ``status``/``slug``/``title``;
   their ``extra`` members are added (``reason``).
-- FastAPI's request validation errors become **400** (never 422), with ``errors``: one
-  ``{"loc": [...], "msg": ...}`` per invalid parameter.
+- Every **400** (FastAPI's request validation errors, never 422, and
+  :class:`~actions.errors.InvalidParameter`) has ``errors``: one ``{"loc": [where, parameter],
+  "msg": ...}`` per invalid parameter (``where``: ``path``, ``query`` or ``body``), each
+  message in words — an identifier's pattern reads as :data:`IDENTIFIER_RULE`, a body that is
+  not JSON says what the parser expected and at which line and column. ``detail`` joins them.
 - Starlette's HTTP errors (unknown path 404, 405 with ``Allow``) keep their status and headers,
   ``type`` ``about:blank``.
 - Anything else is a bug: logged with its traceback, answered 500 without details.
@@ -34,7 +37,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from actions.errors import ActionError
+from actions.errors import ActionError, InvalidParameter
+from actions.params import IDENTIFIER_PATTERN, IDENTIFIER_RULE
 from exporter.secrets import Redactor
 
 log = logging.getLogger(__name__)
@@ -100,14 +104,63 @@ def _location(loc: Iterable[Any]) -> list[str | int]:
     return [part if isinstance(part, int) else str(part) for part in loc]
 
 
+def _json_position(document: Any, position: int) -> str:
+    """``line L, column C`` (from 1) of character ``position`` of the body text."""
+    text = document if isinstance(document, str) else ""
+    before = text[:position]
+    return f"line {before.count(chr(10)) + 1}, column {position - before.rfind(chr(10))}"
+
+
+def _in_words(error: Mapping[str, Any], body: Any) -> dict[str, Any]:
+    """One validation error as ``{"loc", "msg"}``, its message in words."""
+    loc, msg = _location(error.get("loc", ())), str(error.get("msg", ""))
+    context = error.get("ctx") or {}
+    if error.get("type") == "json_invalid":
+        position = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else 0
+        reason = str(context.get("error") or "not parseable")
+        msg = (f"not valid JSON: {reason[:1].lower()}{reason[1:]} at "
+               f"{_json_position(body, position)}")
+        loc = loc[:1]
+    elif error.get("type") == "string_pattern_mismatch" and (
+            context.get("pattern") == IDENTIFIER_PATTERN):
+        msg = IDENTIFIER_RULE
+    return {"loc": loc, "msg": msg}
+
+
+def _summary(errors: Iterable[Mapping[str, Any]]) -> str:
+    """``since: …; limit: …``: each error's parameter (its ``loc`` without ``where``)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:] or e['loc'])}: {e['msg']}"
+                     for e in errors)
+
+
 def validation_response(exc: RequestValidationError, redact: Redactor) -> ProblemResponse:
     """400 with every invalid parameter (``loc`` and ``msg``; the input is not echoed)."""
-    errors = [{"loc": _location(error.get("loc", ())), "msg": redact(str(error.get("msg", "")))}
-              for error in exc.errors()[:MAX_ERRORS]]
-    summary = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc'][1:] or e['loc'])}: {e['msg']}" for e in errors[:3])
-    return problem_response(400, "Invalid parameter", summary or "invalid request",
+    errors = [{**found, "msg": redact(found["msg"])}
+              for found in (_in_words(error, exc.body) for error in exc.errors()[:MAX_ERRORS])]
+    return problem_response(400, "Invalid parameter", _summary(errors) or "invalid request",
                             slug="invalid-parameter", extra={"errors": errors})
+
+
+def _where(request: Request, parameter: str) -> str:
+    """Where ``parameter`` of ``request`` came from: ``path``, ``query`` or ``body``."""
+    if parameter in request.path_params:
+        return "path"
+    return "query" if parameter in request.query_params or request.method == "GET" else "body"
+
+
+def invalid_parameter_response(exc: InvalidParameter, request: Request, redact: Redactor
+                               ) -> ProblemResponse:
+    """The 400 of an :class:`InvalidParameter`: its own ``errors`` when it has them
+    (:class:`actions.params.ParameterCheck`), else one error for its ``parameter``, placed
+    by :func:`_where`.
+    """
+    if "errors" in exc.extra or "parameter" not in exc.extra:
+        return action_error_response(exc, redact)
+    name = str(exc.extra["parameter"])
+    errors = [{"loc": [_where(request, name), name],
+               "msg": redact(exc.detail.removeprefix(f"{name}: "))}]
+    return problem_response(exc.status, exc.title, redact(exc.detail), slug=exc.slug,
+                            extra={**exc.extra, "errors": errors})
 
 
 def install(app: FastAPI, secrets: Iterable[str] = ()) -> None:
@@ -119,6 +172,8 @@ def install(app: FastAPI, secrets: Iterable[str] = ()) -> None:
         if exc.status >= 500:
             log.warning("action failed status=%d problem=%s detail=%s", exc.status, exc.slug,
                         redact(exc.detail))
+        if isinstance(exc, InvalidParameter):
+            return invalid_parameter_response(exc, request, redact)
         return action_error_response(exc, redact)
 
     async def on_validation_error(request: Request, exc: Exception) -> ProblemResponse:

@@ -41,7 +41,9 @@ from actions.http.problems import MEDIA_TYPE, install
 from actions.params import (
     IDENTIFIER_PATTERN,
     ParameterCheck,
+    check_cursor,
     check_identifier,
+    check_range,
     given,
     parse_states,
     parse_time,
@@ -121,10 +123,12 @@ def _routes(api: FastAPI, ctx: ActionContext) -> None:
             (name, "name"), (queue, "queue"), (exception_type, "exception_type"))]
         times = [check(_optional_time, value, parameter)
                  for value, parameter in ((since, "since"), (until, "until"))]
+        check(check_range, times[0], times[1])
+        page_after = check(check_cursor, given(cursor))
         check.done()
         return reads.list_tasks(
             ctx, states=states, name=names[0], queue=names[1], exception_type=names[2],
-            since=times[0], until=times[1], limit=limit, cursor=given(cursor))
+            since=times[0], until=times[1], limit=limit, cursor=page_after)
 
     @api.get("/tasks/{task_id}", response_model=TaskDetail, responses=_responses(404, 503),
              summary="One execution: timing, worker, error, traceback, retry links")
