@@ -266,8 +266,7 @@ class EventConsumer(threading.Thread):
         self.health.set_broker_connected(False)
         problem = tls_problem(exc)
         if problem is None:
-            log.warning("broker unreachable error=%s retry_in=%.0fs", type(exc).__name__,
-                        interval)
+            log.warning("broker unreachable error=%s retry_in=%.0fs", describe(exc), interval)
         else:
             self.health.report_problem("broker_tls", problem)
             self._throttled.log(logging.WARNING, "broker_tls",

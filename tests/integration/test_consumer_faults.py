@@ -103,6 +103,10 @@ def test_exporter_reconnects_after_broker_restart(redis_server, producer, start_
     wait_for(lambda: len(log_lines(exporter.output(), "broker unreachable"))
              >= failed_before + 2, 10,
              message=lambda: f"two failed reconnect attempts\n{exporter.output()}")
+    # The line says what failed (before: the class name alone, "error=ConnectionError").
+    assert log_lines(exporter.output(), "broker unreachable error=ConnectionError: Error 111 "
+                                        f"connecting to 127.0.0.1:{redis_server.port}. "
+                                        "Connection refused. retry_in=")
     redis_server.start()
     wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_connected") == 1, 30,
              message=lambda: f"reconnect\n{exporter.output()}")
