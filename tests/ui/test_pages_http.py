@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from actions.wiring import action_context
 from exporter.config import Settings
-from exporter.history import TaskStats
+from exporter.history import TaskStats, record_action
 from exporter.history.orm import ACTION_AUDIT
 from exporter.http import create_http_app
 from exporter.poll.snapshot import PollSnapshot, QueueState
@@ -22,6 +22,7 @@ from tests.ui.conftest import T0, add_row, csrf_of, login
 from ui.access import UiContext
 from ui.app import create_ui
 from ui.pages.statistics import sort_stats
+from ui.templating import when
 from ui.users import load_users
 
 PAGES = ["/ui/running", "/ui/running/terminate?task_id=t1", "/ui/waiting",
@@ -295,3 +296,18 @@ def test_a_cancelled_task_says_what_happened_and_when_it_runs_again(client, engi
         "runs it again. Cancel… revokes it, so that such a new delivery is dropped.")
     add_row(engine, "t2", state="STARTED", hostname="celery@w1")
     assert 'id="cancelled-note"' not in client.get("/ui/tasks/t2").text
+
+
+def test_the_audit_trail_shows_its_times_as_times(client, engine):
+    # Before: "started_at: 1796317084.2254195", the epoch seconds as stored.
+    add_row(engine, "t1", state="REVOKED", hostname="celery@w1")
+    record_action(engine, actor="ui:alice", action="cancel", task_id="t1", at=T0,
+                  detail={"state": "STARTED", "started_at": T0 - 0.25, "terminate": True})
+    login(client, "alice")
+    trail = client.get("/ui/tasks/t1").text.split('<h2 id="audit">')[1].split("</table>")[0]
+    rows = [[re.sub(r"<[^>]+>", "", cell).strip()
+             for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+            for row in re.findall(r"<tr>(.*?)</tr>", trail.split("<tbody>")[1], re.S)]
+    assert rows[0] == [when(T0), "ui:alice", "cancel",
+                       f"state: STARTED; started_at: {when(T0 - 0.25)}; terminate: True"]
+    assert [row[2] for row in rows] == ["cancel", "cancel-outcome"]  # settled on reading
