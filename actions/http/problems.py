@@ -93,11 +93,17 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
+def action_error_body(exc: ActionError, redact: Redactor) -> dict[str, Any]:
+    """The problem document of a domain error, its texts masked (the commands' ``--json``
+    errors print it too).
+    """
+    extra = {k: redact(v) if isinstance(v, str) else v for k, v in exc.extra.items()}
+    return problem_body(exc.status, exc.title, redact(exc.detail), slug=exc.slug, extra=extra)
+
+
 def action_error_response(exc: ActionError, redact: Redactor) -> ProblemResponse:
     """The response of a domain error (also used by the middlewares' own errors)."""
-    extra = {k: redact(v) if isinstance(v, str) else v for k, v in exc.extra.items()}
-    return problem_response(exc.status, exc.title, redact(exc.detail), slug=exc.slug,
-                            extra=extra)
+    return ProblemResponse(action_error_body(exc, redact), status_code=exc.status)
 
 
 def _location(loc: Iterable[Any]) -> list[str | int]:

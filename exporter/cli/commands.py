@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from actions.command_line import EXIT_HELP, JsonErrors
 from exporter import __version__
 from exporter import config as c
 from exporter.cli.options import (
@@ -276,7 +277,7 @@ def _run_action(settings: Any, history_url: str | None, work: Any, render: Any,
     click.echo(result.model_dump_json(indent=2) if as_json else render(result))
 
 
-@main.command()
+@main.command(cls=JsonErrors, epilog=EXIT_HELP)
 @click.argument("task_id")
 @apply(BROKER_OPTIONS + RETRY_OPTIONS)
 @_HISTORY_URL
@@ -292,17 +293,18 @@ def retry(task_id: str, dry_run: bool, include_revoked: bool, force: bool, as_js
     """Re-send a failed task with its original arguments as a new task (as the API's
     POST /api/v1/tasks/TASK_ID/retry). Exits 1 when the task is unknown or not eligible.
     """
+    from actions.command_line import json_refusals
     from actions.retry import retry_task
     from actions.text import retry_text
 
     settings = _configured(options)
-    _run_action(settings, settings.history_url, lambda ctx: retry_task(
+    _run_action(settings, settings.history_url, json_refusals(lambda ctx: retry_task(
         ctx, task_id, actor=_actor(), dry_run=dry_run, include_revoked=include_revoked,
-        force=force),
+        force=force), as_json, settings.secrets()),
         retry_text, as_json)
 
 
-@main.command()
+@main.command(cls=JsonErrors, epilog=EXIT_HELP)
 @click.argument("task_id")
 @apply(BROKER_OPTIONS)
 @_HISTORY_URL
@@ -320,15 +322,23 @@ def cancel(task_id: str, terminate: bool, signal_name: str | None, as_json: bool
     POST /api/v1/tasks/TASK_ID/cancel). A task only waiting in a Redis queue (sent before any
     event was heard) is found there: --queue and the queues bound in Redis. Prints what was
     asked and which workers acknowledged, with warnings. Exits 1 when the task is unknown or
-    finished, or its worker's pool cannot stop it (threads).
+    finished, or its worker's pool cannot stop it (threads); 3 when no worker acknowledged.
     """
     from actions.cancel import cancel_task
+    from actions.command_line import exit_status, json_refusals
     from actions.text import cancel_text
 
     settings = _configured(options)
-    _run_action(settings, settings.history_url, lambda ctx: cancel_task(
-        ctx, task_id, actor=_actor(), terminate=terminate, signal=signal_name),
-        cancel_text, as_json, search_queues=True)
+    answers: list[Any] = []
+
+    def work(ctx: Any) -> Any:
+        answers.append(cancel_task(ctx, task_id, actor=_actor(), terminate=terminate,
+                                   signal=signal_name))
+        return answers[-1]
+
+    _run_action(settings, settings.history_url, json_refusals(work, as_json, settings.secrets()),
+                cancel_text, as_json, search_queues=True)
+    click.get_current_context().exit(exit_status(answers[-1]))
 
 
 @main.command()

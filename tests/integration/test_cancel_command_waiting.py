@@ -64,7 +64,7 @@ def test_cancel_command_finds_messages_only_redis_queues_hold(
     missing = jobmon("cancel", unbound.id, *common)
     assert missing.returncode == 1
     assert f"task {unbound.id!r} is not known to the history, the task events, the queues or " \
-           "any worker" in missing.stderr
+           "any worker" in json.loads(missing.stdout)["detail"]  # --json: the problem
     found = jobmon("cancel", unbound.id, "--queue", "hidden", *common)
     assert found.returncode == 0, found.stderr
     assert (json.loads(found.stdout)["state_source"],
