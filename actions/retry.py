@@ -3,7 +3,11 @@ a new task id linked to the old one.
 
 Eligibility (each refusal is :class:`~actions.errors.NotEligible` with a ``reason``):
 
-- ``state``: the execution is FAILURE (REVOKED too with ``include_revoked``);
+- ``state``: the execution is FAILURE, LOST (running on a worker that went away) or
+  CANCELLED (killed by its worker's cold shutdown: ``task-cancelled``) — REVOKED too with
+  ``include_revoked``. LOST and CANCELLED ended with no outcome: the answer warns that an
+  ``acks_late`` task may be delivered again by the broker under its own id
+  (:data:`NO_OUTCOME_WARNING`);
 - ``max-manual-retries``: the manual retries already made in its whole chain — those before it
   (``retry_of`` links), those made of it and those made after it, forced ones included — are
   under ``--max-manual-retries``: retrying the retry of a retry counts, and ``force`` on an
@@ -157,6 +161,17 @@ def _retries_in_chain(ctx: ActionContext, row: Execution) -> int:
     return max(used, before + row.manual_retry_count)
 
 
+#: States a retry takes without ``include_revoked``: a failure, and the two endings with no
+#: outcome (the job may or may not have done its work).
+RETRIED_STATES = ("FAILURE", "LOST", "CANCELLED")
+#: The warning of a retry of a LOST or CANCELLED execution (``{state}`` filled in).
+NO_OUTCOME_WARNING = (
+    "the task is {state}: it ended with no outcome, and part of its work may be done. If it is "
+    "acks_late, the broker delivers it again by itself under the same id (RabbitMQ at once, "
+    "Redis after its visibility_timeout, 1 hour by default): retry it only if that did not "
+    "happen, or if running it twice is safe")
+
+
 def plan_retry(ctx: ActionContext, task_id: str, *, include_revoked: bool = False) -> RetryPlan:
     """Check that ``task_id`` may be retried and work out what to send.
 
@@ -167,12 +182,12 @@ def plan_retry(ctx: ActionContext, task_id: str, *, include_revoked: bool = Fals
 
     """
     row = load_execution(ctx, task_id)
-    allowed = ("FAILURE", "REVOKED") if include_revoked else ("FAILURE",)
+    allowed = (*RETRIED_STATES, "REVOKED") if include_revoked else RETRIED_STATES
     if row.state not in allowed:
         hint = (" (add include_revoked=true to retry a REVOKED task)"
                 if row.state == "REVOKED" else "")
-        raise NotEligible(f"the task is {row.state}: only FAILURE tasks are retried{hint}",
-                          reason="state", state=row.state)
+        raise NotEligible(f"the task is {row.state}: only FAILURE, LOST and CANCELLED tasks "
+                          f"are retried{hint}", reason="state", state=row.state)
     used = _retries_in_chain(ctx, row)
     if used >= ctx.max_manual_retries:
         raise NotEligible(
@@ -282,6 +297,8 @@ def retry_task(ctx: ActionContext, task_id: str, *, actor: str, include_revoked:
         if plan.retried and not dry_run and not force:
             raise _refuse_retried(plan)
         queue_check, warnings = check_destination(ctx, m.queue or "")
+        if plan.row.state in ("LOST", "CANCELLED"):
+            warnings.insert(0, NO_OUTCOME_WARNING.format(state=plan.row.state))
         if plan.retried:
             warnings.insert(0, plan.retried_text())
         if dry_run:

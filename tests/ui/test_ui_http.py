@@ -224,7 +224,8 @@ def test_a_retry_of_a_task_that_is_not_failed_is_a_409_page_saying_why(client, e
     login(client, "alice")
     response = client.get("/ui/tasks/ok/retry")
     assert response.status_code == 409
-    assert "the task is SUCCESS: only FAILURE tasks are retried" in response.text
+    assert "the task is SUCCESS: only FAILURE, LOST and CANCELLED tasks are retried" in \
+        response.text
 
 
 def test_a_cancel_says_what_was_asked_and_that_no_worker_acknowledged(client, engine):

@@ -280,6 +280,22 @@ def test_retry_eligibility_refusals_are_409_with_a_reason(client, engine):
     problem(client.post("/api/v1/tasks/unknown/retry"), 404)
 
 
+def test_lost_and_cancelled_executions_are_retried_with_a_warning(client, engine):
+    # Before: 409 "only FAILURE tasks are retried", while the CeleryTaskLost runbook says to
+    # retry the lost executions that are safe to run again.
+    for state in ("LOST", "CANCELLED"):
+        add_row(engine, state.lower(), state)
+        dry = client.post(f"/api/v1/tasks/{state.lower()}/retry?dry_run=true").json()
+        assert dry["warnings"][0] == (
+            f"the task is {state}: it ended with no outcome, and part of its work may be done. "
+            "If it is acks_late, the broker delivers it again by itself under the same id "
+            "(RabbitMQ at once, Redis after its visibility_timeout, 1 hour by default): retry "
+            "it only if that did not happen, or if running it twice is safe"), dry
+        sent = client.post(f"/api/v1/tasks/{state.lower()}/retry")
+        assert sent.status_code == 202, sent.text
+        assert sent.json()["warnings"][0] == dry["warnings"][0]
+
+
 def test_retry_checks_the_queue_it_publishes_to(client, engine, broker):
     add_row(engine, "t1", routing_key="b.key", exchange="tasks")
     broker.queues = {"b": QueueCheck("b", True, 3, 0, "jobs")}
