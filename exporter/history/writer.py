@@ -346,7 +346,7 @@ class HistoryWriter(threading.Thread):
         with self._cond:
             while (wait := self._wait_seconds(time.monotonic())) > 0:
                 self._cond.wait(None if wait == float("inf") else wait)
-            taken, taken_oldest, generation = self._take_locked()
+            taken, taken_oldest, generation, emptied = self._take_locked()
             urgent = self._closed or generation > self._flushed
             stopping = self._closed
         if taken is not None:
@@ -356,7 +356,7 @@ class HistoryWriter(threading.Thread):
             self._write_pending()
         with self._cond:
             self._pending_count = len(self._pending)
-            if taken is not None and not self._pending and generation > self._flushed:
+            if emptied and not self._pending and generation > self._flushed:
                 # Everything queued before flush() asked for `generation` is written.
                 self._flushed = generation
                 self._cond.notify_all()
@@ -386,14 +386,32 @@ class HistoryWriter(threading.Thread):
             waits.append(due - now)
         return max(0.0, min(waits))
 
-    def _take_locked(self) -> tuple[tuple[deque[dict[str, Any]], ...] | None, float | None, int]:
-        """Swap the whole queue out unless too many rows are pending; ``_cond`` held."""
-        if len(self._pending) >= self.max_pending:
-            return None, None, self._flush_requested
-        taken, oldest = self._queues, self._oldest
-        self._taken = self._queued
-        self._queues, self._queued, self._oldest = (deque(), deque(), deque()), 0, None
-        return taken, oldest, self._flush_requested
+    def _take_locked(self) -> tuple[tuple[deque[dict[str, Any]], ...] | None, float | None,
+                                    int, bool]:
+        """Take queued events to merge, ``_cond`` held: the whole queue when its events fit
+        under ``max_pending`` as new rows, else only as many events as rows fit (an event makes
+        one new row at most), the most important first — failures, then progress, then
+        successes, the drop order backwards —, so pending rows never pass ``max_pending``
+        while the database is down. Returns the taken queues (``None``: no room), the oldest
+        queued time, the flush generation and whether the queue is empty now.
+        """
+        room = self.max_pending - len(self._pending)
+        if room <= 0:
+            return None, None, self._flush_requested, False
+        oldest = self._oldest
+        if self._queued <= room:
+            taken = self._queues
+            self._taken = self._queued
+            self._queues, self._queued, self._oldest = (deque(), deque(), deque()), 0, None
+            return taken, oldest, self._flush_requested, True
+        part: tuple[deque[dict[str, Any]], ...] = (deque(), deque(), deque())
+        for kept, source in reversed(list(zip(part, self._queues, strict=True))):
+            while room and source:
+                kept.append(source.popleft())
+                room -= 1
+        self._taken = sum(len(kept) for kept in part)
+        self._queued -= self._taken  # the rest keeps its oldest time: due no later
+        return part, oldest, self._flush_requested, False
 
     def _merge(self, taken: tuple[deque[dict[str, Any]], ...], oldest: float | None) -> None:
         pending = self._pending

@@ -374,6 +374,29 @@ def test_database_down_with_full_buffers_drops_successes_first(db, make_writer):
     engine.dispose()
 
 
+def test_database_down_pending_rows_never_pass_max_pending(db, make_writer):
+    # Before: the writer took the whole queue whenever a row fitted, so 7 events of new tasks
+    # made 7 pending rows with max_pending 3 (the bound overshot by up to a whole queue).
+    down_url, restore = db.outage()
+    engine = create_history_engine(down_url)
+    writer = make_writer(engine, start=False, capacity=10, batch_size=2, max_pending=3,
+                         retry_initial=0.02, retry_max=0.05)
+    for task_id in "abcdef":
+        writer.submit(sent(task_id, T0))
+    writer.submit(failed("g", T0 + 1))
+    writer.start()
+    wait_for(lambda: writer.stats().write_errors >= 2, 10, interval=0.01)
+    stats = writer.stats()
+    assert (stats.pending_rows, stats.queue_depth) == (3, 4)  # g (a failure), a, b; c-f wait
+    assert writer.flush(0.2) is False
+    restore()
+    assert writer.flush(10.0)
+    states = {r.task_id: r.state for r in list_executions(engine, limit=10).items}
+    assert states == {**dict.fromkeys("abcdef", "PENDING"), "g": "FAILURE"}
+    assert not any(writer.stats().dropped.values())
+    engine.dispose()
+
+
 def test_stop_while_database_down_counts_what_is_lost(db, make_writer):
     down_url, _ = db.outage()
     engine = create_history_engine(down_url)
