@@ -429,22 +429,26 @@ def bulk_retry(ctx: ActionContext, selection: BulkRetryFilter, *, actor: str
     items: list[BulkRetryItem] = []
     broker_down: str | None = None
     for row in rows:
+        item: BulkRetryItem
         if broker_down is not None:
-            items.append(BulkRetryItem(task_id=row.task_id, outcome="skipped",
-                                       reason=f"not tried: {broker_down}",
-                                       reason_code=BrokerUnavailable.slug))
+            item = BulkRetryItem(task_id=row.task_id, outcome="skipped",
+                                 reason=f"not tried: {broker_down}",
+                                 reason_code=BrokerUnavailable.slug)
         elif row.task_id in superseded:
-            items.append(BulkRetryItem(
+            item = BulkRetryItem(
                 task_id=row.task_id, outcome="skipped", reason_code="already-retried",
                 reason=f"already retried: its retry chain goes on with "
-                       f"{superseded[row.task_id]}, selected in this call"))
+                       f"{superseded[row.task_id]}, selected in this call")
         else:
             try:
-                items.append(_bulk_item(ctx, row, selection, actor))
+                item = _bulk_item(ctx, row, selection, actor)
             except BrokerUnavailable as exc:
                 broker_down = exc.detail
-                items.append(BulkRetryItem(task_id=row.task_id, outcome="skipped",
-                                           reason=exc.detail, reason_code=exc.slug))
+                item = BulkRetryItem(task_id=row.task_id, outcome="skipped",
+                                     reason=exc.detail, reason_code=exc.slug)
+        # What each one is, for the preview: name and exception from the history.
+        items.append(item.model_copy(update={"name": row.name,
+                                             "exception_type": row.exception_type}))
     retried = sum(1 for item in items if item.outcome == "retried")
     if not selection.dry_run and ctx.history is not None:
         try:

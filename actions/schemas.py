@@ -477,6 +477,9 @@ class BulkRetryItem(_Model):
     """What happened to one selected execution."""
 
     task_id: str
+    name: str | None = Field(default=None, description="The task's name (history).")
+    exception_type: str | None = Field(
+        default=None, description="The exception class it failed with (history).")
     outcome: Literal["retried", "would_retry", "skipped"]
     new_task_id: str | None = None
     reason: str | None = Field(default=None, description="Why it was skipped.")

@@ -250,6 +250,9 @@ def test_bulk_retry_previews_then_retries_what_matches(client, engine):
     assert listing.text.count("/ui/tasks/a") >= 2 and "/ui/tasks/b1" not in listing.text
     preview = client.get("/ui/failed/retry?exception=KeyError")
     assert "2 would be retried, 0 skipped" in preview.text
+    rows = re.findall(r"<tr><td><a[^>]*><code>(\w+)</code></a></td>\s*<td>([^<]*)</td>"
+                      r"<td>([^<]*)</td>", preview.text)
+    assert rows == [("a2", "app.charge", "KeyError"), ("a1", "app.charge", "KeyError")]
     assert audit_rows(engine) == []
     form = {"csrftoken": csrf_of(preview.text), "once": once_of(preview.text),
             "exception": "KeyError"}

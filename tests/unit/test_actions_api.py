@@ -365,6 +365,9 @@ def test_bulk_retry_is_a_dry_run_by_default_and_filters(client, engine, broker):
         == (True, 2, 0, 1, False)
     assert [(i["task_id"], i["outcome"]) for i in body["items"]] == [
         ("v2", "skipped"), ("v1", "would_retry")]
+    # Each one says what it is (before: task ids only).
+    assert [(i["name"], i["exception_type"]) for i in body["items"]] == [
+        ("app.charge", "ValueError")] * 2
     assert "not a Python literal" in body["items"][0]["reason"]
     assert broker.sent == []
 
