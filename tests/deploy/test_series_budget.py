@@ -1,5 +1,5 @@
 """The series budget of README "At scale", counted from the exporter's own ``/metrics``
-renderer: per (task name, queue) pair ``10 + 2 × (R + 3) + (W + 3)`` task series for R runtime
+renderer: per (task name, queue) pair ``11 + 2 × (R + 3) + (W + 3)`` task series for R runtime
 and W queue-wait bucket bounds, one per (name, exception class), and ``--task-hostname-label``
 multiplying all but ``celery_task_sent_total`` by the workers.
 """
@@ -30,7 +30,7 @@ def task_series(names: int, queues: int, workers: int, *, hostname_label: bool =
         for q in range(queues):
             for w in range(workers):
                 for end in ("task-succeeded", "task-failed", "task-retried", "task-revoked",
-                            "task-rejected"):
+                            "task-rejected", "task-cancelled"):
                     i += 1
                     task = {"uuid": f"t{i}", "hostname": f"w{w}@h"}
                     events += [
@@ -38,7 +38,7 @@ def task_series(names: int, queues: int, workers: int, *, hostname_label: bool =
                          "queue": f"q{q}"},
                         {**task, "type": "task-received", "timestamp": NOW, "name": f"app.t{n}"},
                     ]
-                    if end in ("task-succeeded", "task-failed", "task-retried"):
+                    if end in ("task-succeeded", "task-failed", "task-retried", "task-cancelled"):
                         events.append({**task, "type": "task-started", "timestamp": NOW + 0.1})
                     events.append({**task, "type": end, "timestamp": NOW + 0.2, "runtime": 0.1,
                                    "exception": "ValueError('x')"})
@@ -52,21 +52,21 @@ def task_series(names: int, queues: int, workers: int, *, hostname_label: bool =
     return counts
 
 
-def test_a_pair_has_73_task_series_with_the_default_buckets():
+def test_a_pair_has_74_task_series_with_the_default_buckets():
     counts = task_series(1, 1, 1)
     assert counts["celery_task_exceptions_total"] == 1
     assert counts["celery_task_runtime_seconds_bucket"] == 2 * 19
     assert counts["celery_task_queue_wait_seconds_bucket"] == 19
-    assert sum(counts.values()) - counts["celery_task_exceptions_total"] == 73
-    assert sum(task_series(2, 3, 1).values()) == 6 * 73 + 2
+    assert sum(counts.values()) - counts["celery_task_exceptions_total"] == 74
+    assert sum(task_series(2, 3, 1).values()) == 6 * 74 + 2
 
 
 def test_fewer_bounds_cut_three_series_per_pair_each():
     counts = task_series(1, 1, 1, runtime=(0.1, 1, 10, 60, 600), queue_wait=(1, 10, 60, 600))
-    assert sum(counts.values()) - counts["celery_task_exceptions_total"] == 33
+    assert sum(counts.values()) - counts["celery_task_exceptions_total"] == 34
 
 
 def test_the_hostname_label_multiplies_a_pair_by_its_workers():
     counts = task_series(1, 1, 3, hostname_label=True)
     assert counts["celery_task_sent_total"] == 1
-    assert sum(counts.values()) == 1 + 72 * 3 + 1
+    assert sum(counts.values()) == 1 + 73 * 3 + 1
