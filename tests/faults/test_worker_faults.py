@@ -9,10 +9,12 @@ import signal
 import time
 
 import pytest
+from sqlalchemy import Engine
 
 from exporter.history import create_history_engine, get_execution
-from tests.support.exporter import QUIET_POLLER, log_lines
+from tests.support.exporter import QUIET_POLLER, Exporter, log_lines
 from tests.support.waiting import assert_stays, wait_for
+from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
 SLEEP = "examples.tasks.sleep"
@@ -23,17 +25,26 @@ def _worker_up(exporter, worker) -> bool:
     return exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1
 
 
-def test_sigkilled_worker_takes_its_running_tasks_to_lost(own_redis_url, producer, start_exporter,
-                                                          start_worker):
-    exporter = start_exporter(own_redis_url, "--worker-timeout", f"{TIMEOUT:g}s", *QUIET_POLLER)
-    worker = start_worker(own_redis_url, "a")
+def _two_running(url: str, producer, start_exporter, start_worker
+                 ) -> tuple[Exporter, Worker, list[str], Engine]:
+    """An exporter (``--worker-timeout`` :data:`TIMEOUT`) and a prefork worker on queue a
+    running two 60 s sleeps: ``(exporter, worker, their task ids, the history engine)``."""
+    exporter = start_exporter(url, "--worker-timeout", f"{TIMEOUT:g}s", *QUIET_POLLER)
+    worker = start_worker(url, "a")
     wait_for(lambda: _worker_up(exporter, worker), 60,
              message=lambda: f"worker up\n{worker.output()}")
-    app = producer(own_redis_url)
+    app = producer(url)
     doomed = [app.send_task(SLEEP, (60,), queue="a").id for _ in range(2)]
     engine = create_history_engine(exporter.history_url)
     wait_for(lambda: exporter.metrics().value("celery_task_running", name=SLEEP,
                                               queue_name="a") == 2, 30, message="both running")
+    return exporter, worker, doomed, engine
+
+
+def test_sigkilled_worker_takes_its_running_tasks_to_lost(own_redis_url, producer, start_exporter,
+                                                          start_worker):
+    exporter, worker, doomed, engine = _two_running(own_redis_url, producer, start_exporter,
+                                                    start_worker)
     wait_for(lambda: all((row := get_execution(engine, t)) and row.state == "STARTED"
                          for t in doomed), 10, message="started rows")
 
@@ -77,15 +88,8 @@ def test_a_cold_shutdown_cancels_the_running_tasks_and_they_are_counted(
         own_redis_url, producer, start_exporter, start_worker):
     # Before: task-cancelled had no counter: the two executions left celery_task_running and
     # were counted nowhere (started 2, ended 0), so nothing could alert on them.
-    exporter = start_exporter(own_redis_url, "--worker-timeout", f"{TIMEOUT:g}s", *QUIET_POLLER)
-    worker = start_worker(own_redis_url, "a")
-    wait_for(lambda: _worker_up(exporter, worker), 60,
-             message=lambda: f"worker up\n{worker.output()}")
-    app = producer(own_redis_url)
-    doomed = [app.send_task(SLEEP, (60,), queue="a").id for _ in range(2)]
-    engine = create_history_engine(exporter.history_url)
-    wait_for(lambda: exporter.metrics().value("celery_task_running", name=SLEEP,
-                                              queue_name="a") == 2, 30, message="both running")
+    exporter, worker, doomed, engine = _two_running(own_redis_url, producer, start_exporter,
+                                                    start_worker)
 
     worker.quit()  # SIGQUIT: Celery kills the running tasks and sends task-cancelled for each
     labels = {"name": SLEEP, "queue_name": "a"}
