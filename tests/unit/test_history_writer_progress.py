@@ -18,9 +18,9 @@ def test_events_the_writer_took_count_as_queued_until_they_are_merged(tmp_path):
     for i in range(7):
         writer.submit(task_event("task-sent", uuid=f"t{i}", timestamp=T0, name="a.b"))
     with writer._cond:
-        taken, oldest, _ = writer._take_locked()
+        taken, oldest, _, emptied = writer._take_locked()
     assert (writer.stats().queue_depth, writer.stats().pending_rows) == (7, 0)
-    assert taken is not None
+    assert taken is not None and emptied
     writer._merge(taken, oldest)
     assert (writer.stats().queue_depth, writer.stats().pending_rows) == (0, 7)
     engine.dispose()
