@@ -14,7 +14,8 @@ kombu path, the RabbitMQ fast path, and the fast path with the history; with ``-
 queues keeping messages 300 s). Printed per consumer:
 events, seconds until all were counted, events/s, CPU seconds per 100k events, the one-core
 capacity that implies (events per CPU second: the burst rate is capped by the generator when the
-consumer is faster than it), peak RSS and loss.
+consumer is faster than it), peak RSS and loss: ``lost %`` what never reached the consumer,
+``hist drop`` the events the history writer dropped (``celery_jobmon_history_dropped_total``).
 """
 
 from __future__ import annotations
@@ -120,6 +121,12 @@ def progress(url: str) -> dict[str, float]:
                              "celery_jobmon_history_pending_rows"):
             found["unwritten"] += family.samples[0].value
     return found
+
+
+def total(url: str, name: str) -> float:
+    """The sum of every sample named ``name`` on the exporter's ``/metrics`` (0 when none)."""
+    return sum(sample.value for family in text_string_to_metric_families(
+        httpx.get(url, timeout=10).text) for sample in family.samples if sample.name == name)
 
 
 def scalar(url: str, name: str) -> float:
@@ -268,10 +275,13 @@ def measure_exporter(broker, template, copies: int, db: int, *extra: str,
     done_at = start + seen["last_event"] - wall_start
     rss = peak_rss_mb(proc.pid)
     gaps = int(scalar(url, "celery_jobmon_event_gaps_total"))
+    # Events the history writer dropped (a full queue, for instance): "lost %" counts only
+    # what never reached the exporter.
+    dropped = int(total(url, "celery_jobmon_history_dropped_total"))
     proc.terminate()
     proc.wait(30)
     return {"events": count, "seconds": done_at - start, "cpu": cpu, "rss": rss,
-            "expected": expected, "gaps": gaps, "published": published,
+            "expected": expected, "gaps": gaps, "hist_dropped": dropped, "published": published,
             "done_at": done_at, "start": start}
 
 
@@ -343,6 +353,7 @@ def main() -> None:
     # (about 0: it kept up; a backlog would grow it).
     print(f"{'consumer':38} {'events':>8} {'seconds':>8} {'events/s':>9} {'x base':>7} "
           f"{'CPU s/100k':>10} {'ev/CPU-s':>9} {'peak RSS MB':>11} {'lost %':>7} {'gaps':>5}"
+          f" {'hist drop':>9}"
           + (f" {'behind s':>8} {'sent/s':>7}" if sustained else ""))
     for label, r in rows:
         rate_seen = r["events"] / r["seconds"]
@@ -353,7 +364,7 @@ def main() -> None:
         print(f"{label:38} {r['events']:>8} {r['seconds']:>8.2f} {rate_seen:>9.0f} "
               f"{rate_seen / base_rate:>7.2f} {r['cpu'] / r['events'] * 1e5:>10.2f} "
               f"{r['events'] / r['cpu']:>9.0f} {r['rss']:>11.1f} {lost:>7.2f} "
-              f"{r.get('gaps', '-'):>5}{behind}")
+              f"{r.get('gaps', '-'):>5} {r.get('hist_dropped', '-'):>9}{behind}")
 
 
 if __name__ == "__main__":
