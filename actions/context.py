@@ -108,6 +108,5 @@ class ActionContext:
         """Workers up by their heartbeats (0: none), ``None`` without task events (the
         command line). A worker busy in a solo pool sends no heartbeat and counts as down.
         """
-        if self.live is None:
-            return None
-        return sum(1 for worker in self.live.worker_states() if worker.up)
+        up = self.hostnames_up()
+        return None if up is None else len(up)

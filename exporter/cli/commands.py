@@ -151,19 +151,15 @@ def _existing_history(url: str | None) -> str:
             schema (what to do is in the message), or it cannot be read (exit 1).
 
     """
-    from sqlalchemy.engine import make_url
-
     from exporter.history import current_revision, default_history_url
 
-    _history_engine(url).dispose()  # the usage errors of a URL that cannot work
-    resolved = url or default_history_url()
-    parsed = make_url(resolved)
+    engine = _history_engine(url)  # the usage errors of a URL that cannot work; opens nothing
     where = "the database of --history-url"
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        where = str(parsed.database)
+    if engine.url.get_backend_name() == "sqlite" and engine.url.database not in (None, "",
+                                                                                 ":memory:"):
+        where = str(engine.url.database)
         if not os.path.exists(where):
             raise click.ClickException(f"no history database at {where}: {_CREATED_BY_SERVE}")
-    engine = _history_engine(resolved)
     try:
         revision = current_revision(engine)
     except Exception as exc:
@@ -174,7 +170,7 @@ def _existing_history(url: str | None) -> str:
     if revision is None:
         raise click.ClickException(f"no history in {where} (no schema): {_CREATED_BY_SERVE}, "
                                    "or `celery-jobmon db upgrade`")
-    return resolved
+    return url or default_history_url()
 
 
 @main.group()

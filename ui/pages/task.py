@@ -32,7 +32,7 @@ from starlette.responses import RedirectResponse, Response
 from actions import reads
 from actions.cancel import SIGNALS, cancel_task
 from actions.params import check_identifier
-from actions.retry import load_execution, retry_task
+from actions.retry import RETRIED_STATES, load_execution, retry_task
 from actions.workflow import get_workflow
 from ui import once
 from ui.access import actor, operator, ui_context, viewer
@@ -126,4 +126,5 @@ def task(request: Request, task_id: str, user: Annotated[User, Depends(viewer)])
     live = ctx.known_task(detail.task_id) if ctx.known_task is not None else None
     return render(request, "task.html", {
         "task": detail, "audit": audit_trail(ctx.engine(), detail.task_id), "live": live,
-        "waiting": WAITING, "workflow": get_workflow(ctx, detail.task_id)})
+        "waiting": WAITING, "retried": RETRIED_STATES,
+        "workflow": get_workflow(ctx, detail.task_id)})
