@@ -82,6 +82,9 @@ DEFAULT_REDBEAT_KEY_PREFIX = "redbeat:"
 MIN_API_TOKEN_CHARS = 16
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
+#: Where the history writer runs (``--history-writer``): a child process of its own, or a
+#: thread of the exporter's (:mod:`exporter.history.process`).
+HISTORY_WRITERS = ("process", "thread")
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -479,6 +482,8 @@ class Settings:
     history_retention: float = DEFAULT_HISTORY_RETENTION
     history_max_rows: int = 0
     history_queue_size: int = DEFAULT_HISTORY_QUEUE_SIZE
+    #: ``process`` or ``thread`` (:data:`HISTORY_WRITERS`).
+    history_writer: str = "process"
     #: Shell-style patterns of task names kept out of the history (``--history-exclude-task``).
     history_exclude_tasks: tuple[str, ...] = ()
     slow_threshold: float = DEFAULT_SLOW_THRESHOLD
@@ -580,6 +585,8 @@ class Settings:
             found.append("--history-retention / --history-max-rows: 0 (no limit) or more")
         if self.history_queue_size < 1:
             found.append("--history-queue-size: at least 1")
+        if self.history_writer not in HISTORY_WRITERS:
+            found.append(f"--history-writer: one of {', '.join(HISTORY_WRITERS)}")
         if self.repair_interval <= 0:
             found.append("--repair-interval: greater than 0")
         if self.repair_batch < 1:

@@ -192,6 +192,9 @@ SERVE_OPTIONS: list[Decorator] = [
            default=c.DEFAULT_HISTORY_QUEUE_SIZE,
            help="Events the history writer holds while the database is slow or down; beyond "
                 "it, successes are dropped first and failures last."),
+    option("--history-writer", type=click.Choice(c.HISTORY_WRITERS), default="process",
+           help="Run the history writer in a child process of its own (a core of its own in a "
+                "burst; about 60 MB more memory) or in a thread of the exporter."),
     option("--history-exclude-task", "history_exclude_tasks", multiple=True,
            metavar="PATTERN",
            help="Task names (shell-style pattern, e.g. 'celery.*' for Celery's built-in tasks "

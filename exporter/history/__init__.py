@@ -13,8 +13,9 @@ Typical wiring (``serve``)::
     writer.stop(timeout=10)                      # on SIGTERM, after the consumer stopped
 
 Modules: :mod:`.models` (tables), :mod:`.db` (engine, migrations), :mod:`.merge` (event →
-row rules, pure), :mod:`.store` (batched upsert), :mod:`.writer` (the thread),
-:mod:`.queries` (reads), :mod:`.retention` (prune), :mod:`.audit` (actions).
+row rules, pure), :mod:`.store` (batched upsert), :mod:`.writer` (the writer thread),
+:mod:`.process` (``serve``'s default: that writer in a child process), :mod:`.queries`
+(reads), :mod:`.retention` (prune), :mod:`.audit` (actions).
 """
 
 from exporter.events.table import STATES

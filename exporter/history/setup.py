@@ -1,4 +1,5 @@
-"""Open the SQL history for ``serve``: engine, schema, warm-up rows and the writer thread.
+"""Open the SQL history for ``serve``: engine, schema, warm-up rows and the writer
+(in a child process, :mod:`exporter.history.process`, or a thread: ``--history-writer``).
 
 ``serve`` keeps running without history when the database cannot be opened at start (a
 warning, ``celery_jobmon_history_enabled 0``), unless ``--history-required``: then it exits
@@ -24,6 +25,7 @@ from exporter.history import (
     unfinished,
     upgrade,
 )
+from exporter.history.process import WriterProcess
 from exporter.logs import describe
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ class OpenHistory:
     """
 
     engine: Engine
-    writer: HistoryWriter
+    writer: HistoryWriter | WriterProcess
     unfinished: list[UnfinishedTask]
 
     def close(self, timeout: float = 10.0) -> None:
@@ -82,11 +84,22 @@ def open_history(settings: Settings) -> OpenHistory | None:
             raise HistoryUnavailable(reason) from None
         log.warning("%s; running without history (metrics only)", reason)
         return None
-    writer = HistoryWriter(
-        engine, capacity=settings.history_queue_size,
-        max_field_bytes=settings.history_max_field_bytes,
-        retention=settings.history_retention or None,
-        max_rows=settings.history_max_rows or None,
-    )
+    writer: HistoryWriter | WriterProcess
+    if settings.history_writer == "thread":
+        writer = HistoryWriter(
+            engine, capacity=settings.history_queue_size,
+            max_field_bytes=settings.history_max_field_bytes,
+            retention=settings.history_retention or None,
+            max_rows=settings.history_max_rows or None,
+        )
+    else:
+        writer = WriterProcess(
+            url, capacity=settings.history_queue_size,
+            max_field_bytes=settings.history_max_field_bytes,
+            retention=settings.history_retention or None,
+            max_rows=settings.history_max_rows or None,
+            log_level=settings.log_level, log_format=settings.log_format,
+            secrets=settings.secrets(),
+        )
     log.info("history url=%s unfinished=%d", safe_url(engine), len(warm))
     return OpenHistory(engine, writer, warm)

@@ -94,9 +94,33 @@ DROP_CLASS: Mapping[str, int] = {
     "task-failed": 2, "task-retried": 2, "task-revoked": 2, "task-rejected": 2,
     "task-cancelled": 2, "task-lost": 2,
 }
-_FULL_REASON = ("queue_full_success", "queue_full_progress", "queue_full_failure")
+FULL_REASON = ("queue_full_success", "queue_full_progress", "queue_full_failure")
 #: Every ``dropped`` reason (label values of ``celery_history_dropped_total``).
-DROP_REASONS = (*_FULL_REASON, "invalid", "stopped", "stop_timeout", "rejected")
+#: ``writer_exited``: held by a writer process that died (:mod:`exporter.history.process`).
+DROP_REASONS = (*FULL_REASON, "invalid", "stopped", "stop_timeout", "rejected", "writer_exited")
+
+
+def checked_copy(event: Mapping[str, Any],
+                 max_field_bytes: int) -> tuple[int, dict[str, Any] | None]:
+    """Check one event for the history and copy it (shallow), its text fields cut to
+    ``max_field_bytes`` (:func:`~.merge.precap_event`); never raises.
+
+    Returns ``(-1, None)`` for a worker event (not the history's), ``(drop class, copy)`` for a
+    task event with a ``uuid`` (:data:`DROP_CLASS`), ``(0, None)`` for anything else (invalid).
+    """
+    try:
+        event_type = event.get("type")
+        if event_type in WORKER_EVENT_TYPES:
+            return -1, None
+        drop_class = DROP_CLASS.get(event_type)  # type: ignore[arg-type]
+        task_id = event.get("uuid")
+        if drop_class is None or not isinstance(task_id, str) or not task_id:
+            return 0, None
+        item = dict(event)
+        precap_event(item, max_field_bytes)
+    except Exception:  # not a mapping, or a mapping that fails: still never raise
+        return 0, None
+    return drop_class, item
 
 
 @dataclass(frozen=True)
@@ -239,20 +263,11 @@ class HistoryWriter(threading.Thread):
         events it takes as soon as they are merged into pending rows, before it writes them: at
         most ``capacity`` queued events and one take being merged are alive at once.
         """
-        try:
-            event_type = event.get("type")
-            if event_type in WORKER_EVENT_TYPES:
-                return
-            drop_class = DROP_CLASS.get(event_type)  # type: ignore[arg-type]
-            task_id = event.get("uuid")
-            usable = drop_class is not None and isinstance(task_id, str) and bool(task_id)
-            item = dict(event) if usable else None
-            if item is not None:
-                precap_event(item, self.max_field_bytes)
-        except Exception:  # not a mapping, or a mapping that fails: still never raise
-            drop_class, item = None, None
+        drop_class, item = checked_copy(event, self.max_field_bytes)
+        if drop_class < 0:
+            return
         with self._lock:
-            if item is None or drop_class is None:
+            if item is None:
                 self._dropped["invalid"] += 1
                 return
             if self._closed:
@@ -261,11 +276,11 @@ class HistoryWriter(threading.Thread):
             if self._queued >= self.capacity:
                 victim = next((k for k in range(drop_class + 1) if self._queues[k]), None)
                 if victim is None:
-                    self._dropped[_FULL_REASON[drop_class]] += 1
+                    self._dropped[FULL_REASON[drop_class]] += 1
                     return
                 self._queues[victim].popleft()
                 self._queued -= 1
-                self._dropped[_FULL_REASON[victim]] += 1
+                self._dropped[FULL_REASON[victim]] += 1
             self._queues[drop_class].append(item)
             self._queued += 1
             self._accepted += 1

@@ -65,6 +65,7 @@ CASES = [
                  "--history-url", id="serve-history-port-not-a-number"),
     (["serve", "--history-retention", "forever"], "--history-retention"),
     (["serve", "--history-queue-size", "0"], "--history-queue-size"),
+    (["serve", "--history-writer", "fork"], "--history-writer"),
     # check
     (["check", "--broker-url", "localhost"], "--broker-url"),
     pytest.param(["check", "--broker-url", f"foo://:{SECRET}@h/0"], "--broker-url",

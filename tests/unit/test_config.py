@@ -193,6 +193,12 @@ def test_retention_shorter_than_timeout_is_a_problem() -> None:
     ]
 
 
+def test_history_writer_is_process_or_thread() -> None:
+    assert Settings(history_writer="fork").problems() == [
+        "--history-writer: one of process, thread",
+    ]
+
+
 def test_inspect_timeout_of_zero_is_a_problem() -> None:
     assert Settings(inspect_timeout=0.0).problems() == [
         "--inspect-interval / --inspect-timeout: greater than 0",
