@@ -9,13 +9,15 @@ SIGCONT until it counted everything — its capacity, not the generator's speed.
 output limit is lifted for this (capacity, not Redis' disconnect policy). Two
 consumers are measured in the same run: a plain ``celery.events.EventReceiver`` whose handler
 only counts (the kombu path's ceiling) and the real exporter process — on the kombu path, on
-the Redis fast path, and on the fast path with the SQLite history on (``--broker amqp``: the
+the Redis fast path, and on the fast path with the SQLite history on, its writer in a child
+process (serve's default) and in a thread (``--history-writer thread``) (``--broker amqp``: the
 kombu path, the RabbitMQ fast path, and the fast path with the history; with ``--rate`` too, the
 queues keeping messages 300 s). Printed per consumer:
 events, seconds until all were counted, events/s, CPU seconds per 100k events, the one-core
 capacity that implies (events per CPU second: the burst rate is capped by the generator when the
 consumer is faster than it), peak RSS and loss: ``lost %`` what never reached the consumer,
 ``hist drop`` the events the history writer dropped (``celery_jobmon_history_dropped_total``).
+CPU and peak RSS are the exporter's and its writer process's together (the sum of both peaks).
 """
 
 from __future__ import annotations
@@ -88,16 +90,32 @@ print(f"done {count} {last:.6f}", flush=True)
 """
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (the exporter's history writer process)."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found.extend(process_tree(int(child)))
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """CPU seconds (user + system) of ``pid`` and its live descendants."""
+    used = 0
+    for member in process_tree(pid):
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        used += int(fields[11]) + int(fields[12])
+    return used / CLK_TCK
 
 
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """The sum of the peak RSS of ``pid`` and of its live descendants, MB."""
+    peak = 0
+    for member in process_tree(pid):
+        for line in Path(f"/proc/{member}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peak += int(line.split()[1])
+    return peak / 1024
 
 
 #: Seconds between two reads of the exporter's ``/metrics`` while it works. A read costs the
@@ -311,7 +329,10 @@ def main() -> None:
         print(f"template: {len(template.messages)} events ({args.tasks} lifecycles), "
               f"replayed {mode}")
         history_dir = tempfile.mkdtemp(prefix="jobmon-bench-history-")
-        history = ("--history-url", f"sqlite:///{history_dir}/history.db")
+        # A fresh file for each writer: --history-writer process (serve's default) and thread.
+        history = ("--history-url", f"sqlite:///{history_dir}/process.db")
+        history_thread = ("--history-url", f"sqlite:///{history_dir}/thread.db",
+                          "--history-writer", "thread")
         rate = args.rate
         if args.broker == "amqp":
             server.stop()  # only needed to render the template
@@ -327,8 +348,10 @@ def main() -> None:
                                   "--no-history", rate=rate)),
                 ("jobmon, RabbitMQ fast path, no history",
                  measure_exporter(amqp, template, copies, 0, "--no-history", rate=rate)),
-                ("jobmon, RabbitMQ fast path + history (SQLite)",
+                ("jobmon, RabbitMQ fast path + history (SQLite, writer process)",
                  measure_exporter(amqp, template, copies, 0, *history, rate=rate)),
+                ("jobmon, RabbitMQ fast path + history (SQLite, writer thread)",
+                 measure_exporter(amqp, template, copies, 0, *history_thread, rate=rate)),
             ]
         else:
             redis_ = RedisBroker(server)
@@ -340,8 +363,10 @@ def main() -> None:
                                   "--no-history", rate=rate)),
                 ("jobmon, Redis fast path, no history",
                  measure_exporter(redis_, template, copies, 4, "--no-history", rate=rate)),
-                ("jobmon, fast path + history (SQLite)",
+                ("jobmon, fast path + history (SQLite, writer process)",
                  measure_exporter(redis_, template, copies, 5, *history, rate=rate)),
+                ("jobmon, fast path + history (SQLite, writer thread)",
+                 measure_exporter(redis_, template, copies, 6, *history_thread, rate=rate)),
             ]
     finally:
         server.stop()
