@@ -132,7 +132,7 @@ class HistoryStats:
     ``queue_depth``: events waiting in the queue or taken by the writer and not merged yet;
     ``pending_rows``: merged rows not yet written (both 0: everything accepted is written);
     ``dropped``: ``{reason: count}`` over :data:`DROP_REASONS` (events, or rows for
-    ``rejected``/``stop_timeout``); ``last_write_ts``: exporter time of the last committed
+    ``rejected``/``stop_timeout``, both for ``writer_exited``); ``last_write_ts``: exporter time of the last committed
     batch, seconds since the epoch, or ``None``; ``consecutive_failures``: failed attempts since
     the last success (0 = healthy); ``rows_pruned``/``prune_errors``: periodic retention.
     """

@@ -475,7 +475,8 @@ HISTORY_PENDING_ROWS = MetricSpec(
 HISTORY_DROPPED = MetricSpec(
     "jobmon_history_dropped_total", "counter",
     "Events or rows the history could not keep, by reason (queue full: successes first, "
-    "failures last; invalid; rejected by the database; stopped).",
+    "failures last; invalid; rejected by the database; stopped; held by a writer process "
+    "that exited).",
     ("reason",), "", "history writer", read=_by_key("dropped"),
 )
 HISTORY_LAST_WRITE = MetricSpec(
@@ -485,7 +486,8 @@ HISTORY_LAST_WRITE = MetricSpec(
 )
 HISTORY_CONSECUTIVE_FAILURES = MetricSpec(
     "jobmon_history_consecutive_write_failures", "gauge",
-    "Failed history write attempts since the last success (0: healthy).",
+    "Failed history write attempts since the last success, or history writer processes "
+    "that exited in a row (0: healthy).",
     (), "", "history writer", read=_scalar("consecutive_failures"),
 )
 HISTORY_ROWS_PRUNED = MetricSpec(
