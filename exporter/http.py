@@ -69,7 +69,7 @@ class MetricsEndpoint:
 
 
 def history_problem(stats: HistoryStats) -> str | None:
-    """What ``/readyz`` says while the history writer's batches fail
+    """What ``/readyz`` says while the history writer's batches fail, or its processes exit
     (``stats.consecutive_failures`` > 0, from :meth:`HistoryWriter.stats
     <exporter.history.writer.HistoryWriter.stats>`), else ``None``: attempts in a row, the
     last successful write (ISO 8601 UTC, or ``never``), rows waiting in memory.
@@ -81,7 +81,8 @@ def history_problem(stats: HistoryStats) -> str | None:
     return (f"history writes are failing ({stats.consecutive_failures} attempts in a row; last "
             f"written {last}): {stats.pending_rows} rows wait in memory and are retried with "
             "backoff, events beyond --history-queue-size are dropped. The log's `history write "
-            "failed` lines say why; metrics are unaffected")
+            "failed` (or `history writer process exited`) lines say why; metrics are "
+            "unaffected")
 
 
 def create_http_app(metrics: MetricsEndpoint | None, health: Health,

@@ -194,7 +194,7 @@ SERVE_OPTIONS: list[Decorator] = [
                 "it, successes are dropped first and failures last."),
     option("--history-writer", type=click.Choice(c.HISTORY_WRITERS), default="process",
            help="Run the history writer in a child process of its own (a core of its own in a "
-                "burst; about 60 MB more memory) or in a thread of the exporter."),
+                "burst; 60-70 MB more memory) or in a thread of the exporter."),
     option("--history-exclude-task", "history_exclude_tasks", multiple=True,
            metavar="PATTERN",
            help="Task names (shell-style pattern, e.g. 'celery.*' for Celery's built-in tasks "

@@ -1,7 +1,7 @@
 """The history writer in a child process: ``serve``'s writer, off the event thread's GIL.
 
-:class:`~exporter.history.writer.HistoryWriter` runs in a process of its own (``python -m
-exporter.history.process``), so merging and SQL no longer take turns with the event thread at
+:class:`~exporter.history.writer.HistoryWriter` runs in a process of its own (:func:`main`, in
+``python -c``), so merging and SQL no longer take turns with the event thread at
 one interpreter lock. The exporter keeps a bounded buffer: :meth:`WriterProcess.submit` checks
 and copies an event as the thread writer does and appends it; a feeder thread sends what the
 buffer holds, pickled in one message, through a socket (:mod:`multiprocessing.connection`'s
@@ -24,19 +24,19 @@ every process of the container with it. A child that dies (the kernel's OOM kill
 cannot read a message loses what it held: counted as ``dropped{reason="writer_exited"}`` —
 events and rows, from its last snapshot (up to :data:`STATS_INTERVAL` seconds old, so rows
 written meanwhile count as lost too) and what was in the socket — and a new child starts
-after a backoff (``retry_initial`` doubling up to ``retry_max``); children that exit in a row
+after a backoff (``retry_initial`` doubling up to ``retry_max``, from ``retry_initial`` again
+after a child that reported); children that exit in a row
 show as ``consecutive_failures`` (``/readyz``'s ``history_writes`` problem) until one reports.
 
 Why a process (benchmarks/README.md, "The history writer in a child process"): in a burst the
 thread writer's share of the GIL slowed the event thread and its queue overflowed; in a child
-the writer has a core of its own. The price is a second interpreter (about 60 MB RSS) and the
+the writer has a core of its own. The price is a second interpreter (60–70 MB RSS) and the
 pickling; ``--history-writer thread`` keeps the writer in the exporter's process.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import signal
 import socket
@@ -243,14 +243,15 @@ class WriterProcess:
         """Start a child, feed it until stopped; start another when one exits."""
         failures = 0
         while True:
-            started = time.monotonic()
+            started, reported = time.monotonic(), False
             try:
-                ended, why = self._one_child()
+                ended, why, reported = self._one_child()
             except Exception as exc:  # it could not start (fork failed, no descriptors left)
                 ended, why = False, f"could not start: {describe(exc)}"
             if ended:
                 break
-            failures = 1 if time.monotonic() - started > self.retry_max else failures + 1
+            healthy = reported or time.monotonic() - started > self.retry_max
+            failures = 1 if healthy else failures + 1
             delay = min(self.retry_max, self.retry_initial * 2 ** min(failures - 1, 30))
             with self._cond:
                 self._exits += 1
@@ -268,8 +269,10 @@ class WriterProcess:
         with self._lock:
             self._stopped = True
 
-    def _one_child(self) -> tuple[bool, str]:
-        """Run one child until stopped (``(True, ...)``) or gone (``(False, why)``)."""
+    def _one_child(self) -> tuple[bool, str, bool]:
+        """Run one child until stopped (``(True, ...)``) or gone (``(False, why, ...)``); the
+        last item: whether it reported (it started well).
+        """
         process, conn = self._spawn()
         child = _Child()
         with self._lock:
@@ -288,20 +291,20 @@ class WriterProcess:
                 process.wait()
             listener.join()
             conn.close()
-        return ended, f"exited code={process.returncode}"
+        return ended, f"exited code={process.returncode}", child.snapshot is not None
 
     def _spawn(self) -> tuple[subprocess.Popen[bytes], Connection]:
-        """Start ``python -m exporter.history.process`` in a session of its own, its standard
-        input a socket to this process; the settings and ``sys.path`` go as the first message
-        (a password in the URL is never on a command line).
+        """Start a Python running :func:`main` in a session of its own, its standard input a
+        socket to this process; the settings and ``sys.path`` go as the first message (a
+        password in the URL is never on a command line).
         """
         here, there = socket.socketpair()
-        root = str(Path(__file__).resolve().parents[2])  # where `exporter` is importable from
-        env = {**os.environ, "PYTHONSAFEPATH": "1",  # not the working directory's `exporter`
-               "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+        # This very package first on sys.path, not an `exporter` in the working directory.
+        root = str(Path(__file__).resolve().parents[2])
+        code = f"import sys; sys.path.insert(0, {root!r}); import {__name__} as m; m.main()"
         with there:
-            process = subprocess.Popen([sys.executable, "-m", __name__], stdin=there.fileno(),
-                                       env=env, start_new_session=True)
+            process = subprocess.Popen([sys.executable, "-c", code], stdin=there.fileno(),
+                                       start_new_session=True)
         conn = Connection(here.detach())
         try:
             conn.send((self.url, self.writer_options, self.log_config, sys.path))
@@ -458,7 +461,8 @@ def _write(conn: Connection, writer: HistoryWriter) -> None:
         try:
             message = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
-            log.warning("history writer process: the exporter is gone; writing what is held")
+            log.warning("history writer process: the exporter is gone; writing what it had "
+                        "sent (what the exporter itself still held is lost with it)")
             break
         except Exception as exc:
             log.error("history writer process: a message could not be read (%s); writing "
@@ -480,5 +484,6 @@ def _write(conn: Connection, writer: HistoryWriter) -> None:
             pass
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The child's entry point: :func:`child_main` on the socket that is its standard input."""
     child_main(Connection(sys.stdin.fileno()))

@@ -132,9 +132,10 @@ class HistoryStats:
     ``queue_depth``: events waiting in the queue or taken by the writer and not merged yet;
     ``pending_rows``: merged rows not yet written (both 0: everything accepted is written);
     ``dropped``: ``{reason: count}`` over :data:`DROP_REASONS` (events, or rows for
-    ``rejected``/``stop_timeout``, both for ``writer_exited``); ``last_write_ts``: exporter time of the last committed
-    batch, seconds since the epoch, or ``None``; ``consecutive_failures``: failed attempts since
-    the last success (0 = healthy); ``rows_pruned``/``prune_errors``: periodic retention.
+    ``rejected``/``stop_timeout``, both for ``writer_exited``); ``last_write_ts``: exporter
+    time of the last committed batch, seconds since the epoch, or ``None``;
+    ``consecutive_failures``: failed attempts since the last success (0 = healthy);
+    ``rows_pruned``/``prune_errors``: periodic retention.
     """
 
     events_accepted: int
@@ -243,6 +244,7 @@ class HistoryWriter(threading.Thread):
         self._taken = 0  # events the writer took and has not merged into pending rows yet
         self._rows_pruned = 0
         self._prune_errors = 0
+        self._abandoned = False  # stop() gave up waiting and counted what was left
         # Writer thread only.
         self._pending: dict[str, Row] = {}
         self._pending_oldest: float | None = None
@@ -312,9 +314,10 @@ class HistoryWriter(threading.Thread):
     def stop(self, timeout: float) -> bool:
         """Refuse further events, write what is queued and pending, end the thread.
 
-        Waits up to ``timeout`` seconds (the SIGTERM path: the consumer is stopped first). What
-        is still unwritten then is counted as ``dropped{reason="stop_timeout"}`` and lost.
-        Returns whether everything was written.
+        Waits up to ``timeout`` seconds (the SIGTERM path: the consumer is stopped first), one
+        more for a write in progress. What is still unwritten then is counted as
+        ``dropped{reason="stop_timeout"}`` and lost (and logged), also when the thread is stuck
+        in the database. Returns whether everything was written.
         """
         with self._cond:
             self._closed = True
@@ -323,6 +326,13 @@ class HistoryWriter(threading.Thread):
             self._cond.notify_all()
         if self.is_alive():
             self.join(timeout + 1.0)
+            if self.is_alive():  # stuck in the database (a lock held past its busy timeout)
+                with self._cond:
+                    lost = self._queued + self._taken + self._pending_count
+                    self._dropped["stop_timeout"] += lost
+                    self._abandoned = True
+                log.error("history records lost at stop records=%d (the database did not "
+                          "answer in time)", lost)
         elif not self.drained:
             with self._cond:
                 lost = self._queued + len(self._pending)
@@ -576,7 +586,8 @@ class HistoryWriter(threading.Thread):
             left = self._queued + len(self._pending)
             if left and now < self._stop_deadline:
                 return False
-            self._dropped["stop_timeout"] += left
+            if not self._abandoned:
+                self._dropped["stop_timeout"] += left
             self._queued = 0
             self._pending_count = 0
             self.drained = left == 0

@@ -5,6 +5,7 @@ writes what it holds when the exporter is killed.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sqlite3
@@ -21,6 +22,7 @@ from sqlalchemy import func, select
 from exporter.history import create_history_engine, upgrade
 from exporter.history.orm import TASK_EXECUTION
 from exporter.history.process import EXIT_GRACE, WriterProcess
+from exporter.history.writer import HistoryWriter
 from tests.support.events import task_event
 from tests.support.waiting import wait_for
 
@@ -97,10 +99,11 @@ def test_the_child_writes_every_event_and_stop_drains_it(url, writers):
     assert writer.stats().dropped["stopped"] == 1
 
 
-def test_a_child_that_dies_is_counted_and_replaced(tmp_path, writers):
+def test_a_child_that_dies_is_counted_and_replaced(tmp_path, writers, caplog):
+    caplog.set_level(logging.INFO, logger="exporter.history.process")
     later = tmp_path / "not-yet" / "history.sqlite3"  # its directory does not exist yet
     url = f"sqlite:///{later}"
-    writer = WriterProcess(url, retry_initial=0.05, retry_max=0.2)
+    writer = WriterProcess(url, retry_initial=0.2, retry_max=5.0)
     writers.append(writer)
     writer.start()
     for i in range(5):
@@ -118,11 +121,49 @@ def test_a_child_that_dies_is_counted_and_replaced(tmp_path, writers):
     for event in lifecycle("b"):
         writer.submit(event)
     wait_for(lambda: writer.pid != first and writer.stats().rows_written >= 1, 30)
+    second = writer.pid
+    assert second is not None
+    os.kill(second, signal.SIGKILL)  # a child that reported: the backoff starts again
+    # Until the third child reports, consecutive_failures counts the exit.
+    wait_for(lambda: writer.stats().consecutive_failures == 1, 30)
+    wait_for(lambda: writer.pid != second and writer.stats().consecutive_failures == 0, 30)
+    for event in lifecycle("c"):
+        writer.submit(event)
+    wait_for(lambda: writer.stats().rows_written >= 2, 30)
     assert writer.stop(10.0) is True
-    assert rows(url) == {"b": "SUCCESS"}
+    assert rows(url) == {"b": "SUCCESS", "c": "SUCCESS"}
     stats = writer.stats()
     assert stats.dropped["writer_exited"] == 5
     assert stats.write_errors >= 1  # the first child's failed attempts are kept
+    assert [r.getMessage() for r in caplog.records if "starting another" in r.getMessage()] \
+        == ["history writer process exited code=-9; starting another in 0.2s"] * 2
+
+
+@pytest.mark.parametrize("kind", ["process", "thread"])
+def test_rows_stuck_behind_a_lock_at_stop_are_counted_and_logged(url, writers, kind, caplog):
+    # Another process holds SQLite's write lock past the stop: the writer is stuck in its busy
+    # wait (10 s). Before, the thread writer's stop gave up silently: nothing counted or logged.
+    path = url.removeprefix("sqlite:///")
+    lock = sqlite3.connect(path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        if kind == "process":
+            writer: WriterProcess | HistoryWriter = WriterProcess(url)
+            writers.append(writer)
+        else:
+            writer = HistoryWriter(create_history_engine(url))
+        writer.start()
+        for i in range(5):
+            writer.submit(lifecycle(f"s{i}")[0])
+        wait_for(lambda: writer.stats().pending_rows == 5, 30)
+        time.sleep(0.2)  # the batch is in SQLite's busy wait now
+        assert writer.stop(0.5) is False
+        assert writer.stats().dropped["stop_timeout"] == 5
+        assert any("history records lost at stop records=5" in r.getMessage()
+                   for r in caplog.records) or kind == "process"  # the child logs its own
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
 
 
 SCRIPT = textwrap.dedent("""

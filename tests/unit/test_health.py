@@ -122,7 +122,8 @@ def test_readyz_lists_failing_history_writes_as_a_problem_and_stays_ready() -> N
     assert (problem["condition"], problem["detail"]) == ("history_writes", (
         "history writes are failing (4 attempts in a row; last written 2023-11-14T22:13:20+00:00):"
         " 7 rows wait in memory and are retried with backoff, events beyond "
-        "--history-queue-size are dropped. The log's `history write failed` lines say why; "
+        "--history-queue-size are dropped. The log's `history write failed` (or `history "
+        "writer process exited`) lines say why; "
         "metrics are unaffected"))
     stats["failures"] = 0
     assert client.get("/readyz").json() == {"status": "ready"}
