@@ -31,7 +31,7 @@ show as ``consecutive_failures`` (``/readyz``'s ``history_writes`` problem) unti
 Why a process (benchmarks/README.md, "The history writer in a child process"): in a burst the
 thread writer's share of the GIL slowed the event thread and its queue overflowed; in a child
 the writer has a core of its own. The price is a second interpreter (60–70 MB RSS) and the
-pickling; ``--history-writer thread`` keeps the writer in the exporter's process.
+pickling (7–17 % more CPU); ``--history-writer thread`` keeps the writer in the exporter's process.
 """
 
 from __future__ import annotations
@@ -68,6 +68,10 @@ log = logging.getLogger(__name__)
 STATS_INTERVAL = 0.2
 #: Events per message at most (a larger buffer goes in several).
 MAX_MESSAGE_EVENTS = 5000
+#: Seconds the feeder lets the buffer fill after its first event before it sends: one
+#: message per 20 ms at most while events trickle in (pickling, two system calls and the
+#: child's wake-up are paid per message), well within the writer's own 0.5 s batching delay.
+FEED_INTERVAL = 0.02
 #: Seconds a stopping child has, beyond the stop timeout, to end before it is killed.
 EXIT_GRACE = 5.0
 #: Totals a child's snapshot carries that the exporter keeps when the child ends.
@@ -323,6 +327,8 @@ class WriterProcess:
             with self._cond:
                 while not self._buffer and not self._closed and not child.gone:
                     self._cond.wait(1.0)
+                if not self._closed and len(self._buffer) < MAX_MESSAGE_EVENTS:
+                    self._cond.wait(FEED_INTERVAL)  # only stop() notifies meanwhile
                 if child.gone:
                     return False
                 batch = self._buffer[:MAX_MESSAGE_EVENTS]
