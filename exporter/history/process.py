@@ -1,17 +1,18 @@
 """The history writer in a child process: ``serve``'s writer, off the event thread's GIL.
 
-:class:`~exporter.history.writer.HistoryWriter` runs in a process of its own (:func:`main`, in
-``python -c``), so merging and SQL no longer take turns with the event thread at
-one interpreter lock. The exporter keeps a bounded buffer: :meth:`WriterProcess.submit` checks
-and copies an event as the thread writer does and appends it; a feeder thread sends what the
-buffer holds, pickled in one message, through a socket (:mod:`multiprocessing.connection`'s
-framing); the child hands each event to its own ``HistoryWriter``, whose queue applies the drop
-classes (the child reads the socket at once, so its queue is where a slow database shows). The
-child sends a snapshot of its counters every :data:`STATS_INTERVAL` seconds and when it stops;
-:meth:`WriterProcess.stats` adds what is still in the exporter's buffer or in the socket, so
-the counters never show work in hand as done. Held at most: ``capacity`` events in the
-exporter plus one message in flight (:data:`MAX_MESSAGE_EVENTS`), and in the child its
-writer's ``capacity`` events and ``max_pending`` rows.
+:class:`~exporter.history.writer.HistoryWriter` runs in a process of its own
+(:mod:`exporter.history.child`, started with ``python -c``), so merging and SQL no longer take
+turns with the event thread at one interpreter lock. The exporter keeps a bounded buffer:
+:meth:`WriterProcess.submit` checks and copies an event as the thread writer does and appends
+it; a feeder thread sends what the buffer holds, pickled in one message, through a socket
+(:mod:`multiprocessing.connection`'s framing); the child hands each event to its own
+``HistoryWriter``, whose queue applies the drop classes (the child reads the socket at once, so
+its queue is where a slow database shows). The child sends a snapshot of its counters every
+:data:`~.child.STATS_INTERVAL` seconds and when it stops; :meth:`WriterProcess.stats` adds what
+is still in the exporter's buffer or in the socket, so the counters never show work in hand as
+done. Held at most: ``capacity`` events in the exporter plus one message in flight
+(:data:`MAX_MESSAGE_EVENTS`), and in the child its writer's ``capacity`` events and
+``max_pending`` rows.
 
 Guarantees as for the thread writer: an outage is the child writer's business (kept in memory,
 backoff, ``max_pending``); on SIGTERM ``serve`` calls :meth:`~WriterProcess.stop`, which sends
@@ -22,8 +23,8 @@ exporter's end of the socket closes (the exporter killed) it writes what it hold
 unless it is killed too: in a container whose first process is the exporter, the kernel kills
 every process of the container with it. A child that dies (the kernel's OOM killer, say) or
 cannot read a message loses what it held: counted as ``dropped{reason="writer_exited"}`` —
-events and rows, from its last snapshot (up to :data:`STATS_INTERVAL` seconds old, so rows
-written meanwhile count as lost too) and what was in the socket — and a new child starts
+events and rows, from its last snapshot (up to :data:`~.child.STATS_INTERVAL` seconds old, so
+rows written meanwhile count as lost too) and what was in the socket — and a new child starts
 after a backoff (``retry_initial`` doubling up to ``retry_max``, from ``retry_initial`` again
 after a child that reported); children that exit in a row
 show as ``consecutive_failures`` (``/readyz``'s ``history_writes`` problem) until one reports.
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import signal
 import socket
 import subprocess
 import sys
@@ -51,21 +51,19 @@ from pathlib import Path
 from typing import Any
 
 from exporter.config import DEFAULT_HISTORY_MAX_FIELD_BYTES, DEFAULT_HISTORY_QUEUE_SIZE
+from exporter.history import child
 from exporter.history.writer import (
     DEFAULT_RETRY_INITIAL,
     DEFAULT_RETRY_MAX,
     DROP_REASONS,
     FULL_REASON,
     HistoryStats,
-    HistoryWriter,
     checked_copy,
 )
 from exporter.logs import describe
 
 log = logging.getLogger(__name__)
 
-#: Seconds between the child's snapshots of its counters.
-STATS_INTERVAL = 0.2
 #: Events per message at most (a larger buffer goes in several).
 MAX_MESSAGE_EVENTS = 5000
 #: Seconds the feeder lets the buffer fill after its first event before it sends: one
@@ -141,7 +139,6 @@ class WriterProcess:
         self._child: _Child | None = None  # the current child, until it ended
         self._exits = 0  # children that exited in a row before one reported
         self._thread: threading.Thread | None = None
-        self._stopped = False  # the feeder ended after a stop
         #: Whether everything was written at :meth:`stop`.
         self.drained = False
         #: The current child's process id (``None`` before the first has started).
@@ -230,7 +227,7 @@ class WriterProcess:
                 self._buffer.clear()
                 log.error("history records lost at stop records=%d (not sent to the writer "
                           "process)", unsent)
-            finished = self._thread is None or self._stopped
+            finished = self._thread is None or not self._thread.is_alive()
             self.drained = finished and self._lost() == lost_before
         return self.drained
 
@@ -270,8 +267,6 @@ class WriterProcess:
                 wake = time.monotonic() + delay
                 while not self._closed and (left := wake - time.monotonic()) > 0:
                     self._cond.wait(left)
-        with self._lock:
-            self._stopped = True
 
     def _one_child(self) -> tuple[bool, str, bool]:
         """Run one child until stopped (``(True, ...)``) or gone (``(False, why, ...)``); the
@@ -298,14 +293,14 @@ class WriterProcess:
         return ended, f"exited code={process.returncode}", child.snapshot is not None
 
     def _spawn(self) -> tuple[subprocess.Popen[bytes], Connection]:
-        """Start a Python running :func:`main` in a session of its own, its standard input a
-        socket to this process; the settings and ``sys.path`` go as the first message (a
-        password in the URL is never on a command line).
+        """Start a Python running :func:`exporter.history.child.main` in a session of its own, its
+        standard input a socket to this process; the settings and ``sys.path`` go as the
+        first message (a password in the URL is never on a command line).
         """
         here, there = socket.socketpair()
         # This very package first on sys.path, not an `exporter` in the working directory.
         root = str(Path(__file__).resolve().parents[2])
-        code = f"import sys; sys.path.insert(0, {root!r}); import {__name__} as m; m.main()"
+        code = f"import sys; sys.path.insert(0, {root!r}); import {child.__name__} as m; m.main()"
         with there:
             process = subprocess.Popen([sys.executable, "-c", code], stdin=there.fileno(),
                                        start_new_session=True)
@@ -413,83 +408,3 @@ class WriterProcess:
         if lost:
             self._dropped[reason] += lost
             log.error("history records lost records=%d reason=%s", lost, reason)
-
-
-def child_main(conn: Connection) -> None:
-    """The child process: a :class:`HistoryWriter` fed from ``conn`` until told to stop.
-
-    Messages in: first ``(url, HistoryWriter options, (log level, log format, secrets),
-    sys.path)``; then a pickled list of event dicts (``submit`` each), or a pickled float
-    (stop, with that many seconds to write the rest). Messages out: ``(events received,
-    HistoryStats, None)`` every :data:`STATS_INTERVAL` seconds, and ``(..., drained)`` once
-    the writer stopped (``drained``: :meth:`HistoryWriter.stop`'s answer; what it could not
-    write is in the snapshot's ``stop_timeout``). The end of the
-    socket (the exporter gone) or a message it cannot read stops the writer too: it writes what
-    it holds first.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    url, writer_options, log_config, path = conn.recv()
-    sys.path[:] = path  # what the exporter imports from, for the classes of pickled events
-    from exporter.history.db import create_history_engine
-    from exporter.logs import configure_logging
-
-    configure_logging(*log_config)
-    try:
-        engine = create_history_engine(url)
-        _write(conn, HistoryWriter(engine, **writer_options))
-        engine.dispose()
-    except Exception:
-        log.exception("history writer process failed")
-        raise SystemExit(1) from None
-
-
-def _write(conn: Connection, writer: HistoryWriter) -> None:
-    """Feed ``writer`` from ``conn`` and report (see :func:`child_main`)."""
-    writer.start()
-    send_lock = threading.Lock()  # one sender at a time; `received` matches the writer's stats
-    received = 0
-    done = threading.Event()
-
-    def report() -> None:
-        while not done.wait(STATS_INTERVAL):
-            with send_lock:
-                if done.is_set():
-                    return
-                try:
-                    conn.send((received, writer.stats(), None))
-                except OSError:  # the exporter is gone: the main loop sees it too
-                    return
-
-    threading.Thread(target=report, name="history-stats", daemon=True).start()
-    timeout = 10.0
-    while True:
-        try:
-            message = pickle.loads(conn.recv_bytes())
-        except (EOFError, OSError):
-            log.warning("history writer process: the exporter is gone; writing what it had "
-                        "sent (what the exporter itself still held is lost with it)")
-            break
-        except Exception as exc:
-            log.error("history writer process: a message could not be read (%s); writing "
-                      "what is held and exiting", describe(exc))
-            break
-        if not isinstance(message, list):
-            timeout = message
-            break
-        with send_lock:
-            for event in message:
-                writer.submit(event)
-            received += len(message)
-    drained = writer.stop(timeout)
-    with send_lock:
-        done.set()
-        try:
-            conn.send((received, writer.stats(), drained))
-        except OSError:
-            pass
-
-
-def main() -> None:
-    """The child's entry point: :func:`child_main` on the socket that is its standard input."""
-    child_main(Connection(sys.stdin.fileno()))

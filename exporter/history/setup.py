@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -84,22 +85,15 @@ def open_history(settings: Settings) -> OpenHistory | None:
             raise HistoryUnavailable(reason) from None
         log.warning("%s; running without history (metrics only)", reason)
         return None
+    options: dict[str, Any] = {"capacity": settings.history_queue_size,
+                               "max_field_bytes": settings.history_max_field_bytes,
+                               "retention": settings.history_retention or None,
+                               "max_rows": settings.history_max_rows or None}
     writer: HistoryWriter | WriterProcess
     if settings.history_writer == "thread":
-        writer = HistoryWriter(
-            engine, capacity=settings.history_queue_size,
-            max_field_bytes=settings.history_max_field_bytes,
-            retention=settings.history_retention or None,
-            max_rows=settings.history_max_rows or None,
-        )
+        writer = HistoryWriter(engine, **options)
     else:
-        writer = WriterProcess(
-            url, capacity=settings.history_queue_size,
-            max_field_bytes=settings.history_max_field_bytes,
-            retention=settings.history_retention or None,
-            max_rows=settings.history_max_rows or None,
-            log_level=settings.log_level, log_format=settings.log_format,
-            secrets=settings.secrets(),
-        )
+        writer = WriterProcess(url, **options, log_level=settings.log_level,
+                               log_format=settings.log_format, secrets=settings.secrets())
     log.info("history url=%s unfinished=%d", safe_url(engine), len(warm))
     return OpenHistory(engine, writer, warm)

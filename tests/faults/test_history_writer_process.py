@@ -1,6 +1,6 @@
-"""The history writer in its child process (exporter.history.process), with a real SQLite file
-and real processes: what it writes, what it counts when the child dies, and that the child
-writes what it holds when the exporter is killed.
+"""The history writer in its child process (exporter.history.process and .child), with a real
+SQLite file and real processes: what it writes, what it counts when the child dies, and that the
+child writes what it holds when the exporter is killed.
 """
 
 from __future__ import annotations
