@@ -220,10 +220,8 @@ def measure(stage: str, path: str, vhost: str, events: int) -> dict[str, float]:
             got += len(delivered)
             continue
         decoded: list[Any] = []
-        for body, properties in delivered:
-            decoded.extend(decode_body(body, properties.content_type,
-                                       properties.content_encoding,
-                                       (properties.headers or {}).get("compression"), accept))
+        for message in delivered:
+            decoded.extend(decode_body(*message, accept))
         got += len(decoded)
         if stage != "decode":
             model.process_many(decoded)

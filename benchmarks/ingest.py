@@ -11,13 +11,16 @@ consumers are measured in the same run: a plain ``celery.events.EventReceiver`` 
 only counts (the kombu path's ceiling) and the real exporter process — on the kombu path, on
 the Redis fast path, and on the fast path with the SQLite history on, its writer in a child
 process (serve's default) and in a thread (``--history-writer thread``) (``--broker amqp``: the
-kombu path, the RabbitMQ fast path, and the fast path with the history; with ``--rate`` too, the
-queues keeping messages 300 s). Printed per consumer:
+kombu path; the RabbitMQ fast path with pika in a reader process (serve's default) and in the
+event thread (``--amqp-reader thread``), each without the history; the fast path with the
+history: both readers with the writer process, and the reader and writer threads together;
+with ``--rate`` too, the queues keeping messages 300 s). Printed per consumer:
 events, seconds until all were counted, events/s, CPU seconds per 100k events, the one-core
 capacity that implies (events per CPU second: the burst rate is capped by the generator when the
 consumer is faster than it), peak RSS and loss: ``lost %`` what never reached the consumer,
 ``hist drop`` the events the history writer dropped (``celery_jobmon_history_dropped_total``).
-CPU and peak RSS are the exporter's and its writer process's together (the sum of both peaks).
+CPU and peak RSS are the exporter's and its child processes' (the history writer, the AMQP
+reader) together (the sum of the peaks).
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ print(f"done {count} {last:.6f}", flush=True)
 
 
 def process_tree(pid: int) -> list[int]:
-    """``pid`` and its live descendants (the exporter's history writer process)."""
+    """``pid`` and its live descendants (the exporter's history writer and AMQP reader)."""
     found = [pid]
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
@@ -272,11 +275,15 @@ def measure_exporter(broker, template, copies: int, db: int, *extra: str,
         broker.publish(db, batches, rate=rate)
         published = time.perf_counter()
     else:
-        os.kill(proc.pid, signal.SIGSTOP)
+        # The exporter and its children: the AMQP reader would read ahead into its socket.
+        stopped = process_tree(proc.pid)
+        for member in stopped:
+            os.kill(member, signal.SIGSTOP)
         broker.publish(db, batches)
         cpu0 = cpu_seconds(proc.pid)
         start, wall_start = time.perf_counter(), time.time()
-        os.kill(proc.pid, signal.SIGCONT)
+        for member in stopped:
+            os.kill(member, signal.SIGCONT)
     # Until everything is counted and written (the history's whole cost is in the CPU), or
     # nothing changed for 5 s (events lost).
     seen = progress(url)
@@ -334,6 +341,9 @@ def main() -> None:
         history_thread = ("--history-url", f"sqlite:///{history_dir}/thread.db",
                           "--history-writer", "thread")
         rate = args.rate
+        # pika in the event thread (--amqp-reader thread) instead of a reader process.
+        reader_thread = ("--amqp-reader", "thread")
+        history_reader_thread = ("--history-url", f"sqlite:///{history_dir}/reader-thread.db")
         if args.broker == "amqp":
             server.stop()  # only needed to render the template
             vhost = RabbitVhost()
@@ -346,12 +356,19 @@ def main() -> None:
                 ("jobmon, kombu path, no history",
                  measure_exporter(amqp, template, copies, 0, "--no-amqp-fast-path",
                                   "--no-history", rate=rate)),
-                ("jobmon, RabbitMQ fast path, no history",
+                ("jobmon, RabbitMQ fast path, reader thread, no history",
+                 measure_exporter(amqp, template, copies, 0, "--no-history", *reader_thread,
+                                  rate=rate)),
+                ("jobmon, RabbitMQ fast path, reader process, no history",
                  measure_exporter(amqp, template, copies, 0, "--no-history", rate=rate)),
-                ("jobmon, RabbitMQ fast path + history (SQLite, writer process)",
+                ("jobmon, fast path, reader thread + history (writer process)",
+                 measure_exporter(amqp, template, copies, 0, *history_reader_thread,
+                                  *reader_thread, rate=rate)),
+                ("jobmon, fast path, reader process + history (writer process)",
                  measure_exporter(amqp, template, copies, 0, *history, rate=rate)),
-                ("jobmon, RabbitMQ fast path + history (SQLite, writer thread)",
-                 measure_exporter(amqp, template, copies, 0, *history_thread, rate=rate)),
+                ("jobmon, fast path, reader thread + history (writer thread)",
+                 measure_exporter(amqp, template, copies, 0, *history_thread,
+                                  *reader_thread, rate=rate)),
             ]
         else:
             redis_ = RedisBroker(server)

@@ -142,7 +142,8 @@ def build_service(settings: Settings) -> Service:
     consumer = EventConsumer(app, model, health, accept=settings.accept_content,
                              reconnect_max_interval=settings.reconnect_max_interval,
                              redis_fast_path=settings.redis_fast_path,
-                             amqp_fast_path=settings.amqp_fast_path)
+                             amqp_fast_path=settings.amqp_fast_path,
+                             amqp_reader=settings.amqp_reader)
     poller = Poller(app, model, health, interval=settings.inspect_interval,
                     timeout=settings.inspect_timeout, enable_events=settings.enable_events,
                     queues=settings.queues, queue_forget_after=settings.queue_forget_after,

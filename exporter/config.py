@@ -85,6 +85,9 @@ LOG_FORMATS = ("text", "json")
 #: Where the history writer runs (``--history-writer``): a child process of its own, or a
 #: thread of the exporter's (:mod:`exporter.history.process`).
 HISTORY_WRITERS = ("process", "thread")
+#: Where the RabbitMQ fast path's pika reads (``--amqp-reader``): a child process or the event
+#: thread.
+AMQP_READERS = ("process", "thread")
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -463,6 +466,8 @@ class Settings:
     reconnect_max_interval: float = DEFAULT_RECONNECT_MAX_INTERVAL
     redis_fast_path: bool = True
     amqp_fast_path: bool = True
+    #: ``process`` or ``thread`` (:data:`AMQP_READERS`).
+    amqp_reader: str = "process"
     #: Add the worker's ``hostname`` as a label to the event-derived task series
     #: (:data:`exporter.metrics.catalogue.HOSTNAME_LABELED`); off by default: one series per worker.
     task_hostname_label: bool = False
@@ -585,6 +590,8 @@ class Settings:
             found.append("--history-retention / --history-max-rows: 0 (no limit) or more")
         if self.history_queue_size < 1:
             found.append("--history-queue-size: at least 1")
+        if self.amqp_reader not in AMQP_READERS:
+            found.append(f"--amqp-reader: one of {', '.join(AMQP_READERS)}")
         if self.history_writer not in HISTORY_WRITERS:
             found.append(f"--history-writer: one of {', '.join(HISTORY_WRITERS)}")
         if self.repair_interval <= 0:

@@ -26,15 +26,16 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pika
 import pika.exceptions
-from celery import Celery
-from celery.events.receiver import EventReceiver
 from kombu import Connection, Queue
 from kombu.transport.base import to_rabbitmq_queue_arguments
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 #: Transport options that change nothing about how events are consumed.
 _NEUTRAL_OPTIONS = frozenset({
@@ -42,6 +43,10 @@ _NEUTRAL_OPTIONS = frozenset({
 })
 _SCHEMES = frozenset({"amqp", "pyamqp"})
 _LOGIN_METHODS = frozenset({None, "", "PLAIN", "AMQPLAIN"})
+
+#: A message as read: ``(body, content type, content encoding, compression header)``, what
+#: :func:`~exporter.events.redis_stream.decode_body` needs.
+Delivered = tuple[bytes, str | None, str | None, str | None]
 
 #: Errors meaning the connection or channel is gone (and with it, an auto-delete queue).
 STREAM_ERRORS: tuple[type[Exception], ...] = (pika.exceptions.AMQPError, OSError)
@@ -87,6 +92,10 @@ def event_queue(app: Celery, node_id: str | None = None) -> Queue:
     exclusivity, message TTL and expiry from the app's ``event_*`` settings), taken from an
     :class:`EventReceiver` built without a channel (nothing is opened).
     """
+    # Imported here: the reader process (exporter.events.amqp_reader) imports this module and
+    # needs no Celery (9 MB of its memory).
+    from celery.events.receiver import EventReceiver
+
     receiver = EventReceiver(None, app=app, node_id=node_id or str(uuid.uuid4()))
     return receiver.queue
 
@@ -120,7 +129,7 @@ class AmqpEventStream:
         self.params = params
         self.queue = queue
         self._connection: pika.BlockingConnection | None = None
-        self._delivered: list[tuple[bytes, pika.BasicProperties]] = []
+        self._delivered: list[Delivered] = []
 
     def connect(self) -> None:
         """Connect, declare the exchange and the queue as Celery's receiver does, bind it
@@ -150,10 +159,12 @@ class AmqpEventStream:
 
     def _on_message(self, _channel: Any, _method: Any, properties: pika.BasicProperties,
                     body: bytes) -> None:
-        self._delivered.append((body, properties))
+        headers = properties.headers
+        self._delivered.append((body, properties.content_type, properties.content_encoding,
+                                headers.get("compression") if headers else None))
 
-    def read_batch(self, timeout: float = 1.0) -> list[tuple[bytes, pika.BasicProperties]]:
-        """The messages delivered now (``(body, properties)``, in order), waiting up to
+    def read_batch(self, timeout: float = 1.0) -> list[Delivered]:
+        """The messages delivered now (:data:`Delivered`, in order), waiting up to
         ``timeout`` seconds for the first; ``[]`` when none came. One batch is what pika read
         from the socket at once (many messages when the queue holds a backlog).
 

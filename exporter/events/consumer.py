@@ -10,7 +10,9 @@ Three paths, one behaviour:
 - **RabbitMQ fast path** (``amqp://``/``pyamqp://`` without TLS, see
   :mod:`exporter.events.amqp_stream`): the event queue Celery's receiver would declare,
   consumed with pika, messages read in batches and decoded like the Redis fast path's bodies;
-  same reconnects and gap accounting as the Redis fast path.
+  same reconnects and gap accounting as the Redis fast path. By default pika runs in a child
+  process (:mod:`exporter.events.amqp_reader`, ``--amqp-reader process``): the frames are
+  parsed off this thread's GIL, and the thread only decodes and applies the batches.
 - **kombu path** (what the fast paths do not cover: Sentinel, TLS on RabbitMQ, others):
   Celery's :class:`EventReceiver` (same queue, exchange and bindings as Flower or
   ``celery events``); plain JSON bodies are decoded
@@ -47,9 +49,11 @@ from celery.events.receiver import EventReceiver
 from kombu import Connection
 from kombu.exceptions import ContentDisallowed
 
+from exporter.events.amqp_reader import AmqpReaderProcess
 from exporter.events.amqp_stream import (
     STREAM_ERRORS,
     AmqpEventStream,
+    Delivered,
     amqp_parameters,
     event_queue,
 )
@@ -175,13 +179,16 @@ class EventConsumer(threading.Thread):
         reconnect_max_interval: the longest wait between two connection attempts, seconds.
         redis_fast_path: use the Redis fast path where :func:`fanout_pattern` allows it.
         amqp_fast_path: use the RabbitMQ fast path where :func:`amqp_parameters` allows it.
+        amqp_reader: where the fast path's pika reads: ``process`` (a child process,
+            :class:`~exporter.events.amqp_reader.AmqpReaderProcess`) or ``thread`` (this one).
         batch_size: most payloads read and processed together on the fast path.
 
     """
 
     def __init__(self, app: Celery, model: Model, health: Health, *, accept: tuple[str, ...],
                  reconnect_max_interval: float, redis_fast_path: bool = True,
-                 amqp_fast_path: bool = True, batch_size: int = 1000) -> None:
+                 amqp_fast_path: bool = True, amqp_reader: str = "process",
+                 batch_size: int = 1000) -> None:
         super().__init__(name="event-consumer", daemon=True)
         self.app = app
         self.model = model
@@ -189,6 +196,7 @@ class EventConsumer(threading.Thread):
         self.accept = accept
         self.reconnect_max_interval = reconnect_max_interval
         self.batch_size = batch_size
+        self.amqp_reader = amqp_reader
         self._stopping = threading.Event()
         self._throttled = Throttled(log)
         self._receiver: _Receiver | None = None
@@ -351,7 +359,11 @@ class EventConsumer(threading.Thread):
 
     def _consume_amqp(self, params: pika.ConnectionParameters) -> None:
         # One queue name for the consumer's life, as Celery's receiver keeps its node id.
-        stream = AmqpEventStream(params, event_queue(self.app))
+        stream: AmqpEventStream | AmqpReaderProcess
+        if self.amqp_reader == "process":
+            stream = AmqpReaderProcess(params, event_queue(self.app))
+        else:
+            stream = AmqpEventStream(params, event_queue(self.app))
         accept = accept_content(self.accept)
         try:
             while not self._stopping.is_set():
@@ -371,7 +383,7 @@ class EventConsumer(threading.Thread):
         finally:
             stream.close()
 
-    def _connect_stream(self, stream: RedisEventStream | AmqpEventStream,
+    def _connect_stream(self, stream: RedisEventStream | AmqpEventStream | AmqpReaderProcess,
                         errors: tuple[type[Exception], ...]) -> None:
         """Connect and subscribe ``stream`` (a fast path's), retrying on ``errors`` with
         capped exponential backoff: 1 s, 2 s, 4 s … at most ``reconnect_max_interval`` (each
@@ -423,14 +435,11 @@ class EventConsumer(threading.Thread):
         if events:
             self.apply(events)
 
-    def _process_messages(self, delivered: list[tuple[bytes, pika.BasicProperties]],
-                          accept: frozenset[str]) -> None:
+    def _process_messages(self, delivered: list[Delivered], accept: frozenset[str]) -> None:
         events: list[Any] = []
-        for body, properties in delivered:
+        for body, content_type, content_encoding, compression in delivered:
             try:
-                events.extend(decode_body(body, properties.content_type,
-                                          properties.content_encoding,
-                                          (properties.headers or {}).get("compression"),
+                events.extend(decode_body(body, content_type, content_encoding, compression,
                                           accept))
             except Exception as exc:
                 self.count_undecodable(exc)

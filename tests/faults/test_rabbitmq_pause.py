@@ -1,6 +1,10 @@
 """An exporter paused beyond the AMQP heartbeat timeout (a frozen VM, SIGSTOP, CPU starvation):
 RabbitMQ closes its connection and deletes its event queue with it. That is a gap, counted as
 one, and the exporter reconnects by itself once it runs again.
+
+The pause stops the exporter and its child processes (the reader process holding the
+connection, the history writer), as a frozen VM stops them all: a reader process that kept
+running would keep the connection alive.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,17 +21,27 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.integration
 
 
+def _children(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children (every thread's)."""
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
 def test_a_pause_beyond_the_heartbeat_timeout_is_one_gap_and_one_reconnect(
         amqp_url, start_exporter):
     exporter = start_exporter(f"{amqp_url}?heartbeat=2")
     metrics = exporter.metrics()
     assert (metrics.value("celery_jobmon_event_gaps_total"),
             metrics.value("celery_jobmon_broker_reconnects_total")) == (0, 0)
-    os.kill(exporter.proc.pid, signal.SIGSTOP)
+    pids = [exporter.proc.pid, *_children(exporter.proc.pid)]
+    assert len(pids) == 3  # the reader and the history writer
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
     try:
         time.sleep(10)  # RabbitMQ gives up on a peer after two missed heartbeats (4 s here)
     finally:
-        os.kill(exporter.proc.pid, signal.SIGCONT)
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
     wait_for(lambda: exporter.metrics().value("celery_jobmon_broker_reconnects_total") == 1,
              60, message=lambda: f"reconnect\n{exporter.output()[-3000:]}")
     metrics = exporter.metrics()

@@ -21,6 +21,7 @@ from celery.events.event import Event, get_exchange
 from celery.events.receiver import EventReceiver
 from kombu import Producer
 
+from exporter.events.amqp_reader import AmqpReaderProcess
 from exporter.events.amqp_stream import (
     AmqpEventStream,
     amqp_parameters,
@@ -119,8 +120,9 @@ def test_fast_path_decodes_what_kombu_decodes(redis_url, serializer, compression
     assert fast[-1] == [dict(e) for e in events]
 
 
-def _read_amqp(stream: AmqpEventStream, count: int) -> list:
-    """``count`` messages from ``stream`` (``(body, properties)``), waiting up to 10 s."""
+def _read_amqp(stream: AmqpEventStream | AmqpReaderProcess, count: int) -> list:
+    """``count`` messages from ``stream`` (``(body, content type, content encoding,
+    compression)``), waiting up to 10 s."""
     delivered: list = []
     deadline = time.monotonic() + 10
     while len(delivered) < count and time.monotonic() < deadline:
@@ -133,14 +135,19 @@ FORMATS = [("json", None), ("msgpack", None), ("yaml", None), ("pickle", None),
            ("json", "gzip"), ("json", "zlib"), ("json", "bzip2"), ("msgpack", "gzip")]
 
 
-def test_amqp_fast_path_decodes_what_kombu_decodes(amqp_url):
+#: pika in the event thread, and in a child process (``--amqp-reader``).
+STREAMS = [AmqpEventStream, AmqpReaderProcess]
+
+
+@pytest.mark.parametrize("stream_class", STREAMS)
+def test_amqp_fast_path_decodes_what_kombu_decodes(amqp_url, stream_class):
     # One connection each for all formats (a RabbitMQ round trip per case would cost seconds).
     app = Celery("diff", broker=amqp_url, set_as_current=False)
     app.conf.accept_content = list(ACCEPT)
     with app.connection_for_read() as conn:
         params = amqp_parameters(conn, amqp_url, {})
     assert params is not None
-    stream = AmqpEventStream(params, event_queue(app))
+    stream = stream_class(params, event_queue(app))
     stream.connect()
     published: list = []
     try:
@@ -171,10 +178,9 @@ def test_amqp_fast_path_decodes_what_kombu_decodes(amqp_url):
         stream.close()
 
     accept = accept_content(ACCEPT)
-    fast = [decode_body(body, p.content_type, p.content_encoding,
-                        (p.headers or {}).get("compression"), accept) for body, p in delivered]
+    fast = [decode_body(*message, accept) for message in delivered]
     kombu = [body if isinstance(body, list) else [body] for body in capture.bodies]
-    assert [p.content_type for _, p in delivered][::4] == [
+    assert [content_type for _, content_type, _, _ in delivered][::4] == [
         "application/json", "application/x-msgpack", "application/x-yaml",
         "application/x-python-serialize", *["application/json"] * 3, "application/x-msgpack"]
     assert fast == kombu
@@ -188,7 +194,8 @@ def _rabbitmq_queues(vhost: str) -> list[list[str]]:
     return [line.split("\t") for line in out.splitlines() if line.strip()]
 
 
-def test_amqp_event_queue_is_declared_as_celerys_receiver_declares_it(amqp_url):
+@pytest.mark.parametrize("stream_class", STREAMS)
+def test_amqp_event_queue_is_declared_as_celerys_receiver_declares_it(amqp_url, stream_class):
     app = Celery("diff", broker=amqp_url, set_as_current=False)
     app.conf.event_queue_ttl = 7.5
     app.conf.event_queue_expires = 60.0
@@ -201,7 +208,7 @@ def test_amqp_event_queue_is_declared_as_celerys_receiver_declares_it(amqp_url):
     with app.connection_for_read() as conn:
         params = amqp_parameters(conn, amqp_url, {})
     assert params is not None
-    stream = AmqpEventStream(params, queue)
+    stream = stream_class(params, queue)
     stream.connect()
     try:
         assert _rabbitmq_queues(amqp_url.rsplit("/", 1)[1]) == [

@@ -66,6 +66,7 @@ CASES = [
     (["serve", "--history-retention", "forever"], "--history-retention"),
     (["serve", "--history-queue-size", "0"], "--history-queue-size"),
     (["serve", "--history-writer", "fork"], "--history-writer"),
+    (["serve", "--amqp-reader", "fork"], "--amqp-reader"),
     # check
     (["check", "--broker-url", "localhost"], "--broker-url"),
     pytest.param(["check", "--broker-url", f"foo://:{SECRET}@h/0"], "--broker-url",

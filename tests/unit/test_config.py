@@ -193,6 +193,12 @@ def test_retention_shorter_than_timeout_is_a_problem() -> None:
     ]
 
 
+def test_amqp_reader_is_process_or_thread() -> None:
+    assert Settings(amqp_reader="fork").problems() == [
+        "--amqp-reader: one of process, thread",
+    ]
+
+
 def test_history_writer_is_process_or_thread() -> None:
     assert Settings(history_writer="fork").problems() == [
         "--history-writer: one of process, thread",
