@@ -26,18 +26,17 @@ from __future__ import annotations
 
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import time
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import pika
 import pika.exceptions
 from kombu import Queue
 
+from exporter.child_process import start_child
 from exporter.events.amqp_stream import AmqpEventStream, Delivered
 
 #: Seconds the child waits for messages before it looks whether the exporter closed its end.
@@ -92,14 +91,7 @@ class AmqpReaderProcess:
 
         """
         self.close()
-        here, there = socket.socketpair()
-        # This very package first on sys.path, not an `exporter` in the working directory.
-        root = str(Path(__file__).resolve().parents[2])
-        code = f"import sys; sys.path.insert(0, {root!r}); import {__name__} as m; m.main()"
-        with there:
-            self._process = subprocess.Popen([sys.executable, "-c", code],
-                                             stdin=there.fileno(), start_new_session=True)
-        self._conn = Connection(here.detach())
+        self._process, self._conn = start_child(__name__)
         try:
             self._conn.send((self.params, self.queue, sys.path))
             answer = self._receive(CONNECT_TIMEOUT)

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import socket
 import subprocess
 import sys
 import threading
@@ -47,9 +46,9 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
+from exporter.child_process import start_child
 from exporter.config import DEFAULT_HISTORY_MAX_FIELD_BYTES, DEFAULT_HISTORY_QUEUE_SIZE
 from exporter.history import child
 from exporter.history.writer import (
@@ -297,14 +296,7 @@ class WriterProcess:
         standard input a socket to this process; the settings and ``sys.path`` go as the
         first message (a password in the URL is never on a command line).
         """
-        here, there = socket.socketpair()
-        # This very package first on sys.path, not an `exporter` in the working directory.
-        root = str(Path(__file__).resolve().parents[2])
-        code = f"import sys; sys.path.insert(0, {root!r}); import {child.__name__} as m; m.main()"
-        with there:
-            process = subprocess.Popen([sys.executable, "-c", code], stdin=there.fileno(),
-                                       start_new_session=True)
-        conn = Connection(here.detach())
+        process, conn = start_child(child.__name__)
         try:
             conn.send((self.url, self.writer_options, self.log_config, sys.path))
         except BaseException:
