@@ -173,7 +173,7 @@ SERVE_OPTIONS: list[Decorator] = [
     option("--amqp-reader", type=click.Choice(c.AMQP_READERS), default="process",
            help="Where the RabbitMQ fast path's pika reads and parses the frames: a child "
                 "process of its own (off the event thread's core; about 35 MB more memory) "
-                "or the event thread."),
+                "or the event thread. Fast path only (kombu reads in the event thread)."),
     option("--history/--no-history", default=True,
            help="Keep the SQL execution history (timing, arguments, errors of every task)."),
     option("--history-url", default=None,

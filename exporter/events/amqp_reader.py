@@ -51,8 +51,9 @@ MAX_SEND = 2000
 #: Seconds the exporter waits for the child to connect, declare and consume (pika's own
 #: connect timeout, ``socket_timeout``, applies within it).
 CONNECT_TIMEOUT = 60.0
-#: Seconds a closed child has to end before it is killed.
-EXIT_GRACE = 5.0
+#: Seconds a closed child has to end before it is killed (a stopped or hung child): within
+#: the consumer's own stop timeout.
+EXIT_GRACE = 2.0
 #: What the child sends once it consumes.
 _READY = "consuming"
 
@@ -146,6 +147,16 @@ class AmqpReaderProcess:
             self.close()
             raise pika.exceptions.StreamLostError(
                 f"the AMQP reader process exited code={process.returncode}") from exc
+
+    def kill(self) -> None:
+        """Kill the child now, from any thread (SIGKILL: a stopped or hung child too); the
+        thread reading it then gets ``StreamLostError``. For an exporter that exits while
+        the consuming thread is stuck (in :meth:`connect`'s wait, say): a child must not
+        outlive the exporter with its connection and the exclusive event queue.
+        """
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
 
     def close(self) -> None:
         """Close the socket and wait for the child to close its connection and exit (killed

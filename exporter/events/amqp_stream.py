@@ -33,6 +33,7 @@ import pika
 import pika.exceptions
 from kombu import Connection, Queue
 from kombu.transport.base import to_rabbitmq_queue_arguments
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -48,8 +49,12 @@ _LOGIN_METHODS = frozenset({None, "", "PLAIN", "AMQPLAIN"})
 #: :func:`~exporter.events.redis_stream.decode_body` needs.
 Delivered = tuple[bytes, str | None, str | None, str | None]
 
-#: Errors meaning the connection or channel is gone (and with it, an auto-delete queue).
-STREAM_ERRORS: tuple[type[Exception], ...] = (pika.exceptions.AMQPError, OSError)
+#: Errors meaning the connection or channel is gone (and with it, an auto-delete queue), or
+#: could not be made: pika's own, a socket's, and those of pika's connection workflow that
+#: ``BlockingConnection`` raises as they are (a broker that accepts the connection but never
+#: answers the AMQP handshake: ``AMQPConnectorStackTimeout``).
+STREAM_ERRORS: tuple[type[Exception], ...] = (pika.exceptions.AMQPError, OSError,
+                                              AMQPConnectorException)
 
 # pika logs an ERROR for every connection it loses ("Unexpected connection close detected");
 # the consumer logs the loss itself, once, with what it means (events lost, a gap counted).
@@ -130,6 +135,7 @@ class AmqpEventStream:
         self.queue = queue
         self._connection: pika.BlockingConnection | None = None
         self._delivered: list[Delivered] = []
+        self._cancelled = False
 
     def connect(self) -> None:
         """Connect, declare the exchange and the queue as Celery's receiver does, bind it
@@ -142,6 +148,7 @@ class AmqpEventStream:
 
         """
         self.close()
+        self._cancelled = False
         connection = pika.BlockingConnection(self.params)
         self._connection = connection
         channel = connection.channel()
@@ -155,7 +162,11 @@ class AmqpEventStream:
                               auto_delete=queue.auto_delete,
                               arguments=queue_arguments(queue) or None)
         channel.queue_bind(queue.name, exchange.name, routing_key=queue.routing_key)
+        channel.add_on_cancel_callback(self._on_cancel)
         channel.basic_consume(queue.name, self._on_message, auto_ack=True)
+
+    def _on_cancel(self, _method: Any) -> None:
+        self._cancelled = True
 
     def _on_message(self, _channel: Any, _method: Any, properties: pika.BasicProperties,
                     body: bytes) -> None:
@@ -169,6 +180,11 @@ class AmqpEventStream:
         from the socket at once (many messages when the queue holds a backlog).
 
         Raises:
+            pika.exceptions.ConsumerCancelled: the broker cancelled the consumer
+                (``Basic.Cancel``: the event queue was deleted — ``rabbitmqctl delete_queue``,
+                the management UI, a policy); raised once what was delivered before it has
+                been returned. The connection stays open but nothing more comes: the caller
+                must connect again (which declares the queue again).
             pika.exceptions.AMQPError: the connection or the channel was lost.
             OSError: the socket failed.
 
@@ -176,8 +192,12 @@ class AmqpEventStream:
         connection = self._connection
         if connection is None:
             raise pika.exceptions.ConnectionWrongStateError("not connected")
-        connection.process_data_events(time_limit=timeout)
+        if not self._cancelled:
+            connection.process_data_events(time_limit=timeout)
         delivered, self._delivered = self._delivered, []
+        if self._cancelled and not delivered:
+            raise pika.exceptions.ConsumerCancelled(
+                "the broker cancelled the event consumer: its queue was deleted")
         return delivered
 
     def close(self) -> None:

@@ -200,6 +200,7 @@ class EventConsumer(threading.Thread):
         self._stopping = threading.Event()
         self._throttled = Throttled(log)
         self._receiver: _Receiver | None = None
+        self._reader: AmqpReaderProcess | None = None
         self._connected_once = False
         url = app.conf.broker_read_url
         self.fast_path_pattern = fanout_pattern(
@@ -292,7 +293,10 @@ class EventConsumer(threading.Thread):
 
     def run(self) -> None:
         """Consume until stopped; every error leads to a reconnect, never to an exit."""
-        log.info("event consumer path=%s", self.path)
+        if self.path == "amqp":
+            log.info("event consumer path=amqp reader=%s", self.amqp_reader)
+        else:
+            log.info("event consumer path=%s", self.path)
         errors = 0
         while not self._stopping.is_set():
             try:
@@ -361,7 +365,7 @@ class EventConsumer(threading.Thread):
         # One queue name for the consumer's life, as Celery's receiver keeps its node id.
         stream: AmqpEventStream | AmqpReaderProcess
         if self.amqp_reader == "process":
-            stream = AmqpReaderProcess(params, event_queue(self.app))
+            stream = self._reader = AmqpReaderProcess(params, event_queue(self.app))
         else:
             stream = AmqpEventStream(params, event_queue(self.app))
         accept = accept_content(self.accept)
@@ -454,9 +458,16 @@ class EventConsumer(threading.Thread):
             log.warning("heartbeat broadcast failed error=%s", type(exc).__name__)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Ask the thread to stop and wait up to ``timeout`` seconds for it."""
+        """Ask the thread to stop and wait up to ``timeout`` seconds for it; then kill the AMQP
+        reader process if the thread is still busy with it (waiting for a child that
+        connects to a broker that does not answer, say), so that no child outlives the
+        exporter.
+        """
         self._stopping.set()
         if self._receiver is not None:
             self._receiver.should_stop = True
         if self.is_alive():
             self.join(timeout)
+        if self.is_alive() and self._reader is not None:
+            self._reader.kill()
+            self.join(1.0)

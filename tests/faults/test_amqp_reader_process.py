@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -21,7 +22,13 @@ from celery.events.event import Event, get_exchange
 from kombu import Producer
 
 from exporter.events.amqp_reader import AmqpReaderProcess
-from exporter.events.amqp_stream import amqp_parameters, event_queue
+from exporter.events.amqp_stream import (
+    STREAM_ERRORS,
+    AmqpEventStream,
+    amqp_parameters,
+    event_queue,
+)
+from tests.support.exporter import Exporter
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -180,13 +187,17 @@ def test_a_broker_that_refuses_connections_is_a_connection_error(amqp_url):
     assert stream.pid is None
 
 
+def _readers(pid: int) -> list[int]:
+    """The process ids of ``serve``'s (``pid``) AMQP reader processes."""
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()
+            if b"amqp_reader" in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
 def _reader_of(pid: int) -> int:
-    """The process id of ``serve``'s (``pid``) AMQP reader process."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            if b"amqp_reader" in Path(f"/proc/{child}/cmdline").read_bytes():
-                return int(child)
-    raise AssertionError("no reader process")
+    """The process id of ``serve``'s (``pid``) one AMQP reader process."""
+    [reader] = _readers(pid)
+    return reader
 
 
 def test_serve_counts_a_killed_reader_as_one_gap_and_counts_on_with_a_new_one(
@@ -211,3 +222,45 @@ def test_serve_counts_a_killed_reader_as_one_gap_and_counts_on_with_a_new_one(
     assert metrics.value("celery_jobmon_event_gaps_total") == 1
     assert metrics.value("celery_jobmon_broker_connected") == 1
     assert "broker connection lost error=StreamLostError" in exporter.output()
+
+
+@pytest.fixture
+def silent_port():
+    """A port that accepts TCP connections (the kernel's backlog) and never says a word."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+@pytest.mark.parametrize("stream_class", [AmqpEventStream, AmqpReaderProcess])
+def test_a_broker_that_never_answers_the_handshake_is_a_connection_error(
+        amqp_url, silent_port, stream_class):
+    app = _app(amqp_url)
+    params = _params(app)
+    params.port = silent_port
+    params.stack_timeout = 1.0  # pika's default: 15 s
+    stream = stream_class(params, event_queue(app))
+    with pytest.raises(STREAM_ERRORS) as raised:
+        stream.connect()
+    assert "handshake" in str(raised.value).lower()
+
+
+def test_serve_stopped_leaves_no_reader_behind(amqp_url, silent_port, start_exporter):
+    # A reader stopped (SIGSTOP: it cannot close its connection) when serve gets SIGTERM.
+    exporter = start_exporter(amqp_url, "--no-history")
+    reader = _reader_of(exporter.proc.pid)
+    os.kill(reader, signal.SIGSTOP)
+    exporter.proc.terminate()
+    assert exporter.proc.wait(15) == 0
+    assert not _alive(reader)
+    # A reader still waiting for a broker that never answers (pika gives up after 15 s).
+    silent = amqp_url.replace("127.0.0.1:5672", f"127.0.0.1:{silent_port}")
+    waiting = Exporter(silent, "--no-history")
+    try:
+        wait_for(lambda: _readers(waiting.proc.pid), 30, message="a reader started")
+        reader = _reader_of(waiting.proc.pid)
+        waiting.proc.terminate()
+        assert waiting.proc.wait(15) == 0
+        assert not _alive(reader)
+    finally:
+        waiting.stop()
