@@ -248,9 +248,13 @@ class WorkerTable:
             return
         record.offset_warned_at = now
         assert record.clock_offset is not None
+        # Events read late (a backlog after a pause or a burst) look like a clock behind.
+        cause = ("its clock is behind the exporter's, or its events reach the exporter late (a "
+                 "backlog after a pause or a burst: then every worker seems behind for a while "
+                 "and celery_jobmon_event_lag_seconds shows it)" if record.clock_offset > 0
+                 else "its clock is ahead of the exporter's")
         log.warning(
-            "worker clock offset hostname=%s offset=%.3fs threshold=%.3fs: its clock is %s the "
-            "exporter's; queue wait and ages that mix its clock with others are off by as much "
-            "(state order is not affected); synchronise the hosts' clocks (NTP)", hostname,
-            record.clock_offset, self.offset_warning,
-            "behind" if record.clock_offset > 0 else "ahead of")
+            "worker clock offset hostname=%s offset=%.3fs threshold=%.3fs: %s; queue wait and "
+            "ages that mix its clock with others are off by as much (state order is not "
+            "affected); if it lasts, synchronise the hosts' clocks (NTP)", hostname,
+            record.clock_offset, self.offset_warning, cause)

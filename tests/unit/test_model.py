@@ -853,6 +853,18 @@ def test_a_workers_clock_offset_is_smoothed_and_warned_about_once(make_model, ev
     assert model.worker_states()[0].clock_offset == 1.5
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and f"hostname={WORKER} offset=2.000s" in warnings[0]
+    # Behind may also be late: a backlog looks the same.
+    assert "its clock is behind the exporter's, or its events reach the exporter late" \
+        in warnings[0]
+
+
+def test_a_worker_ahead_is_warned_about_its_clock_only(make_model, ev, caplog) -> None:
+    model = make_model(clock_offset_warning=1.0)
+    with caplog.at_level("WARNING", logger="exporter.state.workers"):
+        model.process_many([ev.heartbeat(WORKER, T0 + 3.0)])
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert f"hostname={WORKER} offset=-3.000s" in warning
+    assert "its clock is ahead of the exporter's;" in warning and "late" not in warning
 
 
 def test_a_timestamp_replaced_as_implausible_still_gives_the_real_offset(model, ev) -> None:
