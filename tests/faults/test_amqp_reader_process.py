@@ -258,6 +258,9 @@ def test_serve_stopped_leaves_no_reader_behind(amqp_url, silent_port, start_expo
     waiting = Exporter(silent, "--no-history")
     try:
         wait_for(lambda: _readers(waiting.proc.pid), 30, message="a reader started")
+        # Serving (its SIGTERM handler installed), not ready: the broker never answers.
+        wait_for(lambda: waiting.get("/healthz").status_code == 200, 30, message="serving")
+        assert waiting.get("/readyz").status_code == 503
         reader = _reader_of(waiting.proc.pid)
         waiting.proc.terminate()
         assert waiting.proc.wait(15) == 0
