@@ -213,20 +213,21 @@ def child_main(conn: Connection) -> None:
         while not conn.poll():  # the exporter's end closed: poll answers at once
             wait = max(0.0, first + SEND_INTERVAL - time.monotonic()) if pending \
                 else POLL_INTERVAL
+            error: Exception | None = None
             try:
                 batch = stream.read_batch(timeout=wait)
             except Exception as exc:
-                if pending:
-                    conn.send_bytes(pickle.dumps(pending, pickle.HIGHEST_PROTOCOL))
-                _send(conn, exc)
-                return
+                batch, error = [], exc
             if batch and not pending:
                 first = time.monotonic()
             pending += batch
-            if pending and (len(pending) >= MAX_SEND
+            if pending and (error is not None or len(pending) >= MAX_SEND
                             or time.monotonic() - first >= SEND_INTERVAL):
                 conn.send_bytes(pickle.dumps(pending, pickle.HIGHEST_PROTOCOL))
                 pending = []
+            if error is not None:  # after what was read before it
+                _send(conn, error)
+                return
     except OSError:  # the exporter is gone
         pass
     finally:

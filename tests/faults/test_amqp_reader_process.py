@@ -28,7 +28,7 @@ from exporter.events.amqp_stream import (
     amqp_parameters,
     event_queue,
 )
-from tests.support.exporter import Exporter
+from tests.support.exporter import Exporter, child_pids
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -189,9 +189,7 @@ def test_a_broker_that_refuses_connections_is_a_connection_error(amqp_url):
 
 def _readers(pid: int) -> list[int]:
     """The process ids of ``serve``'s (``pid``) AMQP reader processes."""
-    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
-            for child in (task / "children").read_text().split()
-            if b"amqp_reader" in Path(f"/proc/{child}/cmdline").read_bytes()]
+    return child_pids(pid, b"amqp_reader")
 
 
 def _reader_of(pid: int) -> int:

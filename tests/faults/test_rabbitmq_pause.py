@@ -12,19 +12,13 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.support.exporter import child_pids
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _children(pid: int) -> list[int]:
-    """The process ids of ``pid``'s children (every thread's)."""
-    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
-            for child in (task / "children").read_text().split()]
 
 
 def test_a_pause_beyond_the_heartbeat_timeout_is_one_gap_and_one_reconnect(
@@ -33,7 +27,7 @@ def test_a_pause_beyond_the_heartbeat_timeout_is_one_gap_and_one_reconnect(
     metrics = exporter.metrics()
     assert (metrics.value("celery_jobmon_event_gaps_total"),
             metrics.value("celery_jobmon_broker_reconnects_total")) == (0, 0)
-    pids = [exporter.proc.pid, *_children(exporter.proc.pid)]
+    pids = [exporter.proc.pid, *child_pids(exporter.proc.pid)]
     assert len(pids) == 3  # the reader and the history writer
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)

@@ -112,3 +112,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None,
 def log_lines(text: str, pattern: str) -> list[str]:
     """Lines of ``text`` matching the regular expression ``pattern``."""
     return [line for line in text.splitlines() if re.search(pattern, line)]
+
+
+def child_pids(pid: int, marker: bytes = b"") -> list[int]:
+    """The process ids of ``pid``'s children (every thread's; ``serve``'s history writer and
+    AMQP reader), those whose command line holds ``marker`` when given."""
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()
+            if marker in Path(f"/proc/{child}/cmdline").read_bytes()]
