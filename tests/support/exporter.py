@@ -72,7 +72,18 @@ class Exporter:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=5)
+        """GET ``path`` from the exporter.
+
+        Raises:
+            AssertionError: an answer came though this exporter had exited: another process
+                listens on its port (the text holds this exporter's output).
+            httpx.HTTPError: the request failed.
+
+        """
+        response = httpx.get(self.url + path, timeout=5)
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the exporter exited ({self.proc.returncode}):\n{self.output()}")
+        return response
 
     def metrics(self) -> Metrics:
         """Scrape ``/metrics``; raises :class:`httpx.HTTPError` on a failed request."""

@@ -5,18 +5,52 @@ server other tests share.
 
 from __future__ import annotations
 
+import itertools
+import os
 import socket
 import threading
+from collections.abc import Iterator
 
 #: The shared PostgreSQL server (trust authentication, user ``postgres``).
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 
+#: :func:`free_port` hands out ports from 20000 up, below Linux's ephemeral range (32768 on),
+#: a block of ``PORT_BLOCK`` for each pytest-xdist worker (12 blocks, then they wrap).
+FIRST_PORT, PORT_BLOCK = 20000, 1000
+
+
+def _port_cycle() -> Iterator[int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw")) if worker.removeprefix("gw").isdigit() else 0
+    first = FIRST_PORT + index % 12 * PORT_BLOCK
+    return itertools.cycle(range(first, first + PORT_BLOCK))
+
+
+_PORTS = _port_cycle()
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on, for a process of the test's own.
+
+    A port the kernel picked (bind to port 0) was free a moment ago only: another xdist
+    worker's next pick, or any outgoing connection, could take it before the test's process
+    bound it, and a readiness probe then reached the other process (an exporter that lost
+    the race exited; its test waited 60 s on a refused port). So each xdist worker takes the
+    next port of a block of its own below the ephemeral range, skipping one it cannot bind.
+
+    Raises:
+        OSError: no port of the worker's block could be bound.
+
+    """
+    for _ in range(PORT_BLOCK):
+        port = next(_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port in this worker's block of {PORT_BLOCK} from {FIRST_PORT}")
 
 
 class TcpProxy:
