@@ -171,9 +171,10 @@ WORKER_LAST_HEARTBEAT = MetricSpec(
 )
 WORKER_CLOCK_OFFSET = MetricSpec(
     "worker_clock_offset_seconds", "gauge",
-    "Exporter clock at receipt minus the worker's event `timestamp`, smoothed over its worker "
-    "events (moving average): positive when the worker's clock is behind the exporter's, "
-    "negative when ahead; includes the events' transport delay (milliseconds when healthy).",
+    "Exporter clock at receipt minus the worker's event `timestamp`, the lowest of its last 16 "
+    "worker events (the least transport delay: a shorter backlog does not move it): positive "
+    "when the worker's clock is behind the exporter's, negative when ahead; includes that "
+    "event's transport delay (milliseconds when healthy).",
     ("hostname",), "seconds", "worker-* (timestamp, receipt time)",
     read=_per_worker("clock_offset"),
 )

@@ -11,12 +11,16 @@ last event. :meth:`WorkerTable.gone` reports each worker once when it has been d
 than a grace period (the model then marks the tasks it was running as lost); a worker that
 sends an event again is up and may be reported again later.
 
-Each worker's clock offset as the exporter sees it — exporter clock at receipt minus the event's
-``timestamp`` (the worker's clock), smoothed over its ``worker-*`` events (an exponential moving
-average, weight :data:`OFFSET_WEIGHT` for the newest) — is positive when the worker's clock is
-behind the exporter's, and includes the event's transport delay (milliseconds on a healthy
-broker). Beyond ``offset_warning`` seconds either way a warning is logged, once per worker
-every :data:`OFFSET_WARNING_INTERVAL` seconds while it lasts.
+Each worker's clock offset as the exporter sees it is positive when the worker's clock is behind
+the exporter's. Each ``worker-*`` event gives a sample: exporter clock at receipt minus the
+event's ``timestamp`` (the worker's clock), that is the offset plus the event's transport delay —
+milliseconds on a healthy broker, seconds for events read late (the exporter paused, or working
+through a burst). The delay is never negative, so the lowest of the worker's latest
+:data:`OFFSET_SAMPLES` samples is the offset with the least delay in it (the filter NTP uses):
+a backlog shorter than that window leaves the figure alone, where a moving average followed
+it; a clock stepped back shows once the window holds only later samples, one stepped forward at
+once. Beyond ``offset_warning`` seconds either way a warning is logged, once per worker every
+:data:`OFFSET_WARNING_INTERVAL` seconds while it lasts.
 
 Missed events: a worker's heartbeat carries ``processed``, the number of tasks it accepted since
 its process started — Celery counts a task there exactly when it sends its ``task-started``
@@ -41,12 +45,15 @@ are not lost yet. Beyond ``solo_timeout`` it is down like any other.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
-#: Weight of the newest sample in a worker's smoothed clock offset.
-OFFSET_WEIGHT = 0.25
+#: How many of a worker's latest ``worker-*`` events its clock offset is the lowest sample of:
+#: about 30 s of Celery's heartbeats (one every 2 s). The help of the metric (exporter.metrics.
+#: catalogue) and the README say 16.
+OFFSET_SAMPLES = 16
 #: Seconds (exporter clock) between two clock-offset warnings about one worker.
 OFFSET_WARNING_INTERVAL = 600.0
 
@@ -60,6 +67,7 @@ class _WorkerRecord:
     processed: int | None = None
     gone_reported: bool = False
     clock_offset: float | None = None
+    offset_samples: deque[float] = field(default_factory=lambda: deque(maxlen=OFFSET_SAMPLES))
     offset_warned_at: float | None = None
     #: False for a worker only expected (:meth:`WorkerTable.expect`), not heard from yet.
     heard: bool = True
@@ -81,7 +89,8 @@ class WorkerState:
     """One worker as rendered: ``hostname`` (``worker@host``), ``up`` (bool), ``active`` and
     ``processed`` from its last heartbeat (``None`` before the first heartbeat),
     ``last_heartbeat`` (worker clock ``timestamp`` of its last event, seconds since the epoch),
-    ``clock_offset`` (seconds the worker's clock is behind the exporter's, smoothed),
+    ``clock_offset`` (seconds the worker's clock is behind the exporter's: the lowest of its
+    latest samples, see the module docs),
     ``missed_task_events`` (its ``task-started`` events that never arrived) and ``silent`` (a
     solo worker quiet past the timeout, still counted up); see the module docs.
     """
@@ -124,10 +133,8 @@ class WorkerTable:
         record.last_seen = now
         record.last_timestamp = event["timestamp"]
         record.heard = True
-        offset = now - event.get("original_timestamp", event["timestamp"])
-        previous = record.clock_offset
-        record.clock_offset = offset if previous is None else (
-            previous + OFFSET_WEIGHT * (offset - previous))
+        record.offset_samples.append(now - event.get("original_timestamp", event["timestamp"]))
+        record.clock_offset = min(record.offset_samples)
         if abs(record.clock_offset) > self.offset_warning:
             self._warn_offset(hostname, record, now)
         record.offline = event_type == "worker-offline"
@@ -248,11 +255,12 @@ class WorkerTable:
             return
         record.offset_warned_at = now
         assert record.clock_offset is not None
-        # Events read late (a backlog after a pause or a burst) look like a clock behind.
-        cause = ("its clock is behind the exporter's, or its events reach the exporter late (a "
-                 "backlog after a pause or a burst: then every worker seems behind for a while "
-                 "and celery_jobmon_event_lag_seconds shows it)" if record.clock_offset > 0
-                 else "its clock is ahead of the exporter's")
+        # Events all read late (a backlog longer than the window) look like a clock behind.
+        samples = len(record.offset_samples)
+        cause = (f"its clock is behind the exporter's, or each of its last {samples} worker "
+                 "events reached the exporter late (a backlog that lasted as long: then every "
+                 "worker seems behind and celery_jobmon_event_lag_seconds shows it)"
+                 if record.clock_offset > 0 else "its clock is ahead of the exporter's")
         log.warning(
             "worker clock offset hostname=%s offset=%.3fs threshold=%.3fs: %s; queue wait and "
             "ages that mix its clock with others are off by as much (state order is not "

@@ -11,7 +11,7 @@ import pytest
 from exporter.state.histogram import HistogramValue
 from exporter.state.model import Model, ModelSnapshot
 from exporter.state.task_series import LIFECYCLE_TYPES
-from exporter.state.workers import WorkerState
+from exporter.state.workers import OFFSET_SAMPLES, WorkerState
 
 T0 = 1_700_000_000.0
 WORKER = "celery@w1"
@@ -841,21 +841,55 @@ def test_worker_clock_behind_or_ahead_of_the_producer_never_undoes_an_end(model,
     assert (model.task_summary("u2").state, model.running()) == ("FAILURE", {ADD: 0})
 
 
-def test_a_workers_clock_offset_is_smoothed_and_warned_about_once(make_model, ev, clock,
-                                                                  caplog) -> None:
+def test_a_workers_clock_offset_is_the_lowest_of_its_latest_samples(make_model, ev, clock,
+                                                                   caplog) -> None:
     model = make_model(clock_offset_warning=1.0)
     with caplog.at_level("WARNING", logger="exporter.state.workers"):
         model.process_many([ev.heartbeat(WORKER, T0 - 2.0)])      # 2 s behind
         clock.advance(2.0)
-        model.process_many([ev.heartbeat(WORKER, T0 + 2.0 - 6.0)])  # 6 s behind: 2 + (6-2)/4
+        model.process_many([ev.heartbeat(WORKER, T0 + 2.0 - 6.0)])  # 6 s: 2 s behind, 4 s late
+        assert model.worker_states()[0].clock_offset == 2.0
         clock.advance(2.0)
-        model.process_many([ev.heartbeat(WORKER, T0 + 4.0 + 3.0)])  # 3 s ahead: 3 + (-3-3)/4
+        model.process_many([ev.heartbeat(WORKER, T0 + 4.0 - 1.5)])  # the clock set forward
     assert model.worker_states()[0].clock_offset == 1.5
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and f"hostname={WORKER} offset=2.000s" in warnings[0]
-    # Behind may also be late: a backlog looks the same.
-    assert "its clock is behind the exporter's, or its events reach the exporter late" \
-        in warnings[0]
+    # Behind may also be late, if every sample of the window was.
+    assert ("its clock is behind the exporter's, or each of its last 1 worker events reached "
+            "the exporter late (a backlog that lasted as long") in warnings[0]
+
+
+def test_a_backlog_shorter_than_the_window_leaves_the_clock_offset_alone(make_model, ev, clock,
+                                                                          caplog) -> None:
+    # Before: an exponential moving average; four heartbeats read 8, 6, 4 and 2 s late (the
+    # exporter paused 8 s) moved it to 2.95 s and logged "its clock is behind" for a worker
+    # 10 ms behind.
+    model = make_model(clock_offset_warning=1.0)
+    with caplog.at_level("WARNING", logger="exporter.state.workers"):
+        for _ in range(5):
+            model.process_many([ev.heartbeat(WORKER, clock.now - 0.01)])
+            clock.advance(2.0)
+        sent = [clock.now + 2.0 * beat - 0.01 for beat in range(4)]
+        clock.advance(8.0)  # paused: these four heartbeats are read together, late
+        model.process_many([ev.heartbeat(WORKER, timestamp) for timestamp in sent])
+        assert round(model.worker_states()[0].clock_offset, 6) == 0.01
+        for _ in range(OFFSET_SAMPLES):  # caught up, until the window has moved past it all
+            clock.advance(2.0)
+            model.process_many([ev.heartbeat(WORKER, clock.now - 0.02)])
+    assert round(model.worker_states()[0].clock_offset, 6) == 0.02
+    assert caplog.records == []
+
+
+def test_a_clock_set_back_shows_once_the_window_holds_only_later_samples(make_model, ev,
+                                                                         clock) -> None:
+    model = make_model(clock_offset_warning=1.0)
+    model.process_many([ev.heartbeat(WORKER, T0)])
+    offsets = []
+    for beat in range(1, OFFSET_SAMPLES + 1):
+        clock.advance(2.0)
+        model.process_many([ev.heartbeat(WORKER, T0 + 2.0 * beat - 5.0)])  # now 5 s behind
+        offsets.append(model.worker_states()[0].clock_offset)
+    assert offsets == [0.0] * (OFFSET_SAMPLES - 1) + [5.0]
 
 
 def test_a_worker_ahead_is_warned_about_its_clock_only(make_model, ev, caplog) -> None:
