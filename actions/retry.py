@@ -321,7 +321,9 @@ def retry_task(ctx: ActionContext, task_id: str, *, actor: str, include_revoked:
 
 def select_for_bulk(ctx: ActionContext, selection: BulkRetryFilter
                     ) -> tuple[list[Execution], bool]:
-    """The executions a bulk retry selects, newest first, at most ``selection.limit``.
+    """The executions a bulk retry selects — FAILURE; LOST and CANCELLED with
+    ``include_no_outcome``; REVOKED with ``include_revoked`` — newest first, at most
+    ``selection.limit``.
 
     Returns:
         ``(rows, more)``: ``more`` is true when more executions match than ``limit``.
@@ -336,7 +338,8 @@ def select_for_bulk(ctx: ActionContext, selection: BulkRetryFilter
     """
     since = None if selection.since is None else parse_instant(selection.since, "since")
     until = None if selection.until is None else parse_instant(selection.until, "until")
-    states = ["FAILURE", "REVOKED"] if selection.include_revoked else ["FAILURE"]
+    states = ["FAILURE", *(("LOST", "CANCELLED") if selection.include_no_outcome else ()),
+              *(("REVOKED",) if selection.include_revoked else ())]
     engine = ctx.engine()
     matched: list[Execution] = []
     cursor: str | None = None
@@ -406,7 +409,7 @@ def _bulk_item(ctx: ActionContext, row: Execution, selection: BulkRetryFilter, a
     return BulkRetryItem(
         task_id=row.task_id, outcome="would_retry" if selection.dry_run else "retried",
         new_task_id=result.new_task_id, argument_source=result.sent.argument_source,
-        existing_retries=result.existing_retries)
+        existing_retries=result.existing_retries, warnings=result.warnings)
 
 
 def bulk_retry(ctx: ActionContext, selection: BulkRetryFilter, *, actor: str

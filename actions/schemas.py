@@ -444,6 +444,12 @@ class BulkRetryFilter(_Model):
     until: float | Annotated[str, StringConstraints(max_length=64)] | None = Field(
         default=None, description="State changed before: ISO 8601 or epoch seconds.")
     include_revoked: bool = Field(default=False, description="Also REVOKED executions.")
+    include_no_outcome: bool = Field(
+        default=False,
+        description="Also the executions that ended with no outcome: LOST (running on a worker "
+                    "that went away) and CANCELLED (killed by their worker's cold shutdown). "
+                    "Part or all of their work may be done; each such item carries the "
+                    "warning.")
     include_retried: bool = Field(
         default=False,
         description="Also executions retried already (skipped by default with reason "
@@ -490,6 +496,11 @@ class BulkRetryItem(_Model):
     existing_retries: list[RetryLinkInfo] = Field(
         default_factory=list, description="Retries already made of it (see RetryResult).")
     argument_source: ArgumentSource | None = None
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What to check about one retried or to be retried (as a single retry's): "
+                    "a LOST or CANCELLED execution may have done its work, its queue has no "
+                    "consumer, ….")
 
 
 class BulkRetryResult(_Model):

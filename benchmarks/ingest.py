@@ -20,7 +20,11 @@ capacity that implies (events per CPU second: the burst rate is capped by the ge
 consumer is faster than it), peak RSS and loss: ``lost %`` what never reached the consumer,
 ``hist drop`` the events the history writer dropped (``celery_jobmon_history_dropped_total``).
 CPU and peak RSS are the exporter's and its child processes' (the history writer, the AMQP
-reader) together (the sum of the peaks).
+reader) together (the sum of the peaks). A second table splits each consumer's CPU per 100k
+events by process — the exporter, its AMQP reader, its history writer — with the broker's own
+(the private redis-server, RabbitMQ's ``beam.smp``) over the same interval, and the rate all of
+them together would allow on this machine's cores (``cores x 100k / their CPU s per 100k``):
+where a consumer's rate sits near that ceiling, the machine's CPU is what limits it.
 """
 
 from __future__ import annotations
@@ -102,13 +106,53 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) of ``pid`` and its live descendants."""
-    used = 0
-    for member in process_tree(pid):
-        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        used += int(fields[11]) + int(fields[12])
-    return used / CLK_TCK
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of the one process ``pid`` (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+#: A child process's role, by the module its command line runs (``exporter.child_process``).
+ROLES = {b"exporter.events.amqp_reader": "reader", b"exporter.history.child": "writer"}
+
+
+def cpu_by_role(pid: int) -> dict[str, float]:
+    """CPU seconds of the exporter ``pid`` and of each child by :data:`ROLES` (``other``: a
+    child of another kind, the baseline's none)."""
+    split = {"exporter": process_cpu(pid)}
+    for member in process_tree(pid)[1:]:
+        cmdline = Path(f"/proc/{member}/cmdline").read_bytes()
+        role = next((name for marker, name in ROLES.items() if marker in cmdline), "other")
+        split[role] = split.get(role, 0.0) + process_cpu(member)
+    return split
+
+
+def rabbitmq_pid() -> int:
+    """The pid of RabbitMQ's Erlang VM (``beam.smp``) on this machine.
+
+    Raises:
+        RuntimeError: no ``beam.smp`` process runs.
+
+    """
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "beam.smp":
+                    return int(entry.name)
+            except OSError:
+                continue
+    raise RuntimeError("no beam.smp process: is RabbitMQ running?")
+
+
+def cpu_split(pid: int, broker_pid: int) -> dict[str, float]:
+    """:func:`cpu_by_role` of ``pid`` with the broker's CPU seconds under ``broker``."""
+    return {**cpu_by_role(pid), "broker": process_cpu(broker_pid)}
+
+
+def split_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds used by role between two :func:`cpu_split` readings (a child started in
+    between counts from 0)."""
+    return {role: after[role] - before.get(role, 0.0) for role in after}
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -176,6 +220,10 @@ class RedisBroker:
     def prepare(self, template, copies: int):
         return prepare(template, copies)
 
+    def pid(self) -> int:
+        """The private redis-server's process id."""
+        return int(self.server.proc.pid)
+
     def publish(self, db: int, prepared, rate: float | None = None) -> None:
         replay_batches(self.server, db, prepared, rate=rate)
 
@@ -199,6 +247,10 @@ class AmqpBroker:
     def prepare(self, template, copies: int):
         return amqp_messages(prepare(template, copies))
 
+    def pid(self) -> int:
+        """RabbitMQ's process id (the machine's one broker, shared by every vhost)."""
+        return rabbitmq_pid()
+
     def publish(self, db: int, prepared, rate: float | None = None) -> None:
         publish_amqp(self.vhost.url(), prepared, rate=rate)
 
@@ -214,7 +266,7 @@ def measure_baseline(broker, template, copies: int,
     assert proc.stdout.readline().strip() == "ready"
     broker.wait_consuming(before)
     batches = broker.prepare(template, copies)
-    cpu0 = cpu_seconds(proc.pid)
+    split0 = cpu_split(proc.pid, broker.pid())
     start = time.perf_counter()
     published = None
     if rate:
@@ -225,7 +277,7 @@ def measure_baseline(broker, template, copies: int,
         # consumer's capacity, not the generator's speed.
         os.kill(proc.pid, signal.SIGSTOP)
         broker.publish(2, batches)
-        cpu0 = cpu_seconds(proc.pid)
+        split0 = cpu_split(proc.pid, broker.pid())
         start = time.perf_counter()
         os.kill(proc.pid, signal.SIGCONT)
     line = ""
@@ -234,11 +286,12 @@ def measure_baseline(broker, template, copies: int,
         line = proc.stdout.readline()
         if line.startswith("done") or not line:
             break
-    cpu = cpu_seconds(proc.pid) - cpu0
+    split = split_used(split0, cpu_split(proc.pid, broker.pid()))
+    cpu = sum(used for role, used in split.items() if role != "broker")
     rss = peak_rss_mb(proc.pid)
     proc.wait(10)
     count, done_at = (int(line.split()[1]), float(line.split()[2])) if line else (0, start)
-    return {"events": count, "seconds": done_at - start, "cpu": cpu, "rss": rss,
+    return {"events": count, "seconds": done_at - start, "cpu": cpu, "split": split, "rss": rss,
             "expected": expected, "published": published, "done_at": done_at,
             "start": start}
 
@@ -268,7 +321,7 @@ def measure_exporter(broker, template, copies: int, db: int, *extra: str,
         time.sleep(0.1)
     broker.wait_consuming(before)
     batches = broker.prepare(template, copies)
-    cpu0 = cpu_seconds(proc.pid)
+    split0 = cpu_split(proc.pid, broker.pid())
     start, wall_start = time.perf_counter(), time.time()
     published = None
     if rate:
@@ -280,7 +333,7 @@ def measure_exporter(broker, template, copies: int, db: int, *extra: str,
         for member in stopped:
             os.kill(member, signal.SIGSTOP)
         broker.publish(db, batches)
-        cpu0 = cpu_seconds(proc.pid)
+        split0 = cpu_split(proc.pid, broker.pid())
         start, wall_start = time.perf_counter(), time.time()
         for member in stopped:
             os.kill(member, signal.SIGCONT)
@@ -295,7 +348,8 @@ def measure_exporter(broker, template, copies: int, db: int, *extra: str,
             seen, last_change = now_seen, time.perf_counter()
         elif time.perf_counter() - last_change > 5:
             break
-    cpu = cpu_seconds(proc.pid) - cpu0
+    split = split_used(split0, cpu_split(proc.pid, broker.pid()))
+    cpu = sum(used for role, used in split.items() if role != "broker")
     count = int(seen["events"])
     done_at = start + seen["last_event"] - wall_start
     rss = peak_rss_mb(proc.pid)
@@ -305,7 +359,7 @@ def measure_exporter(broker, template, copies: int, db: int, *extra: str,
     dropped = int(total(url, "celery_jobmon_history_dropped_total"))
     proc.terminate()
     proc.wait(30)
-    return {"events": count, "seconds": done_at - start, "cpu": cpu, "rss": rss,
+    return {"events": count, "seconds": done_at - start, "cpu": cpu, "split": split, "rss": rss,
             "expected": expected, "gaps": gaps, "hist_dropped": dropped, "published": published,
             "done_at": done_at, "start": start}
 
@@ -393,7 +447,7 @@ def main() -> None:
     # Sustained mode: the rate the generator reached (on a busy machine it may fall short of
     # --rate), and the seconds from its last message to the consumer's last event counted
     # (about 0: it kept up; a backlog would grow it).
-    print(f"{'consumer':38} {'events':>8} {'seconds':>8} {'events/s':>9} {'x base':>7} "
+    print(f"{'consumer':62} {'events':>8} {'seconds':>8} {'events/s':>9} {'x base':>7} "
           f"{'CPU s/100k':>10} {'ev/CPU-s':>9} {'peak RSS MB':>11} {'lost %':>7} {'gaps':>5}"
           f" {'hist drop':>9}"
           + (f" {'behind s':>8} {'sent/s':>7}" if sustained else ""))
@@ -403,10 +457,20 @@ def main() -> None:
         behind = (f" {r['done_at'] - r['published']:>8.2f} "
                   f"{r['expected'] / (r['published'] - r['start']):>7.0f}"
                   if sustained and r["published"] else "")
-        print(f"{label:38} {r['events']:>8} {r['seconds']:>8.2f} {rate_seen:>9.0f} "
+        print(f"{label:62} {r['events']:>8} {r['seconds']:>8.2f} {rate_seen:>9.0f} "
               f"{rate_seen / base_rate:>7.2f} {r['cpu'] / r['events'] * 1e5:>10.2f} "
               f"{r['events'] / r['cpu']:>9.0f} {r['rss']:>11.1f} {lost:>7.2f} "
               f"{r.get('gaps', '-'):>5} {r.get('hist_dropped', '-'):>9}{behind}")
+    cores = os.cpu_count() or 1
+    print(f"\nCPU s per 100k events by process, and the rate their sum allows on {cores} cores")
+    print(f"{'consumer':62} {'exporter':>8} {'reader':>7} {'writer':>7} {'broker':>7} "
+          f"{'sum':>7} {'ceiling/s':>9} {'events/s':>9}")
+    for label, r in rows:
+        per = {role: used / r["events"] * 1e5 for role, used in r["split"].items()}
+        both = sum(per.values())
+        print(f"{label:62} {per['exporter']:>8.2f} {per.get('reader', 0.0):>7.2f} "
+              f"{per.get('writer', 0.0):>7.2f} {per['broker']:>7.2f} {both:>7.2f} "
+              f"{cores * 1e5 / both:>9.0f} {r['events'] / r['seconds']:>9.0f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Worker faults: a worker SIGKILLed mid-task (its tasks become LOST), a worker shut down cold
-mid-task (its tasks are CANCELLED), a hard time limit and a pool process killed during a task
-(both reported by Celery as failures)."""
+"""Worker faults: a worker SIGKILLed mid-task (its tasks become LOST, and a bulk retry sends
+them again when asked), a worker shut down cold mid-task (its tasks are CANCELLED), a hard time
+limit and a pool process killed during a task (both reported by Celery as failures)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Engine
 
 from exporter.history import create_history_engine, get_execution
+from tests.support.api import Api
 from tests.support.exporter import QUIET_POLLER, Exporter, log_lines
 from tests.support.waiting import assert_stays, wait_for
 from tests.support.worker import Worker
@@ -19,6 +20,7 @@ from tests.support.worker import Worker
 pytestmark = pytest.mark.integration
 SLEEP = "examples.tasks.sleep"
 TIMEOUT = 3.0  # --worker-timeout; the lost grace defaults to it
+TOKEN = "worker-faults-token-0123456789"
 
 
 def _worker_up(exporter, worker) -> bool:
@@ -29,7 +31,8 @@ def _two_running(url: str, producer, start_exporter, start_worker
                  ) -> tuple[Exporter, Worker, list[str], Engine]:
     """An exporter (``--worker-timeout`` :data:`TIMEOUT`) and a prefork worker on queue a
     running two 60 s sleeps: ``(exporter, worker, their task ids, the history engine)``."""
-    exporter = start_exporter(url, "--worker-timeout", f"{TIMEOUT:g}s", *QUIET_POLLER)
+    exporter = start_exporter(url, "--worker-timeout", f"{TIMEOUT:g}s", "--api-token", TOKEN,
+                              *QUIET_POLLER)
     worker = start_worker(url, "a")
     wait_for(lambda: _worker_up(exporter, worker), 60,
              message=lambda: f"worker up\n{worker.output()}")
@@ -81,6 +84,24 @@ def test_sigkilled_worker_takes_its_running_tasks_to_lost(own_redis_url, produce
     assert_stays(lambda: exporter.metrics().value("celery_task_lost_total", name=SLEEP,
                                                   queue_name="a") == 2, 1.5,
                  message="2 lost tasks, counted once")
+
+    # The runbook's "retry the ones safe to run again", all at once (before: a bulk retry
+    # selected FAILURE only; each LOST execution had to be retried by hand).
+    api = Api(exporter.url, TOKEN)
+    assert api.post("/tasks/retry", json={"name": SLEEP}).json()["matched"] == 0
+    sent = api.post("/tasks/retry", json={"name": SLEEP, "include_no_outcome": True,
+                                          "dry_run": False})
+    assert sent.status_code == 202, sent.text
+    items = sent.json()["items"]
+    assert sorted(i["task_id"] for i in items) == sorted(doomed)
+    assert [(i["outcome"], i["warnings"][0].startswith("the task is LOST: it ended with no "
+                                                       "outcome")) for i in items] == [
+        ("retried", True)] * 2
+    for item in items:  # sent to queue a: a task-sent event, a row linked to the lost one
+        row = wait_for(lambda new=item["new_task_id"]: get_execution(engine, new), 10,
+                       message="the retry's row")
+        assert (row.name, row.queue, row.retry_of, row.args) == (SLEEP, "a", item["task_id"],
+                                                                 "(60,)")
     engine.dispose()
 
 

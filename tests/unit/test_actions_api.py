@@ -17,6 +17,7 @@ from actions.errors import BrokerUnavailable, NotSupported
 from actions.follow_up import CancelFollowUp
 from actions.http.auth import Verdict, authorize
 from actions.http.routes import create_api
+from actions.retry import NO_OUTCOME_WARNING
 from actions.schemas import CancelResult
 from actions.text import cancel_text
 from exporter.history import create_history_engine, get_execution, record_action, upgrade
@@ -385,6 +386,40 @@ def test_bulk_retry_is_a_dry_run_by_default_and_filters(client, engine, broker):
     assert problem(client.post("/api/v1/tasks/retry", json={"queue": "a\x00b"}), 400)[
         "detail"].startswith("queue: 1 to 255 characters")
     problem(client.post("/api/v1/tasks/retry", json=[1]), 400)
+
+
+def test_bulk_retry_takes_lost_and_cancelled_executions_when_asked(client, engine, broker):
+    # Before: a bulk retry selected FAILURE (and REVOKED) only, while a single retry takes LOST
+    # and CANCELLED executions and the CeleryTaskLost runbook says to retry them: after a
+    # worker crash, each had to be retried by hand.
+    add_row(engine, "failed", ts=T0 + 1)
+    add_row(engine, "lost", "LOST", ts=T0 + 2, exception_type=None)
+    add_row(engine, "cancelled", "CANCELLED", ts=T0 + 3, exception_type=None)
+    add_row(engine, "revoked", "REVOKED", ts=T0 + 4, exception_type=None)
+    failures = client.post("/api/v1/tasks/retry", json={}).json()
+    assert [i["task_id"] for i in failures["items"]] == ["failed"]
+    assert failures["items"][0]["warnings"] == []
+
+    dry = client.post("/api/v1/tasks/retry", json={"include_no_outcome": True}).json()
+    assert [(i["task_id"], i["outcome"]) for i in dry["items"]] == [
+        ("cancelled", "would_retry"), ("lost", "would_retry"), ("failed", "would_retry")]
+    assert [i["warnings"][:1] for i in dry["items"]] == [
+        [NO_OUTCOME_WARNING.format(state="CANCELLED")], [NO_OUTCOME_WARNING.format(state="LOST")],
+        []]
+    every = client.post("/api/v1/tasks/retry", json={"include_no_outcome": True,
+                                                     "include_revoked": True}).json()
+    assert [i["task_id"] for i in every["items"]] == ["revoked", "cancelled", "lost", "failed"]
+    assert broker.sent == []
+
+    done = client.post("/api/v1/tasks/retry", json={"include_no_outcome": True, "since": T0 + 1.5,
+                                                    "dry_run": False})
+    assert done.status_code == 202, done.text
+    assert [(i["task_id"], i["outcome"]) for i in done.json()["items"]] == [
+        ("cancelled", "retried"), ("lost", "retried")]
+    assert [task_id for _, task_id in broker.sent] == [
+        i["new_task_id"] for i in done.json()["items"]]
+    assert done.json()["items"][1]["warnings"][0] == NO_OUTCOME_WARNING.format(state="LOST")
+    problem(client.post("/api/v1/tasks/retry", json={"include_no_outcome": "maybe"}), 400)
 
 
 # -- cancel -------------------------------------------------------------------------------
