@@ -19,8 +19,11 @@ through a burst). The delay is never negative, so the lowest of the worker's lat
 :data:`OFFSET_SAMPLES` samples is the offset with the least delay in it (the filter NTP uses):
 a backlog shorter than that window leaves the figure alone, where a moving average followed
 it; a clock stepped back shows once the window holds only later samples, one stepped forward at
-once. Beyond ``offset_warning`` seconds either way a warning is logged, once per worker every
-:data:`OFFSET_WARNING_INTERVAL` seconds while it lasts.
+once. Beyond ``offset_warning`` seconds either way for :data:`OFFSET_WARNING_AFTER` seconds of
+the exporter's clock, a warning is logged: a backlog read back in a burst (every sample of it
+received within a moment) passes before it would be; a clock offset lasts. Then again every
+:data:`OFFSET_WARNING_INTERVAL` seconds while it lasts, or at once when the offset has moved by
+more than ``offset_warning`` since the last warning (a clock stepped, a restart with another).
 
 Missed events: a worker's heartbeat carries ``processed``, the number of tasks it accepted since
 its process started — Celery counts a task there exactly when it sends its ``task-started``
@@ -54,7 +57,10 @@ log = logging.getLogger(__name__)
 #: about 30 s of Celery's heartbeats (one every 2 s). The help of the metric (exporter.metrics.
 #: catalogue) and the README say 16.
 OFFSET_SAMPLES = 16
-#: Seconds (exporter clock) between two clock-offset warnings about one worker.
+#: Seconds (exporter clock) a worker's offset must stay beyond the threshold before a warning.
+OFFSET_WARNING_AFTER = 5.0
+#: Seconds (exporter clock) between two clock-offset warnings about one worker, unless its
+#: offset moved by more than the threshold since the last one.
 OFFSET_WARNING_INTERVAL = 600.0
 
 
@@ -68,7 +74,10 @@ class _WorkerRecord:
     gone_reported: bool = False
     clock_offset: float | None = None
     offset_samples: deque[float] = field(default_factory=lambda: deque(maxlen=OFFSET_SAMPLES))
-    offset_warned_at: float | None = None
+    #: Since when (exporter clock) the offset is beyond the threshold; the last warning's time
+    #: and offset.
+    offset_beyond_since: float | None = None
+    offset_warned: tuple[float, float] | None = None
     #: False for a worker only expected (:meth:`WorkerTable.expect`), not heard from yet.
     heard: bool = True
     #: ``processed`` at the baseline (first heartbeat, or the worker's restart), and the
@@ -135,8 +144,7 @@ class WorkerTable:
         record.heard = True
         record.offset_samples.append(now - event.get("original_timestamp", event["timestamp"]))
         record.clock_offset = min(record.offset_samples)
-        if abs(record.clock_offset) > self.offset_warning:
-            self._warn_offset(hostname, record, now)
+        self._check_offset(hostname, record, now)
         record.offline = event_type == "worker-offline"
         record.gone_reported = False
         if event.get("active") is not None:
@@ -249,20 +257,30 @@ class WorkerTable:
             ))
         return states
 
-    def _warn_offset(self, hostname: str, record: _WorkerRecord, now: float) -> None:
-        warned = record.offset_warned_at
-        if warned is not None and now - warned < OFFSET_WARNING_INTERVAL:
+    def _check_offset(self, hostname: str, record: _WorkerRecord, now: float) -> None:
+        """Log the clock-offset warning when it is due (see the module docs)."""
+        offset = record.clock_offset
+        assert offset is not None
+        if abs(offset) <= self.offset_warning:
+            record.offset_beyond_since = None
             return
-        record.offset_warned_at = now
-        assert record.clock_offset is not None
+        if record.offset_beyond_since is None:
+            record.offset_beyond_since = now
+        if now - record.offset_beyond_since < OFFSET_WARNING_AFTER:
+            return
+        warned = record.offset_warned
+        if warned is not None and now - warned[0] < OFFSET_WARNING_INTERVAL and abs(
+                offset - warned[1]) <= self.offset_warning:
+            return
+        record.offset_warned = (now, offset)
         # Events all read late (a backlog longer than the window) look like a clock behind.
         samples = len(record.offset_samples)
         cause = (f"its clock is behind the exporter's, or each of its last {samples} worker "
                  "events reached the exporter late (a backlog that lasted as long: then every "
                  "worker seems behind and celery_jobmon_event_lag_seconds shows it)"
-                 if record.clock_offset > 0 else "its clock is ahead of the exporter's")
+                 if offset > 0 else "its clock is ahead of the exporter's")
         log.warning(
             "worker clock offset hostname=%s offset=%.3fs threshold=%.3fs: %s; queue wait and "
             "ages that mix its clock with others are off by as much (state order is not "
             "affected); if it lasts, synchronise the hosts' clocks (NTP)", hostname,
-            record.clock_offset, self.offset_warning, cause)
+            offset, self.offset_warning, cause)

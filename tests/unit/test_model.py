@@ -851,12 +851,56 @@ def test_a_workers_clock_offset_is_the_lowest_of_its_latest_samples(make_model, 
         assert model.worker_states()[0].clock_offset == 2.0
         clock.advance(2.0)
         model.process_many([ev.heartbeat(WORKER, T0 + 4.0 - 1.5)])  # the clock set forward
-    assert model.worker_states()[0].clock_offset == 1.5
+        assert model.worker_states()[0].clock_offset == 1.5
+        assert caplog.records == []  # beyond the threshold for 4 s only
+        clock.advance(2.0)
+        model.process_many([ev.heartbeat(WORKER, T0 + 6.0 - 1.5)])
     warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == 1 and f"hostname={WORKER} offset=2.000s" in warnings[0]
+    assert len(warnings) == 1 and f"hostname={WORKER} offset=1.500s" in warnings[0]
     # Behind may also be late, if every sample of the window was.
-    assert ("its clock is behind the exporter's, or each of its last 1 worker events reached "
+    assert ("its clock is behind the exporter's, or each of its last 4 worker events reached "
             "the exporter late (a backlog that lasted as long") in warnings[0]
+
+
+def test_a_backlog_longer_than_the_window_read_back_at_once_is_not_warned_about(
+        make_model, ev, clock, caplog) -> None:
+    # Before: the warning was checked at each sample, so the exporter paused 60 s and reading
+    # 30 heartbeats back in one go logged "offset=28.000s ... behind" for a worker in sync
+    # (a figure the metric never showed), and muted the warnings about it for 10 minutes.
+    model = make_model(clock_offset_warning=1.0)
+    with caplog.at_level("WARNING", logger="exporter.state.workers"):
+        model.process_many([ev.heartbeat(WORKER, clock.now - 0.01)])
+        sent = [clock.now + 2.0 * beat for beat in range(1, 31)]
+        clock.advance(60.5)  # paused: 30 heartbeats wait, then come in batches of ten
+        for batch in range(3):
+            model.process_many([ev.heartbeat(WORKER, timestamp)
+                                for timestamp in sent[10 * batch:10 * batch + 10]])
+            clock.advance(0.05)
+        assert round(model.worker_states()[0].clock_offset, 6) == 0.6  # the window's lowest
+        clock.advance(1.85)
+        model.process_many([ev.heartbeat(WORKER, clock.now - 0.01)])  # read on time again
+    assert round(model.worker_states()[0].clock_offset, 6) == 0.01
+    assert caplog.records == []
+
+
+def test_an_offset_that_moves_by_more_than_the_threshold_is_warned_about_again(
+        make_model, ev, clock, caplog) -> None:
+    model = make_model(clock_offset_warning=1.0)
+    with caplog.at_level("WARNING", logger="exporter.state.workers"):
+        for _ in range(4):  # 3 s behind for 6 s
+            model.process_many([ev.heartbeat(WORKER, clock.now - 3.0)])
+            clock.advance(2.0)
+        for _ in range(3):  # then 3 s ahead (set forward, or restarted under another clock)
+            model.process_many([ev.heartbeat(WORKER, clock.now + 3.0)])
+            clock.advance(2.0)
+        for _ in range(3):  # and 3.5 s ahead: within the threshold of the last warning
+            model.process_many([ev.heartbeat(WORKER, clock.now + 3.5)])
+            clock.advance(2.0)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert [w.split(":")[0] for w in warnings] == [
+        f"worker clock offset hostname={WORKER} offset=3.000s threshold=1.000s",
+        f"worker clock offset hostname={WORKER} offset=-3.000s threshold=1.000s"]
+    assert "its clock is ahead of the exporter's;" in warnings[1]
 
 
 def test_a_backlog_shorter_than_the_window_leaves_the_clock_offset_alone(make_model, ev, clock,
@@ -892,10 +936,12 @@ def test_a_clock_set_back_shows_once_the_window_holds_only_later_samples(make_mo
     assert offsets == [0.0] * (OFFSET_SAMPLES - 1) + [5.0]
 
 
-def test_a_worker_ahead_is_warned_about_its_clock_only(make_model, ev, caplog) -> None:
+def test_a_worker_ahead_is_warned_about_its_clock_only(make_model, ev, clock, caplog) -> None:
     model = make_model(clock_offset_warning=1.0)
     with caplog.at_level("WARNING", logger="exporter.state.workers"):
         model.process_many([ev.heartbeat(WORKER, T0 + 3.0)])
+        clock.advance(5.0)
+        model.process_many([ev.heartbeat(WORKER, T0 + 8.0)])
     [warning] = [r.getMessage() for r in caplog.records]
     assert f"hostname={WORKER} offset=-3.000s" in warning
     assert "its clock is ahead of the exporter's;" in warning and "late" not in warning
