@@ -60,7 +60,9 @@ counts in ``task_lost_total{name,queue_name}``, takes the state ``LOST`` and a s
 the worker's last event and the task's last state change (worker clock), so a real terminal
 event that turns up later still wins. Tasks warmed from the history as STARTED count as
 running, and their worker is expected to speak within the same time: one that never does died
-while the exporter was down, and its tasks are lost too.
+while the exporter was down, and its tasks are lost too. A worker that comes back as a new
+process under the same name (``worker-online`` with ``processed`` 0) loses the tasks of the
+previous one at once (:mod:`exporter.state.workers`: restarts).
 
 Repairs (:mod:`exporter.repair`): the repairer thread asks the model which tasks are in
 progress (:meth:`Model.in_progress`, after an event gap or on a worker whose heartbeats show
@@ -639,9 +641,11 @@ class Model:
         for hostname, last_timestamp in self.workers.gone(now, self._lost_grace):
             self._mark_lost(hostname, last_timestamp, now)
 
-    def _mark_lost(self, hostname: str, last_timestamp: float, now: float) -> None:
+    def _mark_lost(self, hostname: str, last_timestamp: float, now: float,
+                   why: str = "gone") -> None:
         """End every execution the model sees running on ``hostname`` as LOST (see the module
-        docs). A scan of the index, once per worker disappearance.
+        docs); ``why`` the worker's tasks are lost, for the log: ``gone`` or ``restarted``. A
+        scan of the index, once per worker disappearance or restart.
         """
         lost = [(task_id, record) for task_id, record in self.index
                 if record.running is not None and record.hostname == hostname]
@@ -661,7 +665,7 @@ class Model:
             if self._workflows is not None:
                 self._workflows.observe(TASK_LOST, lost_record, record.name, self.names.label)
         if lost:
-            log.warning("worker gone with running tasks hostname=%s lost=%d", hostname,
+            log.warning("worker %s with running tasks hostname=%s lost=%d", why, hostname,
                         len(lost))
 
     def _note_queue(self, queue: str) -> None:
@@ -890,6 +894,8 @@ class Model:
     def _on_worker(self, event_type: str, event: dict, now: float) -> None:
         if self.workers.update(event_type, event, now):
             self._missed_workers.add(event["hostname"])
+        for hostname, last_timestamp in self.workers.take_restarts():
+            self._mark_lost(hostname, last_timestamp, now, "restarted")
 
 
 @dataclass(slots=True)

@@ -35,6 +35,16 @@ only the shortfall already there at the previous heartbeat is counted (events la
 heartbeat interval are missed); a ``processed`` lower than before is a worker restart: a new
 baseline. Counted once: the total only grows.
 
+Restarts: a worker killed and started again under the same name (systemd ``Restart=``, a pod
+restarted with a fixed ``-n``) within the timeout never looks down, so the tasks its previous
+process was running would stay running for ever. Its new process sends ``worker-online`` with
+``processed`` 0 — it has started no task — so every task the model still sees running under that
+name was another process's: :meth:`WorkerTable.take_restarts` reports the worker, and the model
+marks them lost at once. A ``worker-online`` after a broker reconnection (Celery sends one) comes
+from the process that started those tasks, with ``processed`` above 0: nothing is marked. Two
+live workers sharing a name (Celery warns: ``DuplicateNodenameWarning``) defeat this, as they
+defeat every per-worker figure.
+
 Silent solo workers: Celery's solo pool runs a task in the worker's only thread, so while it
 runs the worker sends nothing at all — no heartbeat, and even that task's ``task-received`` and
 ``task-started`` wait in its buffer until the task ends — and answers no inspect call. Busy and
@@ -126,6 +136,7 @@ class WorkerTable:
         self.retention = retention
         self.offset_warning = offset_warning
         self._workers: dict[str, _WorkerRecord] = {}
+        self._restarts: list[tuple[str, float]] = []
 
     def update(self, event_type: str, event: dict, now: float) -> int:
         """Apply a checked ``worker-*`` event received at ``now`` (exporter clock, seconds);
@@ -139,6 +150,10 @@ class WorkerTable:
         record = self._workers.get(hostname)
         if record is None:
             record = self._workers[hostname] = _WorkerRecord(now, event["timestamp"])
+        elif event_type == "worker-online" and event.get("processed") == 0:
+            # A process that has started no task yet, under a name known before: what ran
+            # there was another process's (see the module docs: restarts).
+            self._restarts.append((hostname, record.last_timestamp))
         record.last_seen = now
         record.last_timestamp = event["timestamp"]
         record.heard = True
@@ -169,6 +184,14 @@ class WorkerTable:
         if record is not None and record.heard and not record.offline and now > record.last_seen:
             record.last_seen = now
             record.gone_reported = False
+
+    def take_restarts(self) -> list[tuple[str, float]]:
+        """Workers that came online as a new process under a known name since the last call,
+        as ``(hostname, timestamp of the previous process's last event)`` (worker clock; 0 for
+        a worker only expected); see the module docs.
+        """
+        restarts, self._restarts = self._restarts, []
+        return restarts
 
     def set_pools(self, pools: Mapping[str, str]) -> None:
         """Record each known worker's pool (``{hostname: pool}``, from ``inspect stats``)."""

@@ -1,6 +1,7 @@
 """Worker faults: a worker SIGKILLed mid-task (its tasks become LOST, and a bulk retry sends
-them again when asked), a worker shut down cold mid-task (its tasks are CANCELLED), a hard time
-limit and a pool process killed during a task (both reported by Celery as failures)."""
+them again when asked; also when it is started again under its name at once), a worker shut
+down cold mid-task (its tasks are CANCELLED), a hard time limit and a pool process killed
+during a task (both reported by Celery as failures)."""
 
 from __future__ import annotations
 
@@ -102,6 +103,29 @@ def test_sigkilled_worker_takes_its_running_tasks_to_lost(own_redis_url, produce
                        message="the retry's row")
         assert (row.name, row.queue, row.retry_of, row.args) == (SLEEP, "a", item["task_id"],
                                                                  "(60,)")
+    engine.dispose()
+
+
+def test_a_worker_killed_and_started_again_under_its_name_loses_its_running_tasks(
+        own_redis_url, producer, start_exporter, start_worker):
+    # Before: back within the timeout (systemd Restart=, a pod with a fixed -n), the worker
+    # never looked down: both tasks stayed STARTED and running for ever, lost 0.
+    exporter, worker, doomed, engine = _two_running(own_redis_url, producer, start_exporter,
+                                                    start_worker)
+    worker.kill()
+    again = start_worker(own_redis_url, "a", name=worker.hostname)
+    labels = {"name": SLEEP, "queue_name": "a"}
+    metrics = wait_for(lambda: (m := exporter.metrics()).value(
+        "celery_task_lost_total", **labels) == 2 and m, 60,
+        message=lambda: f"2 lost\n{exporter.output()[-3000:]}\n{again.output()[-2000:]}")
+    assert metrics.value("celery_task_running", **labels) == 0
+    assert metrics.value("celery_worker_up", hostname=worker.hostname) == 1  # never down
+    assert len(log_lines(exporter.output(), f"worker restarted with running tasks "
+                                            f"hostname={worker.hostname} lost=2")) == 1
+    rows = wait_for(lambda: (found := [get_execution(engine, t) for t in doomed])
+                    and all(r.state == "LOST" for r in found) and found, 10,
+                    message="LOST rows")
+    assert [r.hostname for r in rows] == [worker.hostname] * 2
     engine.dispose()
 
 

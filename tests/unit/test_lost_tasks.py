@@ -159,3 +159,34 @@ def test_lost_row_beats_started_and_loses_to_every_real_end():
     for end in ("task-failed", "task-succeeded", "task-revoked"):
         real = record_from_event(task_event(end, uuid="a", timestamp=T0, hostname=W1))[1]
         assert merge(lost_row, real)["state"] == merge(real, lost_row)["state"] != "LOST"
+
+
+def test_a_worker_back_as_a_new_process_loses_the_tasks_of_the_old_one_at_once(clock, sink):
+    # Before: killed and started again under the same name within the timeout, the worker
+    # never looked down, and the two tasks its old process ran stayed running for ever.
+    model = make(clock, sink)
+    model.process_many([worker_event("worker-online", timestamp=T0, hostname=W1, processed=0),
+                        *started("a", T0), *started("b", T0),
+                        worker_event("worker-heartbeat", timestamp=T0 + 2, hostname=W1,
+                                     processed=2, active=2)])
+    clock.now = T0 + 3
+    # A broker reconnection: the same process says online again, having started 2 tasks.
+    model.process_many([worker_event("worker-online", timestamp=T0 + 3, hostname=W1,
+                                     processed=2)])
+    assert model.snapshot().running == {ADD: 2} and lost(sink) == []
+    clock.now = T0 + 4
+    model.process_many([worker_event("worker-online", timestamp=T0 + 4, hostname=W1,
+                                     processed=0), *started("c", T0 + 5)])
+    snap = model.snapshot()
+    assert (snap.running, snap.lost) == ({ADD: 1}, {ADD: 2})  # c runs on the new process
+    assert [(e["uuid"], e["timestamp"]) for e in lost(sink)] == [("a", T0 + 3), ("b", T0 + 3)]
+    assert [w.up for w in snap.workers] == [True]
+
+
+def test_tasks_warmed_as_running_are_lost_when_their_worker_comes_back_anew(clock, sink):
+    model = make(clock, sink)
+    warmed(model, "a")  # STARTED on W1 at T0 - 4
+    clock.now = T0 + 1
+    model.process_many([worker_event("worker-online", timestamp=T0 + 1, hostname=W1,
+                                     processed=0)])
+    assert [(e["uuid"], e["timestamp"]) for e in lost(sink)] == [("a", T0 - 4)]
