@@ -214,14 +214,16 @@ def plan_retry(ctx: ActionContext, task_id: str, *, include_revoked: bool = Fals
     return RetryPlan(row, message, line)
 
 
-def _refuse_retried(plan: RetryPlan) -> NotEligible:
-    """The 409 of a real retry of an execution retried already, without ``force``."""
+def _refuse_retried(plan: RetryPlan, force_hint: str) -> NotEligible:
+    """The 409 of a real retry of an execution retried already, without ``force``;
+    ``force_hint`` says how to send it anyway.
+    """
     end = plan.line[-1] if plan.line else None
     advice = (f"; retry {end.task_id} instead, which continues the chain"
               if end is not None and end.state in ("FAILURE", "REVOKED") else "")
     return NotEligible(
         f"this task was {plan.retried_text()}. Sending it again would run the job once more"
-        f"{advice}; force=true (--force) sends it anyway.", reason="already-retried",
+        f"{advice}; {force_hint}.", reason="already-retried",
         existing_retries=[link.model_dump() for link in plan.existing()])
 
 
@@ -272,10 +274,12 @@ def _record(ctx: ActionContext, plan: RetryPlan, new_id: str, actor: str) -> lis
 
 
 def retry_task(ctx: ActionContext, task_id: str, *, actor: str, include_revoked: bool = False,
-               dry_run: bool = False, force: bool = False) -> RetryResult:
+               dry_run: bool = False, force: bool = False,
+               force_hint: str = "force=true (--force) sends it anyway") -> RetryResult:
     """Retry one execution (or, with ``dry_run``, show exactly what would be sent).
 
-    ``force``: send even when the execution was retried already.
+    ``force``: send even when the execution was retried already; ``force_hint``: how the
+    caller's user asks for that, in the refusal (a bulk retry's ``include_retried``).
 
     Returns:
         The new task id (``None`` on a dry run), the message, what the broker said of the
@@ -295,7 +299,7 @@ def retry_task(ctx: ActionContext, task_id: str, *, actor: str, include_revoked:
         plan = plan_retry(ctx, task_id, include_revoked=include_revoked)
         m = plan.message
         if plan.retried and not dry_run and not force:
-            raise _refuse_retried(plan)
+            raise _refuse_retried(plan, force_hint)
         queue_check, warnings = check_destination(ctx, m.queue or "")
         if plan.row.state in ("LOST", "CANCELLED"):
             warnings.insert(0, NO_OUTCOME_WARNING.format(state=plan.row.state))
@@ -396,7 +400,8 @@ def _bulk_item(ctx: ActionContext, row: Execution, selection: BulkRetryFilter, a
     try:
         result = retry_task(ctx, row.task_id, actor=actor, dry_run=selection.dry_run,
                             include_revoked=selection.include_revoked,
-                            force=selection.include_retried)
+                            force=selection.include_retried,
+                            force_hint="include_retried: true sends it")
     except (NotEligible, TaskNotFound, BrokerRefused) as exc:
         return BulkRetryItem(task_id=row.task_id, outcome="skipped", reason=exc.detail,
                              reason_code=exc.extra.get("reason") or exc.slug,

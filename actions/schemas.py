@@ -431,7 +431,8 @@ def _checked(check: Callable[[], T]) -> T:
 class BulkRetryFilter(_Model):
     """Which executions a bulk retry selects; all given criteria must match."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: a JSON value of the wrong type is a 400 ("dry_run": "false" is not false).
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     name: str | None = Field(default=None, min_length=1, max_length=255,
                              description="Exact task name.")
@@ -464,6 +465,15 @@ class BulkRetryFilter(_Model):
     @classmethod
     def _identifier(cls, value: str | None, info: ValidationInfo) -> str | None:
         return _checked(lambda: check_identifier(value, str(info.field_name)))
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _instant_type(cls, value: Any) -> Any:
+        # One readable error instead of one per member of the union (strict: no bool).
+        if value is None or (isinstance(value, int | float | str) and not isinstance(value, bool)):
+            return value
+        raise PydanticCustomError("invalid_parameter",
+                                  "an ISO 8601 time or epoch seconds (a string or a number)")
 
     @field_validator("since", "until")
     @classmethod

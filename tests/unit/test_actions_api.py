@@ -422,6 +422,18 @@ def test_bulk_retry_takes_lost_and_cancelled_executions_when_asked(client, engin
     problem(client.post("/api/v1/tasks/retry", json={"include_no_outcome": "maybe"}), 400)
 
 
+@pytest.mark.parametrize("field, value", [
+    ("include_no_outcome", "yes"), ("include_no_outcome", 1), ("dry_run", "false"),
+    ("include_revoked", 0), ("since", True), ("until", False), ("limit", True), ("limit", "2")])
+def test_a_bulk_retry_body_of_the_wrong_json_type_is_a_400(client, engine, broker, field, value):
+    # Before: coerced — "dry_run": "false" sent the retries (202), "since": true meant the
+    # epoch's first second, "limit": "2" two executions.
+    add_row(engine, "failed", ts=T0 + 1)
+    body = problem(client.post("/api/v1/tasks/retry", json={field: value}), 400)
+    assert [error["loc"] for error in body["errors"]] == [["body", field]], body
+    assert broker.sent == []
+
+
 # -- cancel -------------------------------------------------------------------------------
 
 

@@ -66,6 +66,12 @@ def test_bulk_retry_sends_one_task_per_job_after_its_retries_failed(make_client,
     sent_before = len(broker.sent)
     second = bulk(client, exception_type="ValueError", dry_run=False)
     assert (second["retried"], second["skipped"]) == (3, 3)
+    # Before: a real run's reason said "force=true (--force) sends it anyway", which the bulk
+    # body refuses (400) and its query ignores.
+    assert second["items"][3]["reason"] == (
+        f"this task was already retried: its retry {retries['o3']} FAILED, and "
+        f"{retries['o3']}'s retry {second['items'][0]['new_task_id']} is PENDING. Sending it "
+        "again would run the job once more; include_retried: true sends it.")
     assert len(broker.sent) == sent_before + 3
     assert [get_execution(engine, o).manual_retry_count for o in ("o1", "o2", "o3")] == [1, 1, 1]
     assert all(get_execution(engine, r).manual_retry_count == 1 for r in retries.values())
