@@ -139,8 +139,8 @@ SERVE_OPTIONS: list[Decorator] = [
                 "Set it to the longest time limit of its tasks."),
     option("--clock-offset-warning", type=DURATION,
            default=seconds(c.DEFAULT_CLOCK_OFFSET_WARNING),
-           help="Log a warning when a worker's clock is this far from the exporter's "
-                "(celery_worker_clock_offset_seconds), either way."),
+           help="Log a warning when a worker's clock has been this far from the exporter's "
+                "for 5s (celery_worker_clock_offset_seconds), either way."),
     option("--event-queue-ttl", type=DURATION, default=seconds(c.DEFAULT_EVENT_QUEUE_TTL),
            help="RabbitMQ: message TTL of the exporter's event queue (Celery's default is 5s)."),
     option("--event-queue-expires", type=DURATION,
