@@ -19,7 +19,8 @@ through a burst). The delay is never negative, so the lowest of the worker's lat
 :data:`OFFSET_SAMPLES` samples is the offset with the least delay in it (the filter NTP uses):
 a backlog shorter than that window leaves the figure alone, where a moving average followed
 it; a clock stepped back shows once the window holds only later samples, one stepped forward at
-once. Beyond ``offset_warning`` seconds either way for :data:`OFFSET_WARNING_AFTER` seconds of
+once (a worker restarted as a new process starts a new window). Beyond ``offset_warning``
+seconds either way for :data:`OFFSET_WARNING_AFTER` seconds of
 the exporter's clock, a warning is logged: a backlog read back in a burst (every sample of it
 received within a moment) passes before it would be; a clock offset lasts. Then again every
 :data:`OFFSET_WARNING_INTERVAL` seconds while it lasts, or at once when the offset has moved by
@@ -152,8 +153,10 @@ class WorkerTable:
             record = self._workers[hostname] = _WorkerRecord(now, event["timestamp"])
         elif event_type == "worker-online" and event.get("processed") == 0:
             # A process that has started no task yet, under a name known before: what ran
-            # there was another process's (see the module docs: restarts).
+            # there was another process's (see the module docs: restarts), and so were the
+            # clock samples (it may run on another host).
             self._restarts.append((hostname, record.last_timestamp))
+            record.offset_samples.clear()
         record.last_seen = now
         record.last_timestamp = event["timestamp"]
         record.heard = True

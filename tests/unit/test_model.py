@@ -903,6 +903,16 @@ def test_an_offset_that_moves_by_more_than_the_threshold_is_warned_about_again(
     assert "its clock is ahead of the exporter's;" in warnings[1]
 
 
+def test_a_worker_restarted_as_a_new_process_starts_a_new_offset_window(make_model, ev,
+                                                                        clock) -> None:
+    model = make_model(clock_offset_warning=1.0)
+    model.process_many([ev.heartbeat(WORKER, clock.now - 0.01)])
+    clock.advance(2.0)
+    online = ev.online(WORKER, clock.now - 5.0)  # back on a host whose clock is 5 s behind
+    model.process_many([{**online, "processed": 0}])
+    assert model.worker_states()[0].clock_offset == 5.0
+
+
 def test_a_backlog_shorter_than_the_window_leaves_the_clock_offset_alone(make_model, ev, clock,
                                                                           caplog) -> None:
     # Before: an exponential moving average; four heartbeats read 8, 6, 4 and 2 s late (the
