@@ -1,7 +1,8 @@
 """Worker faults: a worker SIGKILLed mid-task (its tasks become LOST, and a bulk retry sends
-them again when asked; also when it is started again under its name at once), a worker shut
-down cold mid-task (its tasks are CANCELLED), a hard time limit and a pool process killed
-during a task (both reported by Celery as failures)."""
+them again when asked; also when it is started again under its name at once, but not when it
+only reconnects after a broker outage), a worker shut down cold mid-task (its tasks are
+CANCELLED), a hard time limit and a pool process killed during a task (both reported by Celery
+as failures)."""
 
 from __future__ import annotations
 
@@ -126,6 +127,44 @@ def test_a_worker_killed_and_started_again_under_its_name_loses_its_running_task
                     and all(r.state == "LOST" for r in found) and found, 10,
                     message="LOST rows")
     assert [r.hostname for r in rows] == [worker.hostname] * 2
+    engine.dispose()
+
+
+def test_a_worker_back_from_a_broker_outage_says_online_again_and_loses_nothing(
+        redis_server, producer, start_exporter, start_worker):
+    # The other side of the restart rule: after a broker outage Celery's worker sends
+    # worker-online again from the same process, its running tasks still running
+    # (worker_cancel_long_running_tasks_on_connection_loss is off by default) and counted in
+    # its processed (2): they must not be taken for lost.
+    url = redis_server.url()
+    exporter = start_exporter(url, "--worker-timeout", "20s", *QUIET_POLLER)
+    worker = start_worker(url, "a")
+    wait_for(lambda: _worker_up(exporter, worker), 60,
+             message=lambda: f"worker up\n{worker.output()}")
+    app = producer(url)
+    sleeping = [app.send_task(SLEEP, (10,), queue="a").id for _ in range(2)]
+    labels = {"name": SLEEP, "queue_name": "a"}
+    wait_for(lambda: exporter.metrics().value("celery_task_running", **labels) == 2, 30,
+             message="both running")
+
+    def online() -> float:
+        return exporter.metrics().value("celery_jobmon_events_received_total",
+                                        type="worker-online") or 0
+
+    assert online() == 1
+    redis_server.kill()
+    time.sleep(1.0)
+    redis_server.start()
+    wait_for(lambda: online() == 2, 30, message=lambda: f"worker-online again\n"
+             f"{exporter.output()[-2000:]}\n{worker.output()[-2000:]}")
+    metrics = wait_for(lambda: (m := exporter.metrics()).value(
+        "celery_task_succeeded_total", **labels) == 2 and m, 30,
+        message=lambda: f"both succeeded\n{exporter.output()[-2000:]}")
+    assert metrics.value("celery_task_lost_total", **labels) == 0
+    assert log_lines(exporter.output(), "worker restarted") == []
+    engine = create_history_engine(exporter.history_url)
+    wait_for(lambda: [get_execution(engine, t).state for t in sleeping] == ["SUCCESS"] * 2,
+             10, message="SUCCESS rows")
     engine.dispose()
 
 
