@@ -155,6 +155,11 @@ def split_used(before: dict[str, float], after: dict[str, float]) -> dict[str, f
     return {role: after[role] - before.get(role, 0.0) for role in after}
 
 
+def consumer_cpu(split: dict[str, float]) -> float:
+    """The consumer's CPU seconds in a :func:`split_used` (every role but the broker)."""
+    return sum(used for role, used in split.items() if role != "broker")
+
+
 def peak_rss_mb(pid: int) -> float:
     """The sum of the peak RSS of ``pid`` and of its live descendants, MB."""
     peak = 0
@@ -234,6 +239,7 @@ class AmqpBroker:
 
     def __init__(self, vhost: RabbitVhost) -> None:
         self.vhost = vhost
+        self._pid = rabbitmq_pid()
 
     def url(self, db: int) -> str:
         return self.vhost.url()
@@ -249,7 +255,7 @@ class AmqpBroker:
 
     def pid(self) -> int:
         """RabbitMQ's process id (the machine's one broker, shared by every vhost)."""
-        return rabbitmq_pid()
+        return self._pid
 
     def publish(self, db: int, prepared, rate: float | None = None) -> None:
         publish_amqp(self.vhost.url(), prepared, rate=rate)
@@ -287,7 +293,7 @@ def measure_baseline(broker, template, copies: int,
         if line.startswith("done") or not line:
             break
     split = split_used(split0, cpu_split(proc.pid, broker.pid()))
-    cpu = sum(used for role, used in split.items() if role != "broker")
+    cpu = consumer_cpu(split)
     rss = peak_rss_mb(proc.pid)
     proc.wait(10)
     count, done_at = (int(line.split()[1]), float(line.split()[2])) if line else (0, start)
@@ -349,7 +355,7 @@ def measure_exporter(broker, template, copies: int, db: int, *extra: str,
         elif time.perf_counter() - last_change > 5:
             break
     split = split_used(split0, cpu_split(proc.pid, broker.pid()))
-    cpu = sum(used for role, used in split.items() if role != "broker")
+    cpu = consumer_cpu(split)
     count = int(seen["events"])
     done_at = start + seen["last_event"] - wall_start
     rss = peak_rss_mb(proc.pid)

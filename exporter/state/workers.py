@@ -83,7 +83,6 @@ class _WorkerRecord:
     active: int | None = None
     processed: int | None = None
     gone_reported: bool = False
-    clock_offset: float | None = None
     offset_samples: deque[float] = field(default_factory=lambda: deque(maxlen=OFFSET_SAMPLES))
     #: Since when (exporter clock) the offset is beyond the threshold; the last warning's time
     #: and offset.
@@ -161,7 +160,6 @@ class WorkerTable:
         record.last_timestamp = event["timestamp"]
         record.heard = True
         record.offset_samples.append(now - event.get("original_timestamp", event["timestamp"]))
-        record.clock_offset = min(record.offset_samples)
         self._check_offset(hostname, record, now)
         record.offline = event_type == "worker-offline"
         record.gone_reported = False
@@ -277,7 +275,7 @@ class WorkerTable:
                 active=record.active if up else 0,
                 processed=record.processed,
                 last_heartbeat=record.last_timestamp,
-                clock_offset=record.clock_offset,
+                clock_offset=min(record.offset_samples, default=None),
                 missed_task_events=record.missed_before + record.missed,
                 silent=up and quiet > self.timeout,
             ))
@@ -285,8 +283,7 @@ class WorkerTable:
 
     def _check_offset(self, hostname: str, record: _WorkerRecord, now: float) -> None:
         """Log the clock-offset warning when it is due (see the module docs)."""
-        offset = record.clock_offset
-        assert offset is not None
+        offset = min(record.offset_samples)
         if abs(offset) <= self.offset_warning:
             record.offset_beyond_since = None
             return

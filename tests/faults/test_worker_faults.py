@@ -29,17 +29,17 @@ def _worker_up(exporter, worker) -> bool:
     return exporter.metrics().value("celery_worker_up", hostname=worker.hostname) == 1
 
 
-def _two_running(url: str, producer, start_exporter, start_worker
-                 ) -> tuple[Exporter, Worker, list[str], Engine]:
-    """An exporter (``--worker-timeout`` :data:`TIMEOUT`) and a prefork worker on queue a
-    running two 60 s sleeps: ``(exporter, worker, their task ids, the history engine)``."""
-    exporter = start_exporter(url, "--worker-timeout", f"{TIMEOUT:g}s", "--api-token", TOKEN,
+def _two_running(url: str, producer, start_exporter, start_worker, seconds: int = 60,
+                 timeout: float = TIMEOUT) -> tuple[Exporter, Worker, list[str], Engine]:
+    """An exporter (``--worker-timeout`` ``timeout``) and a prefork worker on queue a running
+    two sleeps of ``seconds``: ``(exporter, worker, their task ids, the history engine)``."""
+    exporter = start_exporter(url, "--worker-timeout", f"{timeout:g}s", "--api-token", TOKEN,
                               *QUIET_POLLER)
     worker = start_worker(url, "a")
     wait_for(lambda: _worker_up(exporter, worker), 60,
              message=lambda: f"worker up\n{worker.output()}")
     app = producer(url)
-    doomed = [app.send_task(SLEEP, (60,), queue="a").id for _ in range(2)]
+    doomed = [app.send_task(SLEEP, (seconds,), queue="a").id for _ in range(2)]
     engine = create_history_engine(exporter.history_url)
     wait_for(lambda: exporter.metrics().value("celery_task_running", name=SLEEP,
                                               queue_name="a") == 2, 30, message="both running")
@@ -136,16 +136,9 @@ def test_a_worker_back_from_a_broker_outage_says_online_again_and_loses_nothing(
     # worker-online again from the same process, its running tasks still running
     # (worker_cancel_long_running_tasks_on_connection_loss is off by default) and counted in
     # its processed (2): they must not be taken for lost.
-    url = redis_server.url()
-    exporter = start_exporter(url, "--worker-timeout", "20s", *QUIET_POLLER)
-    worker = start_worker(url, "a")
-    wait_for(lambda: _worker_up(exporter, worker), 60,
-             message=lambda: f"worker up\n{worker.output()}")
-    app = producer(url)
-    sleeping = [app.send_task(SLEEP, (10,), queue="a").id for _ in range(2)]
+    exporter, worker, sleeping, engine = _two_running(
+        redis_server.url(), producer, start_exporter, start_worker, seconds=10, timeout=20)
     labels = {"name": SLEEP, "queue_name": "a"}
-    wait_for(lambda: exporter.metrics().value("celery_task_running", **labels) == 2, 30,
-             message="both running")
 
     def online() -> float:
         return exporter.metrics().value("celery_jobmon_events_received_total",
@@ -162,7 +155,6 @@ def test_a_worker_back_from_a_broker_outage_says_online_again_and_loses_nothing(
         message=lambda: f"both succeeded\n{exporter.output()[-2000:]}")
     assert metrics.value("celery_task_lost_total", **labels) == 0
     assert log_lines(exporter.output(), "worker restarted") == []
-    engine = create_history_engine(exporter.history_url)
     wait_for(lambda: [get_execution(engine, t).state for t in sleeping] == ["SUCCESS"] * 2,
              10, message="SUCCESS rows")
     engine.dispose()
